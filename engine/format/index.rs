@@ -1,0 +1,222 @@
+//! Index files: a header and one fixed-size entry per global position (segment-format.md §4).
+
+use super::{check_version, short, DecodeError, FORMAT_VERSION};
+use zerocopy::little_endian::{U16, U32, U64};
+use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout, Unaligned};
+
+pub const INDEX_MAGIC: [u8; 8] = *b"SLINDEX\0";
+pub const INDEX_HEADER_BYTES: u64 = 64;
+pub const INDEX_ENTRY_BYTES: u64 = 24;
+pub const INDEX_ENTRY_MAGIC: u8 = 0xA7;
+/// First event of its append.
+pub const FLAG_BEGIN: u8 = 0x01;
+/// Last event of its append.
+pub const FLAG_END: u8 = 0x02;
+
+#[derive(Debug, Clone, Copy, FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned)]
+#[repr(C)]
+pub struct IndexFileHeader {
+    pub magic: [u8; 8],
+    pub format_version: U32,
+    pub entry_bytes: U32,
+    pub store_id: U64,
+    pub file_number: U64,
+    pub first_position: U64,
+    pub capacity: U64,
+    pub reserved: [u8; 12],
+    pub crc: U32,
+}
+const _: () = assert!(size_of::<IndexFileHeader>() as u64 == INDEX_HEADER_BYTES);
+
+#[derive(Debug, Clone, Copy, FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned)]
+#[repr(C)]
+pub struct IndexEntryRaw {
+    pub stream_hash: U64,
+    pub segment: U32,
+    pub offset: U32,
+    pub collision: U16,
+    pub flags: u8,
+    pub magic: u8,
+    pub crc: U32,
+}
+const _: () = assert!(size_of::<IndexEntryRaw>() as u64 == INDEX_ENTRY_BYTES);
+
+/// The decoded header of index file `file_number`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IndexHeader {
+    pub store_id: u64,
+    pub file_number: u64,
+    pub first_position: u64,
+    pub capacity: u64,
+}
+
+impl IndexHeader {
+    #[must_use]
+    pub fn encode(&self) -> [u8; INDEX_HEADER_BYTES as usize] {
+        let mut h = IndexFileHeader {
+            magic: INDEX_MAGIC,
+            format_version: FORMAT_VERSION.into(),
+            entry_bytes: (INDEX_ENTRY_BYTES as u32).into(),
+            store_id: self.store_id.into(),
+            file_number: self.file_number.into(),
+            first_position: self.first_position.into(),
+            capacity: self.capacity.into(),
+            reserved: [0; 12],
+            crc: 0.into(),
+        };
+        h.crc = crc32c::crc32c(&h.as_bytes()[..60]).into();
+        let mut out = [0u8; INDEX_HEADER_BYTES as usize];
+        out.copy_from_slice(h.as_bytes());
+        out
+    }
+
+    /// # Errors
+    /// Any `DecodeError` when the bytes are not a valid index header.
+    pub fn decode(bytes: &[u8]) -> Result<IndexHeader, DecodeError> {
+        let (h, _) = IndexFileHeader::ref_from_prefix(bytes)
+            .map_err(|_| short(INDEX_HEADER_BYTES as usize, bytes.len()))?;
+        if h.magic != INDEX_MAGIC {
+            return Err(DecodeError::BadMagic);
+        }
+        let computed = crc32c::crc32c(&bytes[..60]);
+        if computed != h.crc.get() {
+            return Err(DecodeError::BadChecksum {
+                stored: h.crc.get(),
+                computed,
+            });
+        }
+        check_version(h.format_version.get())?;
+        if u64::from(h.entry_bytes.get()) != INDEX_ENTRY_BYTES {
+            return Err(DecodeError::Invalid("entry_bytes"));
+        }
+        let header = IndexHeader {
+            store_id: h.store_id.get(),
+            file_number: h.file_number.get(),
+            first_position: h.first_position.get(),
+            capacity: h.capacity.get(),
+        };
+        let expected_first = header
+            .file_number
+            .checked_mul(header.capacity)
+            .and_then(|p| p.checked_add(1));
+        if header.capacity == 0 || expected_first != Some(header.first_position) {
+            return Err(DecodeError::Invalid("first_position or capacity"));
+        }
+        Ok(header)
+    }
+}
+
+/// Where one global position's event lives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct IndexEntry {
+    pub stream_hash: u64,
+    pub collision: u16,
+    pub segment: u32,
+    pub offset: u32,
+    pub flags: u8,
+}
+
+impl IndexEntry {
+    fn crc(bytes20: &[u8], position: u64) -> u32 {
+        crc32c::crc32c_append(crc32c::crc32c(bytes20), &position.to_le_bytes())
+    }
+
+    #[must_use]
+    pub fn encode(&self, position: u64) -> [u8; INDEX_ENTRY_BYTES as usize] {
+        let mut e = IndexEntryRaw {
+            stream_hash: self.stream_hash.into(),
+            segment: self.segment.into(),
+            offset: self.offset.into(),
+            collision: self.collision.into(),
+            flags: self.flags,
+            magic: INDEX_ENTRY_MAGIC,
+            crc: 0.into(),
+        };
+        e.crc = Self::crc(&e.as_bytes()[..20], position).into();
+        let mut out = [0u8; INDEX_ENTRY_BYTES as usize];
+        out.copy_from_slice(e.as_bytes());
+        out
+    }
+
+    /// Decode the entry stored for `position`.
+    ///
+    /// # Errors
+    /// `BadMagic` for an unwritten (zero) entry, `BadChecksum` for a torn or misplaced one.
+    pub fn decode(bytes: &[u8], position: u64) -> Result<IndexEntry, DecodeError> {
+        let (e, _) = IndexEntryRaw::ref_from_prefix(bytes)
+            .map_err(|_| short(INDEX_ENTRY_BYTES as usize, bytes.len()))?;
+        if e.magic != INDEX_ENTRY_MAGIC {
+            return Err(DecodeError::BadMagic);
+        }
+        let computed = Self::crc(&bytes[..20], position);
+        if computed != e.crc.get() {
+            return Err(DecodeError::BadChecksum {
+                stored: e.crc.get(),
+                computed,
+            });
+        }
+        if e.flags & !(FLAG_BEGIN | FLAG_END) != 0 {
+            return Err(DecodeError::Invalid("index entry flags"));
+        }
+        Ok(IndexEntry {
+            stream_hash: e.stream_hash.get(),
+            collision: e.collision.get(),
+            segment: e.segment.get(),
+            offset: e.offset.get(),
+            flags: e.flags,
+        })
+    }
+}
+
+/// Which index file holds `position`, and the byte offset of its entry there.
+#[must_use]
+pub fn locate(position: u64, entries_per_file: u64) -> (u64, u64) {
+    debug_assert!(position >= 1);
+    let zero_based = position - 1;
+    let file = zero_based / entries_per_file;
+    let slot = zero_based % entries_per_file;
+    (file, INDEX_HEADER_BYTES + slot * INDEX_ENTRY_BYTES)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn entry_round_trip_and_position_is_bound_into_the_crc() {
+        let e = IndexEntry {
+            stream_hash: 0xdead_beef,
+            collision: 3,
+            segment: 7,
+            offset: 4096,
+            flags: FLAG_BEGIN | FLAG_END,
+        };
+        let bytes = e.encode(99);
+        assert_eq!(IndexEntry::decode(&bytes, 99), Ok(e));
+        assert!(matches!(
+            IndexEntry::decode(&bytes, 100),
+            Err(DecodeError::BadChecksum { .. })
+        ));
+        assert_eq!(IndexEntry::decode(&[0u8; 24], 1), Err(DecodeError::BadMagic));
+        for bit in 0..(INDEX_ENTRY_BYTES as usize * 8) {
+            let mut damaged = bytes;
+            damaged[bit / 8] ^= 1 << (bit % 8);
+            assert!(IndexEntry::decode(&damaged, 99).is_err(), "bit {bit}");
+        }
+    }
+
+    #[test]
+    fn locate_maps_positions_to_files_and_slots() {
+        assert_eq!(locate(1, 64), (0, 64));
+        assert_eq!(locate(64, 64), (0, 64 + 63 * 24));
+        assert_eq!(locate(65, 64), (1, 64));
+    }
+
+    #[test]
+    fn header_round_trip() {
+        let h = IndexHeader { store_id: 5, file_number: 2, first_position: 129, capacity: 64 };
+        assert_eq!(IndexHeader::decode(&h.encode()), Ok(h));
+        let bad = IndexHeader { first_position: 128, ..h };
+        assert!(IndexHeader::decode(&bad.encode()).is_err());
+    }
+}

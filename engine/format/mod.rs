@@ -1,0 +1,75 @@
+//! The on-disk format of `segment-format.md`, as pure functions over byte slices.
+//!
+//! Nothing here does I/O, so fuzzers and tests reach every decoder without files or mappings.
+//! Every fixed header is a `zerocopy` struct of explicit little-endian integers, checked at
+//! compile time for its size; the document's offsets are checked against these structs in
+//! `doc_tests`.
+
+pub mod checkpoint;
+pub mod index;
+pub mod manifest;
+pub mod segment;
+
+#[cfg(test)]
+mod doc_tests;
+
+/// The only format version this build writes and reads.
+pub const FORMAT_VERSION: u32 = 1;
+
+/// Round `n` up to the next multiple of 8.
+#[must_use]
+pub const fn align8(n: u64) -> u64 {
+    (n + 7) & !7
+}
+
+/// What is wrong with a byte range that does not decode. Callers turn it into
+/// `Error::Corrupt` (with the path and offset they know) or treat it as the end of a log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DecodeError {
+    /// Fewer bytes than the structure needs.
+    Short { needed: u64, available: u64 },
+    /// The magic does not match: not this kind of file or record, or zeros.
+    BadMagic,
+    /// A newer format than this build reads.
+    UnsupportedVersion { found: u32 },
+    /// The checksum does not match.
+    BadChecksum { stored: u32, computed: u32 },
+    /// A field holds an impossible value.
+    Invalid(&'static str),
+}
+
+impl std::fmt::Display for DecodeError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            DecodeError::Short { needed, available } => {
+                write!(f, "needs {needed} bytes, only {available} available")
+            }
+            DecodeError::BadMagic => write!(f, "bad magic"),
+            DecodeError::UnsupportedVersion { found } => {
+                write!(f, "format version {found}, this build reads {FORMAT_VERSION}")
+            }
+            DecodeError::BadChecksum { stored, computed } => {
+                write!(f, "checksum mismatch: stored {stored:#010x}, computed {computed:#010x}")
+            }
+            DecodeError::Invalid(what) => write!(f, "invalid field: {what}"),
+        }
+    }
+}
+
+/// Check the format version of a header.
+pub(crate) fn check_version(found: u32) -> Result<(), DecodeError> {
+    if found == FORMAT_VERSION {
+        Ok(())
+    } else if found > FORMAT_VERSION {
+        Err(DecodeError::UnsupportedVersion { found })
+    } else {
+        Err(DecodeError::Invalid("format version 0"))
+    }
+}
+
+pub(crate) fn short(needed: usize, available: usize) -> DecodeError {
+    DecodeError::Short {
+        needed: needed as u64,
+        available: available as u64,
+    }
+}

@@ -1,0 +1,37 @@
+//! Every limit of the engine, named with its unit last. The same numbers are in
+//! `segment-format.md` §6.
+
+/// Longest stream id, in bytes of UTF-8.
+pub const STREAM_ID_BYTES_MAX: usize = 1024;
+/// Longest event type, in bytes of UTF-8.
+pub const EVENT_TYPE_BYTES_MAX: usize = 1024;
+/// Default largest event (type + metadata + data), in bytes.
+pub const EVENT_BYTES_MAX_DEFAULT: usize = 1 << 20;
+/// Hard ceiling for the `event_bytes_max` option.
+pub const EVENT_BYTES_MAX_CEILING: usize = 16 << 20;
+/// Most events in one append.
+pub const APPEND_EVENTS_MAX: usize = 10_000;
+/// Largest segment: offsets in index entries are `u32`.
+pub const SEGMENT_BYTES_MAX: u64 = u32::MAX as u64;
+/// Smallest segment the options accept.
+pub const SEGMENT_BYTES_MIN: u64 = 64 << 10;
+/// Default segment size.
+pub const SEGMENT_BYTES_DEFAULT: u64 = 64 << 20;
+/// Default number of entries per index file (24 MiB files).
+pub const INDEX_ENTRIES_PER_FILE_DEFAULT: u64 = 1 << 20;
+/// Smallest number of entries per index file the options accept.
+pub const INDEX_ENTRIES_PER_FILE_MIN: u64 = 64;
+/// Default limit of appends gathered into one group commit.
+pub const BATCH_APPENDS_MAX_DEFAULT: usize = 4096;
+/// Default limit of encoded bytes gathered into one group commit.
+pub const BATCH_BYTES_MAX_DEFAULT: usize = 16 << 20;
+/// Default bound of the cache of mapped segments and index files.
+pub const MAPPED_SEGMENTS_MAX_DEFAULT: usize = 4096;
+/// Default bound of the writer's cache of open segment files.
+pub const OPEN_FILES_MAX_DEFAULT: usize = 1024;
+/// Default bound of the cache of loaded stream states.
+pub const STREAMS_CACHED_MAX_DEFAULT: usize = 100_000;
+/// How many positions the writer lets pass between two checkpoints under `SyncMode::Fdatasync`.
+pub const CHECKPOINT_INTERVAL_POSITIONS: u64 = 65_536;
+/// Stream hashes sharing one value get collision numbers below this bound.
+pub const STREAM_COLLISIONS_MAX: u16 = 1024;
