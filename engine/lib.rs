@@ -3,7 +3,46 @@
 //! Each stream lives in its own segment files; one group-commit writer thread assigns global
 //! positions and makes batches durable; the global order is an index of fixed-size entries. The
 //! on-disk format and the commit protocol are described in `segment-format.md`.
+//!
+//! ```no_run
+//! use streamlog::{Store, ExpectedVersion, EventData, Direction, Position};
+//! let store = Store::open("./data")?;
+//! let r = store.append("order-42", ExpectedVersion::NoStream, [
+//!     EventData::new("OrderPlaced", br#"{"total":12}"#.to_vec()).metadata(b"{}".to_vec()),
+//! ])?;
+//! assert_eq!(r.first_version, 1);
+//! for ev in store.read_stream("order-42", 1, Direction::Forward)? {
+//!     let ev = ev?;
+//!     println!("{} {}", ev.event_type(), String::from_utf8_lossy(ev.data()));
+//! }
+//! for ev in store.read_all(Position::START, Direction::Forward)? {
+//!     let ev = ev?;
+//!     println!("{} {}@{}", ev.position(), ev.stream_id(), ev.version());
+//! }
+//! # Ok::<(), streamlog::Error>(())
+//! ```
 #![deny(unsafe_code)]
 
+mod cache;
+mod catalog;
+pub mod dump;
+mod error;
 pub mod format;
+pub mod layout;
 pub mod limits;
+pub mod mapping;
+mod options;
+mod read;
+mod recovery;
+mod shared;
+pub mod storage;
+mod store;
+mod types;
+mod writer;
+
+pub use error::{Error, Result};
+pub use options::{Options, SyncMode};
+pub use read::{AllIter, RecordedEvent, StreamIter};
+pub use recovery::RecoveryReport;
+pub use store::{StreamIds, Store};
+pub use types::{validate_stream_id, AppendResult, Direction, EventData, ExpectedVersion, Position};

@@ -35,3 +35,5 @@ pub const STREAMS_CACHED_MAX_DEFAULT: usize = 100_000;
 pub const CHECKPOINT_INTERVAL_POSITIONS: u64 = 65_536;
 /// Stream hashes sharing one value get collision numbers below this bound.
 pub const STREAM_COLLISIONS_MAX: u16 = 1024;
+/// Most bytes a segment header plus one record's header and padding can add to an event.
+pub const RECORD_OVERHEAD_MAX: usize = 64 + STREAM_ID_BYTES_MAX + 72 + 8;

@@ -1,0 +1,210 @@
+//! Bounded caches of mapped files: index files (mapped once at full length) and segments
+//! (mapped at their length when first read, mapped again when a reader needs more).
+//!
+//! Eviction drops the cache's reference only; a reader still holding an `Arc<Mapping>` keeps it.
+
+use crate::error::{Error, Result};
+use crate::format::index::{IndexEntry, IndexHeader, INDEX_ENTRY_BYTES};
+use crate::format::segment::SegmentHeader;
+use crate::layout::{index_path, segment_path, StreamKey};
+use crate::mapping::Mapping;
+use crate::storage::{Backend, OpenMode};
+use std::collections::HashMap;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+/// A mapped segment file and its decoded header.
+#[derive(Debug)]
+pub struct MappedSegment {
+    pub mapping: Arc<Mapping>,
+    pub stream_id: Arc<str>,
+    pub path: PathBuf,
+}
+
+/// A small bounded map with approximate least-recently-used eviction.
+struct Lru<K, V> {
+    entries: HashMap<K, (V, u64)>,
+    tick: u64,
+    capacity: usize,
+}
+
+impl<K: std::hash::Hash + Eq + Clone, V: Clone> Lru<K, V> {
+    fn new(capacity: usize) -> Self {
+        Lru {
+            entries: HashMap::new(),
+            tick: 0,
+            capacity,
+        }
+    }
+
+    fn get(&mut self, key: &K) -> Option<V> {
+        self.tick += 1;
+        let tick = self.tick;
+        self.entries.get_mut(key).map(|(v, t)| {
+            *t = tick;
+            v.clone()
+        })
+    }
+
+    fn insert(&mut self, key: K, value: V) {
+        if self.entries.len() >= self.capacity && !self.entries.contains_key(&key) {
+            // Evict the older half in one pass, so the cost of a pass is spread over many inserts.
+            let mut ticks: Vec<u64> = self.entries.values().map(|(_, t)| *t).collect();
+            let middle = ticks.len() / 2;
+            let (_, cut, _) = ticks.select_nth_unstable(middle);
+            let cut = *cut;
+            self.entries.retain(|_, (_, t)| *t > cut);
+        }
+        self.tick += 1;
+        self.entries.insert(key, (value, self.tick));
+    }
+
+    fn remove(&mut self, key: &K) {
+        self.entries.remove(key);
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic while holding a cache lock leaves only a cache behind, never on-disk state.
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+pub struct MapCache {
+    root: PathBuf,
+    backend: Arc<dyn Backend>,
+    store_id: u64,
+    entries_per_file: u64,
+    index: Mutex<Lru<u64, Arc<Mapping>>>,
+    segments: Mutex<Lru<(StreamKey, u32), Arc<MappedSegment>>>,
+}
+
+impl MapCache {
+    pub fn new(
+        root: &Path,
+        backend: Arc<dyn Backend>,
+        store_id: u64,
+        entries_per_file: u64,
+        capacity: usize,
+    ) -> MapCache {
+        MapCache {
+            root: root.to_path_buf(),
+            backend,
+            store_id,
+            entries_per_file,
+            index: Mutex::new(Lru::new(64)),
+            segments: Mutex::new(Lru::new(capacity)),
+        }
+    }
+
+    /// The mapping of index file `file_number` (its whole, preallocated length).
+    pub fn index_file(&self, file_number: u64) -> Result<Arc<Mapping>> {
+        if let Some(m) = lock(&self.index).get(&file_number) {
+            return Ok(m);
+        }
+        let path = index_path(&self.root, file_number);
+        let file = self
+            .backend
+            .open(&path, OpenMode::Read)
+            .map_err(|e| Error::io("open index file", &path, e))?;
+        let len = file.len().map_err(|e| Error::io("stat index file", &path, e))?;
+        let mapping = Arc::new(
+            file.map(len)
+                .map_err(|e| Error::io("map index file", &path, e))?,
+        );
+        let header = IndexHeader::decode(&mapping).map_err(|e| decode_error(&path, 0, &e))?;
+        if header.store_id != self.store_id {
+            return Err(Error::corrupt(&path, 16, "index file of another store"));
+        }
+        if header.file_number != file_number || header.capacity != self.entries_per_file {
+            return Err(Error::corrupt(&path, 24, "index header does not match its name"));
+        }
+        let needed = crate::format::index::INDEX_HEADER_BYTES + header.capacity * INDEX_ENTRY_BYTES;
+        if len < needed {
+            return Err(Error::corrupt(&path, len, "index file shorter than its capacity"));
+        }
+        lock(&self.index).insert(file_number, Arc::clone(&mapping));
+        Ok(mapping)
+    }
+
+    /// The decoded index entry of `position`, or the reason it does not decode.
+    pub fn index_entry(&self, position: u64) -> Result<std::result::Result<IndexEntry, crate::format::DecodeError>> {
+        let (file, offset) = crate::format::index::locate(position, self.entries_per_file);
+        let mapping = self.index_file(file)?;
+        let at = offset as usize;
+        Ok(IndexEntry::decode(&mapping[at..at + INDEX_ENTRY_BYTES as usize], position))
+    }
+
+    /// Forget a mapped index file (after the writer or recovery changed its length).
+    pub fn forget_index(&self, file_number: u64) {
+        lock(&self.index).remove(&file_number);
+    }
+
+    /// A mapping of a segment covering at least `min_len` bytes. `Ok(None)` when the file does
+    /// not exist.
+    pub fn segment(&self, key: StreamKey, segment: u32, min_len: u64) -> Result<Option<Arc<MappedSegment>>> {
+        if let Some(s) = lock(&self.segments).get(&(key, segment)) {
+            if s.mapping.len() as u64 >= min_len {
+                return Ok(Some(s));
+            }
+        }
+        let path = segment_path(&self.root, key, segment);
+        let file = match self.backend.open(&path, OpenMode::Read) {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(Error::io("open segment", &path, e)),
+        };
+        let len = file.len().map_err(|e| Error::io("stat segment", &path, e))?;
+        if len < min_len {
+            return Err(Error::corrupt(
+                &path,
+                len,
+                format!("segment is {len} bytes, committed data reaches {min_len}"),
+            ));
+        }
+        let mapping = Arc::new(file.map(len).map_err(|e| Error::io("map segment", &path, e))?);
+        let header = SegmentHeader::decode(&mapping).map_err(|e| decode_error(&path, 0, &e))?;
+        check_segment_header(&path, &header, self.store_id, key, segment)?;
+        let stream_id: Arc<str> = Arc::from(header.stream_id.as_str());
+        let mapped = Arc::new(MappedSegment {
+            mapping,
+            stream_id,
+            path,
+        });
+        lock(&self.segments).insert((key, segment), Arc::clone(&mapped));
+        Ok(Some(mapped))
+    }
+
+    /// Forget a segment mapping (the writer cut or rewrote the file).
+    pub fn forget_segment(&self, key: StreamKey, segment: u32) {
+        lock(&self.segments).remove(&(key, segment));
+    }
+}
+
+pub fn check_segment_header(
+    path: &Path,
+    header: &SegmentHeader,
+    store_id: u64,
+    key: StreamKey,
+    segment: u32,
+) -> Result<()> {
+    if header.store_id != store_id {
+        return Err(Error::corrupt(path, 16, "segment of another store"));
+    }
+    if header.stream_hash != key.hash || header.collision != key.collision || header.segment != segment {
+        return Err(Error::corrupt(path, 24, "segment header does not match its file name"));
+    }
+    Ok(())
+}
+
+/// Turn a decode failure of a header the store wrote into the right error.
+pub fn decode_error(path: &Path, offset: u64, e: &crate::format::DecodeError) -> Error {
+    match e {
+        crate::format::DecodeError::UnsupportedVersion { found } => Error::UnsupportedVersion {
+            path: path.to_path_buf(),
+            found: *found,
+            supported: crate::format::FORMAT_VERSION,
+        },
+        other => Error::corrupt(path, offset, other.to_string()),
+    }
+}

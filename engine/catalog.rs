@@ -1,0 +1,445 @@
+//! Streams: finding a stream's files from its id, and loading its committed state
+//! (segment-format.md §9). Loaded states are shared by the writer and the readers.
+
+use crate::cache::{check_segment_header, decode_error};
+use crate::error::{Error, Result};
+use crate::format::segment::{decode_record, peek_record_header, SegmentHeader, RECORD_HEADER_BYTES};
+use crate::format::DecodeError;
+use crate::layout::{segment_path, stream_hash, StreamKey};
+use crate::limits::{STREAM_COLLISIONS_MAX, STREAM_ID_BYTES_MAX};
+use crate::shared::Shared;
+use crate::storage::OpenMode;
+use std::collections::HashMap;
+use std::io;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+
+/// One segment's committed extent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SegmentState {
+    pub number: u32,
+    pub first_version: u64,
+    pub header_bytes: u64,
+    /// End of the last committed record (padding included).
+    pub end: u64,
+    /// Version of the last committed record; `first_version - 1` when it holds none.
+    pub last_version: u64,
+}
+
+/// A stream's committed state, as readers may see it.
+#[derive(Debug, Clone, Default)]
+pub struct StreamState {
+    /// Last committed version, 0 when the stream holds no committed event.
+    pub version: u64,
+    /// Number of committed appends.
+    pub changeset: u64,
+    pub segments: Vec<SegmentState>,
+}
+
+/// A stream known to have files: its identity and its committed state.
+#[derive(Debug)]
+pub struct StreamMeta {
+    pub id: Arc<str>,
+    pub key: StreamKey,
+    pub state: RwLock<StreamState>,
+}
+
+impl StreamMeta {
+    pub fn snapshot(&self) -> StreamState {
+        self.state
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    pub fn version(&self) -> u64 {
+        self.state
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .version
+    }
+}
+
+/// The result of looking a stream id up on disk.
+pub enum Probe {
+    /// Files with this stream id exist (the state's version is 0 when none of their records is
+    /// committed: left by an unacknowledged batch).
+    Found(Arc<StreamMeta>),
+    /// No file holds this id; `collision` is the first free slot, `file_exists` when that slot
+    /// holds a file left by an unacknowledged batch that may be overwritten.
+    Absent { collision: u16, file_exists: bool },
+}
+
+/// The cache of loaded streams.
+pub struct Catalog {
+    streams: Mutex<HashMap<Arc<str>, Arc<StreamMeta>>>,
+    capacity: usize,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+impl Catalog {
+    pub fn new(capacity: usize) -> Catalog {
+        Catalog {
+            streams: Mutex::new(HashMap::new()),
+            capacity,
+        }
+    }
+
+    /// Find a stream, loading it from disk on first use.
+    ///
+    /// Loading runs under the catalog lock. That is what makes the scan past the committed end
+    /// safe: the writer only writes to a stream whose `StreamMeta` it holds from this catalog, so
+    /// no stream being loaded is being written.
+    pub fn probe(&self, shared: &Shared, stream: &str) -> Result<Probe> {
+        let mut streams = lock(&self.streams);
+        if let Some(meta) = streams.get(stream) {
+            return Ok(Probe::Found(Arc::clone(meta)));
+        }
+        let probe = load(shared, stream)?;
+        if let Probe::Found(meta) = &probe {
+            if streams.len() >= self.capacity {
+                // Drop the streams nobody holds; the writer holds the ones it is writing.
+                streams.retain(|_, m| Arc::strong_count(m) > 1);
+            }
+            streams.insert(Arc::clone(&meta.id), Arc::clone(meta));
+        }
+        Ok(probe)
+    }
+
+    /// Register a stream the writer has just created.
+    pub fn insert(&self, meta: Arc<StreamMeta>) {
+        lock(&self.streams).insert(Arc::clone(&meta.id), meta);
+    }
+
+    /// Forget everything (the writer poisoned itself: states may be ahead of the disk).
+    pub fn clear(&self) {
+        lock(&self.streams).clear();
+    }
+}
+
+/// Is the record of `position` at this place, according to the index?
+pub fn confirmed(shared: &Shared, key: StreamKey, segment: u32, offset: u64, position: u64, head: u64) -> Result<bool> {
+    if position == 0 || position > head {
+        return Ok(false);
+    }
+    match shared.maps.index_entry(position)? {
+        Ok(e) => Ok(e.stream_hash == key.hash
+            && e.collision == key.collision
+            && e.segment == segment
+            && u64::from(e.offset) == offset),
+        Err(e) => {
+            let (file, at) = crate::format::index::locate(position, shared.manifest.index_entries_per_file);
+            Err(Error::corrupt(
+                crate::layout::index_path(&shared.root, file),
+                at,
+                format!("committed index entry of position {position}: {e}"),
+            ))
+        }
+    }
+}
+
+/// The first 8-byte aligned offset at or after `from` holding a record that the index confirms.
+pub fn find_confirmed_after(
+    shared: &Shared,
+    bytes: &[u8],
+    from: u64,
+    key: StreamKey,
+    segment: u32,
+    head: u64,
+) -> Result<Option<u64>> {
+    let mut at = crate::format::align8(from);
+    while at + RECORD_HEADER_BYTES as u64 <= bytes.len() as u64 {
+        let slice = &bytes[at as usize..];
+        if peek_record_header(slice).is_some() {
+            if let Ok(r) = decode_record(slice) {
+                if confirmed(shared, key, segment, at, r.position, head)? {
+                    return Ok(Some(at));
+                }
+            }
+        }
+        at += 8;
+    }
+    Ok(None)
+}
+
+fn read_prefix(shared: &Shared, path: &PathBuf, len: usize) -> Result<Option<Vec<u8>>> {
+    let file = match shared.backend.open(path, OpenMode::Read) {
+        Ok(f) => f,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(Error::io("open segment", path, e)),
+    };
+    let mut buf = vec![0u8; len];
+    let n = file
+        .read_at(&mut buf, 0)
+        .map_err(|e| Error::io("read segment header", path, e))?;
+    buf.truncate(n);
+    Ok(Some(buf))
+}
+
+/// Look a stream up on disk: probe its collision slots, then load its committed state.
+fn load(shared: &Shared, stream: &str) -> Result<Probe> {
+    let hash = stream_hash(&shared.manifest.hash_key, stream);
+    let head = shared.head();
+    for collision in 0..STREAM_COLLISIONS_MAX {
+        let key = StreamKey { hash, collision };
+        let path = segment_path(&shared.root, key, 0);
+        let Some(prefix) = read_prefix(shared, &path, 64 + STREAM_ID_BYTES_MAX)? else {
+            return Ok(Probe::Absent {
+                collision,
+                file_exists: false,
+            });
+        };
+        match SegmentHeader::decode(&prefix) {
+            Ok(header) => {
+                check_segment_header(&path, &header, shared.manifest.store_id, key, 0)?;
+                if header.stream_id == stream {
+                    let state = load_state(shared, key, head)?;
+                    return Ok(Probe::Found(Arc::new(StreamMeta {
+                        id: Arc::from(stream),
+                        key,
+                        state: RwLock::new(state),
+                    })));
+                }
+            }
+            Err(e @ DecodeError::UnsupportedVersion { .. }) => return Err(decode_error(&path, 0, &e)),
+            Err(e) => {
+                // A header that does not decode is either the torn creation of a stream in an
+                // unacknowledged batch, or damage. Only a committed record can tell them apart.
+                let Some(mapped) = map_whole(shared, &path)? else {
+                    return Ok(Probe::Absent { collision, file_exists: false });
+                };
+                if find_confirmed_after(shared, &mapped, 64, key, 0, head)?.is_some() {
+                    return Err(decode_error(&path, 0, &e));
+                }
+                tracing::warn!(path = %path.display(), error = %e,
+                    "segment header of an unacknowledged stream creation does not decode; the slot will be reused");
+                return Ok(Probe::Absent {
+                    collision,
+                    file_exists: true,
+                });
+            }
+        }
+    }
+    Err(Error::corrupt(
+        segment_path(&shared.root, StreamKey { hash, collision: STREAM_COLLISIONS_MAX }, 0),
+        0,
+        "more stream ids share one hash than the store allows",
+    ))
+}
+
+fn map_whole(shared: &Shared, path: &PathBuf) -> Result<Option<crate::mapping::Mapping>> {
+    let file = match shared.backend.open(path, OpenMode::Read) {
+        Ok(f) => f,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(Error::io("open segment", path, e)),
+    };
+    let len = file.len().map_err(|e| Error::io("stat segment", path, e))?;
+    Ok(Some(file.map(len).map_err(|e| Error::io("map segment", path, e))?))
+}
+
+/// What scanning the tail of a segment found.
+struct TailScan {
+    /// State of the segment's committed records; `None` when it holds none.
+    state: Option<SegmentState>,
+    /// Appends (BEGIN records) among the committed records.
+    changesets: u64,
+}
+
+/// Load the committed state of the stream at `key` (segment-format.md §9).
+fn load_state(shared: &Shared, key: StreamKey, head: u64) -> Result<StreamState> {
+    // Read every segment header: segment numbers are dense from 0.
+    let mut headers: Vec<(SegmentHeader, PathBuf)> = Vec::new();
+    for number in 0u32.. {
+        let path = segment_path(&shared.root, key, number);
+        let Some(prefix) = read_prefix(shared, &path, 64 + STREAM_ID_BYTES_MAX)? else {
+            break;
+        };
+        match SegmentHeader::decode(&prefix) {
+            Ok(h) => {
+                check_segment_header(&path, &h, shared.manifest.store_id, key, number)?;
+                headers.push((h, path));
+            }
+            Err(e @ DecodeError::UnsupportedVersion { .. }) => return Err(decode_error(&path, 0, &e)),
+            Err(e) => {
+                // Only the last segment can be a torn creation; it must hold nothing committed.
+                let next = segment_path(&shared.root, key, number + 1);
+                let later_exists = shared
+                    .backend
+                    .kind(&next)
+                    .map_err(|e| Error::io("stat segment", &next, e))?
+                    .is_some();
+                let mapped = map_whole(shared, &path)?;
+                let committed = match &mapped {
+                    Some(m) => find_confirmed_after(shared, m, 64, key, number, head)?.is_some(),
+                    None => false,
+                };
+                if later_exists || committed || number == 0 {
+                    return Err(decode_error(&path, 0, &e));
+                }
+                tracing::warn!(path = %path.display(), error = %e,
+                    "trailing segment of an unacknowledged batch does not decode; it holds nothing committed");
+                break;
+            }
+        }
+    }
+    // From the last segment back, find the last one holding a committed record.
+    let mut last_committed: Option<(usize, TailScan)> = None;
+    for i in (0..headers.len()).rev() {
+        let (header, path) = &headers[i];
+        let scan = scan_tail(shared, key, header, path, head)?;
+        if scan.state.is_some() || i == 0 {
+            last_committed = Some((i, scan));
+            break;
+        }
+    }
+    let Some((last_index, last_scan)) = last_committed else {
+        return Ok(StreamState::default());
+    };
+    let Some(last_state) = last_scan.state else {
+        return Ok(StreamState::default());
+    };
+    let mut segments = Vec::with_capacity(last_index + 1);
+    let mut changesets = last_scan.changesets;
+    for i in 0..last_index {
+        let (header, path) = &headers[i];
+        let next_first = headers[i + 1].0.first_version;
+        if next_first <= header.first_version {
+            return Err(Error::corrupt(path, 40, "segments' first versions do not increase"));
+        }
+        let file = shared
+            .backend
+            .open(path, OpenMode::Read)
+            .map_err(|e| Error::io("open segment", path, e))?;
+        let end = file.len().map_err(|e| Error::io("stat segment", path, e))?;
+        // Changesets of sealed segments are counted by their BEGIN records.
+        let mapping = file.map(end).map_err(|e| Error::io("map segment", path, e))?;
+        changesets += count_begins(&mapping, header.header_bytes(), end, path)?;
+        segments.push(SegmentState {
+            number: header.segment,
+            first_version: header.first_version,
+            header_bytes: header.header_bytes(),
+            end,
+            last_version: next_first - 1,
+        });
+    }
+    segments.push(last_state);
+    Ok(StreamState {
+        version: last_state.last_version,
+        changeset: changesets,
+        segments,
+    })
+}
+
+fn count_begins(bytes: &[u8], from: u64, end: u64, path: &PathBuf) -> Result<u64> {
+    let mut at = from;
+    let mut begins = 0;
+    while at < end {
+        let r = decode_record(&bytes[at as usize..end as usize])
+            .map_err(|e| Error::corrupt(path, at, format!("sealed segment record: {e}")))?;
+        if r.flags & crate::format::segment::RECORD_FLAG_BEGIN != 0 {
+            begins += 1;
+        }
+        at += r.padded_bytes;
+    }
+    Ok(begins)
+}
+
+/// Scan one segment's records up to the head, keep the prefix the index confirms, and classify
+/// whatever follows (segment-format.md §8, decision table).
+fn scan_tail(shared: &Shared, key: StreamKey, header: &SegmentHeader, path: &PathBuf, head: u64) -> Result<TailScan> {
+    let Some(bytes) = map_whole(shared, path)? else {
+        return Err(Error::corrupt(path, 0, "segment disappeared while loading"));
+    };
+    let header_bytes = header.header_bytes();
+    let len = bytes.len() as u64;
+    // Offsets and versions of the records up to the head, and where the scan stopped.
+    let mut offsets: Vec<(u64, u64, u64, bool)> = Vec::new(); // (offset, end, position, begin)
+    let mut at = header_bytes;
+    let mut expected_version = header.first_version;
+    let mut damage: Option<(u64, String)> = None;
+    while at < len {
+        match decode_record(&bytes[at as usize..]) {
+            Ok(r) if r.version != expected_version => {
+                damage = Some((at, format!("version {} where {expected_version} was expected", r.version)));
+                break;
+            }
+            Ok(r) if r.position > head => break,
+            Ok(r) => {
+                let begin = r.flags & crate::format::segment::RECORD_FLAG_BEGIN != 0;
+                offsets.push((at, at + r.padded_bytes, r.position, begin));
+                expected_version += 1;
+                at += r.padded_bytes;
+            }
+            Err(e) => {
+                damage = Some((at, e.to_string()));
+                break;
+            }
+        }
+    }
+    // Records are appended in order, so the unconfirmed ones are a suffix: binary search.
+    let mut low = 0usize;
+    let mut high = offsets.len();
+    while low < high {
+        let mid = low + (high - low) / 2;
+        let (off, _, pos, _) = offsets[mid];
+        if confirmed(shared, key, header.segment, off, pos, head)? {
+            low = mid + 1;
+        } else {
+            high = mid;
+        }
+    }
+    let committed = low;
+    if let Some((damaged_at, reason)) = &damage {
+        let damaged_at = *damaged_at;
+        // Damage is corruption when the index shows that a committed record was there.
+        if let Some(h) = peek_record_header(&bytes[damaged_at as usize..]) {
+            if confirmed(shared, key, header.segment, damaged_at, h.position.get(), head)? {
+                return Err(Error::corrupt(path, damaged_at, format!("committed record: {reason}")));
+            }
+        }
+        if let Some(next) = find_confirmed_after(shared, &bytes, damaged_at + 8, key, header.segment, head)? {
+            return Err(Error::corrupt(
+                path,
+                damaged_at,
+                format!("{reason}; a committed record follows at {next}"),
+            ));
+        }
+        tracing::warn!(path = %path.display(), offset = damaged_at, %reason,
+            "torn tail of an unacknowledged batch; it is not visible and will be cut before the next append");
+    }
+    if committed < offsets.len() {
+        tracing::warn!(path = %path.display(), offset = offsets[committed].0,
+            records = offsets.len() - committed,
+            "records of an unacknowledged batch; they are not visible and will be cut before the next append");
+    }
+    if committed == 0 {
+        return Ok(TailScan { state: None, changesets: 0 });
+    }
+    let changesets = offsets[..committed].iter().filter(|o| o.3).count() as u64;
+    Ok(TailScan {
+        state: Some(SegmentState {
+            number: header.segment,
+            first_version: header.first_version,
+            header_bytes,
+            end: offsets[committed - 1].1,
+            last_version: header.first_version + committed as u64 - 1,
+        }),
+        changesets,
+    })
+}
+
+/// The decoded header of a segment file; `None` when the file is gone or its header does not
+/// decode (a torn creation: the stream does not exist).
+pub fn read_header(shared: &Shared, path: &PathBuf) -> Result<Option<SegmentHeader>> {
+    let Some(prefix) = read_prefix(shared, path, 64 + STREAM_ID_BYTES_MAX)? else {
+        return Ok(None);
+    };
+    match SegmentHeader::decode(&prefix) {
+        Ok(h) => Ok(Some(h)),
+        Err(e @ DecodeError::UnsupportedVersion { .. }) => Err(decode_error(path, 0, &e)),
+        Err(_) => Ok(None),
+    }
+}

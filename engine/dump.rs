@@ -1,0 +1,1 @@
+//! segment-dump support: filled in below.

@@ -1,0 +1,102 @@
+//! Where each file of a store lives. Names are made from numbers only (segment-format.md §1).
+
+use std::path::{Path, PathBuf};
+
+pub const LOCK_FILE: &str = "LOCK";
+pub const MANIFEST_FILE: &str = "MANIFEST";
+pub const CHECKPOINT_FILE: &str = "CHECKPOINT";
+pub const INDEX_DIR: &str = "index";
+pub const STREAMS_DIR: &str = "streams";
+pub const TEMP_SUFFIX: &str = ".tmp";
+
+/// A stream's internal id: the keyed hash of its id, plus a collision number.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct StreamKey {
+    pub hash: u64,
+    pub collision: u16,
+}
+
+/// The keyed hash of a stream id (SipHash-1-3 with the store's random key).
+#[must_use]
+pub fn stream_hash(key: &[u8; 16], stream: &str) -> u64 {
+    use std::hash::Hasher;
+    let mut h = siphasher::sip::SipHasher13::new_with_key(key);
+    h.write(stream.as_bytes());
+    h.finish()
+}
+
+/// The fan-out folder number of a hash: its top 12 bits.
+#[must_use]
+pub fn fanout(hash: u64) -> u16 {
+    (hash >> 52) as u16
+}
+
+#[must_use]
+pub fn fanout_dir(root: &Path, hash: u64) -> PathBuf {
+    root.join(STREAMS_DIR).join(format!("{:03x}", fanout(hash)))
+}
+
+#[must_use]
+pub fn segment_file_name(key: StreamKey, segment: u32) -> String {
+    format!("{:016x}-{:04x}-{:08x}.seg", key.hash, key.collision, segment)
+}
+
+#[must_use]
+pub fn segment_path(root: &Path, key: StreamKey, segment: u32) -> PathBuf {
+    fanout_dir(root, key.hash).join(segment_file_name(key, segment))
+}
+
+/// Parse a segment file name back into its stream key and segment number.
+#[must_use]
+pub fn parse_segment_file_name(name: &str) -> Option<(StreamKey, u32)> {
+    let stem = name.strip_suffix(".seg")?;
+    let mut parts = stem.split('-');
+    let (h, c, s) = (parts.next()?, parts.next()?, parts.next()?);
+    if parts.next().is_some() || h.len() != 16 || c.len() != 4 || s.len() != 8 {
+        return None;
+    }
+    let key = StreamKey {
+        hash: u64::from_str_radix(h, 16).ok()?,
+        collision: u16::from_str_radix(c, 16).ok()?,
+    };
+    Some((key, u32::from_str_radix(s, 16).ok()?))
+}
+
+#[must_use]
+pub fn index_path(root: &Path, file_number: u64) -> PathBuf {
+    root.join(INDEX_DIR).join(format!("{file_number:016x}.idx"))
+}
+
+#[must_use]
+pub fn parse_index_file_name(name: &str) -> Option<u64> {
+    let stem = name.strip_suffix(".idx")?;
+    if stem.len() != 16 {
+        return None;
+    }
+    u64::from_str_radix(stem, 16).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_round_trip_and_never_contain_user_text() {
+        let key = StreamKey { hash: stream_hash(&[1; 16], "../../etc/passwd"), collision: 2 };
+        let name = segment_file_name(key, 7);
+        assert!(name.chars().all(|c| c.is_ascii_hexdigit() || c == '-' || c == '.' || c == 's' || c == 'g'));
+        assert_eq!(parse_segment_file_name(&name), Some((key, 7)));
+        assert_eq!(parse_index_file_name("000000000000000a.idx"), Some(10));
+        assert_eq!(parse_index_file_name("a.idx"), None);
+        assert_eq!(parse_segment_file_name(".DS_Store"), None);
+        let p = segment_path(Path::new("/s"), key, 0);
+        assert!(p.starts_with("/s/streams"));
+        assert_eq!(p.components().count(), 5);
+    }
+
+    #[test]
+    fn the_hash_depends_on_the_key() {
+        assert_ne!(stream_hash(&[1; 16], "a"), stream_hash(&[2; 16], "a"));
+        assert_eq!(stream_hash(&[1; 16], "a"), stream_hash(&[1; 16], "a"));
+    }
+}

@@ -1,0 +1,95 @@
+//! Store options.
+
+use crate::error::{Error, Result};
+use crate::limits::{
+    BATCH_APPENDS_MAX_DEFAULT, BATCH_BYTES_MAX_DEFAULT, EVENT_BYTES_MAX_CEILING,
+    EVENT_BYTES_MAX_DEFAULT, INDEX_ENTRIES_PER_FILE_DEFAULT, INDEX_ENTRIES_PER_FILE_MIN,
+    MAPPED_SEGMENTS_MAX_DEFAULT, OPEN_FILES_MAX_DEFAULT, RECORD_OVERHEAD_MAX, SEGMENT_BYTES_DEFAULT,
+    SEGMENT_BYTES_MAX, SEGMENT_BYTES_MIN, STREAMS_CACHED_MAX_DEFAULT,
+};
+
+/// How the writer makes a batch durable (segment-format.md §7, step 4).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SyncMode {
+    /// One `syncfs(2)` per batch over the store's file system: one call, whatever the number of
+    /// files and new directory entries the batch touched. The default; see the README for the
+    /// figures behind it.
+    SyncFs,
+    /// `fdatasync(2)` of every file the batch wrote, then `fsync(2)` of every folder that gained
+    /// an entry. Touches only the store's files, so it suits a file system shared with other busy
+    /// writers.
+    Fdatasync,
+}
+
+/// Options for `Store::open_with`.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// How batches are made durable.
+    pub sync: SyncMode,
+    /// Largest event (type + metadata + data) in bytes.
+    pub event_bytes_max: usize,
+    /// Size at which a stream's segment is sealed and the next one started.
+    pub segment_bytes: u64,
+    /// Entries per index file, for a new store (an existing store keeps its own).
+    pub index_entries_per_file: u64,
+    /// Most appends gathered into one group commit.
+    pub batch_appends_max: usize,
+    /// Most encoded bytes gathered into one group commit.
+    pub batch_bytes_max: usize,
+    /// Bound of the cache of mapped segment and index files.
+    pub mapped_segments_max: usize,
+    /// Bound of the writer's cache of open segment files.
+    pub open_files_max: usize,
+    /// Bound of the cache of loaded stream states.
+    pub streams_cached_max: usize,
+}
+
+impl Default for Options {
+    fn default() -> Options {
+        Options {
+            sync: SyncMode::SyncFs,
+            event_bytes_max: EVENT_BYTES_MAX_DEFAULT,
+            segment_bytes: SEGMENT_BYTES_DEFAULT,
+            index_entries_per_file: INDEX_ENTRIES_PER_FILE_DEFAULT,
+            batch_appends_max: BATCH_APPENDS_MAX_DEFAULT,
+            batch_bytes_max: BATCH_BYTES_MAX_DEFAULT,
+            mapped_segments_max: MAPPED_SEGMENTS_MAX_DEFAULT,
+            open_files_max: OPEN_FILES_MAX_DEFAULT,
+            streams_cached_max: STREAMS_CACHED_MAX_DEFAULT,
+        }
+    }
+}
+
+impl Options {
+    pub(crate) fn validate(&self) -> Result<()> {
+        let bad = |reason: String| Err(Error::InvalidOptions { reason });
+        if self.event_bytes_max == 0 || self.event_bytes_max > EVENT_BYTES_MAX_CEILING {
+            return bad(format!(
+                "event_bytes_max must be 1..={EVENT_BYTES_MAX_CEILING}"
+            ));
+        }
+        if !(SEGMENT_BYTES_MIN..=SEGMENT_BYTES_MAX).contains(&self.segment_bytes) {
+            return bad(format!(
+                "segment_bytes must be {SEGMENT_BYTES_MIN}..={SEGMENT_BYTES_MAX}"
+            ));
+        }
+        if (self.event_bytes_max + RECORD_OVERHEAD_MAX) as u64 > self.segment_bytes {
+            return bad("segment_bytes must hold at least one event of event_bytes_max".into());
+        }
+        if self.index_entries_per_file < INDEX_ENTRIES_PER_FILE_MIN
+            || self.index_entries_per_file > u64::from(u32::MAX)
+        {
+            return bad(format!(
+                "index_entries_per_file must be {INDEX_ENTRIES_PER_FILE_MIN}..={}",
+                u32::MAX
+            ));
+        }
+        if self.batch_appends_max == 0 || self.batch_bytes_max == 0 {
+            return bad("batch limits must be positive".into());
+        }
+        if self.mapped_segments_max < 4 || self.open_files_max < 4 || self.streams_cached_max < 4 {
+            return bad("cache bounds must be at least 4".into());
+        }
+        Ok(())
+    }
+}

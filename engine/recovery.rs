@@ -1,0 +1,371 @@
+//! Opening a store: create it, or verify the tail after the checkpoint and cut what no
+//! acknowledged append needs (segment-format.md §8).
+
+use crate::error::{Error, Result};
+use crate::format::checkpoint::{Checkpoint, CHECKPOINT_FILE_BYTES};
+use crate::format::index::{locate, INDEX_ENTRY_BYTES, INDEX_HEADER_BYTES};
+use crate::format::manifest::{Manifest, MANIFEST_BYTES};
+use crate::format::segment::{decode_record, peek_record_header, RECORD_FLAG_BEGIN, RECORD_FLAG_END, RECORD_HEADER_BYTES};
+use crate::layout::{
+    index_path, parse_index_file_name, StreamKey, CHECKPOINT_FILE, INDEX_DIR, LOCK_FILE, MANIFEST_FILE, STREAMS_DIR,
+    TEMP_SUFFIX,
+};
+use crate::cache::decode_error;
+use crate::options::{Options, SyncMode};
+use crate::shared::Shared;
+use crate::storage::{Backend, EntryKind, OpenMode};
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// What recovery did, for logs and `segment-dump`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RecoveryReport {
+    /// The store was created by this open.
+    pub created: bool,
+    /// The previous close was clean.
+    pub clean: bool,
+    /// Head from the checkpoint.
+    pub checkpoint_head: u64,
+    /// Head after verifying the tail.
+    pub head: u64,
+    /// Positions after the head whose entries were found and cut.
+    pub cut_positions: u64,
+    /// Why the scan of the tail stopped.
+    pub stop_reason: String,
+}
+
+fn random_bytes<const N: usize>(backend: &dyn Backend) -> Result<[u8; N]> {
+    let path = Path::new("/dev/urandom");
+    let file = backend
+        .open(path, OpenMode::Read)
+        .map_err(|e| Error::io("read random bytes", path, e))?;
+    let mut out = [0u8; N];
+    let n = file
+        .read_at(&mut out, 0)
+        .map_err(|e| Error::io("read random bytes", path, e))?;
+    if n != N {
+        return Err(Error::io("read random bytes", path, io::Error::from(io::ErrorKind::UnexpectedEof)));
+    }
+    Ok(out)
+}
+
+fn now_us() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
+}
+
+fn create_dir_all(backend: &dyn Backend, dir: &Path) -> Result<()> {
+    let mut missing = Vec::new();
+    let mut at = Some(dir);
+    while let Some(p) = at {
+        if p.as_os_str().is_empty() {
+            break;
+        }
+        match backend.kind(p).map_err(|e| Error::io("stat folder", p, e))? {
+            Some(EntryKind::Dir) => break,
+            Some(_) => return Err(Error::io("open store folder", p, io::Error::from(io::ErrorKind::NotADirectory))),
+            None => missing.push(p.to_path_buf()),
+        }
+        at = p.parent();
+    }
+    for p in missing.iter().rev() {
+        match backend.create_dir(p) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(Error::io("create store folder", p, e)),
+        }
+        if let Some(parent) = p.parent().filter(|p| !p.as_os_str().is_empty()) {
+            backend.sync_dir(parent).map_err(|e| Error::io("fsync folder", parent, e))?;
+        }
+    }
+    Ok(())
+}
+
+fn read_small(backend: &dyn Backend, path: &Path, len: usize) -> Result<Option<Vec<u8>>> {
+    let file = match backend.open(path, OpenMode::Read) {
+        Ok(f) => f,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(Error::io("open", path, e)),
+    };
+    let mut buf = vec![0u8; len];
+    let n = file.read_at(&mut buf, 0).map_err(|e| Error::io("read", path, e))?;
+    buf.truncate(n);
+    Ok(Some(buf))
+}
+
+/// Write a new store's files. The manifest is renamed into place last-but-one and the folder
+/// synced, so a crash leaves either no manifest (and the next open starts over) or a complete
+/// store.
+fn create_store(backend: &dyn Backend, root: &Path, options: &Options) -> Result<(Manifest, Checkpoint)> {
+    let key: [u8; 24] = random_bytes(backend)?;
+    let mut hash_key = [0u8; 16];
+    hash_key.copy_from_slice(&key[8..]);
+    let manifest = Manifest {
+        store_id: u64::from_le_bytes(key[..8].try_into().unwrap_or([1; 8])),
+        hash_key,
+        index_entries_per_file: options.index_entries_per_file,
+        created_us: now_us(),
+    };
+    for dir in [INDEX_DIR, STREAMS_DIR] {
+        let p = root.join(dir);
+        match backend.create_dir(&p) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(Error::io("create folder", &p, e)),
+        }
+    }
+    let checkpoint = Checkpoint {
+        store_id: manifest.store_id,
+        sequence: 1,
+        head: 0,
+        clean: true,
+    };
+    let cpath = root.join(CHECKPOINT_FILE);
+    let tmp = root.join(format!("{CHECKPOINT_FILE}{TEMP_SUFFIX}"));
+    write_new_file(backend, &tmp, &checkpoint.encode(), checkpoint.slot_offset(), CHECKPOINT_FILE_BYTES)?;
+    backend.rename(&tmp, &cpath).map_err(|e| Error::io("rename", &tmp, e))?;
+    let mpath = root.join(MANIFEST_FILE);
+    let tmp = root.join(format!("{MANIFEST_FILE}{TEMP_SUFFIX}"));
+    write_new_file(backend, &tmp, &manifest.encode(), 0, MANIFEST_BYTES as u64)?;
+    // Durability: the manifest appears last; a store without it is recreated from scratch.
+    backend.rename(&tmp, &mpath).map_err(|e| Error::io("rename", &tmp, e))?;
+    backend.sync_dir(root).map_err(|e| Error::io("fsync folder", root, e))?;
+    tracing::info!(path = %root.display(), "created a new store");
+    Ok((manifest, checkpoint))
+}
+
+fn write_new_file(backend: &dyn Backend, path: &Path, bytes: &[u8], offset: u64, len: u64) -> Result<()> {
+    let _ = backend.remove_file(path);
+    let f = backend
+        .open(path, OpenMode::CreateNew)
+        .map_err(|e| Error::io("create", path, e))?;
+    f.set_len(len).map_err(|e| Error::io("size", path, e))?;
+    f.write_all_at(bytes, offset).map_err(|e| Error::io("write", path, e))?;
+    f.sync_data().map_err(|e| Error::io("fsync", path, e))?;
+    Ok(())
+}
+
+/// Open (or create) the store at `root`: the lock, the manifest, the checkpoint, and the
+/// verification of the index tail.
+pub fn open(root: &Path, options: Options, backend: Arc<dyn Backend>) -> Result<(Arc<Shared>, Checkpoint, RecoveryReport)> {
+    options.validate()?;
+    create_dir_all(&*backend, root)?;
+    let lock_path = root.join(LOCK_FILE);
+    let lock = backend.lock(&lock_path).map_err(|e| {
+        if e.kind() == io::ErrorKind::WouldBlock {
+            Error::Locked { path: root.to_path_buf() }
+        } else {
+            Error::io("lock store", &lock_path, e)
+        }
+    })?;
+    let mut report = RecoveryReport::default();
+    let entries = backend.read_dir(root).map_err(|e| Error::io("list store folder", root, e))?;
+    for (name, kind) in &entries {
+        let p = root.join(name);
+        if name.ends_with(TEMP_SUFFIX) && *kind == EntryKind::File {
+            tracing::warn!(path = %p.display(), "removing a file left by an interrupted creation");
+            backend.remove_file(&p).map_err(|e| Error::io("remove temporary file", &p, e))?;
+        } else if ![LOCK_FILE, MANIFEST_FILE, CHECKPOINT_FILE, INDEX_DIR, STREAMS_DIR].contains(&name.as_str()) {
+            tracing::warn!(path = %p.display(), "ignoring a file that is not the store's");
+        }
+    }
+    let mpath = root.join(MANIFEST_FILE);
+    let cpath = root.join(CHECKPOINT_FILE);
+    let (manifest, checkpoint) = match read_small(&*backend, &mpath, MANIFEST_BYTES * 2)? {
+        None => {
+            let has = |n: &str| entries.iter().any(|(name, _)| name == n);
+            if has(INDEX_DIR) || has(CHECKPOINT_FILE) || (has(STREAMS_DIR) && !backend
+                .read_dir(&root.join(STREAMS_DIR))
+                .map_err(|e| Error::io("list folder", root.join(STREAMS_DIR), e))?
+                .is_empty())
+            {
+                return Err(Error::corrupt(&mpath, 0, "MANIFEST is missing but store files exist"));
+            }
+            report.created = true;
+            create_store(&*backend, root, &options)?
+        }
+        Some(bytes) => {
+            let manifest = Manifest::decode(&bytes).map_err(|e| decode_error(&mpath, 0, &e))?;
+            let cbytes = read_small(&*backend, &cpath, CHECKPOINT_FILE_BYTES as usize)?
+                .ok_or_else(|| Error::corrupt(&cpath, 0, "CHECKPOINT is missing"))?;
+            let (checkpoint, slot_errors) =
+                Checkpoint::decode_file(&cbytes).map_err(|e| decode_error(&cpath, 0, &e))?;
+            for (slot, e) in slot_errors.iter().enumerate() {
+                if let Some(e) = e {
+                    if checkpoint.sequence > 1 || slot == 0 {
+                        tracing::warn!(path = %cpath.display(), slot, error = %e, "checkpoint slot does not decode; using the other one");
+                    }
+                }
+            }
+            if checkpoint.store_id != manifest.store_id {
+                return Err(Error::corrupt(&cpath, 16, "CHECKPOINT of another store"));
+            }
+            for dir in [INDEX_DIR, STREAMS_DIR] {
+                if backend.kind(&root.join(dir)).map_err(|e| Error::io("stat", root.join(dir), e))? != Some(EntryKind::Dir) {
+                    return Err(Error::corrupt(root.join(dir), 0, "store folder is missing"));
+                }
+            }
+            (manifest, checkpoint)
+        }
+    };
+    report.clean = checkpoint.clean;
+    report.checkpoint_head = checkpoint.head;
+    let shared = Arc::new(Shared::new(
+        root.to_path_buf(),
+        Arc::clone(&backend),
+        manifest,
+        options,
+        checkpoint.head,
+        lock,
+    ));
+    let head = verify_tail(&shared, checkpoint.head, &mut report)?;
+    report.head = head;
+    cut_index_after(&shared, head)?;
+    // Leave a checkpoint that is not clean: a crash from now on must verify the tail again.
+    let fresh = Checkpoint {
+        store_id: manifest.store_id,
+        sequence: checkpoint.sequence + 1,
+        head,
+        clean: false,
+    };
+    let cfile = backend
+        .open(&cpath, OpenMode::ReadWrite)
+        .map_err(|e| Error::io("open checkpoint", &cpath, e))?;
+    cfile
+        .write_all_at(&fresh.encode(), fresh.slot_offset())
+        .map_err(|e| Error::io("write checkpoint", &cpath, e))?;
+    // Durability: the cuts above and this checkpoint are durable before anything is written.
+    match shared.options.sync {
+        SyncMode::SyncFs => backend.sync_fs(root).map_err(|e| Error::io("syncfs", root, e))?,
+        SyncMode::Fdatasync => {
+            let (file, _) = locate(head + 1, manifest.index_entries_per_file);
+            let ipath = index_path(root, file);
+            if let Ok(f) = backend.open(&ipath, OpenMode::ReadWrite) {
+                f.sync_data().map_err(|e| Error::io("fsync index", &ipath, e))?;
+            }
+            backend.sync_dir(&root.join(INDEX_DIR)).map_err(|e| Error::io("fsync folder", root.join(INDEX_DIR), e))?;
+            cfile.sync_data().map_err(|e| Error::io("fsync checkpoint", &cpath, e))?;
+        }
+    }
+    if report.cut_positions > 0 || !report.clean {
+        tracing::warn!(checkpoint_head = report.checkpoint_head, head, cut = report.cut_positions,
+            reason = %report.stop_reason, "recovered after an unclean close");
+    }
+    shared.publish(head);
+    Ok((shared, fresh, report))
+}
+
+/// Step 3: the last position of the last append after `from` whose entries and records all
+/// verify.
+fn verify_tail(shared: &Shared, from: u64, report: &mut RecoveryReport) -> Result<u64> {
+    let per_file = shared.manifest.index_entries_per_file;
+    if from > 0 {
+        // The checkpoint's head must be readable: otherwise synced data was lost.
+        match shared.maps.index_entry(from)? {
+            Ok(_) => {}
+            Err(e) => {
+                let (file, at) = locate(from, per_file);
+                return Err(Error::corrupt(index_path(&shared.root, file), at, format!("entry of the checkpoint's head {from}: {e}")));
+            }
+        }
+    }
+    let mut head = from;
+    let mut position = from + 1;
+    let mut append_open = false;
+    let mut seen = 0u64;
+    loop {
+        let (file, _) = locate(position, per_file);
+        if shared
+            .backend
+            .kind(&index_path(&shared.root, file))
+            .map_err(|e| Error::io("stat index file", index_path(&shared.root, file), e))?
+            .is_none()
+        {
+            report.stop_reason = "end of the index files".into();
+            break;
+        }
+        let entry = match shared.maps.index_entry(position)? {
+            Ok(e) => e,
+            Err(e) => {
+                report.stop_reason = format!("index entry of position {position}: {e}");
+                break;
+            }
+        };
+        seen = position - from;
+        if (entry.flags & RECORD_FLAG_BEGIN != 0) == append_open {
+            report.stop_reason = format!("append boundaries broken at position {position}");
+            break;
+        }
+        let key = StreamKey { hash: entry.stream_hash, collision: entry.collision };
+        if let Err(reason) = verify_record(shared, key, entry.segment, u64::from(entry.offset), position, entry.flags) {
+            report.stop_reason = format!("record of position {position}: {reason}");
+            break;
+        }
+        append_open = entry.flags & RECORD_FLAG_END == 0;
+        if !append_open {
+            head = position;
+        }
+        position += 1;
+    }
+    report.cut_positions = seen.saturating_sub(head - from);
+    Ok(head)
+}
+
+fn verify_record(shared: &Shared, key: StreamKey, segment: u32, offset: u64, position: u64, flags: u8) -> std::result::Result<(), String> {
+    let mapped = match shared.maps.segment(key, segment, offset + RECORD_HEADER_BYTES as u64) {
+        Ok(Some(m)) => m,
+        Ok(None) => return Err("segment file missing".into()),
+        Err(e) => return Err(e.to_string()),
+    };
+    let mut bytes = &mapped.mapping[offset as usize..];
+    let Some(h) = peek_record_header(bytes) else { return Err("no record at the offset".into()) };
+    let end = offset + u64::from(h.record_bytes.get());
+    let remapped;
+    if end > mapped.mapping.len() as u64 {
+        remapped = match shared.maps.segment(key, segment, end) {
+            Ok(Some(m)) => m,
+            Ok(None) => return Err("segment file missing".into()),
+            Err(e) => return Err(e.to_string()),
+        };
+        bytes = &remapped.mapping[offset as usize..];
+    }
+    let r = decode_record(bytes).map_err(|e| e.to_string())?;
+    if r.position != position {
+        return Err(format!("record holds position {}", r.position));
+    }
+    if r.flags & (RECORD_FLAG_BEGIN | RECORD_FLAG_END) != flags {
+        return Err("append boundaries differ from the index".into());
+    }
+    Ok(())
+}
+
+/// Step 4: everything after `head` in the index becomes a hole, and later index files go.
+fn cut_index_after(shared: &Shared, head: u64) -> Result<()> {
+    let per_file = shared.manifest.index_entries_per_file;
+    let (file, offset) = locate(head + 1, per_file);
+    let full = INDEX_HEADER_BYTES + per_file * INDEX_ENTRY_BYTES;
+    let dir = shared.root.join(INDEX_DIR);
+    let path = index_path(&shared.root, file);
+    if let Ok(f) = shared.backend.open(&path, OpenMode::ReadWrite) {
+        shared.maps.forget_index(file);
+        // Cut to the entry of head + 1 and extend back: the stale entries become zeros.
+        f.set_len(offset).map_err(|e| Error::io("cut index", &path, e))?;
+        f.set_len(full).map_err(|e| Error::io("extend index", &path, e))?;
+    }
+    let names = shared.backend.read_dir(&dir).map_err(|e| Error::io("list folder", &dir, e))?;
+    let mut later: Vec<PathBuf> = Vec::new();
+    for (name, _) in names {
+        match parse_index_file_name(&name) {
+            Some(n) if n > file => later.push(dir.join(name)),
+            Some(_) => {}
+            None => tracing::warn!(path = %dir.join(&name).display(), "ignoring a file that is not the store's"),
+        }
+    }
+    for p in later.iter().rev() {
+        tracing::warn!(path = %p.display(), "removing an index file that holds only cut entries");
+        shared.backend.remove_file(p).map_err(|e| Error::io("remove index file", p, e))?;
+    }
+    Ok(())
+}

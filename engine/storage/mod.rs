@@ -1,0 +1,115 @@
+//! The one narrow seam all file I/O goes through (after redb's `StorageBackend`).
+//!
+//! The engine never calls `std::fs` directly: it asks a `Backend` for files and folders. The real
+//! backend (`real.rs`) is plain POSIX I/O plus `mmap`; a simulated backend for crash and fault
+//! tests implements the same trait and keeps live and durable copies of every file.
+
+pub mod real;
+
+use crate::mapping::Mapping;
+use std::io;
+use std::path::Path;
+
+/// How a file is opened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OpenMode {
+    /// Read only; the file must exist.
+    Read,
+    /// Read and write; the file must exist.
+    ReadWrite,
+    /// Read and write; the file must not exist yet (`O_CREAT | O_EXCL`).
+    CreateNew,
+}
+
+/// What a folder entry is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EntryKind {
+    File,
+    Dir,
+    Other,
+}
+
+/// An open file.
+pub trait FileHandle: Send + Sync {
+    /// Write all of `buf` at `offset`.
+    ///
+    /// # Errors
+    /// The OS error; a short write is reported as `WriteZero`.
+    fn write_all_at(&self, buf: &[u8], offset: u64) -> io::Result<()>;
+    /// Read up to `buf.len()` bytes at `offset`; returns how many were read (0 at the end).
+    ///
+    /// # Errors
+    /// The OS error.
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize>;
+    /// Current length.
+    ///
+    /// # Errors
+    /// The OS error.
+    fn len(&self) -> io::Result<u64>;
+    /// Set the length (cut or extend with zeros). The engine only cuts bytes it never
+    /// published, so no reader's mapped region shrinks (segment-format.md §10).
+    ///
+    /// # Errors
+    /// The OS error.
+    fn set_len(&self, len: u64) -> io::Result<()>;
+    /// Make the file's data durable (`fdatasync`).
+    ///
+    /// # Errors
+    /// The OS error; after one, nothing unsynced in this file can be trusted.
+    fn sync_data(&self) -> io::Result<()>;
+    /// Map the first `len` bytes read-only.
+    ///
+    /// # Errors
+    /// The OS error.
+    fn map(&self, len: u64) -> io::Result<Mapping>;
+}
+
+/// A file system.
+pub trait Backend: Send + Sync + std::fmt::Debug {
+    /// Open a file.
+    ///
+    /// # Errors
+    /// The OS error (`NotFound`, `AlreadyExists`, ...).
+    fn open(&self, path: &Path, mode: OpenMode) -> io::Result<Box<dyn FileHandle>>;
+    /// Create one folder (its parent must exist). `AlreadyExists` when it does.
+    ///
+    /// # Errors
+    /// The OS error.
+    fn create_dir(&self, path: &Path) -> io::Result<()>;
+    /// Make a folder's entries durable (`fsync` on the folder).
+    ///
+    /// # Errors
+    /// The OS error.
+    fn sync_dir(&self, path: &Path) -> io::Result<()>;
+    /// Make everything written on the file system holding `path` durable (`syncfs`).
+    ///
+    /// # Errors
+    /// The OS error.
+    fn sync_fs(&self, path: &Path) -> io::Result<()>;
+    /// Remove a file.
+    ///
+    /// # Errors
+    /// The OS error.
+    fn remove_file(&self, path: &Path) -> io::Result<()>;
+    /// Rename a file, replacing the target.
+    ///
+    /// # Errors
+    /// The OS error.
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()>;
+    /// The entries of a folder, sorted by name. Names that are not UTF-8 are skipped.
+    ///
+    /// # Errors
+    /// The OS error.
+    fn read_dir(&self, path: &Path) -> io::Result<Vec<(String, EntryKind)>>;
+    /// What `path` is, or `None` when nothing is there.
+    ///
+    /// # Errors
+    /// The OS error, other than `NotFound`.
+    fn kind(&self, path: &Path) -> io::Result<Option<EntryKind>>;
+    /// Take an exclusive lock on the file at `path` (created if missing), held until the
+    /// returned guard is dropped. `WouldBlock` when someone else holds it.
+    ///
+    /// # Errors
+    /// The OS error.
+    fn lock(&self, path: &Path) -> io::Result<Box<dyn std::any::Any + Send + Sync>>;
+}

@@ -1,0 +1,164 @@
+//! The real backend: POSIX files, `fdatasync`, `syncfs`, `flock`, and `mmap` for reads.
+
+use super::{Backend, EntryKind, FileHandle, OpenMode};
+use crate::mapping::Mapping;
+use std::fs::{File, OpenOptions};
+use std::io::{self, Write};
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::path::Path;
+
+#[derive(Debug, Default, Clone, Copy)]
+pub struct RealBackend;
+
+struct RealFile {
+    file: File,
+}
+
+impl FileHandle for RealFile {
+    fn write_all_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
+        self.file.write_all_at(buf, offset)
+    }
+
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+        let mut done = 0;
+        while done < buf.len() {
+            match self.file.read_at(&mut buf[done..], offset + done as u64) {
+                Ok(0) => break,
+                Ok(n) => done += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(done)
+    }
+
+    fn len(&self) -> io::Result<u64> {
+        Ok(self.file.metadata()?.len())
+    }
+
+    fn set_len(&self, len: u64) -> io::Result<()> {
+        self.file.set_len(len)
+    }
+
+    fn sync_data(&self) -> io::Result<()> {
+        self.file.sync_data()
+    }
+
+    fn map(&self, len: u64) -> io::Result<Mapping> {
+        Mapping::map_file(&self.file, len)
+    }
+}
+
+impl Backend for RealBackend {
+    fn open(&self, path: &Path, mode: OpenMode) -> io::Result<Box<dyn FileHandle>> {
+        let mut options = OpenOptions::new();
+        options.read(true);
+        match mode {
+            OpenMode::Read => {}
+            OpenMode::ReadWrite => {
+                options.write(true);
+            }
+            OpenMode::CreateNew => {
+                options.write(true).create_new(true).mode(0o644);
+            }
+        }
+        // O_CLOEXEC is std's default; O_NOFOLLOW keeps a planted symlink from redirecting writes.
+        options.custom_flags(libc::O_NOFOLLOW);
+        let file = options.open(path)?;
+        Ok(Box::new(RealFile { file }))
+    }
+
+    fn create_dir(&self, path: &Path) -> io::Result<()> {
+        std::fs::create_dir(path)
+    }
+
+    fn sync_dir(&self, path: &Path) -> io::Result<()> {
+        File::open(path)?.sync_all()
+    }
+
+    fn sync_fs(&self, path: &Path) -> io::Result<()> {
+        let dir = File::open(path)?;
+        let rc = sync_fs_fd(dir.as_raw_fd());
+        if rc == 0 {
+            Ok(())
+        } else {
+            Err(io::Error::last_os_error())
+        }
+    }
+
+    fn remove_file(&self, path: &Path) -> io::Result<()> {
+        std::fs::remove_file(path)
+    }
+
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
+        std::fs::rename(from, to)
+    }
+
+    fn read_dir(&self, path: &Path) -> io::Result<Vec<(String, EntryKind)>> {
+        let mut out = Vec::new();
+        for entry in std::fs::read_dir(path)? {
+            let entry = entry?;
+            let Ok(name) = entry.file_name().into_string() else {
+                continue;
+            };
+            let kind = file_kind(&entry.file_type()?);
+            out.push((name, kind));
+        }
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        Ok(out)
+    }
+
+    fn kind(&self, path: &Path) -> io::Result<Option<EntryKind>> {
+        match std::fs::symlink_metadata(path) {
+            Ok(m) => Ok(Some(file_kind(&m.file_type()))),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn lock(&self, path: &Path) -> io::Result<Box<dyn std::any::Any + Send + Sync>> {
+        let mut file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o644)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(path)?;
+        flock_exclusive(&file)?;
+        // The pid is for people reading the folder; the lock is the flock, not the content.
+        file.set_len(0)?;
+        writeln!(file, "{}", std::process::id())?;
+        Ok(Box::new(file))
+    }
+}
+
+fn file_kind(t: &std::fs::FileType) -> EntryKind {
+    if t.is_file() {
+        EntryKind::File
+    } else if t.is_dir() {
+        EntryKind::Dir
+    } else {
+        EntryKind::Other
+    }
+}
+
+#[allow(unsafe_code)]
+fn sync_fs_fd(fd: i32) -> i32 {
+    // SAFETY: `syncfs` reads no memory of ours; `fd` is an open descriptor owned by the caller for
+    // the duration of the call. An invalid descriptor would only make it return EBADF.
+    unsafe { libc::syncfs(fd) }
+}
+
+#[allow(unsafe_code)]
+fn flock_exclusive(file: &File) -> io::Result<()> {
+    // SAFETY: `flock` reads no memory of ours; the descriptor belongs to `file`, which outlives
+    // the call. The lock is released when the descriptor is closed (the guard is dropped).
+    let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}

@@ -1,0 +1,270 @@
+//! `Store`: the public handle.
+
+use crate::catalog::Probe;
+use crate::error::{Error, Result};
+use crate::format::segment::record_bytes_padded;
+use crate::layout::{parse_segment_file_name, STREAMS_DIR};
+use crate::limits::{APPEND_EVENTS_MAX, RECORD_OVERHEAD_MAX};
+use crate::options::Options;
+use crate::read::{AllIter, StreamIter};
+use crate::recovery::{self, RecoveryReport};
+use crate::shared::Shared;
+use crate::storage::real::RealBackend;
+use crate::storage::{Backend, EntryKind};
+use crate::types::{validate_event_type, validate_stream_id, AppendResult, Direction, EventData, ExpectedVersion, Position};
+use crate::writer::{AppendRequest, Writer};
+use crossbeam_channel::Sender;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+/// An open store. Cheap to clone; every clone is the same store. The store closes (and leaves a
+/// clean checkpoint) when the last clone is dropped.
+#[derive(Clone)]
+pub struct Store {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    shared: Arc<Shared>,
+    sender: Option<Sender<AppendRequest>>,
+    writer: Option<JoinHandle<()>>,
+    recovery: RecoveryReport,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        // Closing the channel ends the writer's loop once the queue is drained.
+        self.sender.take();
+        if let Some(w) = self.writer.take() {
+            let _ = w.join();
+        }
+    }
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store")
+            .field("root", &self.inner.shared.root)
+            .field("head", &self.inner.shared.head())
+            .finish()
+    }
+}
+
+impl Store {
+    /// Open the store in `dir`, creating the folder and the store if missing.
+    ///
+    /// # Errors
+    /// `Locked` when it is open elsewhere, `Corrupt` or `UnsupportedVersion` for files it cannot
+    /// trust, `Io` for file-system failures.
+    pub fn open(dir: impl AsRef<Path>) -> Result<Store> {
+        Store::open_with(dir, Options::default())
+    }
+
+    /// Open with options.
+    ///
+    /// # Errors
+    /// As `open`, and `InvalidOptions`.
+    pub fn open_with(dir: impl AsRef<Path>, options: Options) -> Result<Store> {
+        Store::open_with_backend(dir, options, Arc::new(RealBackend))
+    }
+
+    /// Open through another storage backend (the simulated one of the crash tests).
+    ///
+    /// # Errors
+    /// As `open_with`.
+    #[doc(hidden)]
+    pub fn open_with_backend(dir: impl AsRef<Path>, options: Options, backend: Arc<dyn Backend>) -> Result<Store> {
+        let (shared, checkpoint, recovery) = recovery::open(dir.as_ref(), options, backend)?;
+        let (tx, rx) = crossbeam_channel::unbounded();
+        let writer = Writer::new(Arc::clone(&shared), rx, checkpoint)?;
+        let thread_shared = Arc::clone(&shared);
+        let handle = std::thread::Builder::new()
+            .name("streamlog-writer".into())
+            .spawn(move || {
+                let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| writer.run()));
+                if result.is_err() {
+                    // Every waiter of the batch sees its reply channel close; later appends see
+                    // the poison.
+                    thread_shared.poison("the writer thread panicked".into());
+                }
+            })
+            .map_err(|e| Error::io("start writer thread", dir.as_ref(), e))?;
+        Ok(Store {
+            inner: Arc::new(Inner {
+                shared,
+                sender: Some(tx),
+                writer: Some(handle),
+                recovery,
+            }),
+        })
+    }
+
+    /// What the last open found and repaired.
+    #[must_use]
+    pub fn recovery_report(&self) -> &RecoveryReport {
+        &self.inner.recovery
+    }
+
+    /// The store's folder.
+    #[must_use]
+    pub fn path(&self) -> &Path {
+        &self.inner.shared.root
+    }
+
+    /// Append events to a stream, atomically, and return once they are durable.
+    ///
+    /// # Errors
+    /// `WrongExpectedVersion`, `InvalidStreamId`, `InvalidEventType`, `EventTooLarge`,
+    /// `AppendTooLarge`, `EmptyAppend`; `Poisoned` after a failed write or sync (the outcome of
+    /// that append is unknown: retry it with event ids after reopening to make it idempotent).
+    pub fn append(
+        &self,
+        stream: &str,
+        expected: ExpectedVersion,
+        events: impl IntoIterator<Item = EventData>,
+    ) -> Result<AppendResult> {
+        let shared = &self.inner.shared;
+        validate_stream_id(stream)?;
+        let events: Vec<EventData> = events.into_iter().collect();
+        if events.is_empty() {
+            return Err(Error::EmptyAppend);
+        }
+        if events.len() > APPEND_EVENTS_MAX {
+            return Err(Error::AppendTooLarge { len: events.len(), max: APPEND_EVENTS_MAX });
+        }
+        let max = shared.options.event_bytes_max;
+        let mut bytes = 0u64;
+        for e in &events {
+            validate_event_type(&e.event_type)?;
+            if e.size() > max {
+                return Err(Error::EventTooLarge { len: e.size(), max });
+            }
+            bytes += record_bytes_padded(e.event_type.len(), e.metadata.len(), e.data.len());
+        }
+        let room = shared.options.segment_bytes - RECORD_OVERHEAD_MAX as u64;
+        if bytes > room {
+            return Err(Error::AppendTooLarge {
+                len: usize::try_from(bytes).unwrap_or(usize::MAX),
+                max: usize::try_from(room).unwrap_or(usize::MAX),
+            });
+        }
+        shared.check_poison()?;
+        let (reply, answer) = crossbeam_channel::bounded(1);
+        let request = AppendRequest {
+            stream: Arc::from(stream),
+            expected,
+            events,
+            bytes: usize::try_from(bytes).unwrap_or(usize::MAX),
+            reply,
+        };
+        let sender = self.inner.sender.as_ref().ok_or(Error::Closed)?;
+        if sender.send(request).is_err() {
+            shared.check_poison()?;
+            return Err(Error::Closed);
+        }
+        match answer.recv() {
+            Ok(result) => result,
+            Err(_) => {
+                shared.check_poison()?;
+                Err(Error::Poisoned { cause: "the writer thread stopped".into() })
+            }
+        }
+    }
+
+    /// Read a stream from `from_version` (inclusive) forward, or backward from it
+    /// (`u64::MAX` reads backward from the newest event).
+    ///
+    /// # Errors
+    /// `StreamNotFound`, `InvalidStreamId`, `Corrupt`, `Io`.
+    pub fn read_stream(&self, stream: &str, from_version: u64, direction: Direction) -> Result<StreamIter> {
+        validate_stream_id(stream)?;
+        let shared = &self.inner.shared;
+        match shared.catalog.probe(shared, stream)? {
+            Probe::Found(meta) if meta.version() > 0 => {
+                Ok(StreamIter::new(Arc::clone(shared), &meta, from_version, direction))
+            }
+            _ => Err(Error::StreamNotFound { stream: stream.to_string() }),
+        }
+    }
+
+    /// Read every stream's events in global order, from `from` (inclusive) forward, or backward
+    /// from it (`Position::END` reads backward from the newest). The iterator reads up to the head
+    /// at the time of the call.
+    ///
+    /// # Errors
+    /// None today; reading an event can fail with `Corrupt` or `Io`.
+    pub fn read_all(&self, from: Position, direction: Direction) -> Result<AllIter> {
+        Ok(AllIter::new(Arc::clone(&self.inner.shared), from, direction))
+    }
+
+    /// The stream's version (its number of events), `None` when it does not exist.
+    ///
+    /// # Errors
+    /// `InvalidStreamId`, `Corrupt`, `Io`.
+    pub fn stream_version(&self, stream: &str) -> Result<Option<u64>> {
+        validate_stream_id(stream)?;
+        let shared = &self.inner.shared;
+        Ok(match shared.catalog.probe(shared, stream)? {
+            Probe::Found(meta) => Some(meta.version()).filter(|v| *v > 0),
+            Probe::Absent { .. } => None,
+        })
+    }
+
+    /// The position of the newest durable event (`Position::START` for an empty store).
+    #[must_use]
+    pub fn head_position(&self) -> Position {
+        Position(self.inner.shared.head())
+    }
+
+    /// Every stream id of the store, in no particular order. This walks the stream folders: it
+    /// costs one file open per stream.
+    ///
+    /// # Errors
+    /// `Io` when a folder cannot be listed.
+    pub fn streams(&self) -> Result<StreamIds> {
+        let shared = Arc::clone(&self.inner.shared);
+        let root = shared.root.join(STREAMS_DIR);
+        let mut files = Vec::new();
+        let fanouts = shared.backend.read_dir(&root).map_err(|e| Error::io("list folder", &root, e))?;
+        for (fanout, kind) in fanouts {
+            if kind != EntryKind::Dir {
+                continue;
+            }
+            let dir = root.join(&fanout);
+            let names = shared.backend.read_dir(&dir).map_err(|e| Error::io("list folder", &dir, e))?;
+            for (name, _) in names {
+                if let Some((_, 0)) = parse_segment_file_name(&name) {
+                    files.push(dir.join(name));
+                }
+            }
+        }
+        Ok(StreamIds { shared, files: files.into_iter() })
+    }
+}
+
+/// Iterator over stream ids (`Store::streams`).
+pub struct StreamIds {
+    shared: Arc<Shared>,
+    files: std::vec::IntoIter<PathBuf>,
+}
+
+impl Iterator for StreamIds {
+    type Item = Result<String>;
+
+    fn next(&mut self) -> Option<Result<String>> {
+        for path in self.files.by_ref() {
+            let header = match crate::catalog::read_header(&self.shared, &path) {
+                Ok(Some(h)) => h,
+                Ok(None) => continue,
+                Err(e) => return Some(Err(e)),
+            };
+            match self.shared.catalog.probe(&self.shared, &header.stream_id) {
+                Ok(Probe::Found(meta)) if meta.version() > 0 => return Some(Ok(header.stream_id)),
+                Ok(_) => {}
+                Err(e) => return Some(Err(e)),
+            }
+        }
+        None
+    }
+}

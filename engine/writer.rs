@@ -1,0 +1,799 @@
+//! The group-commit writer thread (segment-format.md §7). It owns every write of the store.
+
+use crate::catalog::{Probe, SegmentState, StreamMeta, StreamState};
+use crate::error::{Error, Result};
+use crate::format::checkpoint::Checkpoint;
+use crate::format::index::{locate, IndexEntry, IndexHeader, INDEX_ENTRY_BYTES, INDEX_HEADER_BYTES};
+use crate::format::segment::{
+    encode_record, record_bytes_padded, RecordFields, SegmentHeader, RECORD_FLAG_BEGIN, RECORD_FLAG_END,
+};
+use crate::layout::{fanout_dir, index_path, segment_path, StreamKey, CHECKPOINT_FILE, INDEX_DIR, STREAMS_DIR};
+use crate::limits::CHECKPOINT_INTERVAL_POSITIONS;
+use crate::options::SyncMode;
+use crate::shared::Shared;
+use crate::storage::{FileHandle, OpenMode};
+use crate::types::{AppendResult, EventData, ExpectedVersion, Position};
+use crossbeam_channel::{Receiver, Sender};
+use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::io;
+use std::path::PathBuf;
+use std::sync::{Arc, RwLock};
+
+/// One append, as sent by a caller to the writer.
+pub struct AppendRequest {
+    pub stream: Arc<str>,
+    pub expected: ExpectedVersion,
+    pub events: Vec<EventData>,
+    /// Encoded bytes of the events (for the batch byte limit).
+    pub bytes: usize,
+    pub reply: Sender<Result<AppendResult>>,
+}
+
+type Handle = Arc<dyn FileHandle>;
+
+/// The writer's view of one stream: its committed state plus where the next record goes.
+struct WriterStream {
+    meta: Arc<StreamMeta>,
+    version: u64,
+    changeset: u64,
+    segment: u32,
+    segment_first_version: u64,
+    header_bytes: u64,
+    tail: u64,
+    /// Segment files that must be created (or rewritten) before the first write to them.
+    create: Option<CreateKind>,
+    file: Option<Handle>,
+    used: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum CreateKind {
+    /// The file does not exist.
+    New,
+    /// A file left by an unacknowledged batch holds the name: cut it and write a fresh header.
+    Reset,
+}
+
+/// Bytes planned for one segment in this batch.
+struct SegmentWrite {
+    key: StreamKey,
+    segment: u32,
+    stream: Arc<str>,
+    offset: u64,
+    create: Option<(CreateKind, Vec<u8>)>,
+    bytes: Vec<u8>,
+}
+
+struct Planned {
+    reply: Sender<Result<AppendResult>>,
+    result: AppendResult,
+}
+
+pub struct Writer {
+    shared: Arc<Shared>,
+    rx: Receiver<AppendRequest>,
+    streams: HashMap<Arc<str>, WriterStream>,
+    tick: u64,
+    index_files: HashMap<u64, Handle>,
+    checkpoint_file: Handle,
+    checkpoint_sequence: u64,
+    checkpoint_head: u64,
+    head: u64,
+    /// Requests deferred to the next batch, in arrival order.
+    carry: VecDeque<AppendRequest>,
+}
+
+fn now_us() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
+}
+
+impl Writer {
+    pub fn new(
+        shared: Arc<Shared>,
+        rx: Receiver<AppendRequest>,
+        checkpoint: Checkpoint,
+    ) -> Result<Writer> {
+        let path = shared.root.join(CHECKPOINT_FILE);
+        let file: Handle = Arc::from(
+            shared
+                .backend
+                .open(&path, OpenMode::ReadWrite)
+                .map_err(|e| Error::io("open checkpoint", &path, e))?,
+        );
+        let head = shared.head();
+        Ok(Writer {
+            shared,
+            rx,
+            streams: HashMap::new(),
+            tick: 0,
+            index_files: HashMap::new(),
+            checkpoint_file: file,
+            checkpoint_sequence: checkpoint.sequence,
+            checkpoint_head: checkpoint.head,
+            head,
+            carry: VecDeque::new(),
+        })
+    }
+
+    /// Run until every sender is gone, then leave a clean checkpoint.
+    pub fn run(mut self) {
+        loop {
+            let first = match self.carry.pop_front() {
+                Some(r) => r,
+                None => match self.rx.recv() {
+                    Ok(r) => r,
+                    Err(_) => break,
+                },
+            };
+            let mut batch = vec![first];
+            let mut bytes = batch[0].bytes;
+            while batch.len() < self.shared.options.batch_appends_max
+                && bytes < self.shared.options.batch_bytes_max
+            {
+                if let Some(r) = self.carry.pop_front() {
+                    bytes += r.bytes;
+                    batch.push(r);
+                    continue;
+                }
+                match self.rx.try_recv() {
+                    Ok(r) => {
+                        bytes += r.bytes;
+                        batch.push(r);
+                    }
+                    Err(_) => break,
+                }
+            }
+            if let Err(e) = self.shared.check_poison() {
+                for r in batch {
+                    let _ = r.reply.send(Err(e.duplicate()));
+                }
+                continue;
+            }
+            self.commit(batch);
+        }
+        if self.shared.check_poison().is_ok() {
+            if let Err(e) = self.write_checkpoint(true).and_then(|()| {
+                self.checkpoint_file
+                    .sync_data()
+                    .map_err(|e| Error::io("sync checkpoint", self.shared.root.join(CHECKPOINT_FILE), e))
+            }) {
+                tracing::warn!(error = %e, "clean checkpoint at close failed; the next open verifies the tail");
+            }
+        }
+    }
+
+    fn write_checkpoint(&mut self, clean: bool) -> Result<()> {
+        let c = Checkpoint {
+            store_id: self.shared.manifest.store_id,
+            sequence: self.checkpoint_sequence + 1,
+            head: self.head,
+            clean,
+        };
+        self.checkpoint_file
+            .write_all_at(&c.encode(), c.slot_offset())
+            .map_err(|e| Error::io("write checkpoint", self.shared.root.join(CHECKPOINT_FILE), e))?;
+        self.checkpoint_sequence = c.sequence;
+        self.checkpoint_head = c.head;
+        Ok(())
+    }
+
+    /// Plan, write, sync and publish one batch; answer every request in it.
+    fn commit(&mut self, batch: Vec<AppendRequest>) {
+        let timestamp_us = now_us();
+        let first_position = self.head + 1;
+        let mut next_position = first_position;
+        let mut index_bytes: Vec<u8> = Vec::new();
+        let mut writes: Vec<SegmentWrite> = Vec::new();
+        let mut write_of: HashMap<(StreamKey, u32), usize> = HashMap::new();
+        let mut planned: Vec<Planned> = Vec::new();
+        let mut touched: BTreeSet<Arc<str>> = BTreeSet::new();
+        let mut batch = batch.into_iter();
+        while let Some(request) = batch.next() {
+            match self.plan_one(
+                &request,
+                timestamp_us,
+                &mut next_position,
+                &mut index_bytes,
+                &mut writes,
+                &mut write_of,
+            ) {
+                Ok(PlanOutcome::Planned(result)) => {
+                    touched.insert(Arc::clone(&request.stream));
+                    planned.push(Planned { reply: request.reply, result });
+                }
+                Ok(PlanOutcome::Done(result)) => {
+                    let _ = request.reply.send(result);
+                }
+                Ok(PlanOutcome::Defer) => {
+                    // This one and the rest wait for the next batch, in arrival order.
+                    let deferred: Vec<AppendRequest> =
+                        std::iter::once(request).chain(batch.by_ref()).collect();
+                    for r in deferred.into_iter().rev() {
+                        self.carry.push_front(r);
+                    }
+                    break;
+                }
+                Err(e) => {
+                    // A read failure while planning (a damaged stream): this request fails,
+                    // nothing was written for it.
+                    let _ = request.reply.send(Err(e));
+                }
+            }
+        }
+        self.finish(first_position, next_position, index_bytes, writes, planned, touched);
+    }
+
+    fn finish(
+        &mut self,
+        first_position: u64,
+        next_position: u64,
+        index_bytes: Vec<u8>,
+        writes: Vec<SegmentWrite>,
+        planned: Vec<Planned>,
+        touched: BTreeSet<Arc<str>>,
+    ) {
+        if planned.is_empty() {
+            self.drop_uncreated();
+            return;
+        }
+        let last_position = next_position - 1;
+        match self.write_and_sync(first_position, last_position, &index_bytes, writes) {
+            Ok(()) => {
+                self.publish(&touched, last_position);
+                for p in planned {
+                    let _ = p.reply.send(Ok(p.result));
+                }
+            }
+            Err(e) => {
+                let cause = format!("{e}");
+                self.shared.poison(cause.clone());
+                self.shared.catalog.clear();
+                for p in planned {
+                    let _ = p.reply.send(Err(Error::Poisoned { cause: cause.clone() }));
+                }
+                self.streams.clear();
+            }
+        }
+        self.drop_uncreated();
+        self.evict();
+    }
+
+    /// Streams looked up for an append that was rejected keep no slot reserved.
+    fn drop_uncreated(&mut self) {
+        self.streams.retain(|_, s| s.create.is_none());
+    }
+
+    fn evict(&mut self) {
+        let open_max = self.shared.options.open_files_max;
+        let streams_max = self.shared.options.streams_cached_max;
+        if self.streams.len() > streams_max {
+            let mut used: Vec<u64> = self.streams.values().map(|s| s.used).collect();
+            let middle = used.len() / 2;
+            let cut = *used.select_nth_unstable(middle).1;
+            self.streams.retain(|_, s| s.used > cut);
+        }
+        let open = self.streams.values().filter(|s| s.file.is_some()).count();
+        if open > open_max {
+            let mut used: Vec<u64> = self
+                .streams
+                .values()
+                .filter(|s| s.file.is_some())
+                .map(|s| s.used)
+                .collect();
+            let middle = used.len() / 2;
+            let cut = *used.select_nth_unstable(middle).1;
+            for s in self.streams.values_mut() {
+                if s.used <= cut {
+                    s.file = None;
+                }
+            }
+        }
+    }
+
+    /// The writer's state of `stream`, loading (and repairing) it on first use.
+    fn stream(&mut self, stream: &Arc<str>) -> Result<Option<&mut WriterStream>> {
+        self.tick += 1;
+        if !self.streams.contains_key(stream) {
+            let ws = match self.shared.catalog.probe(&self.shared, stream)? {
+                Probe::Found(meta) => self.repair(meta)?,
+                Probe::Absent { collision, file_exists } => {
+                    let hash = crate::layout::stream_hash(&self.shared.manifest.hash_key, stream);
+                    let key = StreamKey { hash, collision };
+                    if self.streams.values().any(|s| s.meta.key == key) {
+                        // Another new stream id with the same hash holds this slot in the batch
+                        // and is not on disk yet: this one waits for the next batch, when the
+                        // slot is settled one way or the other.
+                        return Ok(None);
+                    }
+                    let header_bytes = SegmentHeader {
+                        store_id: 0,
+                        stream_hash: hash,
+                        collision,
+                        segment: 0,
+                        first_version: 1,
+                        created_us: 0,
+                        stream_id: stream.to_string(),
+                    }
+                    .header_bytes();
+                    WriterStream {
+                        meta: Arc::new(StreamMeta {
+                            id: Arc::clone(stream),
+                            key,
+                            state: RwLock::new(StreamState::default()),
+                        }),
+                        version: 0,
+                        changeset: 0,
+                        segment: 0,
+                        segment_first_version: 1,
+                        header_bytes,
+                        tail: header_bytes,
+                        create: Some(if file_exists { CreateKind::Reset } else { CreateKind::New }),
+                        file: None,
+                        used: 0,
+                    }
+                }
+            };
+            self.streams.insert(Arc::clone(stream), ws);
+        }
+        let tick = self.tick;
+        let ws = self.streams.get_mut(stream).map(|ws| {
+            ws.used = tick;
+            ws
+        });
+        Ok(ws)
+    }
+
+    /// First touch of an existing stream: cut what unacknowledged batches left after its
+    /// committed end (segment-format.md §9), so that the next record goes right after it.
+    fn repair(&self, meta: Arc<StreamMeta>) -> Result<WriterStream> {
+        let state = meta.snapshot();
+        let key = meta.key;
+        let header_bytes = SegmentHeader {
+            store_id: 0,
+            stream_hash: key.hash,
+            collision: key.collision,
+            segment: 0,
+            first_version: 1,
+            created_us: 0,
+            stream_id: meta.id.to_string(),
+        }
+        .header_bytes();
+        let (segment, first_version, tail, create) = match state.segments.last() {
+            Some(last) => (last.number, last.first_version, last.end, None),
+            // Files exist but hold nothing committed: rewrite segment 0 from scratch.
+            None => (0, 1, header_bytes, Some(CreateKind::Reset)),
+        };
+        // Trailing segments after the committed one hold nothing committed: remove them, newest
+        // first, so that segment numbers stay dense even if this is interrupted.
+        let mut trailing = Vec::new();
+        for n in segment + 1.. {
+            let path = segment_path(&self.shared.root, key, n);
+            match self.shared.backend.kind(&path) {
+                Ok(Some(_)) => trailing.push((n, path)),
+                Ok(None) => break,
+                Err(e) => return Err(Error::io("stat segment", &path, e)),
+            }
+        }
+        for (n, path) in trailing.into_iter().rev() {
+            tracing::warn!(path = %path.display(), "removing a segment left by an unacknowledged batch");
+            self.shared.maps.forget_segment(key, n);
+            self.shared
+                .backend
+                .remove_file(&path)
+                .map_err(|e| Error::io("remove segment", &path, e))?;
+        }
+        let mut file = None;
+        if create.is_none() {
+            let path = segment_path(&self.shared.root, key, segment);
+            let handle: Handle = Arc::from(
+                self.shared
+                    .backend
+                    .open(&path, OpenMode::ReadWrite)
+                    .map_err(|e| Error::io("open segment", &path, e))?,
+            );
+            let len = handle.len().map_err(|e| Error::io("stat segment", &path, e))?;
+            if len > tail {
+                tracing::warn!(path = %path.display(), offset = tail, bytes = len - tail,
+                    "cutting bytes of an unacknowledged batch");
+                // Durability: the cut is made durable by the next batch's sync, before anything
+                // written after it is acknowledged.
+                handle
+                    .set_len(tail)
+                    .map_err(|e| Error::io("cut segment", &path, e))?;
+            }
+            file = Some(handle);
+        }
+        Ok(WriterStream {
+            version: state.version,
+            changeset: state.changeset,
+            segment,
+            segment_first_version: first_version,
+            header_bytes,
+            tail,
+            create,
+            file,
+            used: 0,
+            meta,
+        })
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn plan_one(
+        &mut self,
+        request: &AppendRequest,
+        timestamp_us: u64,
+        next_position: &mut u64,
+        index_bytes: &mut Vec<u8>,
+        writes: &mut Vec<SegmentWrite>,
+        write_of: &mut HashMap<(StreamKey, u32), usize>,
+    ) -> Result<PlanOutcome> {
+        let store_id = self.shared.manifest.store_id;
+        let segment_bytes = self.shared.options.segment_bytes;
+        let shared = Arc::clone(&self.shared);
+        let Some(ws) = self.stream(&request.stream)? else {
+            return Ok(PlanOutcome::Defer);
+        };
+        let current = ws.version;
+        let n = request.events.len() as u64;
+        let exists = current > 0;
+        let expected_ok = match request.expected {
+            ExpectedVersion::Any => true,
+            ExpectedVersion::NoStream => !exists,
+            ExpectedVersion::StreamExists => exists,
+            ExpectedVersion::Exact(v) => v == current,
+        };
+        if !expected_ok {
+            let retry_from = match request.expected {
+                ExpectedVersion::NoStream => Some(0),
+                ExpectedVersion::Exact(v) => Some(v),
+                _ => None,
+            };
+            if let Some(v) = retry_from {
+                if v < current && v + n <= current {
+                    if let Some(result) = idempotent_result(&shared, &ws.meta, v, &request.events)? {
+                        return Ok(PlanOutcome::Done(Ok(result)));
+                    }
+                }
+            }
+            return Ok(PlanOutcome::Done(Err(Error::WrongExpectedVersion {
+                stream: request.stream.to_string(),
+                expected: request.expected,
+                actual: exists.then_some(current),
+            })));
+        }
+        let append_bytes: u64 = request
+            .events
+            .iter()
+            .map(|e| record_bytes_padded(e.event_type.len(), e.metadata.len(), e.data.len()))
+            .sum();
+        // An append goes into one segment: roll when it does not fit behind the tail.
+        if ws.tail + append_bytes > segment_bytes && ws.tail > ws.header_bytes {
+            ws.segment += 1;
+            ws.segment_first_version = current + 1;
+            ws.tail = ws.header_bytes;
+            ws.create = Some(CreateKind::New);
+            ws.file = None;
+        }
+        assert!(ws.tail + append_bytes <= segment_bytes, "append size checked before queueing");
+        let key = ws.meta.key;
+        let slot = *write_of.entry((key, ws.segment)).or_insert_with(|| {
+            let create = ws.create.take().map(|kind| {
+                let header = SegmentHeader {
+                    store_id,
+                    stream_hash: key.hash,
+                    collision: key.collision,
+                    segment: ws.segment,
+                    first_version: ws.segment_first_version,
+                    created_us: timestamp_us,
+                    stream_id: request.stream.to_string(),
+                };
+                (kind, header.encode())
+            });
+            writes.push(SegmentWrite {
+                key,
+                segment: ws.segment,
+                stream: Arc::clone(&request.stream),
+                offset: ws.tail,
+                create,
+                bytes: Vec::new(),
+            });
+            writes.len() - 1
+        });
+        let write = &mut writes[slot];
+        let changeset = ws.changeset + 1;
+        let first_position = *next_position;
+        for (i, event) in request.events.iter().enumerate() {
+            let mut flags = 0;
+            if i == 0 {
+                flags |= RECORD_FLAG_BEGIN;
+            }
+            if i + 1 == request.events.len() {
+                flags |= RECORD_FLAG_END;
+            }
+            let position = *next_position;
+            let offset = ws.tail;
+            let before = write.bytes.len();
+            encode_record(
+                &RecordFields {
+                    flags,
+                    version: current + 1 + i as u64,
+                    position,
+                    changeset,
+                    timestamp_us,
+                    event_id: event.id,
+                    event_type: event.event_type.as_bytes(),
+                    metadata: &event.metadata,
+                    data: &event.data,
+                },
+                &mut write.bytes,
+            );
+            ws.tail += (write.bytes.len() - before) as u64;
+            let entry = IndexEntry {
+                stream_hash: key.hash,
+                collision: key.collision,
+                segment: ws.segment,
+                offset: u32::try_from(offset).expect("segment_bytes fits in u32"),
+                flags,
+            };
+            index_bytes.extend_from_slice(&entry.encode(position));
+            *next_position += 1;
+        }
+        ws.version = current + n;
+        ws.changeset = changeset;
+        Ok(PlanOutcome::Planned(AppendResult {
+            first_version: current + 1,
+            last_version: current + n,
+            first_position: Position(first_position),
+            last_position: Position(*next_position - 1),
+        }))
+    }
+
+    /// Steps 3 and 4 of the commit protocol.
+    fn write_and_sync(
+        &mut self,
+        first_position: u64,
+        last_position: u64,
+        index_bytes: &[u8],
+        writes: Vec<SegmentWrite>,
+    ) -> Result<()> {
+        let root = self.shared.root.clone();
+        let backend = Arc::clone(&self.shared.backend);
+        let fdatasync = self.shared.options.sync == SyncMode::Fdatasync;
+        let mut to_sync: Vec<(Handle, PathBuf)> = Vec::new();
+        let mut dirs_to_sync: BTreeSet<PathBuf> = BTreeSet::new();
+        for w in writes {
+            let path = segment_path(&root, w.key, w.segment);
+            let ws = self
+                .streams
+                .get_mut(&w.stream)
+                .expect("a planned stream stays cached until its batch is published");
+            let handle: Handle = match (&w.create, &ws.file) {
+                (None, Some(f)) if ws.segment == w.segment => Arc::clone(f),
+                (None, _) => Arc::from(
+                    backend
+                        .open(&path, OpenMode::ReadWrite)
+                        .map_err(|e| Error::io("open segment", &path, e))?,
+                ),
+                (Some((kind, header)), _) => {
+                    let dir = fanout_dir(&root, w.key.hash);
+                    let handle = create_segment(&*backend, &path, &dir, *kind, &mut dirs_to_sync, &root)?;
+                    self.shared.maps.forget_segment(w.key, w.segment);
+                    handle
+                        .write_all_at(header, 0)
+                        .map_err(|e| Error::io("write segment header", &path, e))?;
+                    handle
+                }
+            };
+            handle
+                .write_all_at(&w.bytes, w.offset)
+                .map_err(|e| Error::io("write segment", &path, e))?;
+            if ws.segment == w.segment {
+                ws.file = Some(Arc::clone(&handle));
+            }
+            if fdatasync {
+                to_sync.push((handle, path));
+            }
+        }
+        // Index entries, split at index file boundaries.
+        let per_file = self.shared.manifest.index_entries_per_file;
+        let mut position = first_position;
+        let mut done = 0usize;
+        while position <= last_position {
+            let (file_number, offset) = locate(position, per_file);
+            let room = per_file - (offset - INDEX_HEADER_BYTES) / INDEX_ENTRY_BYTES;
+            let count = room.min(last_position - position + 1);
+            let bytes = &index_bytes[done..done + (count * INDEX_ENTRY_BYTES) as usize];
+            let handle = self.index_file(file_number, &mut dirs_to_sync)?;
+            let path = index_path(&root, file_number);
+            handle
+                .write_all_at(bytes, offset)
+                .map_err(|e| Error::io("write index", &path, e))?;
+            if fdatasync {
+                to_sync.push((handle, path));
+            }
+            done += bytes.len();
+            position += count;
+        }
+        // The checkpoint claims the head of the previous, completed sync: true even if this
+        // sync tears (segment-format.md §3).
+        let checkpoint_due = match self.shared.options.sync {
+            SyncMode::SyncFs => self.head > self.checkpoint_head,
+            SyncMode::Fdatasync => self.head >= self.checkpoint_head + CHECKPOINT_INTERVAL_POSITIONS,
+        };
+        if checkpoint_due {
+            self.write_checkpoint(false)?;
+            if fdatasync {
+                to_sync.push((Arc::clone(&self.checkpoint_file), root.join(CHECKPOINT_FILE)));
+            }
+        }
+        // Durability: nothing of this batch is acknowledged before this sync returns.
+        if fdatasync {
+            for (handle, path) in &to_sync {
+                handle
+                    .sync_data()
+                    .map_err(|e| Error::io("fdatasync", path, e))?;
+            }
+            // Durability: a new file's directory entry must be durable before the first
+            // acknowledgement of anything in it.
+            for dir in &dirs_to_sync {
+                backend
+                    .sync_dir(dir)
+                    .map_err(|e| Error::io("fsync directory", dir, e))?;
+            }
+        } else {
+            backend
+                .sync_fs(&root)
+                .map_err(|e| Error::io("syncfs", &root, e))?;
+        }
+        Ok(())
+    }
+
+    fn index_file(&mut self, file_number: u64, dirs_to_sync: &mut BTreeSet<PathBuf>) -> Result<Handle> {
+        if let Some(h) = self.index_files.get(&file_number) {
+            return Ok(Arc::clone(h));
+        }
+        let path = index_path(&self.shared.root, file_number);
+        let backend = &self.shared.backend;
+        let handle: Handle = match backend.open(&path, OpenMode::ReadWrite) {
+            Ok(h) => Arc::from(h),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                let per_file = self.shared.manifest.index_entries_per_file;
+                let h: Handle = Arc::from(
+                    backend
+                        .open(&path, OpenMode::CreateNew)
+                        .map_err(|e| Error::io("create index file", &path, e))?,
+                );
+                let header = IndexHeader {
+                    store_id: self.shared.manifest.store_id,
+                    file_number,
+                    first_position: file_number * per_file + 1,
+                    capacity: per_file,
+                };
+                h.write_all_at(&header.encode(), 0)
+                    .map_err(|e| Error::io("write index header", &path, e))?;
+                // Full length up front (a hole): a reader maps the file once.
+                h.set_len(INDEX_HEADER_BYTES + per_file * INDEX_ENTRY_BYTES)
+                    .map_err(|e| Error::io("size index file", &path, e))?;
+                dirs_to_sync.insert(self.shared.root.join(INDEX_DIR));
+                h
+            }
+            Err(e) => return Err(Error::io("open index file", &path, e)),
+        };
+        // Keep the current and the next file only.
+        self.index_files.retain(|n, _| *n + 1 >= file_number);
+        self.index_files.insert(file_number, Arc::clone(&handle));
+        Ok(handle)
+    }
+
+    /// Step 5: make the batch visible.
+    fn publish(&mut self, touched: &BTreeSet<Arc<str>>, last_position: u64) {
+        for stream in touched {
+            let Some(ws) = self.streams.get(stream) else { continue };
+            let mut state = ws
+                .meta
+                .state
+                .write()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let was_new = state.segments.is_empty();
+            state.version = ws.version;
+            state.changeset = ws.changeset;
+            match state.segments.last_mut() {
+                Some(last) if last.number == ws.segment => {
+                    last.end = ws.tail;
+                    last.last_version = ws.version;
+                }
+                _ => state.segments.push(SegmentState {
+                    number: ws.segment,
+                    first_version: ws.segment_first_version,
+                    header_bytes: ws.header_bytes,
+                    end: ws.tail,
+                    last_version: ws.version,
+                }),
+            }
+            // A rolled batch can fill a sealed segment and start the next one in one go; the
+            // sealed one's end was recorded when it was the last.
+            drop(state);
+            if was_new {
+                self.shared.catalog.insert(Arc::clone(&ws.meta));
+            }
+        }
+        assert!(last_position > self.head, "positions strictly increase");
+        self.head = last_position;
+        self.shared.publish(last_position);
+    }
+}
+
+enum PlanOutcome {
+    Planned(AppendResult),
+    Done(Result<AppendResult>),
+    Defer,
+}
+
+fn create_segment(
+    backend: &dyn crate::storage::Backend,
+    path: &PathBuf,
+    dir: &PathBuf,
+    kind: CreateKind,
+    dirs_to_sync: &mut BTreeSet<PathBuf>,
+    root: &std::path::Path,
+) -> Result<Handle> {
+    match backend.create_dir(dir) {
+        Ok(()) => {
+            // Durability: the new fan-out folder's own entry lives in `streams/`.
+            dirs_to_sync.insert(root.join(STREAMS_DIR));
+        }
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(Error::io("create folder", dir, e)),
+    }
+    let handle: Handle = match backend.open(path, OpenMode::CreateNew) {
+        Ok(h) => {
+            dirs_to_sync.insert(dir.clone());
+            Arc::from(h)
+        }
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+            if kind == CreateKind::New {
+                tracing::warn!(path = %path.display(), "rewriting a segment left by an unacknowledged batch");
+            }
+            let h: Handle = Arc::from(
+                backend
+                    .open(path, OpenMode::ReadWrite)
+                    .map_err(|e| Error::io("open segment", path, e))?,
+            );
+            h.set_len(0).map_err(|e| Error::io("cut segment", path, e))?;
+            h
+        }
+        Err(e) => return Err(Error::io("create segment", path, e)),
+    };
+    Ok(handle)
+}
+
+/// When a retried append carries the ids of the events already stored after version `from`,
+/// the original result.
+fn idempotent_result(
+    shared: &Arc<Shared>,
+    meta: &StreamMeta,
+    from: u64,
+    events: &[EventData],
+) -> Result<Option<AppendResult>> {
+    if events.iter().any(|e| e.id.is_none()) {
+        return Ok(None);
+    }
+    let stored = crate::read::read_versions(shared, meta, from + 1, events.len())?;
+    if stored.len() != events.len() {
+        return Ok(None);
+    }
+    for (event, record) in events.iter().zip(&stored) {
+        if record.id() != event.id {
+            return Ok(None);
+        }
+    }
+    let (first, last) = (&stored[0], &stored[stored.len() - 1]);
+    Ok(Some(AppendResult {
+        first_version: first.version(),
+        last_version: last.version(),
+        first_position: first.position(),
+        last_position: last.position(),
+    }))
+}
