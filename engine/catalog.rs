@@ -114,6 +114,14 @@ impl Catalog {
         lock(&self.streams).insert(Arc::clone(&meta.id), meta);
     }
 
+    /// Forget `meta` if it is still the registered state of its stream.
+    pub fn remove(&self, meta: &Arc<StreamMeta>) {
+        let mut streams = lock(&self.streams);
+        if streams.get(&meta.id).is_some_and(|m| Arc::ptr_eq(m, meta)) {
+            streams.remove(&meta.id);
+        }
+    }
+
     /// Forget everything (the writer poisoned itself: states may be ahead of the disk).
     pub fn clear(&self) {
         lock(&self.streams).clear();

@@ -262,7 +262,17 @@ impl Writer {
 
     /// Streams looked up for an append that was rejected keep no slot reserved.
     fn drop_uncreated(&mut self) {
-        self.streams.retain(|_, s| s.create.is_none());
+        let catalog = &self.shared.catalog;
+        self.streams.retain(|_, s| {
+            if s.create.is_some() && s.version == 0 {
+                // Its slot is not taken on disk: forget it everywhere, so that the slot can go
+                // to whichever stream id claims it first.
+                catalog.remove(&s.meta);
+                false
+            } else {
+                true
+            }
+        });
     }
 
     fn evict(&mut self) {
@@ -317,12 +327,16 @@ impl Writer {
                         stream_id: stream.to_string(),
                     }
                     .header_bytes();
+                    let meta = Arc::new(StreamMeta {
+                        id: Arc::clone(stream),
+                        key,
+                        state: RwLock::new(StreamState::default()),
+                    });
+                    // Registered before its file exists: a reader then finds it (with no
+                    // committed event) instead of loading a file the writer is writing.
+                    self.shared.catalog.insert(Arc::clone(&meta));
                     WriterStream {
-                        meta: Arc::new(StreamMeta {
-                            id: Arc::clone(stream),
-                            key,
-                            state: RwLock::new(StreamState::default()),
-                        }),
+                        meta,
                         version: 0,
                         changeset: 0,
                         segment: 0,
@@ -689,6 +703,10 @@ impl Writer {
 
     /// Step 5: make the batch visible.
     fn publish(&mut self, touched: &BTreeSet<Arc<str>>, last_position: u64) {
+        // The head first: whatever a reader then sees of a stream's state is at or below it.
+        assert!(last_position > self.head, "positions strictly increase");
+        self.head = last_position;
+        self.shared.publish(last_position);
         for stream in touched {
             let Some(ws) = self.streams.get(stream) else { continue };
             let mut state = ws
@@ -696,7 +714,6 @@ impl Writer {
                 .state
                 .write()
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
-            let was_new = state.segments.is_empty();
             state.version = ws.version;
             state.changeset = ws.changeset;
             match state.segments.last_mut() {
@@ -712,16 +729,7 @@ impl Writer {
                     last_version: ws.version,
                 }),
             }
-            // A rolled batch can fill a sealed segment and start the next one in one go; the
-            // sealed one's end was recorded when it was the last.
-            drop(state);
-            if was_new {
-                self.shared.catalog.insert(Arc::clone(&ws.meta));
-            }
         }
-        assert!(last_position > self.head, "positions strictly increase");
-        self.head = last_position;
-        self.shared.publish(last_position);
     }
 }
 

@@ -51,3 +51,56 @@ pub fn check_invariants(store: &Store) {
         assert_eq!(from_stream, from_all, "stream {stream} agrees with the global order");
     }
 }
+
+/// Path of segment `segment` of `stream` in the store at `dir` (first collision slot).
+pub fn segment_path_of(dir: &std::path::Path, stream: &str, segment: u32) -> std::path::PathBuf {
+    let bytes = std::fs::read(dir.join("MANIFEST")).unwrap();
+    let manifest = streamlog::format::manifest::Manifest::decode(&bytes).unwrap();
+    let hash = streamlog::layout::stream_hash(&manifest.hash_key, stream);
+    streamlog::layout::segment_path(dir, streamlog::layout::StreamKey { hash, collision: 0 }, segment)
+}
+
+/// Path of the index file holding position 1.
+pub fn index_path_of(dir: &std::path::Path) -> std::path::PathBuf {
+    streamlog::layout::index_path(dir, 0)
+}
+
+/// Copy a store folder (files and folders, no lock holder needed: the copy is a new store
+/// image).
+pub fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), &target).unwrap();
+        }
+    }
+}
+
+pub fn file_len(p: &std::path::Path) -> u64 {
+    std::fs::metadata(p).unwrap().len()
+}
+
+/// Byte ranges [start, end) of the file `p` that differ from `q` or exist only in `p`.
+pub fn tail_after(p: &std::path::Path, from: u64) -> Vec<u8> {
+    let bytes = std::fs::read(p).unwrap();
+    bytes[from as usize..].to_vec()
+}
+
+pub fn write_at(p: &std::path::Path, offset: u64, bytes: &[u8]) {
+    use std::os::unix::fs::FileExt;
+    let f = std::fs::OpenOptions::new().write(true).open(p).unwrap();
+    f.write_all_at(bytes, offset).unwrap();
+}
+
+pub fn flip_bit(p: &std::path::Path, offset: u64, bit: u8) {
+    use std::os::unix::fs::FileExt;
+    let f = std::fs::OpenOptions::new().read(true).write(true).open(p).unwrap();
+    let mut b = [0u8; 1];
+    f.read_exact_at(&mut b, offset).unwrap();
+    b[0] ^= 1 << bit;
+    f.write_all_at(&b, offset).unwrap();
+}
