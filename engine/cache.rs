@@ -107,7 +107,9 @@ impl MapCache {
             .backend
             .open(&path, OpenMode::Read)
             .map_err(|e| Error::io("open index file", &path, e))?;
-        let len = file.len().map_err(|e| Error::io("stat index file", &path, e))?;
+        let len = file
+            .len()
+            .map_err(|e| Error::io("stat index file", &path, e))?;
         let mapping = Arc::new(
             file.map(len)
                 .map_err(|e| Error::io("map index file", &path, e))?,
@@ -117,22 +119,36 @@ impl MapCache {
             return Err(Error::corrupt(&path, 16, "index file of another store"));
         }
         if header.file_number != file_number || header.capacity != self.entries_per_file {
-            return Err(Error::corrupt(&path, 24, "index header does not match its name"));
+            return Err(Error::corrupt(
+                &path,
+                24,
+                "index header does not match its name",
+            ));
         }
         let needed = crate::format::index::INDEX_HEADER_BYTES + header.capacity * INDEX_ENTRY_BYTES;
         if len < needed {
-            return Err(Error::corrupt(&path, len, "index file shorter than its capacity"));
+            return Err(Error::corrupt(
+                &path,
+                len,
+                "index file shorter than its capacity",
+            ));
         }
         lock(&self.index).insert(file_number, Arc::clone(&mapping));
         Ok(mapping)
     }
 
     /// The decoded index entry of `position`, or the reason it does not decode.
-    pub fn index_entry(&self, position: u64) -> Result<std::result::Result<IndexEntry, crate::format::DecodeError>> {
+    pub fn index_entry(
+        &self,
+        position: u64,
+    ) -> Result<std::result::Result<IndexEntry, crate::format::DecodeError>> {
         let (file, offset) = crate::format::index::locate(position, self.entries_per_file);
         let mapping = self.index_file(file)?;
         let at = offset as usize;
-        Ok(IndexEntry::decode(&mapping[at..at + INDEX_ENTRY_BYTES as usize], position))
+        Ok(IndexEntry::decode(
+            &mapping[at..at + INDEX_ENTRY_BYTES as usize],
+            position,
+        ))
     }
 
     /// Forget a mapped index file (after the writer or recovery changed its length).
@@ -142,7 +158,12 @@ impl MapCache {
 
     /// A mapping of a segment covering at least `min_len` bytes. `Ok(None)` when the file does
     /// not exist.
-    pub fn segment(&self, key: StreamKey, segment: u32, min_len: u64) -> Result<Option<Arc<MappedSegment>>> {
+    pub fn segment(
+        &self,
+        key: StreamKey,
+        segment: u32,
+        min_len: u64,
+    ) -> Result<Option<Arc<MappedSegment>>> {
         if let Some(s) = lock(&self.segments).get(&(key, segment)) {
             if s.mapping.len() as u64 >= min_len {
                 return Ok(Some(s));
@@ -154,7 +175,9 @@ impl MapCache {
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(Error::io("open segment", &path, e)),
         };
-        let len = file.len().map_err(|e| Error::io("stat segment", &path, e))?;
+        let len = file
+            .len()
+            .map_err(|e| Error::io("stat segment", &path, e))?;
         if len < min_len {
             return Err(Error::corrupt(
                 &path,
@@ -162,7 +185,10 @@ impl MapCache {
                 format!("segment is {len} bytes, committed data reaches {min_len}"),
             ));
         }
-        let mapping = Arc::new(file.map(len).map_err(|e| Error::io("map segment", &path, e))?);
+        let mapping = Arc::new(
+            file.map(len)
+                .map_err(|e| Error::io("map segment", &path, e))?,
+        );
         let header = SegmentHeader::decode(&mapping).map_err(|e| decode_error(&path, 0, &e))?;
         check_segment_header(&path, &header, self.store_id, key, segment)?;
         let stream_id: Arc<str> = Arc::from(header.stream_id.as_str());
@@ -191,8 +217,15 @@ pub fn check_segment_header(
     if header.store_id != store_id {
         return Err(Error::corrupt(path, 16, "segment of another store"));
     }
-    if header.stream_hash != key.hash || header.collision != key.collision || header.segment != segment {
-        return Err(Error::corrupt(path, 24, "segment header does not match its file name"));
+    if header.stream_hash != key.hash
+        || header.collision != key.collision
+        || header.segment != segment
+    {
+        return Err(Error::corrupt(
+            path,
+            24,
+            "segment header does not match its file name",
+        ));
     }
     Ok(())
 }

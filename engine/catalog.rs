@@ -3,7 +3,9 @@
 
 use crate::cache::{check_segment_header, decode_error};
 use crate::error::{Error, Result};
-use crate::format::segment::{decode_record, peek_record_header, SegmentHeader, RECORD_HEADER_BYTES};
+use crate::format::segment::{
+    decode_record, peek_record_header, SegmentHeader, RECORD_HEADER_BYTES,
+};
 use crate::format::DecodeError;
 use crate::layout::{segment_path, stream_hash, StreamKey};
 use crate::limits::{STREAM_COLLISIONS_MAX, STREAM_ID_BYTES_MAX};
@@ -129,7 +131,14 @@ impl Catalog {
 }
 
 /// Is the record of `position` at this place, according to the index?
-pub fn confirmed(shared: &Shared, key: StreamKey, segment: u32, offset: u64, position: u64, head: u64) -> Result<bool> {
+pub fn confirmed(
+    shared: &Shared,
+    key: StreamKey,
+    segment: u32,
+    offset: u64,
+    position: u64,
+    head: u64,
+) -> Result<bool> {
     if position == 0 || position > head {
         return Ok(false);
     }
@@ -139,7 +148,8 @@ pub fn confirmed(shared: &Shared, key: StreamKey, segment: u32, offset: u64, pos
             && e.segment == segment
             && u64::from(e.offset) == offset),
         Err(e) => {
-            let (file, at) = crate::format::index::locate(position, shared.manifest.index_entries_per_file);
+            let (file, at) =
+                crate::format::index::locate(position, shared.manifest.index_entries_per_file);
             Err(Error::corrupt(
                 crate::layout::index_path(&shared.root, file),
                 at,
@@ -212,12 +222,17 @@ fn load(shared: &Shared, stream: &str) -> Result<Probe> {
                     })));
                 }
             }
-            Err(e @ DecodeError::UnsupportedVersion { .. }) => return Err(decode_error(&path, 0, &e)),
+            Err(e @ DecodeError::UnsupportedVersion { .. }) => {
+                return Err(decode_error(&path, 0, &e))
+            }
             Err(e) => {
                 // A header that does not decode is either the torn creation of a stream in an
                 // unacknowledged batch, or damage. Only a committed record can tell them apart.
                 let Some(mapped) = map_whole(shared, &path)? else {
-                    return Ok(Probe::Absent { collision, file_exists: false });
+                    return Ok(Probe::Absent {
+                        collision,
+                        file_exists: false,
+                    });
                 };
                 if find_confirmed_after(shared, &mapped, 64, key, 0, head)?.is_some() {
                     return Err(decode_error(&path, 0, &e));
@@ -232,7 +247,14 @@ fn load(shared: &Shared, stream: &str) -> Result<Probe> {
         }
     }
     Err(Error::corrupt(
-        segment_path(&shared.root, StreamKey { hash, collision: STREAM_COLLISIONS_MAX }, 0),
+        segment_path(
+            &shared.root,
+            StreamKey {
+                hash,
+                collision: STREAM_COLLISIONS_MAX,
+            },
+            0,
+        ),
         0,
         "more stream ids share one hash than the store allows",
     ))
@@ -245,7 +267,10 @@ fn map_whole(shared: &Shared, path: &PathBuf) -> Result<Option<crate::mapping::M
         Err(e) => return Err(Error::io("open segment", path, e)),
     };
     let len = file.len().map_err(|e| Error::io("stat segment", path, e))?;
-    Ok(Some(file.map(len).map_err(|e| Error::io("map segment", path, e))?))
+    Ok(Some(
+        file.map(len)
+            .map_err(|e| Error::io("map segment", path, e))?,
+    ))
 }
 
 /// What scanning the tail of a segment found.
@@ -270,7 +295,9 @@ fn load_state(shared: &Shared, key: StreamKey, head: u64) -> Result<StreamState>
                 check_segment_header(&path, &h, shared.manifest.store_id, key, number)?;
                 headers.push((h, path));
             }
-            Err(e @ DecodeError::UnsupportedVersion { .. }) => return Err(decode_error(&path, 0, &e)),
+            Err(e @ DecodeError::UnsupportedVersion { .. }) => {
+                return Err(decode_error(&path, 0, &e))
+            }
             Err(e) => {
                 // Only the last segment can be a torn creation; it must hold nothing committed.
                 let next = segment_path(&shared.root, key, number + 1);
@@ -315,7 +342,11 @@ fn load_state(shared: &Shared, key: StreamKey, head: u64) -> Result<StreamState>
         let (header, path) = &headers[i];
         let next_first = headers[i + 1].0.first_version;
         if next_first <= header.first_version {
-            return Err(Error::corrupt(path, 40, "segments' first versions do not increase"));
+            return Err(Error::corrupt(
+                path,
+                40,
+                "segments' first versions do not increase",
+            ));
         }
         let file = shared
             .backend
@@ -323,7 +354,9 @@ fn load_state(shared: &Shared, key: StreamKey, head: u64) -> Result<StreamState>
             .map_err(|e| Error::io("open segment", path, e))?;
         let end = file.len().map_err(|e| Error::io("stat segment", path, e))?;
         // Changesets of sealed segments are counted by their BEGIN records.
-        let mapping = file.map(end).map_err(|e| Error::io("map segment", path, e))?;
+        let mapping = file
+            .map(end)
+            .map_err(|e| Error::io("map segment", path, e))?;
         changesets += count_begins(&mapping, header.header_bytes(), end, path)?;
         segments.push(SegmentState {
             number: header.segment,
@@ -357,7 +390,13 @@ fn count_begins(bytes: &[u8], from: u64, end: u64, path: &PathBuf) -> Result<u64
 
 /// Scan one segment's records up to the head, keep the prefix the index confirms, and classify
 /// whatever follows (segment-format.md §8, decision table).
-fn scan_tail(shared: &Shared, key: StreamKey, header: &SegmentHeader, path: &PathBuf, head: u64) -> Result<TailScan> {
+fn scan_tail(
+    shared: &Shared,
+    key: StreamKey,
+    header: &SegmentHeader,
+    path: &PathBuf,
+    head: u64,
+) -> Result<TailScan> {
     let Some(bytes) = map_whole(shared, path)? else {
         return Err(Error::corrupt(path, 0, "segment disappeared while loading"));
     };
@@ -371,7 +410,13 @@ fn scan_tail(shared: &Shared, key: StreamKey, header: &SegmentHeader, path: &Pat
     while at < len {
         match decode_record(&bytes[at as usize..]) {
             Ok(r) if r.version != expected_version => {
-                damage = Some((at, format!("version {} where {expected_version} was expected", r.version)));
+                damage = Some((
+                    at,
+                    format!(
+                        "version {} where {expected_version} was expected",
+                        r.version
+                    ),
+                ));
                 break;
             }
             Ok(r) if r.position > head => break,
@@ -404,11 +449,24 @@ fn scan_tail(shared: &Shared, key: StreamKey, header: &SegmentHeader, path: &Pat
         let damaged_at = *damaged_at;
         // Damage is corruption when the index shows that a committed record was there.
         if let Some(h) = peek_record_header(&bytes[damaged_at as usize..]) {
-            if confirmed(shared, key, header.segment, damaged_at, h.position.get(), head)? {
-                return Err(Error::corrupt(path, damaged_at, format!("committed record: {reason}")));
+            if confirmed(
+                shared,
+                key,
+                header.segment,
+                damaged_at,
+                h.position.get(),
+                head,
+            )? {
+                return Err(Error::corrupt(
+                    path,
+                    damaged_at,
+                    format!("committed record: {reason}"),
+                ));
             }
         }
-        if let Some(next) = find_confirmed_after(shared, &bytes, damaged_at + 8, key, header.segment, head)? {
+        if let Some(next) =
+            find_confirmed_after(shared, &bytes, damaged_at + 8, key, header.segment, head)?
+        {
             return Err(Error::corrupt(
                 path,
                 damaged_at,
@@ -424,7 +482,10 @@ fn scan_tail(shared: &Shared, key: StreamKey, header: &SegmentHeader, path: &Pat
             "records of an unacknowledged batch; they are not visible and will be cut before the next append");
     }
     if committed == 0 {
-        return Ok(TailScan { state: None, changesets: 0 });
+        return Ok(TailScan {
+            state: None,
+            changesets: 0,
+        });
     }
     let changesets = offsets[..committed].iter().filter(|o| o.3).count() as u64;
     Ok(TailScan {

@@ -66,7 +66,11 @@ impl Error {
         Error::Io { op, path, source }
     }
 
-    pub(crate) fn corrupt(path: impl Into<PathBuf>, offset: u64, reason: impl Into<String>) -> Error {
+    pub(crate) fn corrupt(
+        path: impl Into<PathBuf>,
+        offset: u64,
+        reason: impl Into<String>,
+    ) -> Error {
         let path = path.into();
         let reason = reason.into();
         tracing::error!(path = %path.display(), offset, %reason, "corruption");
@@ -80,7 +84,10 @@ impl Error {
     /// True for errors that mean the store's files are damaged (not the caller's input, not I/O).
     #[must_use]
     pub fn is_corruption(&self) -> bool {
-        matches!(self, Error::Corrupt { .. } | Error::UnsupportedVersion { .. })
+        matches!(
+            self,
+            Error::Corrupt { .. } | Error::UnsupportedVersion { .. }
+        )
     }
 
     /// A copy for fanning one failure out to every waiter of a batch. `io::Error` is not

@@ -38,7 +38,10 @@ pub fn fanout_dir(root: &Path, hash: u64) -> PathBuf {
 
 #[must_use]
 pub fn segment_file_name(key: StreamKey, segment: u32) -> String {
-    format!("{:016x}-{:04x}-{:08x}.seg", key.hash, key.collision, segment)
+    format!(
+        "{:016x}-{:04x}-{:08x}.seg",
+        key.hash, key.collision, segment
+    )
 }
 
 #[must_use]
@@ -82,9 +85,16 @@ mod tests {
 
     #[test]
     fn names_round_trip_and_never_contain_user_text() {
-        let key = StreamKey { hash: stream_hash(&[1; 16], "../../etc/passwd"), collision: 2 };
+        let key = StreamKey {
+            hash: stream_hash(&[1; 16], "../../etc/passwd"),
+            collision: 2,
+        };
         let name = segment_file_name(key, 7);
-        assert!(name.chars().all(|c| c.is_ascii_hexdigit() || c == '-' || c == '.' || c == 's' || c == 'g'));
+        assert!(name.chars().all(|c| c.is_ascii_hexdigit()
+            || c == '-'
+            || c == '.'
+            || c == 's'
+            || c == 'g'));
         assert_eq!(parse_segment_file_name(&name), Some((key, 7)));
         assert_eq!(parse_index_file_name("000000000000000a.idx"), Some(10));
         assert_eq!(parse_index_file_name("a.idx"), None);

@@ -44,5 +44,7 @@ pub use error::{Error, Result};
 pub use options::{Options, SyncMode};
 pub use read::{AllIter, RecordedEvent, StreamIter};
 pub use recovery::RecoveryReport;
-pub use store::{StreamIds, Store};
-pub use types::{validate_stream_id, AppendResult, Direction, EventData, ExpectedVersion, Position};
+pub use store::{Store, StreamIds};
+pub use types::{
+    validate_stream_id, AppendResult, Direction, EventData, ExpectedVersion, Position,
+};

@@ -4,7 +4,9 @@
 use crate::cache::MappedSegment;
 use crate::catalog::{StreamMeta, StreamState};
 use crate::error::{Error, Result};
-use crate::format::segment::{decode_record, peek_record_header, RECORD_FLAG_BEGIN, RECORD_FLAG_END, RECORD_HEADER_BYTES};
+use crate::format::segment::{
+    decode_record, peek_record_header, RECORD_FLAG_BEGIN, RECORD_FLAG_END, RECORD_HEADER_BYTES,
+};
 use crate::layout::{index_path, segment_path, StreamKey};
 use crate::shared::Shared;
 use crate::types::{Direction, Position};
@@ -103,15 +105,28 @@ impl std::fmt::Debug for RecordedEvent {
 }
 
 /// Decode the record at `offset` of a mapped segment, reading no further than `limit`.
-pub(crate) fn event_at(segment: &Arc<MappedSegment>, offset: u64, limit: u64) -> Result<(RecordedEvent, u64)> {
+pub(crate) fn event_at(
+    segment: &Arc<MappedSegment>,
+    offset: u64,
+    limit: u64,
+) -> Result<(RecordedEvent, u64)> {
     let limit = limit.min(segment.mapping.len() as u64);
     if offset >= limit {
-        return Err(Error::corrupt(&segment.path, offset, "record beyond the committed end"));
+        return Err(Error::corrupt(
+            &segment.path,
+            offset,
+            "record beyond the committed end",
+        ));
     }
     let bytes = &segment.mapping[offset as usize..limit as usize];
-    let r = decode_record(bytes).map_err(|e| Error::corrupt(&segment.path, offset, format!("committed record: {e}")))?;
+    let r = decode_record(bytes)
+        .map_err(|e| Error::corrupt(&segment.path, offset, format!("committed record: {e}")))?;
     if std::str::from_utf8(r.event_type).is_err() {
-        return Err(Error::corrupt(&segment.path, offset, "event type is not UTF-8"));
+        return Err(Error::corrupt(
+            &segment.path,
+            offset,
+            "event type is not UTF-8",
+        ));
     }
     let base = offset as usize;
     let type_start = base + RECORD_HEADER_BYTES;
@@ -149,7 +164,12 @@ pub struct StreamIter {
 }
 
 impl StreamIter {
-    pub(crate) fn new(shared: Arc<Shared>, meta: &StreamMeta, from_version: u64, direction: Direction) -> StreamIter {
+    pub(crate) fn new(
+        shared: Arc<Shared>,
+        meta: &StreamMeta,
+        from_version: u64,
+        direction: Direction,
+    ) -> StreamIter {
         let state = meta.snapshot();
         let next_version = match direction {
             Direction::Forward => from_version.max(1),
@@ -170,13 +190,16 @@ impl StreamIter {
 
     fn map_segment(&self, index: usize) -> Result<Arc<MappedSegment>> {
         let s = &self.state.segments[index];
-        self.shared.maps.segment(self.key, s.number, s.end)?.ok_or_else(|| {
-            Error::corrupt(
-                segment_path(&self.shared.root, self.key, s.number),
-                0,
-                "segment holding committed events is missing",
-            )
-        })
+        self.shared
+            .maps
+            .segment(self.key, s.number, s.end)?
+            .ok_or_else(|| {
+                Error::corrupt(
+                    segment_path(&self.shared.root, self.key, s.number),
+                    0,
+                    "segment holding committed events is missing",
+                )
+            })
     }
 
     /// Position the iterator on the segment holding `next_version`.
@@ -197,7 +220,11 @@ impl StreamIter {
         while version < v || (self.direction == Direction::Backward && version == v) {
             let (event, next) = event_at(&segment, offset, s.end)?;
             if event.version != version {
-                return Err(Error::corrupt(&segment.path, offset, "stream versions out of sequence"));
+                return Err(Error::corrupt(
+                    &segment.path,
+                    offset,
+                    "stream versions out of sequence",
+                ));
             }
             offsets.push(offset);
             offset = next;
@@ -237,9 +264,16 @@ impl StreamIter {
         };
         let (event, next) = event_at(segment, offset, end)?;
         if event.version != v {
-            return Err(Error::corrupt(&segment.path, offset, format!("expected version {v}, found {}", event.version)));
+            return Err(Error::corrupt(
+                &segment.path,
+                offset,
+                format!("expected version {v}, found {}", event.version),
+            ));
         }
-        debug_assert!(event.position <= self.shared.head(), "only published events are read");
+        debug_assert!(
+            event.position <= self.shared.head(),
+            "only published events are read"
+        );
         match self.direction {
             Direction::Forward => {
                 self.offset = next;
@@ -270,7 +304,12 @@ impl Iterator for StreamIter {
 }
 
 /// The events of versions `from ..` (at most `count`) of a stream.
-pub(crate) fn read_versions(shared: &Arc<Shared>, meta: &StreamMeta, from: u64, count: usize) -> Result<Vec<RecordedEvent>> {
+pub(crate) fn read_versions(
+    shared: &Arc<Shared>,
+    meta: &StreamMeta,
+    from: u64,
+    count: usize,
+) -> Result<Vec<RecordedEvent>> {
     StreamIter::new(Arc::clone(shared), meta, from, Direction::Forward)
         .take(count)
         .collect()
@@ -307,8 +346,13 @@ impl AllIter {
 
     fn event(&mut self, position: u64) -> Result<RecordedEvent> {
         let entry = self.shared.maps.index_entry(position)?.map_err(|e| {
-            let (file, at) = crate::format::index::locate(position, self.shared.manifest.index_entries_per_file);
-            Error::corrupt(index_path(&self.shared.root, file), at, format!("index entry of position {position}: {e}"))
+            let (file, at) =
+                crate::format::index::locate(position, self.shared.manifest.index_entries_per_file);
+            Error::corrupt(
+                index_path(&self.shared.root, file),
+                at,
+                format!("index entry of position {position}: {e}"),
+            )
         })?;
         let key = StreamKey {
             hash: entry.stream_hash,
@@ -317,7 +361,9 @@ impl AllIter {
         let offset = u64::from(entry.offset);
         let mut min_len = offset + RECORD_HEADER_BYTES as u64;
         let mut segment = self.cached(key, entry.segment, min_len)?;
-        if let Some(h) = peek_record_header(&segment.mapping[offset.min(segment.mapping.len() as u64) as usize..]) {
+        if let Some(h) = peek_record_header(
+            &segment.mapping[offset.min(segment.mapping.len() as u64) as usize..],
+        ) {
             let record_end = offset + u64::from(h.record_bytes.get());
             if record_end > segment.mapping.len() as u64 {
                 min_len = record_end;
@@ -329,11 +375,18 @@ impl AllIter {
             return Err(Error::corrupt(
                 &segment.path,
                 offset,
-                format!("index says position {position}, record says {}", event.position),
+                format!(
+                    "index says position {position}, record says {}",
+                    event.position
+                ),
             ));
         }
         if event.flags & (RECORD_FLAG_BEGIN | RECORD_FLAG_END) != entry.flags {
-            return Err(Error::corrupt(&segment.path, offset, "append boundaries differ between index and record"));
+            return Err(Error::corrupt(
+                &segment.path,
+                offset,
+                "append boundaries differ between index and record",
+            ));
         }
         Ok(event)
     }
@@ -344,13 +397,17 @@ impl AllIter {
                 return Ok(Arc::clone(s));
             }
         }
-        let s = self.shared.maps.segment(key, number, min_len)?.ok_or_else(|| {
-            Error::corrupt(
-                segment_path(&self.shared.root, key, number),
-                0,
-                "segment named by a committed index entry is missing",
-            )
-        })?;
+        let s = self
+            .shared
+            .maps
+            .segment(key, number, min_len)?
+            .ok_or_else(|| {
+                Error::corrupt(
+                    segment_path(&self.shared.root, key, number),
+                    0,
+                    "segment named by a committed index entry is missing",
+                )
+            })?;
         self.segment = Some(((key, number), Arc::clone(&s)));
         Ok(s)
     }

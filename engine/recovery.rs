@@ -1,16 +1,18 @@
 //! Opening a store: create it, or verify the tail after the checkpoint and cut what no
 //! acknowledged append needs (segment-format.md §8).
 
+use crate::cache::decode_error;
 use crate::error::{Error, Result};
 use crate::format::checkpoint::{Checkpoint, CHECKPOINT_FILE_BYTES};
 use crate::format::index::{locate, INDEX_ENTRY_BYTES, INDEX_HEADER_BYTES};
 use crate::format::manifest::{Manifest, MANIFEST_BYTES};
-use crate::format::segment::{decode_record, peek_record_header, RECORD_FLAG_BEGIN, RECORD_FLAG_END, RECORD_HEADER_BYTES};
-use crate::layout::{
-    index_path, parse_index_file_name, StreamKey, CHECKPOINT_FILE, INDEX_DIR, LOCK_FILE, MANIFEST_FILE, STREAMS_DIR,
-    TEMP_SUFFIX,
+use crate::format::segment::{
+    decode_record, peek_record_header, RECORD_FLAG_BEGIN, RECORD_FLAG_END, RECORD_HEADER_BYTES,
 };
-use crate::cache::decode_error;
+use crate::layout::{
+    index_path, parse_index_file_name, StreamKey, CHECKPOINT_FILE, INDEX_DIR, LOCK_FILE,
+    MANIFEST_FILE, STREAMS_DIR, TEMP_SUFFIX,
+};
 use crate::options::{Options, SyncMode};
 use crate::shared::Shared;
 use crate::storage::{Backend, EntryKind, OpenMode};
@@ -45,7 +47,11 @@ fn random_bytes<const N: usize>(backend: &dyn Backend) -> Result<[u8; N]> {
         .read_at(&mut out, 0)
         .map_err(|e| Error::io("read random bytes", path, e))?;
     if n != N {
-        return Err(Error::io("read random bytes", path, io::Error::from(io::ErrorKind::UnexpectedEof)));
+        return Err(Error::io(
+            "read random bytes",
+            path,
+            io::Error::from(io::ErrorKind::UnexpectedEof),
+        ));
     }
     Ok(out)
 }
@@ -63,9 +69,18 @@ fn create_dir_all(backend: &dyn Backend, dir: &Path) -> Result<()> {
         if p.as_os_str().is_empty() {
             break;
         }
-        match backend.kind(p).map_err(|e| Error::io("stat folder", p, e))? {
+        match backend
+            .kind(p)
+            .map_err(|e| Error::io("stat folder", p, e))?
+        {
             Some(EntryKind::Dir) => break,
-            Some(_) => return Err(Error::io("open store folder", p, io::Error::from(io::ErrorKind::NotADirectory))),
+            Some(_) => {
+                return Err(Error::io(
+                    "open store folder",
+                    p,
+                    io::Error::from(io::ErrorKind::NotADirectory),
+                ))
+            }
             None => missing.push(p.to_path_buf()),
         }
         at = p.parent();
@@ -77,7 +92,9 @@ fn create_dir_all(backend: &dyn Backend, dir: &Path) -> Result<()> {
             Err(e) => return Err(Error::io("create store folder", p, e)),
         }
         if let Some(parent) = p.parent().filter(|p| !p.as_os_str().is_empty()) {
-            backend.sync_dir(parent).map_err(|e| Error::io("fsync folder", parent, e))?;
+            backend
+                .sync_dir(parent)
+                .map_err(|e| Error::io("fsync folder", parent, e))?;
         }
     }
     Ok(())
@@ -90,7 +107,9 @@ fn read_small(backend: &dyn Backend, path: &Path, len: usize) -> Result<Option<V
         Err(e) => return Err(Error::io("open", path, e)),
     };
     let mut buf = vec![0u8; len];
-    let n = file.read_at(&mut buf, 0).map_err(|e| Error::io("read", path, e))?;
+    let n = file
+        .read_at(&mut buf, 0)
+        .map_err(|e| Error::io("read", path, e))?;
     buf.truncate(n);
     Ok(Some(buf))
 }
@@ -98,7 +117,11 @@ fn read_small(backend: &dyn Backend, path: &Path, len: usize) -> Result<Option<V
 /// Write a new store's files. The manifest is renamed into place last-but-one and the folder
 /// synced, so a crash leaves either no manifest (and the next open starts over) or a complete
 /// store.
-fn create_store(backend: &dyn Backend, root: &Path, options: &Options) -> Result<(Manifest, Checkpoint)> {
+fn create_store(
+    backend: &dyn Backend,
+    root: &Path,
+    options: &Options,
+) -> Result<(Manifest, Checkpoint)> {
     let key: [u8; 24] = random_bytes(backend)?;
     let mut hash_key = [0u8; 16];
     hash_key.copy_from_slice(&key[8..]);
@@ -124,50 +147,87 @@ fn create_store(backend: &dyn Backend, root: &Path, options: &Options) -> Result
     };
     let cpath = root.join(CHECKPOINT_FILE);
     let tmp = root.join(format!("{CHECKPOINT_FILE}{TEMP_SUFFIX}"));
-    write_new_file(backend, &tmp, &checkpoint.encode(), checkpoint.slot_offset(), CHECKPOINT_FILE_BYTES)?;
-    backend.rename(&tmp, &cpath).map_err(|e| Error::io("rename", &tmp, e))?;
+    write_new_file(
+        backend,
+        &tmp,
+        &checkpoint.encode(),
+        checkpoint.slot_offset(),
+        CHECKPOINT_FILE_BYTES,
+    )?;
+    backend
+        .rename(&tmp, &cpath)
+        .map_err(|e| Error::io("rename", &tmp, e))?;
     let mpath = root.join(MANIFEST_FILE);
     let tmp = root.join(format!("{MANIFEST_FILE}{TEMP_SUFFIX}"));
     write_new_file(backend, &tmp, &manifest.encode(), 0, MANIFEST_BYTES as u64)?;
     // Durability: the manifest appears last; a store without it is recreated from scratch.
-    backend.rename(&tmp, &mpath).map_err(|e| Error::io("rename", &tmp, e))?;
-    backend.sync_dir(root).map_err(|e| Error::io("fsync folder", root, e))?;
+    backend
+        .rename(&tmp, &mpath)
+        .map_err(|e| Error::io("rename", &tmp, e))?;
+    backend
+        .sync_dir(root)
+        .map_err(|e| Error::io("fsync folder", root, e))?;
     tracing::info!(path = %root.display(), "created a new store");
     Ok((manifest, checkpoint))
 }
 
-fn write_new_file(backend: &dyn Backend, path: &Path, bytes: &[u8], offset: u64, len: u64) -> Result<()> {
+fn write_new_file(
+    backend: &dyn Backend,
+    path: &Path,
+    bytes: &[u8],
+    offset: u64,
+    len: u64,
+) -> Result<()> {
     let _ = backend.remove_file(path);
     let f = backend
         .open(path, OpenMode::CreateNew)
         .map_err(|e| Error::io("create", path, e))?;
     f.set_len(len).map_err(|e| Error::io("size", path, e))?;
-    f.write_all_at(bytes, offset).map_err(|e| Error::io("write", path, e))?;
+    f.write_all_at(bytes, offset)
+        .map_err(|e| Error::io("write", path, e))?;
     f.sync_data().map_err(|e| Error::io("fsync", path, e))?;
     Ok(())
 }
 
 /// Open (or create) the store at `root`: the lock, the manifest, the checkpoint, and the
 /// verification of the index tail.
-pub fn open(root: &Path, options: Options, backend: Arc<dyn Backend>) -> Result<(Arc<Shared>, Checkpoint, RecoveryReport)> {
+pub fn open(
+    root: &Path,
+    options: Options,
+    backend: Arc<dyn Backend>,
+) -> Result<(Arc<Shared>, Checkpoint, RecoveryReport)> {
     options.validate()?;
     create_dir_all(&*backend, root)?;
     let lock_path = root.join(LOCK_FILE);
     let lock = backend.lock(&lock_path).map_err(|e| {
         if e.kind() == io::ErrorKind::WouldBlock {
-            Error::Locked { path: root.to_path_buf() }
+            Error::Locked {
+                path: root.to_path_buf(),
+            }
         } else {
             Error::io("lock store", &lock_path, e)
         }
     })?;
     let mut report = RecoveryReport::default();
-    let entries = backend.read_dir(root).map_err(|e| Error::io("list store folder", root, e))?;
+    let entries = backend
+        .read_dir(root)
+        .map_err(|e| Error::io("list store folder", root, e))?;
     for (name, kind) in &entries {
         let p = root.join(name);
         if name.ends_with(TEMP_SUFFIX) && *kind == EntryKind::File {
             tracing::warn!(path = %p.display(), "removing a file left by an interrupted creation");
-            backend.remove_file(&p).map_err(|e| Error::io("remove temporary file", &p, e))?;
-        } else if ![LOCK_FILE, MANIFEST_FILE, CHECKPOINT_FILE, INDEX_DIR, STREAMS_DIR].contains(&name.as_str()) {
+            backend
+                .remove_file(&p)
+                .map_err(|e| Error::io("remove temporary file", &p, e))?;
+        } else if ![
+            LOCK_FILE,
+            MANIFEST_FILE,
+            CHECKPOINT_FILE,
+            INDEX_DIR,
+            STREAMS_DIR,
+        ]
+        .contains(&name.as_str())
+        {
             tracing::warn!(path = %p.display(), "ignoring a file that is not the store's");
         }
     }
@@ -176,12 +236,19 @@ pub fn open(root: &Path, options: Options, backend: Arc<dyn Backend>) -> Result<
     let (manifest, checkpoint) = match read_small(&*backend, &mpath, MANIFEST_BYTES * 2)? {
         None => {
             let has = |n: &str| entries.iter().any(|(name, _)| name == n);
-            if has(INDEX_DIR) || has(CHECKPOINT_FILE) || (has(STREAMS_DIR) && !backend
-                .read_dir(&root.join(STREAMS_DIR))
-                .map_err(|e| Error::io("list folder", root.join(STREAMS_DIR), e))?
-                .is_empty())
+            if has(INDEX_DIR)
+                || has(CHECKPOINT_FILE)
+                || (has(STREAMS_DIR)
+                    && !backend
+                        .read_dir(&root.join(STREAMS_DIR))
+                        .map_err(|e| Error::io("list folder", root.join(STREAMS_DIR), e))?
+                        .is_empty())
             {
-                return Err(Error::corrupt(&mpath, 0, "MANIFEST is missing but store files exist"));
+                return Err(Error::corrupt(
+                    &mpath,
+                    0,
+                    "MANIFEST is missing but store files exist",
+                ));
             }
             report.created = true;
             create_store(&*backend, root, &options)?
@@ -203,7 +270,11 @@ pub fn open(root: &Path, options: Options, backend: Arc<dyn Backend>) -> Result<
                 return Err(Error::corrupt(&cpath, 16, "CHECKPOINT of another store"));
             }
             for dir in [INDEX_DIR, STREAMS_DIR] {
-                if backend.kind(&root.join(dir)).map_err(|e| Error::io("stat", root.join(dir), e))? != Some(EntryKind::Dir) {
+                if backend
+                    .kind(&root.join(dir))
+                    .map_err(|e| Error::io("stat", root.join(dir), e))?
+                    != Some(EntryKind::Dir)
+                {
                     return Err(Error::corrupt(root.join(dir), 0, "store folder is missing"));
                 }
             }
@@ -238,15 +309,22 @@ pub fn open(root: &Path, options: Options, backend: Arc<dyn Backend>) -> Result<
         .map_err(|e| Error::io("write checkpoint", &cpath, e))?;
     // Durability: the cuts above and this checkpoint are durable before anything is written.
     match shared.options.sync {
-        SyncMode::SyncFs => backend.sync_fs(root).map_err(|e| Error::io("syncfs", root, e))?,
+        SyncMode::SyncFs => backend
+            .sync_fs(root)
+            .map_err(|e| Error::io("syncfs", root, e))?,
         SyncMode::Fdatasync => {
             let (file, _) = locate(head + 1, manifest.index_entries_per_file);
             let ipath = index_path(root, file);
             if let Ok(f) = backend.open(&ipath, OpenMode::ReadWrite) {
-                f.sync_data().map_err(|e| Error::io("fsync index", &ipath, e))?;
+                f.sync_data()
+                    .map_err(|e| Error::io("fsync index", &ipath, e))?;
             }
-            backend.sync_dir(&root.join(INDEX_DIR)).map_err(|e| Error::io("fsync folder", root.join(INDEX_DIR), e))?;
-            cfile.sync_data().map_err(|e| Error::io("fsync checkpoint", &cpath, e))?;
+            backend
+                .sync_dir(&root.join(INDEX_DIR))
+                .map_err(|e| Error::io("fsync folder", root.join(INDEX_DIR), e))?;
+            cfile
+                .sync_data()
+                .map_err(|e| Error::io("fsync checkpoint", &cpath, e))?;
         }
     }
     if report.cut_positions > 0 || !report.clean {
@@ -267,7 +345,11 @@ fn verify_tail(shared: &Shared, from: u64, report: &mut RecoveryReport) -> Resul
             Ok(_) => {}
             Err(e) => {
                 let (file, at) = locate(from, per_file);
-                return Err(Error::corrupt(index_path(&shared.root, file), at, format!("entry of the checkpoint's head {from}: {e}")));
+                return Err(Error::corrupt(
+                    index_path(&shared.root, file),
+                    at,
+                    format!("entry of the checkpoint's head {from}: {e}"),
+                ));
             }
         }
     }
@@ -298,8 +380,18 @@ fn verify_tail(shared: &Shared, from: u64, report: &mut RecoveryReport) -> Resul
             report.stop_reason = format!("append boundaries broken at position {position}");
             break;
         }
-        let key = StreamKey { hash: entry.stream_hash, collision: entry.collision };
-        if let Err(reason) = verify_record(shared, key, entry.segment, u64::from(entry.offset), position, entry.flags) {
+        let key = StreamKey {
+            hash: entry.stream_hash,
+            collision: entry.collision,
+        };
+        if let Err(reason) = verify_record(
+            shared,
+            key,
+            entry.segment,
+            u64::from(entry.offset),
+            position,
+            entry.flags,
+        ) {
             report.stop_reason = format!("record of position {position}: {reason}");
             break;
         }
@@ -313,14 +405,26 @@ fn verify_tail(shared: &Shared, from: u64, report: &mut RecoveryReport) -> Resul
     Ok(head)
 }
 
-fn verify_record(shared: &Shared, key: StreamKey, segment: u32, offset: u64, position: u64, flags: u8) -> std::result::Result<(), String> {
-    let mapped = match shared.maps.segment(key, segment, offset + RECORD_HEADER_BYTES as u64) {
+fn verify_record(
+    shared: &Shared,
+    key: StreamKey,
+    segment: u32,
+    offset: u64,
+    position: u64,
+    flags: u8,
+) -> std::result::Result<(), String> {
+    let mapped = match shared
+        .maps
+        .segment(key, segment, offset + RECORD_HEADER_BYTES as u64)
+    {
         Ok(Some(m)) => m,
         Ok(None) => return Err("segment file missing".into()),
         Err(e) => return Err(e.to_string()),
     };
     let mut bytes = &mapped.mapping[offset as usize..];
-    let Some(h) = peek_record_header(bytes) else { return Err("no record at the offset".into()) };
+    let Some(h) = peek_record_header(bytes) else {
+        return Err("no record at the offset".into());
+    };
     let end = offset + u64::from(h.record_bytes.get());
     let remapped;
     if end > mapped.mapping.len() as u64 {
@@ -351,21 +455,31 @@ fn cut_index_after(shared: &Shared, head: u64) -> Result<()> {
     if let Ok(f) = shared.backend.open(&path, OpenMode::ReadWrite) {
         shared.maps.forget_index(file);
         // Cut to the entry of head + 1 and extend back: the stale entries become zeros.
-        f.set_len(offset).map_err(|e| Error::io("cut index", &path, e))?;
-        f.set_len(full).map_err(|e| Error::io("extend index", &path, e))?;
+        f.set_len(offset)
+            .map_err(|e| Error::io("cut index", &path, e))?;
+        f.set_len(full)
+            .map_err(|e| Error::io("extend index", &path, e))?;
     }
-    let names = shared.backend.read_dir(&dir).map_err(|e| Error::io("list folder", &dir, e))?;
+    let names = shared
+        .backend
+        .read_dir(&dir)
+        .map_err(|e| Error::io("list folder", &dir, e))?;
     let mut later: Vec<PathBuf> = Vec::new();
     for (name, _) in names {
         match parse_index_file_name(&name) {
             Some(n) if n > file => later.push(dir.join(name)),
             Some(_) => {}
-            None => tracing::warn!(path = %dir.join(&name).display(), "ignoring a file that is not the store's"),
+            None => {
+                tracing::warn!(path = %dir.join(&name).display(), "ignoring a file that is not the store's")
+            }
         }
     }
     for p in later.iter().rev() {
         tracing::warn!(path = %p.display(), "removing an index file that holds only cut entries");
-        shared.backend.remove_file(p).map_err(|e| Error::io("remove index file", p, e))?;
+        shared
+            .backend
+            .remove_file(p)
+            .map_err(|e| Error::io("remove index file", p, e))?;
     }
     Ok(())
 }

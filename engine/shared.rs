@@ -68,7 +68,9 @@ impl Shared {
         let previous = self.head.swap(head, Ordering::AcqRel);
         assert!(head >= previous, "the durable head only moves forward");
         let (lock, signal) = &self.committed;
-        *lock.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = head;
+        *lock
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = head;
         signal.notify_all();
     }
 

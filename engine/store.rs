@@ -11,7 +11,10 @@ use crate::recovery::{self, RecoveryReport};
 use crate::shared::Shared;
 use crate::storage::real::RealBackend;
 use crate::storage::{Backend, EntryKind};
-use crate::types::{validate_event_type, validate_stream_id, AppendResult, Direction, EventData, ExpectedVersion, Position};
+use crate::types::{
+    validate_event_type, validate_stream_id, AppendResult, Direction, EventData, ExpectedVersion,
+    Position,
+};
 use crate::writer::{AppendRequest, Writer};
 use crossbeam_channel::Sender;
 use std::path::{Path, PathBuf};
@@ -74,7 +77,11 @@ impl Store {
     /// # Errors
     /// As `open_with`.
     #[doc(hidden)]
-    pub fn open_with_backend(dir: impl AsRef<Path>, options: Options, backend: Arc<dyn Backend>) -> Result<Store> {
+    pub fn open_with_backend(
+        dir: impl AsRef<Path>,
+        options: Options,
+        backend: Arc<dyn Backend>,
+    ) -> Result<Store> {
         let (shared, checkpoint, recovery) = recovery::open(dir.as_ref(), options, backend)?;
         let (tx, rx) = crossbeam_channel::unbounded();
         let writer = Writer::new(Arc::clone(&shared), rx, checkpoint)?;
@@ -82,7 +89,8 @@ impl Store {
         let handle = std::thread::Builder::new()
             .name("streamlog-writer".into())
             .spawn(move || {
-                let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| writer.run()));
+                let result =
+                    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| writer.run()));
                 if result.is_err() {
                     // Every waiter of the batch sees its reply channel close; later appends see
                     // the poison.
@@ -131,7 +139,10 @@ impl Store {
             return Err(Error::EmptyAppend);
         }
         if events.len() > APPEND_EVENTS_MAX {
-            return Err(Error::AppendTooLarge { len: events.len(), max: APPEND_EVENTS_MAX });
+            return Err(Error::AppendTooLarge {
+                len: events.len(),
+                max: APPEND_EVENTS_MAX,
+            });
         }
         let max = shared.options.event_bytes_max;
         let mut bytes = 0u64;
@@ -167,7 +178,9 @@ impl Store {
             Ok(result) => result,
             Err(_) => {
                 shared.check_poison()?;
-                Err(Error::Poisoned { cause: "the writer thread stopped".into() })
+                Err(Error::Poisoned {
+                    cause: "the writer thread stopped".into(),
+                })
             }
         }
     }
@@ -177,14 +190,24 @@ impl Store {
     ///
     /// # Errors
     /// `StreamNotFound`, `InvalidStreamId`, `Corrupt`, `Io`.
-    pub fn read_stream(&self, stream: &str, from_version: u64, direction: Direction) -> Result<StreamIter> {
+    pub fn read_stream(
+        &self,
+        stream: &str,
+        from_version: u64,
+        direction: Direction,
+    ) -> Result<StreamIter> {
         validate_stream_id(stream)?;
         let shared = &self.inner.shared;
         match shared.catalog.probe(shared, stream)? {
-            Probe::Found(meta) if meta.version() > 0 => {
-                Ok(StreamIter::new(Arc::clone(shared), &meta, from_version, direction))
-            }
-            _ => Err(Error::StreamNotFound { stream: stream.to_string() }),
+            Probe::Found(meta) if meta.version() > 0 => Ok(StreamIter::new(
+                Arc::clone(shared),
+                &meta,
+                from_version,
+                direction,
+            )),
+            _ => Err(Error::StreamNotFound {
+                stream: stream.to_string(),
+            }),
         }
     }
 
@@ -195,7 +218,11 @@ impl Store {
     /// # Errors
     /// None today; reading an event can fail with `Corrupt` or `Io`.
     pub fn read_all(&self, from: Position, direction: Direction) -> Result<AllIter> {
-        Ok(AllIter::new(Arc::clone(&self.inner.shared), from, direction))
+        Ok(AllIter::new(
+            Arc::clone(&self.inner.shared),
+            from,
+            direction,
+        ))
     }
 
     /// The stream's version (its number of events), `None` when it does not exist.
@@ -226,20 +253,29 @@ impl Store {
         let shared = Arc::clone(&self.inner.shared);
         let root = shared.root.join(STREAMS_DIR);
         let mut files = Vec::new();
-        let fanouts = shared.backend.read_dir(&root).map_err(|e| Error::io("list folder", &root, e))?;
+        let fanouts = shared
+            .backend
+            .read_dir(&root)
+            .map_err(|e| Error::io("list folder", &root, e))?;
         for (fanout, kind) in fanouts {
             if kind != EntryKind::Dir {
                 continue;
             }
             let dir = root.join(&fanout);
-            let names = shared.backend.read_dir(&dir).map_err(|e| Error::io("list folder", &dir, e))?;
+            let names = shared
+                .backend
+                .read_dir(&dir)
+                .map_err(|e| Error::io("list folder", &dir, e))?;
             for (name, _) in names {
                 if let Some((_, 0)) = parse_segment_file_name(&name) {
                     files.push(dir.join(name));
                 }
             }
         }
-        Ok(StreamIds { shared, files: files.into_iter() })
+        Ok(StreamIds {
+            shared,
+            files: files.into_iter(),
+        })
     }
 }
 

@@ -3,11 +3,16 @@
 use crate::catalog::{Probe, SegmentState, StreamMeta, StreamState};
 use crate::error::{Error, Result};
 use crate::format::checkpoint::Checkpoint;
-use crate::format::index::{locate, IndexEntry, IndexHeader, INDEX_ENTRY_BYTES, INDEX_HEADER_BYTES};
-use crate::format::segment::{
-    encode_record, record_bytes_padded, RecordFields, SegmentHeader, RECORD_FLAG_BEGIN, RECORD_FLAG_END,
+use crate::format::index::{
+    locate, IndexEntry, IndexHeader, INDEX_ENTRY_BYTES, INDEX_HEADER_BYTES,
 };
-use crate::layout::{fanout_dir, index_path, segment_path, StreamKey, CHECKPOINT_FILE, INDEX_DIR, STREAMS_DIR};
+use crate::format::segment::{
+    encode_record, record_bytes_padded, RecordFields, SegmentHeader, RECORD_FLAG_BEGIN,
+    RECORD_FLAG_END,
+};
+use crate::layout::{
+    fanout_dir, index_path, segment_path, StreamKey, CHECKPOINT_FILE, INDEX_DIR, STREAMS_DIR,
+};
 use crate::limits::CHECKPOINT_INTERVAL_POSITIONS;
 use crate::options::SyncMode;
 use crate::shared::Shared;
@@ -155,9 +160,9 @@ impl Writer {
         }
         if self.shared.check_poison().is_ok() {
             if let Err(e) = self.write_checkpoint(true).and_then(|()| {
-                self.checkpoint_file
-                    .sync_data()
-                    .map_err(|e| Error::io("sync checkpoint", self.shared.root.join(CHECKPOINT_FILE), e))
+                self.checkpoint_file.sync_data().map_err(|e| {
+                    Error::io("sync checkpoint", self.shared.root.join(CHECKPOINT_FILE), e)
+                })
             }) {
                 tracing::warn!(error = %e, "clean checkpoint at close failed; the next open verifies the tail");
             }
@@ -173,7 +178,13 @@ impl Writer {
         };
         self.checkpoint_file
             .write_all_at(&c.encode(), c.slot_offset())
-            .map_err(|e| Error::io("write checkpoint", self.shared.root.join(CHECKPOINT_FILE), e))?;
+            .map_err(|e| {
+                Error::io(
+                    "write checkpoint",
+                    self.shared.root.join(CHECKPOINT_FILE),
+                    e,
+                )
+            })?;
         self.checkpoint_sequence = c.sequence;
         self.checkpoint_head = c.head;
         Ok(())
@@ -201,7 +212,10 @@ impl Writer {
             ) {
                 Ok(PlanOutcome::Planned(result)) => {
                     touched.insert(Arc::clone(&request.stream));
-                    planned.push(Planned { reply: request.reply, result });
+                    planned.push(Planned {
+                        reply: request.reply,
+                        result,
+                    });
                 }
                 Ok(PlanOutcome::Done(result)) => {
                     let _ = request.reply.send(result);
@@ -222,7 +236,14 @@ impl Writer {
                 }
             }
         }
-        self.finish(first_position, next_position, index_bytes, writes, planned, touched);
+        self.finish(
+            first_position,
+            next_position,
+            index_bytes,
+            writes,
+            planned,
+            touched,
+        );
     }
 
     fn finish(
@@ -251,7 +272,9 @@ impl Writer {
                 self.shared.poison(cause.clone());
                 self.shared.catalog.clear();
                 for p in planned {
-                    let _ = p.reply.send(Err(Error::Poisoned { cause: cause.clone() }));
+                    let _ = p.reply.send(Err(Error::Poisoned {
+                        cause: cause.clone(),
+                    }));
                 }
                 self.streams.clear();
             }
@@ -308,7 +331,10 @@ impl Writer {
         if !self.streams.contains_key(stream) {
             let ws = match self.shared.catalog.probe(&self.shared, stream)? {
                 Probe::Found(meta) => self.repair(meta)?,
-                Probe::Absent { collision, file_exists } => {
+                Probe::Absent {
+                    collision,
+                    file_exists,
+                } => {
                     let hash = crate::layout::stream_hash(&self.shared.manifest.hash_key, stream);
                     let key = StreamKey { hash, collision };
                     if self.streams.values().any(|s| s.meta.key == key) {
@@ -343,7 +369,11 @@ impl Writer {
                         segment_first_version: 1,
                         header_bytes,
                         tail: header_bytes,
-                        create: Some(if file_exists { CreateKind::Reset } else { CreateKind::New }),
+                        create: Some(if file_exists {
+                            CreateKind::Reset
+                        } else {
+                            CreateKind::New
+                        }),
                         file: None,
                         used: 0,
                     }
@@ -352,11 +382,12 @@ impl Writer {
             self.streams.insert(Arc::clone(stream), ws);
         }
         let tick = self.tick;
-        let ws = self.streams.get_mut(stream).map(|ws| {
+        let ws = self.streams.get_mut(stream);
+        if let Some(ws) = ws {
             ws.used = tick;
-            ws
-        });
-        Ok(ws)
+            return Ok(Some(ws));
+        }
+        Ok(None)
     }
 
     /// First touch of an existing stream: cut what unacknowledged batches left after its
@@ -407,7 +438,9 @@ impl Writer {
                     .open(&path, OpenMode::ReadWrite)
                     .map_err(|e| Error::io("open segment", &path, e))?,
             );
-            let len = handle.len().map_err(|e| Error::io("stat segment", &path, e))?;
+            let len = handle
+                .len()
+                .map_err(|e| Error::io("stat segment", &path, e))?;
             if len > tail {
                 tracing::warn!(path = %path.display(), offset = tail, bytes = len - tail,
                     "cutting bytes of an unacknowledged batch");
@@ -466,7 +499,8 @@ impl Writer {
             };
             if let Some(v) = retry_from {
                 if v < current && v + n <= current {
-                    if let Some(result) = idempotent_result(&shared, &ws.meta, v, &request.events)? {
+                    if let Some(result) = idempotent_result(&shared, &ws.meta, v, &request.events)?
+                    {
                         return Ok(PlanOutcome::Done(Ok(result)));
                     }
                 }
@@ -490,7 +524,10 @@ impl Writer {
             ws.create = Some(CreateKind::New);
             ws.file = None;
         }
-        assert!(ws.tail + append_bytes <= segment_bytes, "append size checked before queueing");
+        assert!(
+            ws.tail + append_bytes <= segment_bytes,
+            "append size checked before queueing"
+        );
         let key = ws.meta.key;
         let slot = *write_of.entry((key, ws.segment)).or_insert_with(|| {
             let create = ws.create.take().map(|kind| {
@@ -592,7 +629,8 @@ impl Writer {
                 ),
                 (Some((kind, header)), _) => {
                     let dir = fanout_dir(&root, w.key.hash);
-                    let handle = create_segment(&*backend, &path, &dir, *kind, &mut dirs_to_sync, &root)?;
+                    let handle =
+                        create_segment(&*backend, &path, &dir, *kind, &mut dirs_to_sync, &root)?;
                     self.shared.maps.forget_segment(w.key, w.segment);
                     handle
                         .write_all_at(header, 0)
@@ -634,12 +672,17 @@ impl Writer {
         // sync tears (segment-format.md §3).
         let checkpoint_due = match self.shared.options.sync {
             SyncMode::SyncFs => self.head > self.checkpoint_head,
-            SyncMode::Fdatasync => self.head >= self.checkpoint_head + CHECKPOINT_INTERVAL_POSITIONS,
+            SyncMode::Fdatasync => {
+                self.head >= self.checkpoint_head + CHECKPOINT_INTERVAL_POSITIONS
+            }
         };
         if checkpoint_due {
             self.write_checkpoint(false)?;
             if fdatasync {
-                to_sync.push((Arc::clone(&self.checkpoint_file), root.join(CHECKPOINT_FILE)));
+                to_sync.push((
+                    Arc::clone(&self.checkpoint_file),
+                    root.join(CHECKPOINT_FILE),
+                ));
             }
         }
         // Durability: nothing of this batch is acknowledged before this sync returns.
@@ -664,7 +707,11 @@ impl Writer {
         Ok(())
     }
 
-    fn index_file(&mut self, file_number: u64, dirs_to_sync: &mut BTreeSet<PathBuf>) -> Result<Handle> {
+    fn index_file(
+        &mut self,
+        file_number: u64,
+        dirs_to_sync: &mut BTreeSet<PathBuf>,
+    ) -> Result<Handle> {
         if let Some(h) = self.index_files.get(&file_number) {
             return Ok(Arc::clone(h));
         }
@@ -708,7 +755,9 @@ impl Writer {
         self.head = last_position;
         self.shared.publish(last_position);
         for stream in touched {
-            let Some(ws) = self.streams.get(stream) else { continue };
+            let Some(ws) = self.streams.get(stream) else {
+                continue;
+            };
             let mut state = ws
                 .meta
                 .state
@@ -769,7 +818,8 @@ fn create_segment(
                     .open(path, OpenMode::ReadWrite)
                     .map_err(|e| Error::io("open segment", path, e))?,
             );
-            h.set_len(0).map_err(|e| Error::io("cut segment", path, e))?;
+            h.set_len(0)
+                .map_err(|e| Error::io("cut segment", path, e))?;
             h
         }
         Err(e) => return Err(Error::io("create segment", path, e)),

@@ -23,7 +23,9 @@ fn eight_threads_times_a_thousand_appends_give_positions_1_to_8000() {
                     } else {
                         ("shared".to_string(), ExpectedVersion::Any)
                     };
-                    let r = store.append(&stream, expected, [event(t * 10_000 + i)]).unwrap();
+                    let r = store
+                        .append(&stream, expected, [event(t * 10_000 + i)])
+                        .unwrap();
                     results.push((stream, r));
                 }
                 results
@@ -42,7 +44,10 @@ fn eight_threads_times_a_thousand_appends_give_positions_1_to_8000() {
     assert_eq!(store.head_position(), Position(8000));
     assert_eq!(store.stream_version("shared").unwrap(), Some(4000));
     for t in 0..8 {
-        assert_eq!(store.stream_version(&format!("own-{t}")).unwrap(), Some(500));
+        assert_eq!(
+            store.stream_version(&format!("own-{t}")).unwrap(),
+            Some(500)
+        );
     }
     check_invariants(&store);
 }
@@ -81,7 +86,13 @@ fn readers_during_appends_see_only_a_dense_durable_prefix() {
             let store = store.clone();
             std::thread::spawn(move || {
                 for i in 0..300u64 {
-                    store.append(&format!("w-{t}"), ExpectedVersion::Exact(2 * i), [event(i), event(i + 1)]).unwrap();
+                    store
+                        .append(
+                            &format!("w-{t}"),
+                            ExpectedVersion::Exact(2 * i),
+                            [event(i), event(i + 1)],
+                        )
+                        .unwrap();
                 }
             })
         })

@@ -128,8 +128,18 @@ mod tests {
 
     #[test]
     fn newest_valid_slot_wins_and_a_torn_slot_falls_back() {
-        let c1 = Checkpoint { store_id: 9, sequence: 1, head: 10, clean: false };
-        let c2 = Checkpoint { store_id: 9, sequence: 2, head: 20, clean: true };
+        let c1 = Checkpoint {
+            store_id: 9,
+            sequence: 1,
+            head: 10,
+            clean: false,
+        };
+        let c2 = Checkpoint {
+            store_id: 9,
+            sequence: 2,
+            head: 20,
+            clean: true,
+        };
         let file = file_with(&[c1, c2]);
         assert_eq!(Checkpoint::decode_file(&file).unwrap().0, c2);
         let mut torn = file.clone();

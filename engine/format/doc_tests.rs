@@ -14,7 +14,10 @@ const DOC: &str = include_str!("../../segment-format.md");
 fn tables_under(heading: &str) -> Vec<Vec<(usize, usize, String)>> {
     let mut lines = DOC.lines().skip_while(|l| !l.starts_with(heading));
     let level = heading.chars().take_while(|c| *c == '#').count();
-    assert!(lines.next().is_some(), "heading {heading:?} missing from segment-format.md");
+    assert!(
+        lines.next().is_some(),
+        "heading {heading:?} missing from segment-format.md"
+    );
     let mut tables = Vec::new();
     let mut current: Option<Vec<(usize, usize, String)>> = None;
     for line in lines {
@@ -49,7 +52,11 @@ fn check(table: &[(usize, usize, String)], fields: &[(&str, usize, usize)], tota
             .iter()
             .find(|(_, _, n)| n == name)
             .unwrap_or_else(|| panic!("field {name} is not documented"));
-        assert_eq!((row.0, row.1), (*offset, *size), "field {name}: document vs code");
+        assert_eq!(
+            (row.0, row.1),
+            (*offset, *size),
+            "field {name}: document vs code"
+        );
     }
     let documented_end = table
         .iter()
@@ -57,7 +64,10 @@ fn check(table: &[(usize, usize, String)], fields: &[(&str, usize, usize)], tota
         .map(|(o, s, _)| o + s)
         .max()
         .unwrap_or(0);
-    assert_eq!(documented_end, total, "documented fields must cover the whole struct");
+    assert_eq!(
+        documented_end, total,
+        "documented fields must cover the whole struct"
+    );
 }
 
 macro_rules! fields {

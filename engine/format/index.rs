@@ -197,7 +197,10 @@ mod tests {
             IndexEntry::decode(&bytes, 100),
             Err(DecodeError::BadChecksum { .. })
         ));
-        assert_eq!(IndexEntry::decode(&[0u8; 24], 1), Err(DecodeError::BadMagic));
+        assert_eq!(
+            IndexEntry::decode(&[0u8; 24], 1),
+            Err(DecodeError::BadMagic)
+        );
         for bit in 0..(INDEX_ENTRY_BYTES as usize * 8) {
             let mut damaged = bytes;
             damaged[bit / 8] ^= 1 << (bit % 8);
@@ -214,9 +217,17 @@ mod tests {
 
     #[test]
     fn header_round_trip() {
-        let h = IndexHeader { store_id: 5, file_number: 2, first_position: 129, capacity: 64 };
+        let h = IndexHeader {
+            store_id: 5,
+            file_number: 2,
+            first_position: 129,
+            capacity: 64,
+        };
         assert_eq!(IndexHeader::decode(&h.encode()), Ok(h));
-        let bad = IndexHeader { first_position: 128, ..h };
+        let bad = IndexHeader {
+            first_position: 128,
+            ..h
+        };
         assert!(IndexHeader::decode(&bad.encode()).is_err());
     }
 }

@@ -46,10 +46,16 @@ impl std::fmt::Display for DecodeError {
             }
             DecodeError::BadMagic => write!(f, "bad magic"),
             DecodeError::UnsupportedVersion { found } => {
-                write!(f, "format version {found}, this build reads {FORMAT_VERSION}")
+                write!(
+                    f,
+                    "format version {found}, this build reads {FORMAT_VERSION}"
+                )
             }
             DecodeError::BadChecksum { stored, computed } => {
-                write!(f, "checksum mismatch: stored {stored:#010x}, computed {computed:#010x}")
+                write!(
+                    f,
+                    "checksum mismatch: stored {stored:#010x}, computed {computed:#010x}"
+                )
             }
             DecodeError::Invalid(what) => write!(f, "invalid field: {what}"),
         }

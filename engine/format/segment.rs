@@ -74,7 +74,10 @@ impl SegmentHeader {
 
     #[must_use]
     pub fn encode(&self) -> Vec<u8> {
-        assert!(self.stream_id.len() <= STREAM_ID_BYTES_MAX, "stream id validated before");
+        assert!(
+            self.stream_id.len() <= STREAM_ID_BYTES_MAX,
+            "stream id validated before"
+        );
         let header_bytes = self.header_bytes();
         let mut h = SegmentFileHeader {
             magic: SEGMENT_MAGIC,
@@ -271,7 +274,9 @@ pub fn decode_record(bytes: &[u8]) -> Result<RecordView<'_>, DecodeError> {
     let metadata_len = h.metadata_len.get() as usize;
     let commit_len = h.commit_metadata_len.get() as usize;
     if key_len != 0 || commit_len != 0 {
-        return Err(DecodeError::Invalid("key or commit metadata in a version-1 record"));
+        return Err(DecodeError::Invalid(
+            "key or commit metadata in a version-1 record",
+        ));
     }
     if type_len == 0 {
         return Err(DecodeError::Invalid("empty event type"));

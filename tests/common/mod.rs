@@ -4,7 +4,8 @@
 use streamlog::{Direction, EventData, Position, Store};
 
 pub fn event(i: u64) -> EventData {
-    EventData::new(format!("Type{}", i % 3), format!("data-{i}").into_bytes()).metadata(format!("{{\"i\":{i}}}").into_bytes())
+    EventData::new(format!("Type{}", i % 3), format!("data-{i}").into_bytes())
+        .metadata(format!("{{\"i\":{i}}}").into_bytes())
 }
 
 /// Every event of the store in global order, as (stream, version, position, data).
@@ -14,7 +15,12 @@ pub fn all(store: &Store) -> Vec<(String, u64, u64, Vec<u8>)> {
         .unwrap()
         .map(|e| {
             let e = e.unwrap();
-            (e.stream_id().to_string(), e.version(), e.position().get(), e.data().to_vec())
+            (
+                e.stream_id().to_string(),
+                e.version(),
+                e.position().get(),
+                e.data().to_vec(),
+            )
         })
         .collect()
 }
@@ -47,8 +53,15 @@ pub fn check_invariants(store: &Store) {
             .unwrap()
             .map(|e| e.unwrap().position().get())
             .collect();
-        let from_all: Vec<u64> = events.iter().filter(|e| &e.0 == stream).map(|e| e.2).collect();
-        assert_eq!(from_stream, from_all, "stream {stream} agrees with the global order");
+        let from_all: Vec<u64> = events
+            .iter()
+            .filter(|e| &e.0 == stream)
+            .map(|e| e.2)
+            .collect();
+        assert_eq!(
+            from_stream, from_all,
+            "stream {stream} agrees with the global order"
+        );
     }
 }
 
@@ -57,7 +70,11 @@ pub fn segment_path_of(dir: &std::path::Path, stream: &str, segment: u32) -> std
     let bytes = std::fs::read(dir.join("MANIFEST")).unwrap();
     let manifest = streamlog::format::manifest::Manifest::decode(&bytes).unwrap();
     let hash = streamlog::layout::stream_hash(&manifest.hash_key, stream);
-    streamlog::layout::segment_path(dir, streamlog::layout::StreamKey { hash, collision: 0 }, segment)
+    streamlog::layout::segment_path(
+        dir,
+        streamlog::layout::StreamKey { hash, collision: 0 },
+        segment,
+    )
 }
 
 /// Path of the index file holding position 1.
@@ -98,7 +115,11 @@ pub fn write_at(p: &std::path::Path, offset: u64, bytes: &[u8]) {
 
 pub fn flip_bit(p: &std::path::Path, offset: u64, bit: u8) {
     use std::os::unix::fs::FileExt;
-    let f = std::fs::OpenOptions::new().read(true).write(true).open(p).unwrap();
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(p)
+        .unwrap();
     let mut b = [0u8; 1];
     f.read_exact_at(&mut b, offset).unwrap();
     b[0] ^= 1 << bit;
