@@ -1,0 +1,174 @@
+//! Damage to bytes the store synced is reported as `Corrupt` (or `UnsupportedVersion`), never
+//! returned as data and never silently cut.
+
+mod common;
+use common::*;
+use std::path::Path;
+use streamlog::{Direction, Error, ExpectedVersion, Position, Store};
+
+fn build(dir: &Path) {
+    let store = Store::open(dir).unwrap();
+    for i in 0..20u64 {
+        let stream = if i % 2 == 0 { "a" } else { "s" };
+        store.append(stream, ExpectedVersion::Any, [event(i)]).unwrap();
+    }
+}
+
+/// Offsets of the records of a segment (records start after the header).
+fn record_offsets(seg: &Path) -> Vec<u64> {
+    let bytes = std::fs::read(seg).unwrap();
+    let header = streamlog::format::segment::SegmentHeader::decode(&bytes).unwrap();
+    let mut at = header.header_bytes();
+    let mut out = Vec::new();
+    while (at as usize) < bytes.len() {
+        let r = streamlog::format::segment::decode_record(&bytes[at as usize..]).unwrap();
+        out.push(at);
+        at += r.padded_bytes;
+    }
+    out
+}
+
+fn is_corrupt<T: std::fmt::Debug>(r: Result<T, Error>) -> bool {
+    matches!(r, Err(Error::Corrupt { .. }))
+}
+
+#[test]
+fn flipped_bit_in_a_middle_record_is_reported_by_both_read_paths() {
+    let root = tempfile::tempdir().unwrap();
+    let dir = root.path();
+    build(dir);
+    let seg = segment_path_of(dir, "s", 0);
+    let offsets = record_offsets(&seg);
+    // A bit of the data of version 4 of "s" (position 8).
+    flip_bit(&seg, offsets[3] + 72 + 6, 3);
+    let store = Store::open(dir).unwrap();
+    // Loading the stream scans its tail and finds committed records after the damage.
+    match store.read_stream("s", 1, Direction::Forward).map(|_| ()) {
+        Err(Error::Corrupt { path, offset, .. }) => {
+            assert_eq!(path, seg);
+            assert_eq!(offset, offsets[3]);
+        }
+        other => panic!("expected Corrupt, got {other:?}"),
+    }
+    // The global order serves everything before the damaged event, then the error.
+    let all: Vec<_> = store.read_all(Position::START, Direction::Forward).unwrap().collect();
+    assert_eq!(all.len(), 8);
+    assert!(all[..7].iter().all(Result::is_ok));
+    assert!(matches!(all[7], Err(Error::Corrupt { .. })));
+    // The other stream is untouched.
+    assert_eq!(stream_data(&store, "a").len(), 10);
+}
+
+#[test]
+fn flipped_bit_in_the_last_record_is_corrupt_not_a_torn_tail() {
+    let root = tempfile::tempdir().unwrap();
+    let dir = root.path();
+    build(dir);
+    let seg = segment_path_of(dir, "s", 0);
+    let last = *record_offsets(&seg).last().unwrap();
+    flip_bit(&seg, last + 72 + 8, 0);
+    let store = Store::open(dir).unwrap();
+    assert!(is_corrupt(store.stream_version("s")), "{:?}", store.stream_version("s"));
+    assert!(is_corrupt(store.append("s", ExpectedVersion::Any, [event(1)])));
+    // Nothing was cut: the bytes are still there for an operator to look at.
+    assert_eq!(file_len(&seg), last + record_offsets_len_after(&seg, last));
+}
+
+fn record_offsets_len_after(seg: &Path, last: u64) -> u64 {
+    file_len(seg) - last
+}
+
+#[test]
+fn file_cut_below_its_committed_length_is_corrupt() {
+    let root = tempfile::tempdir().unwrap();
+    let dir = root.path();
+    build(dir);
+    let seg = segment_path_of(dir, "s", 0);
+    let len = file_len(&seg);
+    std::fs::OpenOptions::new().write(true).open(&seg).unwrap().set_len(len - 5).unwrap();
+    let store = Store::open(dir).unwrap();
+    assert!(is_corrupt(store.stream_version("s")));
+}
+
+#[test]
+fn flipped_bit_in_a_committed_index_entry_is_corrupt() {
+    let root = tempfile::tempdir().unwrap();
+    let dir = root.path();
+    build(dir);
+    flip_bit(&index_path_of(dir), 64 + 4 * 24 + 9, 1);
+    let store = Store::open(dir).unwrap();
+    let all: Vec<_> = store.read_all(Position::START, Direction::Forward).unwrap().collect();
+    assert_eq!(all.len(), 5);
+    assert!(matches!(all[4], Err(Error::Corrupt { .. })));
+}
+
+#[test]
+fn damaged_headers_and_foreign_files() {
+    let root = tempfile::tempdir().unwrap();
+    let dir = root.path();
+    build(dir);
+    // Strays are ignored.
+    std::fs::write(dir.join("README"), "not ours").unwrap();
+    std::fs::write(dir.join(".DS_Store"), [0u8; 10]).unwrap();
+    std::fs::create_dir(dir.join("stuff")).unwrap();
+    std::os::unix::fs::symlink("/etc/passwd", dir.join("link")).unwrap();
+    std::fs::write(dir.join("index").join("notes.txt"), "x").unwrap();
+    std::fs::write(dir.join("CHECKPOINT.tmp"), "stale").unwrap();
+    {
+        let store = Store::open(dir).unwrap();
+        assert_eq!(all(&store).len(), 20);
+    }
+    assert!(!dir.join("CHECKPOINT.tmp").exists(), "temporary files are removed at open");
+    // A damaged segment header.
+    let seg = segment_path_of(dir, "a", 0);
+    flip_bit(&seg, 30, 2);
+    {
+        let store = Store::open(dir).unwrap();
+        assert!(is_corrupt(store.read_stream("a", 1, Direction::Forward).map(|_| ())));
+        assert_eq!(stream_data(&store, "s").len(), 10);
+    }
+    flip_bit(&seg, 30, 2);
+    // A damaged manifest stops the open.
+    flip_bit(&dir.join("MANIFEST"), 20, 5);
+    assert!(is_corrupt(Store::open(dir)));
+    flip_bit(&dir.join("MANIFEST"), 20, 5);
+    Store::open(dir).unwrap();
+}
+
+/// Rewrite the format version of a header and fix its checksum, as a newer build would write it.
+fn bump_version(path: &Path, crc_extra: usize) {
+    let mut bytes = std::fs::read(path).unwrap();
+    bytes[8..12].copy_from_slice(&2u32.to_le_bytes());
+    let mut crc = crc32c::crc32c(&bytes[..60]);
+    if crc_extra > 0 {
+        crc = crc32c::crc32c_append(crc, &bytes[64..64 + crc_extra]);
+    }
+    bytes[60..64].copy_from_slice(&crc.to_le_bytes());
+    std::fs::write(path, bytes).unwrap();
+}
+
+#[test]
+fn newer_format_versions_are_refused_with_a_clear_error() {
+    let root = tempfile::tempdir().unwrap();
+    let dir = root.path();
+    build(dir);
+    bump_version(&segment_path_of(dir, "s", 0), 1);
+    let store = Store::open(dir).unwrap();
+    let e = store.stream_version("s").unwrap_err();
+    assert!(matches!(e, Error::UnsupportedVersion { found: 2, supported: 1, .. }), "{e}");
+    drop(store);
+    bump_version(&dir.join("MANIFEST"), 0);
+    assert!(matches!(Store::open(dir), Err(Error::UnsupportedVersion { found: 2, .. })));
+}
+
+#[test]
+fn a_folder_of_foreign_files_is_not_taken_for_a_store() {
+    let root = tempfile::tempdir().unwrap();
+    let dir = root.path();
+    std::fs::write(dir.join("MANIFEST"), vec![0x42u8; 64]).unwrap();
+    assert!(is_corrupt(Store::open(dir)));
+    let other = root.path().join("other");
+    std::fs::create_dir(&other).unwrap();
+    std::fs::create_dir(other.join("index")).unwrap();
+    assert!(is_corrupt(Store::open(&other)), "store files without a MANIFEST");
+}
