@@ -235,20 +235,15 @@ pub fn open(
     let cpath = root.join(CHECKPOINT_FILE);
     let (manifest, checkpoint) = match read_small(&*backend, &mpath, MANIFEST_BYTES * 2)? {
         None => {
-            let has = |n: &str| entries.iter().any(|(name, _)| name == n);
-            if has(INDEX_DIR)
-                || has(CHECKPOINT_FILE)
-                || (has(STREAMS_DIR)
-                    && !backend
-                        .read_dir(&root.join(STREAMS_DIR))
-                        .map_err(|e| Error::io("list folder", root.join(STREAMS_DIR), e))?
-                        .is_empty())
-            {
-                return Err(Error::corrupt(
-                    &mpath,
-                    0,
-                    "MANIFEST is missing but store files exist",
-                ));
+            // Data files are only written once the MANIFEST exists: without one, a store whose
+            // folders hold no data is an interrupted creation, and starts over.
+            for dir in [INDEX_DIR, STREAMS_DIR] {
+                let p = root.join(dir);
+                if backend.kind(&p).map_err(|e| Error::io("stat", &p, e))?.is_some()
+                    && !backend.read_dir(&p).map_err(|e| Error::io("list folder", &p, e))?.is_empty()
+                {
+                    return Err(Error::corrupt(&mpath, 0, "MANIFEST is missing but store files exist"));
+                }
             }
             report.created = true;
             create_store(&*backend, root, &options)?

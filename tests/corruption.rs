@@ -170,5 +170,6 @@ fn a_folder_of_foreign_files_is_not_taken_for_a_store() {
     let other = root.path().join("other");
     std::fs::create_dir(&other).unwrap();
     std::fs::create_dir(other.join("index")).unwrap();
+    std::fs::write(other.join("index").join("0000000000000000.idx"), [0u8; 100]).unwrap();
     assert!(is_corrupt(Store::open(&other)), "store files without a MANIFEST");
 }
