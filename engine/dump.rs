@@ -3,10 +3,15 @@
 //! unacknowledged tail with the same rules as recovery (segment-format.md §8). It never writes.
 
 use crate::format::checkpoint::{Checkpoint, CHECKPOINT_MAGIC};
-use crate::format::index::{IndexEntry, IndexHeader, INDEX_ENTRY_BYTES, INDEX_HEADER_BYTES, INDEX_MAGIC};
+use crate::format::index::{
+    IndexEntry, IndexHeader, INDEX_ENTRY_BYTES, INDEX_HEADER_BYTES, INDEX_MAGIC,
+};
 use crate::format::manifest::{Manifest, MANIFEST_MAGIC};
 use crate::format::segment::{decode_record, peek_record_header, SegmentHeader, SEGMENT_MAGIC};
-use crate::layout::{parse_index_file_name, parse_segment_file_name, StreamKey, CHECKPOINT_FILE, INDEX_DIR, MANIFEST_FILE, STREAMS_DIR};
+use crate::layout::{
+    parse_index_file_name, parse_segment_file_name, StreamKey, CHECKPOINT_FILE, INDEX_DIR,
+    MANIFEST_FILE, STREAMS_DIR,
+};
 use serde_json::{json, Value};
 use std::collections::HashMap;
 use std::fmt::Write as _;
@@ -44,7 +49,9 @@ pub fn preview(bytes: &[u8], max: usize) -> String {
     let shown = &bytes[..bytes.len().min(max)];
     let more = if bytes.len() > max { "…" } else { "" };
     match std::str::from_utf8(shown) {
-        Ok(s) if s.chars().all(|c| !c.is_control() || c == '\n' || c == '\t') => format!("{s:?}{more}"),
+        Ok(s) if s.chars().all(|c| !c.is_control() || c == '\n' || c == '\t') => {
+            format!("{s:?}{more}")
+        }
         _ => {
             let hex: String = shown.iter().map(|b| format!("{b:02x}")).collect();
             format!("0x{hex}{more}")
@@ -130,10 +137,15 @@ fn dump_store(root: &Path, show_records: bool, d: &mut Dump) {
         for slot in 0..per_file {
             let position = n * per_file + slot + 1;
             let at = (INDEX_HEADER_BYTES + slot * INDEX_ENTRY_BYTES) as usize;
-            let Some(raw) = bytes.get(at..at + INDEX_ENTRY_BYTES as usize) else { break };
+            let Some(raw) = bytes.get(at..at + INDEX_ENTRY_BYTES as usize) else {
+                break;
+            };
             match IndexEntry::decode(raw, position) {
                 Ok(e) => {
-                    let key = StreamKey { hash: e.stream_hash, collision: e.collision };
+                    let key = StreamKey {
+                        hash: e.stream_hash,
+                        collision: e.collision,
+                    };
                     confirmed.insert((key, e.segment, u64::from(e.offset)), position);
                     last_entry = position;
                     if show_records {
@@ -141,13 +153,21 @@ fn dump_store(root: &Path, show_records: bool, d: &mut Dump) {
                             e.stream_hash, e.collision, e.segment, e.offset, e.flags);
                     }
                 }
-                Err(e) if position <= head => d.corrupt(p, at as u64, format!("committed entry of position {position}: {e}")),
+                Err(e) if position <= head => d.corrupt(
+                    p,
+                    at as u64,
+                    format!("committed entry of position {position}: {e}"),
+                ),
                 Err(_) => break 'files,
             }
         }
     }
-    let _ = writeln!(d.text, "index: checkpoint head {head}, last decodable entry {last_entry}");
-    d.json.push(json!({"kind": "index_summary", "checkpoint_head": head, "last_entry": last_entry}));
+    let _ = writeln!(
+        d.text,
+        "index: checkpoint head {head}, last decodable entry {last_entry}"
+    );
+    d.json
+        .push(json!({"kind": "index_summary", "checkpoint_head": head, "last_entry": last_entry}));
     let view = StoreView { confirmed };
     // Every segment.
     let sdir = root.join(STREAMS_DIR);
@@ -158,7 +178,11 @@ fn dump_store(root: &Path, show_records: bool, d: &mut Dump) {
             continue;
         }
         for p in list(&fan) {
-            let name = p.file_name().and_then(|n| n.to_str()).unwrap_or_default().to_string();
+            let name = p
+                .file_name()
+                .and_then(|n| n.to_str())
+                .unwrap_or_default()
+                .to_string();
             if parse_segment_file_name(&name).is_none() {
                 d.note(format!("ignored file {}", p.display()));
                 continue;
@@ -170,7 +194,11 @@ fn dump_store(root: &Path, show_records: bool, d: &mut Dump) {
             }
         }
     }
-    let _ = writeln!(d.text, "{segments} segment files, {} corruption(s)", d.corruption.len());
+    let _ = writeln!(
+        d.text,
+        "{segments} segment files, {} corruption(s)",
+        d.corruption.len()
+    );
 }
 
 fn list(dir: &Path) -> Vec<PathBuf> {
@@ -182,12 +210,27 @@ fn list(dir: &Path) -> Vec<PathBuf> {
 }
 
 /// Dump one file, recognised by its magic.
-fn dump_file(path: &Path, bytes: &[u8], show_records: bool, view: Option<&StoreView>, d: &mut Dump) {
-    let magic: [u8; 8] = bytes.get(..8).and_then(|m| m.try_into().ok()).unwrap_or([0; 8]);
+fn dump_file(
+    path: &Path,
+    bytes: &[u8],
+    show_records: bool,
+    view: Option<&StoreView>,
+    d: &mut Dump,
+) {
+    let magic: [u8; 8] = bytes
+        .get(..8)
+        .and_then(|m| m.try_into().ok())
+        .unwrap_or([0; 8]);
     if magic == MANIFEST_MAGIC {
         match Manifest::decode(bytes) {
             Ok(m) => {
-                let _ = writeln!(d.text, "{}: manifest, store id {:016x}, {} index entries per file", path.display(), m.store_id, m.index_entries_per_file);
+                let _ = writeln!(
+                    d.text,
+                    "{}: manifest, store id {:016x}, {} index entries per file",
+                    path.display(),
+                    m.store_id,
+                    m.index_entries_per_file
+                );
                 d.json.push(json!({"kind": "manifest", "path": path, "store_id": m.store_id, "index_entries_per_file": m.index_entries_per_file, "created_us": m.created_us}));
             }
             Err(e) => d.corrupt(path, 0, format!("manifest: {e}")),
@@ -195,7 +238,14 @@ fn dump_file(path: &Path, bytes: &[u8], show_records: bool, view: Option<&StoreV
     } else if magic == CHECKPOINT_MAGIC {
         match Checkpoint::decode_file(bytes) {
             Ok((c, errors)) => {
-                let _ = writeln!(d.text, "{}: checkpoint, sequence {}, head {}, clean {}", path.display(), c.sequence, c.head, c.clean);
+                let _ = writeln!(
+                    d.text,
+                    "{}: checkpoint, sequence {}, head {}, clean {}",
+                    path.display(),
+                    c.sequence,
+                    c.head,
+                    c.clean
+                );
                 for (slot, e) in errors.iter().enumerate() {
                     if let Some(e) = e {
                         if c.sequence > 1 {
@@ -210,7 +260,14 @@ fn dump_file(path: &Path, bytes: &[u8], show_records: bool, view: Option<&StoreV
     } else if magic == INDEX_MAGIC {
         match IndexHeader::decode(bytes) {
             Ok(h) => {
-                let _ = writeln!(d.text, "{}: index file {}, positions {}..={}", path.display(), h.file_number, h.first_position, h.first_position + h.capacity - 1);
+                let _ = writeln!(
+                    d.text,
+                    "{}: index file {}, positions {}..={}",
+                    path.display(),
+                    h.file_number,
+                    h.first_position,
+                    h.first_position + h.capacity - 1
+                );
                 d.json.push(json!({"kind": "index", "path": path, "file_number": h.file_number, "first_position": h.first_position, "capacity": h.capacity}));
             }
             Err(e) => d.corrupt(path, 0, format!("index header: {e}")),
@@ -222,7 +279,13 @@ fn dump_file(path: &Path, bytes: &[u8], show_records: bool, view: Option<&StoreV
     }
 }
 
-fn dump_segment(path: &Path, bytes: &[u8], show_records: bool, view: Option<&StoreView>, d: &mut Dump) {
+fn dump_segment(
+    path: &Path,
+    bytes: &[u8],
+    show_records: bool,
+    view: Option<&StoreView>,
+    d: &mut Dump,
+) {
     let header = match SegmentHeader::decode(bytes) {
         Ok(h) => h,
         Err(e) => {
@@ -230,8 +293,20 @@ fn dump_segment(path: &Path, bytes: &[u8], show_records: bool, view: Option<&Sto
             return;
         }
     };
-    let key = StreamKey { hash: header.stream_hash, collision: header.collision };
-    let _ = writeln!(d.text, "{}: segment {} of stream {:?} (key {:016x}-{:04x}), first version {}", path.display(), header.segment, header.stream_id, key.hash, key.collision, header.first_version);
+    let key = StreamKey {
+        hash: header.stream_hash,
+        collision: header.collision,
+    };
+    let _ = writeln!(
+        d.text,
+        "{}: segment {} of stream {:?} (key {:016x}-{:04x}), first version {}",
+        path.display(),
+        header.segment,
+        header.stream_id,
+        key.hash,
+        key.collision,
+        header.first_version
+    );
     let confirmed_here = |offset: u64, position: u64| -> bool {
         view.is_some_and(|v| v.confirmed.get(&(key, header.segment, offset)) == Some(&position))
     };
@@ -273,7 +348,11 @@ fn dump_segment(path: &Path, bytes: &[u8], show_records: bool, view: Option<&Sto
                 if committed_here || committed_after || view.is_none() {
                     d.corrupt(path, at, format!("record: {e}"));
                 } else {
-                    d.note(format!("{}: unacknowledged torn tail of {} bytes at {at} ({e}); recovery cuts it", path.display(), bytes.len() as u64 - at));
+                    d.note(format!(
+                        "{}: unacknowledged torn tail of {} bytes at {at} ({e}); recovery cuts it",
+                        path.display(),
+                        bytes.len() as u64 - at
+                    ));
                 }
                 records.push(json!({"offset": at, "crc_ok": false, "error": e.to_string()}));
                 break;
@@ -281,7 +360,10 @@ fn dump_segment(path: &Path, bytes: &[u8], show_records: bool, view: Option<&Sto
         }
     }
     if unacknowledged > 0 {
-        d.note(format!("{}: {unacknowledged} record(s) of unacknowledged batches; recovery cuts them", path.display()));
+        d.note(format!(
+            "{}: {unacknowledged} record(s) of unacknowledged batches; recovery cuts them",
+            path.display()
+        ));
     }
     let _ = writeln!(d.text, "    {good} committed record(s)");
     d.json.push(json!({"kind": "segment", "path": path, "stream_id": header.stream_id, "segment": header.segment,

@@ -239,10 +239,20 @@ pub fn open(
             // folders hold no data is an interrupted creation, and starts over.
             for dir in [INDEX_DIR, STREAMS_DIR] {
                 let p = root.join(dir);
-                if backend.kind(&p).map_err(|e| Error::io("stat", &p, e))?.is_some()
-                    && !backend.read_dir(&p).map_err(|e| Error::io("list folder", &p, e))?.is_empty()
+                if backend
+                    .kind(&p)
+                    .map_err(|e| Error::io("stat", &p, e))?
+                    .is_some()
+                    && !backend
+                        .read_dir(&p)
+                        .map_err(|e| Error::io("list folder", &p, e))?
+                        .is_empty()
                 {
-                    return Err(Error::corrupt(&mpath, 0, "MANIFEST is missing but store files exist"));
+                    return Err(Error::corrupt(
+                        &mpath,
+                        0,
+                        "MANIFEST is missing but store files exist",
+                    ));
                 }
             }
             report.created = true;

@@ -700,8 +700,9 @@ impl Writer {
                     .map_err(|e| Error::io("fsync directory", dir, e))?;
             }
         } else {
-            backend
-                .sync_fs(&root)
+            // One descriptor kept open for the purpose: no open and close per batch.
+            self.checkpoint_file
+                .sync_fs()
                 .map_err(|e| Error::io("syncfs", &root, e))?;
         }
         Ok(())

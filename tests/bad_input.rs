@@ -27,18 +27,39 @@ fn hostile_stream_ids_are_stored_as_data_never_as_paths() {
     let dir = root.path().join("store");
     let store = Store::open(&dir).unwrap();
     let long = "x".repeat(STREAM_ID_BYTES_MAX);
-    let ids = ["../../etc/passwd", "/etc/passwd", "a/b", ".", "..", "\\..\\windows", "Ω-ørdér-42", "ｏｒｄｅｒ", " ", long.as_str()];
+    let ids = [
+        "../../etc/passwd",
+        "/etc/passwd",
+        "a/b",
+        ".",
+        "..",
+        "\\..\\windows",
+        "Ω-ørdér-42",
+        "ｏｒｄｅｒ",
+        " ",
+        long.as_str(),
+    ];
     for (i, id) in ids.iter().enumerate() {
-        store.append(id, ExpectedVersion::NoStream, [event(i as u64)]).unwrap();
+        store
+            .append(id, ExpectedVersion::NoStream, [event(i as u64)])
+            .unwrap();
     }
     for (i, id) in ids.iter().enumerate() {
-        assert_eq!(stream_data(&store, id), vec![format!("data-{i}").into_bytes()], "{id}");
+        assert_eq!(
+            stream_data(&store, id),
+            vec![format!("data-{i}").into_bytes()],
+            "{id}"
+        );
     }
     check_invariants(&store);
     // Nothing was created outside the store, and no file name holds user text.
     assert_eq!(std::fs::read_dir(root.path()).unwrap().count(), 1);
     for path in tree(&dir) {
-        assert!(path.chars().all(|c| c.is_ascii_alphanumeric() || "/-.".contains(c)), "{path}");
+        assert!(
+            path.chars()
+                .all(|c| c.is_ascii_alphanumeric() || "/-.".contains(c)),
+            "{path}"
+        );
         assert!(!path.contains("etc") && !path.contains(".."), "{path}");
     }
     let mut listed: Vec<String> = store.streams().unwrap().map(Result::unwrap).collect();
@@ -55,9 +76,18 @@ fn invalid_stream_ids_are_rejected_everywhere() {
     let too_long = "y".repeat(STREAM_ID_BYTES_MAX + 1);
     let big = "z".repeat(64 << 10);
     for id in ["", "a\0b", "\0", too_long.as_str(), big.as_str()] {
-        assert!(matches!(store.append(id, ExpectedVersion::Any, [event(0)]), Err(Error::InvalidStreamId { .. })));
-        assert!(matches!(store.read_stream(id, 1, Direction::Forward), Err(Error::InvalidStreamId { .. })));
-        assert!(matches!(store.stream_version(id), Err(Error::InvalidStreamId { .. })));
+        assert!(matches!(
+            store.append(id, ExpectedVersion::Any, [event(0)]),
+            Err(Error::InvalidStreamId { .. })
+        ));
+        assert!(matches!(
+            store.read_stream(id, 1, Direction::Forward),
+            Err(Error::InvalidStreamId { .. })
+        ));
+        assert!(matches!(
+            store.stream_version(id),
+            Err(Error::InvalidStreamId { .. })
+        ));
     }
     assert_eq!(store.head_position().get(), 0);
 }
@@ -66,17 +96,39 @@ fn invalid_stream_ids_are_rejected_everywhere() {
 fn event_size_limit_at_max_minus_one_max_and_max_plus_one() {
     let dir = tempfile::tempdir().unwrap();
     let max = 4096;
-    let store = Store::open_with(dir.path(), Options { event_bytes_max: max, ..Options::default() }).unwrap();
+    let store = Store::open_with(
+        dir.path(),
+        Options {
+            event_bytes_max: max,
+            ..Options::default()
+        },
+    )
+    .unwrap();
     let with_size = |n: usize| EventData::new("T", vec![1u8; n - 1 - 2]).metadata(b"{}".to_vec());
-    store.append("s", ExpectedVersion::Any, [with_size(max - 1)]).unwrap();
-    store.append("s", ExpectedVersion::Any, [with_size(max)]).unwrap();
+    store
+        .append("s", ExpectedVersion::Any, [with_size(max - 1)])
+        .unwrap();
+    store
+        .append("s", ExpectedVersion::Any, [with_size(max)])
+        .unwrap();
     match store.append("s", ExpectedVersion::Any, [with_size(max + 1)]) {
         Err(Error::EventTooLarge { len, max: m }) => assert_eq!((len, m), (max + 1, max)),
         other => panic!("{other:?}"),
     }
     // One oversized event fails the whole append, before anything is queued.
-    assert!(matches!(store.append("s", ExpectedVersion::Any, [with_size(10), with_size(max + 1)]), Err(Error::EventTooLarge { .. })));
-    let sizes: Vec<usize> = store.read_stream("s", 1, Direction::Forward).unwrap().map(|e| e.unwrap().data().len() + 3).collect();
+    assert!(matches!(
+        store.append(
+            "s",
+            ExpectedVersion::Any,
+            [with_size(10), with_size(max + 1)]
+        ),
+        Err(Error::EventTooLarge { .. })
+    ));
+    let sizes: Vec<usize> = store
+        .read_stream("s", 1, Direction::Forward)
+        .unwrap()
+        .map(|e| e.unwrap().data().len() + 3)
+        .collect();
     assert_eq!(sizes, vec![max - 1, max]);
 }
 
@@ -85,23 +137,68 @@ fn event_type_limits() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path()).unwrap();
     let t = "t".repeat(EVENT_TYPE_BYTES_MAX);
-    store.append("s", ExpectedVersion::Any, [EventData::new(t.clone(), b"x".to_vec())]).unwrap();
+    store
+        .append(
+            "s",
+            ExpectedVersion::Any,
+            [EventData::new(t.clone(), b"x".to_vec())],
+        )
+        .unwrap();
     for bad in [String::new(), format!("{t}t"), "a\0".to_string()] {
-        assert!(matches!(store.append("s", ExpectedVersion::Any, [EventData::new(bad, b"x".to_vec())]), Err(Error::InvalidEventType { .. })));
+        assert!(matches!(
+            store.append(
+                "s",
+                ExpectedVersion::Any,
+                [EventData::new(bad, b"x".to_vec())]
+            ),
+            Err(Error::InvalidEventType { .. })
+        ));
     }
-    assert_eq!(store.read_stream("s", 1, Direction::Forward).unwrap().next().unwrap().unwrap().event_type(), t);
+    assert_eq!(
+        store
+            .read_stream("s", 1, Direction::Forward)
+            .unwrap()
+            .next()
+            .unwrap()
+            .unwrap()
+            .event_type(),
+        t
+    );
 }
 
 #[test]
 fn appends_larger_than_a_segment_are_refused() {
     let dir = tempfile::tempdir().unwrap();
-    let options = Options { segment_bytes: 64 << 10, event_bytes_max: 8 << 10, ..Options::default() };
+    let options = Options {
+        segment_bytes: 64 << 10,
+        event_bytes_max: 8 << 10,
+        ..Options::default()
+    };
     let store = Store::open_with(dir.path(), options).unwrap();
-    let events: Vec<EventData> = (0..10).map(|_| EventData::new("T", vec![0u8; 8000])).collect();
-    assert!(matches!(store.append("s", ExpectedVersion::Any, events), Err(Error::AppendTooLarge { .. })));
-    let too_many: Vec<EventData> = (0..=streamlog::limits::APPEND_EVENTS_MAX).map(|_| EventData::new("T", Vec::new())).collect();
-    assert!(matches!(store.append("s", ExpectedVersion::Any, too_many), Err(Error::AppendTooLarge { .. })));
-    assert!(matches!(Store::open_with(dir.path().join("x"), Options { segment_bytes: 10, ..Options::default() }), Err(Error::InvalidOptions { .. })));
+    let events: Vec<EventData> = (0..10)
+        .map(|_| EventData::new("T", vec![0u8; 8000]))
+        .collect();
+    assert!(matches!(
+        store.append("s", ExpectedVersion::Any, events),
+        Err(Error::AppendTooLarge { .. })
+    ));
+    let too_many: Vec<EventData> = (0..=streamlog::limits::APPEND_EVENTS_MAX)
+        .map(|_| EventData::new("T", Vec::new()))
+        .collect();
+    assert!(matches!(
+        store.append("s", ExpectedVersion::Any, too_many),
+        Err(Error::AppendTooLarge { .. })
+    ));
+    assert!(matches!(
+        Store::open_with(
+            dir.path().join("x"),
+            Options {
+                segment_bytes: 10,
+                ..Options::default()
+            }
+        ),
+        Err(Error::InvalidOptions { .. })
+    ));
 }
 
 #[test]

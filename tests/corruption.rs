@@ -10,7 +10,9 @@ fn build(dir: &Path) {
     let store = Store::open(dir).unwrap();
     for i in 0..20u64 {
         let stream = if i % 2 == 0 { "a" } else { "s" };
-        store.append(stream, ExpectedVersion::Any, [event(i)]).unwrap();
+        store
+            .append(stream, ExpectedVersion::Any, [event(i)])
+            .unwrap();
     }
 }
 
@@ -51,7 +53,10 @@ fn flipped_bit_in_a_middle_record_is_reported_by_both_read_paths() {
         other => panic!("expected Corrupt, got {other:?}"),
     }
     // The global order serves everything before the damaged event, then the error.
-    let all: Vec<_> = store.read_all(Position::START, Direction::Forward).unwrap().collect();
+    let all: Vec<_> = store
+        .read_all(Position::START, Direction::Forward)
+        .unwrap()
+        .collect();
     assert_eq!(all.len(), 8);
     assert!(all[..7].iter().all(Result::is_ok));
     assert!(matches!(all[7], Err(Error::Corrupt { .. })));
@@ -68,8 +73,16 @@ fn flipped_bit_in_the_last_record_is_corrupt_not_a_torn_tail() {
     let last = *record_offsets(&seg).last().unwrap();
     flip_bit(&seg, last + 72 + 8, 0);
     let store = Store::open(dir).unwrap();
-    assert!(is_corrupt(store.stream_version("s")), "{:?}", store.stream_version("s"));
-    assert!(is_corrupt(store.append("s", ExpectedVersion::Any, [event(1)])));
+    assert!(
+        is_corrupt(store.stream_version("s")),
+        "{:?}",
+        store.stream_version("s")
+    );
+    assert!(is_corrupt(store.append(
+        "s",
+        ExpectedVersion::Any,
+        [event(1)]
+    )));
     // Nothing was cut: the bytes are still there for an operator to look at.
     assert_eq!(file_len(&seg), last + record_offsets_len_after(&seg, last));
 }
@@ -85,7 +98,12 @@ fn file_cut_below_its_committed_length_is_corrupt() {
     build(dir);
     let seg = segment_path_of(dir, "s", 0);
     let len = file_len(&seg);
-    std::fs::OpenOptions::new().write(true).open(&seg).unwrap().set_len(len - 5).unwrap();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&seg)
+        .unwrap()
+        .set_len(len - 5)
+        .unwrap();
     let store = Store::open(dir).unwrap();
     assert!(is_corrupt(store.stream_version("s")));
 }
@@ -97,7 +115,10 @@ fn flipped_bit_in_a_committed_index_entry_is_corrupt() {
     build(dir);
     flip_bit(&index_path_of(dir), 64 + 4 * 24 + 9, 1);
     let store = Store::open(dir).unwrap();
-    let all: Vec<_> = store.read_all(Position::START, Direction::Forward).unwrap().collect();
+    let all: Vec<_> = store
+        .read_all(Position::START, Direction::Forward)
+        .unwrap()
+        .collect();
     assert_eq!(all.len(), 5);
     assert!(matches!(all[4], Err(Error::Corrupt { .. })));
 }
@@ -118,13 +139,18 @@ fn damaged_headers_and_foreign_files() {
         let store = Store::open(dir).unwrap();
         assert_eq!(all(&store).len(), 20);
     }
-    assert!(!dir.join("CHECKPOINT.tmp").exists(), "temporary files are removed at open");
+    assert!(
+        !dir.join("CHECKPOINT.tmp").exists(),
+        "temporary files are removed at open"
+    );
     // A damaged segment header.
     let seg = segment_path_of(dir, "a", 0);
     flip_bit(&seg, 30, 2);
     {
         let store = Store::open(dir).unwrap();
-        assert!(is_corrupt(store.read_stream("a", 1, Direction::Forward).map(|_| ())));
+        assert!(is_corrupt(
+            store.read_stream("a", 1, Direction::Forward).map(|_| ())
+        ));
         assert_eq!(stream_data(&store, "s").len(), 10);
     }
     flip_bit(&seg, 30, 2);
@@ -155,10 +181,23 @@ fn newer_format_versions_are_refused_with_a_clear_error() {
     bump_version(&segment_path_of(dir, "s", 0), 1);
     let store = Store::open(dir).unwrap();
     let e = store.stream_version("s").unwrap_err();
-    assert!(matches!(e, Error::UnsupportedVersion { found: 2, supported: 1, .. }), "{e}");
+    assert!(
+        matches!(
+            e,
+            Error::UnsupportedVersion {
+                found: 2,
+                supported: 1,
+                ..
+            }
+        ),
+        "{e}"
+    );
     drop(store);
     bump_version(&dir.join("MANIFEST"), 0);
-    assert!(matches!(Store::open(dir), Err(Error::UnsupportedVersion { found: 2, .. })));
+    assert!(matches!(
+        Store::open(dir),
+        Err(Error::UnsupportedVersion { found: 2, .. })
+    ));
 }
 
 #[test]
@@ -171,5 +210,8 @@ fn a_folder_of_foreign_files_is_not_taken_for_a_store() {
     std::fs::create_dir(&other).unwrap();
     std::fs::create_dir(other.join("index")).unwrap();
     std::fs::write(other.join("index").join("0000000000000000.idx"), [0u8; 100]).unwrap();
-    assert!(is_corrupt(Store::open(&other)), "store files without a MANIFEST");
+    assert!(
+        is_corrupt(Store::open(&other)),
+        "store files without a MANIFEST"
+    );
 }

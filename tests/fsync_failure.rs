@@ -50,6 +50,12 @@ impl FileHandle for File {
         }
         self.inner.sync_data()
     }
+    fn sync_fs(&self) -> io::Result<()> {
+        if self.fail.load(Ordering::SeqCst) {
+            return Err(eio());
+        }
+        self.inner.sync_fs()
+    }
     fn map(&self, len: u64) -> io::Result<Mapping> {
         self.inner.map(len)
     }
@@ -57,7 +63,10 @@ impl FileHandle for File {
 
 impl Backend for FailingSync {
     fn open(&self, path: &Path, mode: OpenMode) -> io::Result<Box<dyn FileHandle>> {
-        Ok(Box::new(File { inner: RealBackend.open(path, mode)?, fail: Arc::clone(&self.fail) }))
+        Ok(Box::new(File {
+            inner: RealBackend.open(path, mode)?,
+            fail: Arc::clone(&self.fail),
+        }))
     }
     fn create_dir(&self, path: &Path) -> io::Result<()> {
         RealBackend.create_dir(path)
@@ -95,28 +104,51 @@ fn poison_then_recover(sync: SyncMode) {
     let dir = tempfile::tempdir().unwrap();
     let backend = Arc::new(FailingSync::default());
     let fail = Arc::clone(&backend.fail);
-    let options = Options { sync, ..Options::default() };
+    let options = Options {
+        sync,
+        ..Options::default()
+    };
     let store = Store::open_with_backend(dir.path(), options.clone(), backend).unwrap();
     for i in 0..10u64 {
-        store.append("s", ExpectedVersion::Exact(i), [event(i)]).unwrap();
+        store
+            .append("s", ExpectedVersion::Exact(i), [event(i)])
+            .unwrap();
     }
     fail.store(true, Ordering::SeqCst);
-    let e = store.append("s", ExpectedVersion::Exact(10), [event(10)]).unwrap_err();
+    let e = store
+        .append("s", ExpectedVersion::Exact(10), [event(10)])
+        .unwrap_err();
     assert!(matches!(e, Error::Poisoned { .. }), "{e}");
-    assert!(e.to_string().contains("reopen"), "the message says what to do: {e}");
+    assert!(
+        e.to_string().contains("reopen"),
+        "the message says what to do: {e}"
+    );
     // No retry, even once the disk is fine again: the kernel may have dropped the pages.
     fail.store(false, Ordering::SeqCst);
-    assert!(matches!(store.append("t", ExpectedVersion::Any, [event(0)]), Err(Error::Poisoned { .. })));
+    assert!(matches!(
+        store.append("t", ExpectedVersion::Any, [event(0)]),
+        Err(Error::Poisoned { .. })
+    ));
     // Reads of acknowledged events still work.
     assert_eq!(stream_data(&store, "s").len(), 10);
     assert_eq!(store.head_position().get(), 10);
     drop(store);
     let store = Store::open_with(dir.path(), options).unwrap();
     let data = stream_data(&store, "s");
-    assert!(data.len() == 10 || data.len() == 11, "acknowledged events survive; the failed one may or may not");
-    assert_eq!(&data[..10], &(0..10).map(|i| format!("data-{i}").into_bytes()).collect::<Vec<_>>()[..]);
+    assert!(
+        data.len() == 10 || data.len() == 11,
+        "acknowledged events survive; the failed one may or may not"
+    );
+    assert_eq!(
+        &data[..10],
+        &(0..10)
+            .map(|i| format!("data-{i}").into_bytes())
+            .collect::<Vec<_>>()[..]
+    );
     let v = store.stream_version("s").unwrap().unwrap();
-    store.append("s", ExpectedVersion::Exact(v), [event(99)]).unwrap();
+    store
+        .append("s", ExpectedVersion::Exact(v), [event(99)])
+        .unwrap();
     check_invariants(&store);
 }
 
@@ -135,16 +167,27 @@ fn concurrent_waiters_of_a_failing_batch_all_get_the_error() {
     let dir = tempfile::tempdir().unwrap();
     let backend = Arc::new(FailingSync::default());
     backend.fail.store(true, Ordering::SeqCst);
-    let store = Store::open_with_backend(dir.path(), Options::default(), Arc::clone(&backend) as Arc<dyn Backend>);
+    let store = Store::open_with_backend(
+        dir.path(),
+        Options::default(),
+        Arc::clone(&backend) as Arc<dyn Backend>,
+    );
     // Opening syncs too: a store whose first sync fails does not open.
     assert!(matches!(store, Err(Error::Io { .. })));
     backend.fail.store(false, Ordering::SeqCst);
-    let store = Store::open_with_backend(dir.path(), Options::default(), Arc::clone(&backend) as Arc<dyn Backend>).unwrap();
+    let store = Store::open_with_backend(
+        dir.path(),
+        Options::default(),
+        Arc::clone(&backend) as Arc<dyn Backend>,
+    )
+    .unwrap();
     backend.fail.store(true, Ordering::SeqCst);
     let threads: Vec<_> = (0..16)
         .map(|t| {
             let store = store.clone();
-            std::thread::spawn(move || store.append(&format!("s{t}"), ExpectedVersion::Any, [event(t)]))
+            std::thread::spawn(move || {
+                store.append(&format!("s{t}"), ExpectedVersion::Any, [event(t)])
+            })
         })
         .collect();
     for t in threads {

@@ -23,7 +23,9 @@ fn build(before: &Path) -> NextAppend {
         let store = Store::open(before).unwrap();
         for i in 0..10u64 {
             let stream = if i % 2 == 0 { "a" } else { "s" };
-            store.append(stream, ExpectedVersion::Any, [event(i)]).unwrap();
+            store
+                .append(stream, ExpectedVersion::Any, [event(i)])
+                .unwrap();
         }
     }
     copy_dir(before, &after);
@@ -32,13 +34,20 @@ fn build(before: &Path) -> NextAppend {
     let segment_offset = file_len(&seg);
     {
         let store = Store::open(&after).unwrap();
-        store.append("s", ExpectedVersion::Exact(5), [event(100), event(101)]).unwrap();
+        store
+            .append("s", ExpectedVersion::Exact(5), [event(100), event(101)])
+            .unwrap();
     }
     let records = tail_after(&segment_path_of(&after, "s", 0), segment_offset);
     let index_offset = 64 + 10 * 24;
     let idx = std::fs::read(index_path_of(&after)).unwrap();
     let entries = idx[index_offset as usize..index_offset as usize + 48].to_vec();
-    NextAppend { segment_offset, records, index_offset, entries }
+    NextAppend {
+        segment_offset,
+        records,
+        index_offset,
+        entries,
+    }
 }
 
 fn check_recovered(dir: &Path) -> Store {
@@ -46,10 +55,18 @@ fn check_recovered(dir: &Path) -> Store {
     assert_eq!(store.head_position().get(), 10);
     assert_eq!(store.stream_version("s").unwrap(), Some(5));
     let data = stream_data(&store, "s");
-    assert_eq!(data, [1u64, 3, 5, 7, 9].iter().map(|i| format!("data-{i}").into_bytes()).collect::<Vec<_>>());
+    assert_eq!(
+        data,
+        [1u64, 3, 5, 7, 9]
+            .iter()
+            .map(|i| format!("data-{i}").into_bytes())
+            .collect::<Vec<_>>()
+    );
     check_invariants(&store);
     // The store goes on: new appends take the next positions and versions.
-    let r = store.append("s", ExpectedVersion::Exact(5), [event(200)]).unwrap();
+    let r = store
+        .append("s", ExpectedVersion::Exact(5), [event(200)])
+        .unwrap();
     assert_eq!((r.last_version, r.last_position.get()), (6, 11));
     check_invariants(&store);
     store
@@ -71,7 +88,11 @@ fn index_entries_durable_record_torn_is_cut() {
     let half = &next.records[..next.records.len() / 2];
     write_at(&segment_path_of(&dir, "s", 0), next.segment_offset, half);
     let store = check_recovered(&dir);
-    assert!(store.recovery_report().cut_positions >= 1, "{:?}", store.recovery_report());
+    assert!(
+        store.recovery_report().cut_positions >= 1,
+        "{:?}",
+        store.recovery_report()
+    );
     drop(store);
     reopen_after_all(&dir);
 }
@@ -81,7 +102,11 @@ fn records_durable_index_entries_lost_are_hidden_then_cut() {
     let root = tempfile::tempdir().unwrap();
     let dir = root.path().join("store");
     let next = build(&dir);
-    write_at(&segment_path_of(&dir, "s", 0), next.segment_offset, &next.records);
+    write_at(
+        &segment_path_of(&dir, "s", 0),
+        next.segment_offset,
+        &next.records,
+    );
     drop(check_recovered(&dir));
     reopen_after_all(&dir);
 }
@@ -92,7 +117,11 @@ fn append_without_its_end_entry_is_cut() {
     let dir = root.path().join("store");
     let next = build(&dir);
     write_at(&index_path_of(&dir), next.index_offset, &next.entries[..24]);
-    write_at(&segment_path_of(&dir, "s", 0), next.segment_offset, &next.records);
+    write_at(
+        &segment_path_of(&dir, "s", 0),
+        next.segment_offset,
+        &next.records,
+    );
     drop(check_recovered(&dir));
     reopen_after_all(&dir);
 }
@@ -103,7 +132,15 @@ fn garbage_or_zeros_after_the_last_record_are_cut() {
         let root = tempfile::tempdir().unwrap();
         let dir = root.path().join("store");
         let next = build(&dir);
-        let junk: Vec<u8> = (0..777u32).map(|i| if fill == 0 { 0 } else { (i * 31 % 251) as u8 ^ fill }).collect();
+        let junk: Vec<u8> = (0..777u32)
+            .map(|i| {
+                if fill == 0 {
+                    0
+                } else {
+                    (i * 31 % 251) as u8 ^ fill
+                }
+            })
+            .collect();
         write_at(&segment_path_of(&dir, "s", 0), next.segment_offset, &junk);
         drop(check_recovered(&dir));
         reopen_after_all(&dir);
@@ -120,7 +157,11 @@ fn every_cut_length_of_the_unacknowledged_append_recovers() {
         copy_dir(&base, &dir);
         std::fs::remove_file(dir.join("LOCK")).ok();
         write_at(&index_path_of(&dir), next.index_offset, &next.entries);
-        write_at(&segment_path_of(&dir, "s", 0), next.segment_offset, &next.records[..len]);
+        write_at(
+            &segment_path_of(&dir, "s", 0),
+            next.segment_offset,
+            &next.records[..len],
+        );
         drop(check_recovered(&dir));
     }
 }

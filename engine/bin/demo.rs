@@ -8,9 +8,13 @@ use streamlog::{Direction, EventData, ExpectedVersion, Position, Store};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
+        )
         .init();
-    let dir = std::env::args().nth(1).unwrap_or_else(|| "demo-data".into());
+    let dir = std::env::args()
+        .nth(1)
+        .unwrap_or_else(|| "demo-data".into());
     if std::path::Path::new(&dir).exists() {
         std::fs::remove_dir_all(&dir)?;
     }
@@ -28,12 +32,19 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                         &order,
                         ExpectedVersion::NoStream,
                         [
-                            EventData::new("OrderPlaced", format!(r#"{{"total":{}}}"#, 10 + i).into_bytes())
-                                .metadata(format!(r#"{{"thread":{t}}}"#).into_bytes()),
+                            EventData::new(
+                                "OrderPlaced",
+                                format!(r#"{{"total":{}}}"#, 10 + i).into_bytes(),
+                            )
+                            .metadata(format!(r#"{{"thread":{t}}}"#).into_bytes()),
                             EventData::new("ItemAdded", br#"{"sku":"A-1","qty":2}"#.to_vec()),
                         ],
                     )?;
-                    store.append(&order, ExpectedVersion::Exact(2), [EventData::new("OrderShipped", b"{}".to_vec())])?;
+                    store.append(
+                        &order,
+                        ExpectedVersion::Exact(2),
+                        [EventData::new("OrderShipped", b"{}".to_vec())],
+                    )?;
                 }
                 Ok(())
             })
@@ -53,19 +64,37 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("\nstream order-42:");
     for ev in store.read_stream("order-42", 1, Direction::Forward)? {
         let ev = ev?;
-        println!("  v{} pos {} {} {}", ev.version(), ev.position(), ev.event_type(), String::from_utf8_lossy(ev.data()));
+        println!(
+            "  v{} pos {} {} {}",
+            ev.version(),
+            ev.position(),
+            ev.event_type(),
+            String::from_utf8_lossy(ev.data())
+        );
     }
     println!("\nall streams, first 6 in global order:");
     for ev in store.read_all(Position::START, Direction::Forward)?.take(6) {
         let ev = ev?;
-        println!("  pos {} {}@{} {}", ev.position(), ev.stream_id(), ev.version(), ev.event_type());
+        println!(
+            "  pos {} {}@{} {}",
+            ev.position(),
+            ev.stream_id(),
+            ev.version(),
+            ev.event_type()
+        );
     }
-    let total = store.read_all(Position::START, Direction::Forward)?.try_fold(0u64, |n, e| e.map(|_| n + 1))?;
+    let total = store
+        .read_all(Position::START, Direction::Forward)?
+        .try_fold(0u64, |n, e| e.map(|_| n + 1))?;
     println!("  ... {total} events read back in global order");
     drop(store);
     println!("\nsegment-dump {dir} --summary:");
     let dump = streamlog::dump::dump_path(std::path::Path::new(&dir), false);
-    for line in dump.text.lines().filter(|l| !l.contains(": segment ") && !l.contains("committed record")) {
+    for line in dump
+        .text
+        .lines()
+        .filter(|l| !l.contains(": segment ") && !l.contains("committed record"))
+    {
         println!("  {line}");
     }
     if !dump.corruption.is_empty() {

@@ -48,7 +48,10 @@ fn main() -> ExitCode {
     if dump.corruption.is_empty() {
         ExitCode::SUCCESS
     } else {
-        eprintln!("segment-dump: {} corruption(s) found", dump.corruption.len());
+        eprintln!(
+            "segment-dump: {} corruption(s) found",
+            dump.corruption.len()
+        );
         ExitCode::from(1)
     }
 }

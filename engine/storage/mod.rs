@@ -58,6 +58,12 @@ pub trait FileHandle: Send + Sync {
     /// # Errors
     /// The OS error; after one, nothing unsynced in this file can be trusted.
     fn sync_data(&self) -> io::Result<()>;
+    /// Make everything written on this file's file system durable (`syncfs` on this file's
+    /// descriptor): one call for all the files of a batch.
+    ///
+    /// # Errors
+    /// The OS error; after one, nothing unsynced can be trusted.
+    fn sync_fs(&self) -> io::Result<()>;
     /// Map the first `len` bytes read-only.
     ///
     /// # Errors

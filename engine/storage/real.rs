@@ -45,6 +45,14 @@ impl FileHandle for RealFile {
         self.file.sync_data()
     }
 
+    fn sync_fs(&self) -> io::Result<()> {
+        if sync_fs_fd(self.file.as_raw_fd()) == 0 {
+            Ok(())
+        } else {
+            Err(io::Error::last_os_error())
+        }
+    }
+
     fn map(&self, len: u64) -> io::Result<Mapping> {
         Mapping::map_file(&self.file, len)
     }
