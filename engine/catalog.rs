@@ -184,17 +184,8 @@ pub fn find_confirmed_after(
 }
 
 fn read_prefix(shared: &Shared, path: &PathBuf, len: usize) -> Result<Option<Vec<u8>>> {
-    let file = match shared.backend.open(path, OpenMode::Read) {
-        Ok(f) => f,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(Error::io("open segment", path, e)),
-    };
-    let mut buf = vec![0u8; len];
-    let n = file
-        .read_at(&mut buf, 0)
-        .map_err(|e| Error::io("read segment header", path, e))?;
-    buf.truncate(n);
-    Ok(Some(buf))
+    crate::storage::read_prefix(&*shared.backend, path, len)
+        .map_err(|e| Error::io("read segment header", path, e))
 }
 
 /// Look a stream up on disk: probe its collision slots, then load its committed state.

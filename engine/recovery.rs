@@ -101,17 +101,7 @@ fn create_dir_all(backend: &dyn Backend, dir: &Path) -> Result<()> {
 }
 
 fn read_small(backend: &dyn Backend, path: &Path, len: usize) -> Result<Option<Vec<u8>>> {
-    let file = match backend.open(path, OpenMode::Read) {
-        Ok(f) => f,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(Error::io("open", path, e)),
-    };
-    let mut buf = vec![0u8; len];
-    let n = file
-        .read_at(&mut buf, 0)
-        .map_err(|e| Error::io("read", path, e))?;
-    buf.truncate(n);
-    Ok(Some(buf))
+    crate::storage::read_prefix(backend, path, len).map_err(|e| Error::io("read", path, e))
 }
 
 /// Write a new store's files. The manifest is renamed into place last-but-one and the folder

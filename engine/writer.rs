@@ -7,8 +7,8 @@ use crate::format::index::{
     locate, IndexEntry, IndexHeader, INDEX_ENTRY_BYTES, INDEX_HEADER_BYTES,
 };
 use crate::format::segment::{
-    encode_record, record_bytes_padded, RecordFields, SegmentHeader, RECORD_FLAG_BEGIN,
-    RECORD_FLAG_END,
+    encode_record, record_bytes_padded, segment_header_bytes, RecordFields, SegmentHeader,
+    RECORD_FLAG_BEGIN, RECORD_FLAG_END,
 };
 use crate::layout::{
     fanout_dir, index_path, segment_path, StreamKey, CHECKPOINT_FILE, INDEX_DIR, STREAMS_DIR,
@@ -343,16 +343,7 @@ impl Writer {
                         // slot is settled one way or the other.
                         return Ok(None);
                     }
-                    let header_bytes = SegmentHeader {
-                        store_id: 0,
-                        stream_hash: hash,
-                        collision,
-                        segment: 0,
-                        first_version: 1,
-                        created_us: 0,
-                        stream_id: stream.to_string(),
-                    }
-                    .header_bytes();
+                    let header_bytes = segment_header_bytes(stream.len());
                     let meta = Arc::new(StreamMeta {
                         id: Arc::clone(stream),
                         key,
@@ -395,16 +386,7 @@ impl Writer {
     fn repair(&self, meta: Arc<StreamMeta>) -> Result<WriterStream> {
         let state = meta.snapshot();
         let key = meta.key;
-        let header_bytes = SegmentHeader {
-            store_id: 0,
-            stream_hash: key.hash,
-            collision: key.collision,
-            segment: 0,
-            first_version: 1,
-            created_us: 0,
-            stream_id: meta.id.to_string(),
-        }
-        .header_bytes();
+        let header_bytes = segment_header_bytes(meta.id.len());
         let (segment, first_version, tail, create) = match state.segments.last() {
             Some(last) => (last.number, last.first_version, last.end, None),
             // Files exist but hold nothing committed: rewrite segment 0 from scratch.

@@ -65,11 +65,17 @@ pub struct SegmentHeader {
     pub stream_id: String,
 }
 
+/// Bytes a segment header takes for a stream id of `stream_id_len` bytes; records start there.
+#[must_use]
+pub fn segment_header_bytes(stream_id_len: usize) -> u64 {
+    SEGMENT_FIXED_HEADER_BYTES as u64 + align8(stream_id_len as u64)
+}
+
 impl SegmentHeader {
     /// Bytes the header takes on disk, records start there.
     #[must_use]
     pub fn header_bytes(&self) -> u64 {
-        SEGMENT_FIXED_HEADER_BYTES as u64 + align8(self.stream_id.len() as u64)
+        segment_header_bytes(self.stream_id.len())
     }
 
     #[must_use]

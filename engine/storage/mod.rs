@@ -120,3 +120,19 @@ pub trait Backend: Send + Sync + std::fmt::Debug {
     /// The OS error.
     fn lock(&self, path: &Path) -> io::Result<Box<dyn std::any::Any + Send + Sync>>;
 }
+
+/// The first `len` bytes of a file (fewer if it is shorter); `None` when it does not exist.
+///
+/// # Errors
+/// The OS error other than `NotFound`.
+pub fn read_prefix(backend: &dyn Backend, path: &Path, len: usize) -> io::Result<Option<Vec<u8>>> {
+    let file = match backend.open(path, OpenMode::Read) {
+        Ok(f) => f,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    let mut buf = vec![0u8; len];
+    let n = file.read_at(&mut buf, 0)?;
+    buf.truncate(n);
+    Ok(Some(buf))
+}
