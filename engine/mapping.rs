@@ -44,8 +44,9 @@ impl Mapping {
         // - the writer only appends after the published committed length, and readers only look
         //   at bytes below it, which are never written again;
         // - the engine only cuts (truncates) bytes that were never published, above every range a
-        //   reader decodes, so no page a reader touches disappears; recovery cuts before any
-        //   mapping of the store exists;
+        //   reader decodes, so no page a reader touches disappears (a page past the new end is
+        //   never accessed, so it cannot fault); the one cut of published-looking bytes, the index
+        //   tail at open, happens before the store has readers, and drops the cached mapping;
         // - files are removed by unlinking, which keeps the inode of a live mapping.
         // `len` is at most the file's length when mapping, checked above.
         let map = unsafe { memmap2::MmapOptions::new().len(len).map(file)? };

@@ -201,8 +201,16 @@ fn appends_larger_than_a_segment_are_refused() {
     ));
 }
 
+/// A child forked by one test holds copies of every descriptor of the process until it execs,
+/// the lock's among them (flock belongs to the open file description). The tests that spawn a
+/// child and the test that reopens after a close take turns.
+static FORK_GUARD: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 #[test]
 fn a_second_open_in_the_same_process_is_locked() {
+    let _turn = FORK_GUARD
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path()).unwrap();
     let e = Store::open(dir.path()).unwrap_err();
@@ -224,6 +232,9 @@ fn child_tries_to_open() {
 
 #[test]
 fn a_second_process_is_locked_out() {
+    let _turn = FORK_GUARD
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path()).unwrap();
     store.append("s", ExpectedVersion::Any, [event(1)]).unwrap();
