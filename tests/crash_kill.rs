@@ -37,7 +37,7 @@ fn seed() -> u64 {
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_nanos() as u64;
-    t ^ u64::from(std::process::id()) << 32 | 1
+    (t ^ (u64::from(std::process::id()) << 32)) | 1
 }
 
 /// The child: append forever from 4 threads, print one line per acknowledged append.
@@ -52,7 +52,7 @@ fn crash_child() {
             let store = store.clone();
             let out = std::sync::Arc::clone(&out);
             std::thread::spawn(move || {
-                let mut rng = Rng(seed() ^ (t + 1) * 0x9e37_79b9);
+                let mut rng = Rng(seed() ^ ((t + 1) * 0x9e37_79b9));
                 loop {
                     let stream = format!("crash-{}", rng.below(12));
                     let count = 1 + rng.below(4);
