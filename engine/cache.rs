@@ -133,7 +133,10 @@ impl MapCache {
                 "index file shorter than its capacity",
             ));
         }
-        lock(&self.index).insert(file_number, Arc::clone(&mapping));
+        // A real mapping sees later writes; a copy (simulated backend) does not, so it is not kept.
+        if !mapping.is_snapshot() {
+            lock(&self.index).insert(file_number, Arc::clone(&mapping));
+        }
         Ok(mapping)
     }
 
@@ -197,7 +200,9 @@ impl MapCache {
             stream_id,
             path,
         });
-        lock(&self.segments).insert((key, segment), Arc::clone(&mapped));
+        if !mapped.mapping.is_snapshot() {
+            lock(&self.segments).insert((key, segment), Arc::clone(&mapped));
+        }
         Ok(Some(mapped))
     }
 

@@ -55,6 +55,13 @@ impl Mapping {
         })
     }
 
+    /// True for a copy of the file's bytes (simulated backend): it does not see later writes,
+    /// so caches must not keep it.
+    #[must_use]
+    pub fn is_snapshot(&self) -> bool {
+        matches!(self.inner, Inner::Owned(_))
+    }
+
     /// A mapping that owns its bytes (simulated backend, tests, fuzzing).
     #[must_use]
     pub fn from_bytes(bytes: Vec<u8>) -> Mapping {

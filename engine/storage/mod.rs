@@ -5,6 +5,7 @@
 //! tests implements the same trait and keeps live and durable copies of every file.
 
 pub mod real;
+pub mod sim;
 
 use crate::mapping::Mapping;
 use std::io;
