@@ -13,7 +13,7 @@ use crate::layout::{
     index_path, parse_index_file_name, StreamKey, CHECKPOINT_FILE, INDEX_DIR, LOCK_FILE,
     MANIFEST_FILE, STREAMS_DIR, TEMP_SUFFIX,
 };
-use crate::options::{Options, SyncMode};
+use crate::options::Options;
 use crate::shared::Shared;
 use crate::storage::{Backend, EntryKind, OpenMode};
 use std::io;
@@ -302,26 +302,10 @@ pub fn open(
     cfile
         .write_all_at(&fresh.encode(), fresh.slot_offset())
         .map_err(|e| Error::io("write checkpoint", &cpath, e))?;
-    // Durability: the cuts above and this checkpoint are durable before anything is written.
-    match shared.options.sync {
-        SyncMode::SyncFs => backend
-            .sync_fs(root)
-            .map_err(|e| Error::io("syncfs", root, e))?,
-        SyncMode::Fdatasync => {
-            let (file, _) = locate(head + 1, manifest.index_entries_per_file);
-            let ipath = index_path(root, file);
-            if let Ok(f) = backend.open(&ipath, OpenMode::ReadWrite) {
-                f.sync_data()
-                    .map_err(|e| Error::io("fsync index", &ipath, e))?;
-            }
-            backend
-                .sync_dir(&root.join(INDEX_DIR))
-                .map_err(|e| Error::io("fsync folder", root.join(INDEX_DIR), e))?;
-            cfile
-                .sync_data()
-                .map_err(|e| Error::io("fsync checkpoint", &cpath, e))?;
-        }
-    }
+    // Durability: the cuts above, this checkpoint, and whatever an earlier handle left unsynced
+    // (a folder entry made by a batch that failed before its sync) are durable before anything
+    // new is written: one `syncfs` whatever the sync mode, so no folder is missed.
+    cfile.sync_fs().map_err(|e| Error::io("syncfs", root, e))?;
     if report.cut_positions > 0 || !report.clean {
         tracing::warn!(checkpoint_head = report.checkpoint_head, head, cut = report.cut_positions,
             reason = %report.stop_reason, "recovered after an unclean close");
@@ -363,12 +347,21 @@ fn verify_tail(shared: &Shared, from: u64, report: &mut RecoveryReport) -> Resul
             report.stop_reason = "end of the index files".into();
             break;
         }
-        let entry = match shared.maps.index_entry(position)? {
-            Ok(e) => e,
-            Err(e) => {
+        let first_of_file = locate(position, per_file).1 == INDEX_HEADER_BYTES;
+        let entry = match shared.maps.index_entry(position) {
+            Ok(Ok(e)) => e,
+            Ok(Err(e)) => {
                 report.stop_reason = format!("index entry of position {position}: {e}");
                 break;
             }
+            // A new index file holds nothing committed yet: a header that does not decode is
+            // an interrupted creation by an unacknowledged batch (step 4 removes the file).
+            Err(Error::Corrupt { reason, .. }) if first_of_file => {
+                report.stop_reason =
+                    format!("index file {file} was not completely created: {reason}");
+                break;
+            }
+            Err(e) => return Err(e),
         };
         seen = position - from;
         if (entry.flags & RECORD_FLAG_BEGIN != 0) == append_open {
@@ -447,7 +440,18 @@ fn cut_index_after(shared: &Shared, head: u64) -> Result<()> {
     let full = INDEX_HEADER_BYTES + per_file * INDEX_ENTRY_BYTES;
     let dir = shared.root.join(INDEX_DIR);
     let path = index_path(&shared.root, file);
-    if let Ok(f) = shared.backend.open(&path, OpenMode::ReadWrite) {
+    if offset == INDEX_HEADER_BYTES {
+        // Nothing committed in this file: remove it whole (its header may be torn); the writer
+        // creates it again when it needs it.
+        shared.maps.forget_index(file);
+        match shared.backend.remove_file(&path) {
+            Ok(()) => {
+                tracing::warn!(path = %path.display(), "removing an index file that holds nothing committed")
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(Error::io("remove index file", &path, e)),
+        }
+    } else if let Ok(f) = shared.backend.open(&path, OpenMode::ReadWrite) {
         shared.maps.forget_index(file);
         // Cut to the entry of head + 1 and extend back: the stale entries become zeros.
         f.set_len(offset)

@@ -48,6 +48,11 @@ struct State {
     countdown: Option<u64>,
     /// The image taken at the cut.
     after_cut: Option<Box<State>>,
+    /// Calls left before one call fails with `fault`; `None` when not armed.
+    fault_countdown: Option<u64>,
+    fault: Option<io::ErrorKind>,
+    /// Calls that failed by injection.
+    faults_injected: u64,
     calls: u64,
     rng: u64,
 }
@@ -65,6 +70,19 @@ impl State {
         self.calls += 1;
         if self.after_cut.is_some() {
             return Err(io::Error::other("simulated power cut"));
+        }
+        if let Some(n) = self.fault_countdown.as_mut() {
+            if *n == 0 {
+                self.fault_countdown = None;
+                self.faults_injected += 1;
+                let kind = self.fault.unwrap_or(io::ErrorKind::Other);
+                return Err(match kind {
+                    io::ErrorKind::StorageFull => io::Error::from_raw_os_error(28),
+                    io::ErrorKind::Other => io::Error::from_raw_os_error(5),
+                    other => io::Error::from(other),
+                });
+            }
+            *n -= 1;
         }
         if let Some(n) = self.countdown.as_mut() {
             if *n == 0 {
@@ -175,6 +193,25 @@ impl SimBackend {
     /// Cut the power at the `n`-th I/O call from now.
     pub fn cut_power_after(&self, n: u64) {
         lock(&self.state).countdown = Some(n);
+    }
+
+    /// Fail the `n`-th I/O call from now, once, with `kind` (`Other` gives EIO, `StorageFull`
+    /// gives ENOSPC); every other call works.
+    pub fn fail_call_after(&self, n: u64, kind: io::ErrorKind) {
+        let mut s = lock(&self.state);
+        s.fault_countdown = Some(n);
+        s.fault = Some(kind);
+    }
+
+    /// Disarm an injected fault that has not fired yet.
+    pub fn clear_fault(&self) {
+        lock(&self.state).fault_countdown = None;
+    }
+
+    /// How many injected faults have fired.
+    #[must_use]
+    pub fn faults_injected(&self) -> u64 {
+        lock(&self.state).faults_injected
     }
 
     /// Number of I/O calls so far.
