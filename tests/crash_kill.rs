@@ -11,10 +11,9 @@
 
 mod common;
 use common::*;
-use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Stdio};
-use streamlog::{Direction, EventData, ExpectedVersion, Position, Store};
+use streamlog::{EventData, ExpectedVersion, Store};
 
 struct Rng(u64);
 
@@ -165,29 +164,7 @@ fn verify(dir: &std::path::Path, acked: &[Ack], cycle: u64) {
     check_invariants(&store);
     // No append is visible in part: BEGIN and END alternate in each stream and every stream
     // ends on an END.
-    let mut open_append: HashMap<String, bool> = HashMap::new();
-    let mut by_position: HashMap<u64, (String, u64, Vec<u8>)> = HashMap::new();
-    for e in store.read_all(Position::START, Direction::Forward).unwrap() {
-        let e = e.unwrap();
-        let open = open_append
-            .entry(e.stream_id().to_string())
-            .or_insert(false);
-        assert_eq!(
-            e.is_append_begin(),
-            !*open,
-            "cycle {cycle}: append boundary at {}",
-            e.position()
-        );
-        *open = !e.is_append_end();
-        by_position.insert(
-            e.position().get(),
-            (e.stream_id().to_string(), e.version(), e.data().to_vec()),
-        );
-    }
-    assert!(
-        open_append.values().all(|open| !open),
-        "cycle {cycle}: an append is visible in part"
-    );
+    let by_position = events_with_whole_appends(&store, &format!("cycle {cycle}"));
     for a in acked {
         let mut crc = 0u32;
         for (i, p) in (a.first_position..=a.last_position).enumerate() {

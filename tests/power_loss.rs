@@ -6,11 +6,10 @@
 
 mod common;
 use common::*;
-use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
 use streamlog::storage::sim::SimBackend;
-use streamlog::{Direction, EventData, ExpectedVersion, Options, Position, Store, SyncMode};
+use streamlog::{EventData, ExpectedVersion, Options, Store, SyncMode};
 
 struct Acked {
     stream: String,
@@ -64,27 +63,7 @@ fn workload(store: &Store, seed: u64, round: u64, appends: u64, acked: &mut Vec<
 
 fn verify(store: &Store, acked: &[Acked], what: &str) {
     check_invariants(store);
-    let mut open: HashMap<String, bool> = HashMap::new();
-    let mut by_position = HashMap::new();
-    for e in store.read_all(Position::START, Direction::Forward).unwrap() {
-        let e = e.unwrap();
-        let o = open.entry(e.stream_id().to_string()).or_insert(false);
-        assert_eq!(
-            e.is_append_begin(),
-            !*o,
-            "{what}: append boundary at {}",
-            e.position()
-        );
-        *o = !e.is_append_end();
-        by_position.insert(
-            e.position().get(),
-            (e.stream_id().to_string(), e.version(), e.data().to_vec()),
-        );
-    }
-    assert!(
-        open.values().all(|o| !o),
-        "{what}: an append is visible in part"
-    );
+    let by_position = events_with_whole_appends(store, what);
     for a in acked {
         for (i, d) in a.data.iter().enumerate() {
             let p = a.first_position + i as u64;

@@ -125,3 +125,35 @@ pub fn flip_bit(p: &std::path::Path, offset: u64, bit: u8) {
     b[0] ^= 1 << bit;
     f.write_all_at(&b, offset).unwrap();
 }
+
+/// Every event by position, as (stream, version, data), after checking that no append is
+/// visible in part: in each stream BEGIN and END alternate, and every stream ends on an END.
+pub fn events_with_whole_appends(
+    store: &Store,
+    what: &str,
+) -> std::collections::HashMap<u64, (String, u64, Vec<u8>)> {
+    let mut open_append = std::collections::HashMap::<String, bool>::new();
+    let mut by_position = std::collections::HashMap::new();
+    for e in store.read_all(Position::START, Direction::Forward).unwrap() {
+        let e = e.unwrap();
+        let open = open_append
+            .entry(e.stream_id().to_string())
+            .or_insert(false);
+        assert_eq!(
+            e.is_append_begin(),
+            !*open,
+            "{what}: append boundary at {}",
+            e.position()
+        );
+        *open = !e.is_append_end();
+        by_position.insert(
+            e.position().get(),
+            (e.stream_id().to_string(), e.version(), e.data().to_vec()),
+        );
+    }
+    assert!(
+        open_append.values().all(|open| !open),
+        "{what}: an append is visible in part"
+    );
+    by_position
+}
