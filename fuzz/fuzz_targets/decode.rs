@@ -1,0 +1,35 @@
+//! Arbitrary bytes into every decoder of the format: none may panic, hang or allocate without
+//! bound.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use streamlog::format::checkpoint::Checkpoint;
+use streamlog::format::index::{IndexEntry, IndexHeader};
+use streamlog::format::manifest::Manifest;
+use streamlog::format::segment::{decode_record, peek_record_header, SegmentHeader};
+
+fuzz_target!(|data: &[u8]| {
+    let _ = Manifest::decode(data);
+    let _ = Checkpoint::decode_file(data);
+    let _ = IndexHeader::decode(data);
+    let position = data.get(..8).map_or(1, |b| u64::from_le_bytes(b.try_into().unwrap_or([1; 8])));
+    let _ = IndexEntry::decode(data.get(8..).unwrap_or_default(), position);
+    if let Ok(h) = SegmentHeader::decode(data) {
+        // Walk the records after the header as the read path does.
+        let mut at = h.header_bytes() as usize;
+        while at < data.len() {
+            match decode_record(&data[at..]) {
+                Ok(r) => at += r.padded_bytes as usize,
+                Err(_) => break,
+            }
+        }
+    }
+    let _ = peek_record_header(data);
+    let mut at = 0;
+    while at < data.len() {
+        match decode_record(&data[at..]) {
+            Ok(r) => at += r.padded_bytes as usize,
+            Err(_) => at += 8,
+        }
+    }
+});
