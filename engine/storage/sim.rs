@@ -218,14 +218,20 @@ impl SimBackend {
     #[must_use]
     pub fn files(&self) -> Vec<PathBuf> {
         let s = lock(&self.state);
-        s.live.iter().filter(|(_, e)| matches!(e, Entry::File(_))).map(|(p, _)| p.clone()).collect()
+        s.live
+            .iter()
+            .filter(|(_, e)| matches!(e, Entry::File(_)))
+            .map(|(p, _)| p.clone())
+            .collect()
     }
 
     /// Damage a file from outside, durably: xor `mask` into the byte at `offset` (when inside),
     /// or cut the file to `offset` when `mask` is 0.
     pub fn damage(&self, path: &Path, offset: u64, mask: u8) {
         let mut s = lock(&self.state);
-        let Some(Entry::File(id)) = s.live.get(path).copied() else { return };
+        let Some(Entry::File(id)) = s.live.get(path).copied() else {
+            return;
+        };
         if let Some(inode) = s.inodes.get_mut(&id) {
             let at = offset as usize;
             if mask == 0 {
