@@ -171,8 +171,11 @@ impl Store {
         };
         let sender = self.inner.sender.as_ref().ok_or(Error::Closed)?;
         if sender.send(request).is_err() {
+            // The channel outlives every handle, so only a dead writer can have closed it.
             shared.check_poison()?;
-            return Err(Error::Closed);
+            return Err(Error::Poisoned {
+                cause: "the writer thread stopped".into(),
+            });
         }
         match answer.recv() {
             Ok(result) => result,

@@ -1,5 +1,6 @@
 //! A failed sync is fatal to the handle: the batch's callers and every later append get
-//! `Poisoned`, reads keep working, and reopening recovers everything acknowledged before.
+//! `Poisoned`, reads keep working, and reopening recovers everything acknowledged before. A panic
+//! in the writer thread (fault-matrix row 20) poisons the same way, and nobody hangs.
 
 mod common;
 use common::*;
@@ -12,15 +13,18 @@ use streamlog::storage::real::RealBackend;
 use streamlog::storage::{Backend, EntryKind, FileHandle, OpenMode};
 use streamlog::{Error, ExpectedVersion, Options, Store, SyncMode};
 
-/// The real backend, except that every sync fails once `fail` is set.
+/// The real backend, except that every sync fails once `fail` is set, and every write panics
+/// once `panic` is set (writes run on the writer thread).
 #[derive(Debug, Default)]
 struct FailingSync {
     fail: Arc<AtomicBool>,
+    panic: Arc<AtomicBool>,
 }
 
 struct File {
     inner: Box<dyn FileHandle>,
     fail: Arc<AtomicBool>,
+    panic: Arc<AtomicBool>,
 }
 
 fn eio() -> io::Error {
@@ -33,6 +37,10 @@ const fn libc_eio() -> i32 {
 
 impl FileHandle for File {
     fn write_all_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
+        assert!(
+            !self.panic.load(Ordering::SeqCst),
+            "injected panic in the writer thread"
+        );
         self.inner.write_all_at(buf, offset)
     }
     fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize> {
@@ -66,6 +74,7 @@ impl Backend for FailingSync {
         Ok(Box::new(File {
             inner: RealBackend.open(path, mode)?,
             fail: Arc::clone(&self.fail),
+            panic: Arc::clone(&self.panic),
         }))
     }
     fn create_dir(&self, path: &Path) -> io::Result<()> {
@@ -193,4 +202,47 @@ fn concurrent_waiters_of_a_failing_batch_all_get_the_error() {
     for t in threads {
         assert!(matches!(t.join().unwrap(), Err(Error::Poisoned { .. })));
     }
+}
+
+#[test]
+fn a_writer_panic_poisons_and_nobody_hangs() {
+    let dir = tempfile::tempdir().unwrap();
+    let backend = Arc::new(FailingSync::default());
+    let store = Store::open_with_backend(
+        dir.path(),
+        Options::default(),
+        Arc::clone(&backend) as Arc<dyn Backend>,
+    )
+    .unwrap();
+    for i in 0..5u64 {
+        store
+            .append("s", ExpectedVersion::Exact(i), [event(i)])
+            .unwrap();
+    }
+    backend.panic.store(true, Ordering::SeqCst);
+    let threads: Vec<_> = (0..8)
+        .map(|t| {
+            let store = store.clone();
+            std::thread::spawn(move || {
+                store.append(&format!("p{t}"), ExpectedVersion::Any, [event(t)])
+            })
+        })
+        .collect();
+    for t in threads {
+        let e = t.join().unwrap().unwrap_err();
+        assert!(matches!(e, Error::Poisoned { .. }), "{e}");
+    }
+    backend.panic.store(false, Ordering::SeqCst);
+    assert!(matches!(
+        store.append("s", ExpectedVersion::Any, [event(9)]),
+        Err(Error::Poisoned { .. })
+    ));
+    assert_eq!(stream_data(&store, "s").len(), 5);
+    drop(store);
+    let store = Store::open(dir.path()).unwrap();
+    assert_eq!(store.stream_version("s").unwrap(), Some(5));
+    store
+        .append("s", ExpectedVersion::Exact(5), [event(5)])
+        .unwrap();
+    check_invariants(&store);
 }
