@@ -270,6 +270,15 @@ struct SimFile {
     writable: bool,
 }
 
+impl SimFile {
+    /// This handle's inode (the caller has counted the I/O call).
+    fn inode<'a>(&self, s: &'a mut State) -> io::Result<&'a mut Inode> {
+        s.inodes
+            .get_mut(&self.inode)
+            .ok_or_else(|| io::Error::from(io::ErrorKind::NotFound))
+    }
+}
+
 impl FileHandle for SimFile {
     fn write_all_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
         let mut s = lock(&self.state);
@@ -277,10 +286,7 @@ impl FileHandle for SimFile {
         if !self.writable {
             return Err(io::Error::from(io::ErrorKind::PermissionDenied));
         }
-        let inode = s
-            .inodes
-            .get_mut(&self.inode)
-            .ok_or_else(|| io::Error::from(io::ErrorKind::NotFound))?;
+        let inode = self.inode(&mut s)?;
         let end = offset as usize + buf.len();
         if inode.live.len() < end {
             inode.live.resize(end, 0);
@@ -296,10 +302,7 @@ impl FileHandle for SimFile {
     fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize> {
         let mut s = lock(&self.state);
         s.tick()?;
-        let inode = s
-            .inodes
-            .get(&self.inode)
-            .ok_or_else(|| io::Error::from(io::ErrorKind::NotFound))?;
+        let inode = self.inode(&mut s)?;
         let start = (offset as usize).min(inode.live.len());
         let n = buf.len().min(inode.live.len() - start);
         buf[..n].copy_from_slice(&inode.live[start..start + n]);
@@ -315,10 +318,7 @@ impl FileHandle for SimFile {
     fn set_len(&self, len: u64) -> io::Result<()> {
         let mut s = lock(&self.state);
         s.tick()?;
-        let inode = s
-            .inodes
-            .get_mut(&self.inode)
-            .ok_or_else(|| io::Error::from(io::ErrorKind::NotFound))?;
+        let inode = self.inode(&mut s)?;
         inode.live.resize(len as usize, 0);
         inode.unsynced.push(Op::SetLen(len));
         Ok(())
@@ -327,10 +327,7 @@ impl FileHandle for SimFile {
     fn sync_data(&self) -> io::Result<()> {
         let mut s = lock(&self.state);
         s.tick()?;
-        let inode = s
-            .inodes
-            .get_mut(&self.inode)
-            .ok_or_else(|| io::Error::from(io::ErrorKind::NotFound))?;
+        let inode = self.inode(&mut s)?;
         inode.durable.clone_from(&inode.live);
         inode.unsynced.clear();
         Ok(())
@@ -346,10 +343,7 @@ impl FileHandle for SimFile {
     fn map(&self, len: u64) -> io::Result<Mapping> {
         let mut s = lock(&self.state);
         s.tick()?;
-        let inode = s
-            .inodes
-            .get(&self.inode)
-            .ok_or_else(|| io::Error::from(io::ErrorKind::NotFound))?;
+        let inode = self.inode(&mut s)?;
         if len as usize > inode.live.len() {
             return Err(io::Error::from(io::ErrorKind::InvalidInput));
         }
