@@ -83,6 +83,8 @@ type Confirmations = HashMap<(StreamKey, u32, u64), u64>;
 
 struct StoreView {
     confirmed: Confirmations,
+    /// The highest confirmed offset of each segment.
+    last_confirmed: HashMap<(StreamKey, u32), u64>,
 }
 
 fn dump_store(root: &Path, show_records: bool, d: &mut Dump) {
@@ -168,7 +170,15 @@ fn dump_store(root: &Path, show_records: bool, d: &mut Dump) {
     );
     d.json
         .push(json!({"kind": "index_summary", "checkpoint_head": head, "last_entry": last_entry}));
-    let view = StoreView { confirmed };
+    let mut last_confirmed: HashMap<(StreamKey, u32), u64> = HashMap::new();
+    for (key, segment, offset) in confirmed.keys() {
+        let last = last_confirmed.entry((*key, *segment)).or_insert(*offset);
+        *last = (*last).max(*offset);
+    }
+    let view = StoreView {
+        confirmed,
+        last_confirmed,
+    };
     // Every segment.
     let sdir = root.join(STREAMS_DIR);
     let mut segments = 0u64;
@@ -310,13 +320,7 @@ fn dump_segment(
     let confirmed_here = |offset: u64, position: u64| -> bool {
         view.is_some_and(|v| v.confirmed.get(&(key, header.segment, offset)) == Some(&position))
     };
-    let last_confirmed = view.and_then(|v| {
-        v.confirmed
-            .keys()
-            .filter(|(k, s, _)| *k == key && *s == header.segment)
-            .map(|(_, _, o)| *o)
-            .max()
-    });
+    let last_confirmed = view.and_then(|v| v.last_confirmed.get(&(key, header.segment)).copied());
     let mut at = header.header_bytes();
     let mut records = Vec::new();
     let (mut good, mut unacknowledged) = (0u64, 0u64);

@@ -16,6 +16,7 @@ use crate::layout::{
 use crate::options::Options;
 use crate::shared::Shared;
 use crate::storage::{Backend, EntryKind, OpenMode};
+use crate::types::now_us;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -54,12 +55,6 @@ fn random_bytes<const N: usize>(backend: &dyn Backend) -> Result<[u8; N]> {
         ));
     }
     Ok(out)
-}
-
-fn now_us() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
 }
 
 fn create_dir_all(backend: &dyn Backend, dir: &Path) -> Result<()> {

@@ -156,3 +156,10 @@ pub(crate) fn validate_event_type(event_type: &str) -> Result<()> {
     }
     Ok(())
 }
+
+/// Now, in microseconds since the Unix epoch (0 before it, saturating far after it).
+pub(crate) fn now_us() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
+}

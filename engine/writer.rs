@@ -17,6 +17,7 @@ use crate::limits::CHECKPOINT_INTERVAL_POSITIONS;
 use crate::options::SyncMode;
 use crate::shared::Shared;
 use crate::storage::{FileHandle, OpenMode};
+use crate::types::now_us;
 use crate::types::{AppendResult, EventData, ExpectedVersion, Position};
 use crossbeam_channel::{Receiver, Sender};
 use std::collections::{BTreeSet, HashMap, VecDeque};
@@ -86,12 +87,6 @@ pub struct Writer {
     head: u64,
     /// Requests deferred to the next batch, in arrival order.
     carry: VecDeque<AppendRequest>,
-}
-
-fn now_us() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
 }
 
 impl Writer {
