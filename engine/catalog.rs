@@ -205,7 +205,7 @@ fn load(shared: &Shared, stream: &str) -> Result<Probe> {
             Ok(header) => {
                 check_segment_header(&path, &header, shared.manifest.store_id, key, 0)?;
                 if header.stream_id == stream {
-                    let state = load_state(shared, key, head)?;
+                    let state = load_state(shared, key, head, (header, path))?;
                     return Ok(Probe::Found(Arc::new(StreamMeta {
                         id: Arc::from(stream),
                         key,
@@ -273,10 +273,16 @@ struct TailScan {
 }
 
 /// Load the committed state of the stream at `key` (segment-format.md §9).
-fn load_state(shared: &Shared, key: StreamKey, head: u64) -> Result<StreamState> {
-    // Read every segment header: segment numbers are dense from 0.
-    let mut headers: Vec<(SegmentHeader, PathBuf)> = Vec::new();
-    for number in 0u32.. {
+fn load_state(
+    shared: &Shared,
+    key: StreamKey,
+    head: u64,
+    first: (SegmentHeader, PathBuf),
+) -> Result<StreamState> {
+    // Read every segment header: segment numbers are dense from 0, and segment 0's header was
+    // read by the caller.
+    let mut headers: Vec<(SegmentHeader, PathBuf)> = vec![first];
+    for number in 1u32.. {
         let path = segment_path(&shared.root, key, number);
         let Some(prefix) = read_prefix(shared, &path, 64 + STREAM_ID_BYTES_MAX)? else {
             break;
@@ -302,7 +308,7 @@ fn load_state(shared: &Shared, key: StreamKey, head: u64) -> Result<StreamState>
                     Some(m) => find_confirmed_after(shared, m, 64, key, number, head)?.is_some(),
                     None => false,
                 };
-                if later_exists || committed || number == 0 {
+                if later_exists || committed {
                     return Err(decode_error(&path, 0, &e));
                 }
                 tracing::warn!(path = %path.display(), error = %e,
