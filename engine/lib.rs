@@ -34,6 +34,7 @@ pub mod mapping;
 mod options;
 mod read;
 mod recovery;
+mod reply;
 mod shared;
 pub mod storage;
 mod store;

@@ -161,7 +161,7 @@ impl Store {
             });
         }
         shared.check_poison()?;
-        let (reply, answer) = crossbeam_channel::bounded(1);
+        let (reply, answer) = crate::reply::slot();
         let request = AppendRequest {
             stream: Arc::from(stream),
             expected,
@@ -177,9 +177,9 @@ impl Store {
                 cause: "the writer thread stopped".into(),
             });
         }
-        match answer.recv() {
-            Ok(result) => result,
-            Err(_) => {
+        match answer.wait() {
+            Some(result) => result,
+            None => {
                 shared.check_poison()?;
                 Err(Error::Poisoned {
                     cause: "the writer thread stopped".into(),

@@ -15,11 +15,12 @@ use crate::layout::{
 };
 use crate::limits::CHECKPOINT_INTERVAL_POSITIONS;
 use crate::options::SyncMode;
+use crate::reply::Reply;
 use crate::shared::Shared;
 use crate::storage::{FileHandle, OpenMode};
 use crate::types::now_us;
 use crate::types::{AppendResult, EventData, ExpectedVersion, Position};
-use crossbeam_channel::{Receiver, Sender};
+use crossbeam_channel::Receiver;
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::io;
 use std::path::PathBuf;
@@ -32,7 +33,7 @@ pub struct AppendRequest {
     pub events: Vec<EventData>,
     /// Encoded bytes of the events (for the batch byte limit).
     pub bytes: usize,
-    pub reply: Sender<Result<AppendResult>>,
+    pub reply: Reply<Result<AppendResult>>,
 }
 
 type Handle = Arc<dyn FileHandle>;
@@ -71,7 +72,7 @@ struct SegmentWrite {
 }
 
 struct Planned {
-    reply: Sender<Result<AppendResult>>,
+    reply: Reply<Result<AppendResult>>,
     result: AppendResult,
 }
 
@@ -147,7 +148,7 @@ impl Writer {
             }
             if let Err(e) = self.shared.check_poison() {
                 for r in batch {
-                    let _ = r.reply.send(Err(e.duplicate()));
+                    r.reply.send(Err(e.duplicate()));
                 }
                 continue;
             }
@@ -213,7 +214,7 @@ impl Writer {
                     });
                 }
                 Ok(PlanOutcome::Done(result)) => {
-                    let _ = request.reply.send(result);
+                    request.reply.send(result);
                 }
                 Ok(PlanOutcome::Defer) => {
                     // This one and the rest wait for the next batch, in arrival order.
@@ -227,7 +228,7 @@ impl Writer {
                 Err(e) => {
                     // A read failure while planning (a damaged stream): this request fails,
                     // nothing was written for it.
-                    let _ = request.reply.send(Err(e));
+                    request.reply.send(Err(e));
                 }
             }
         }
@@ -259,7 +260,7 @@ impl Writer {
             Ok(()) => {
                 self.publish(&touched, last_position);
                 for p in planned {
-                    let _ = p.reply.send(Ok(p.result));
+                    p.reply.send(Ok(p.result));
                 }
             }
             Err(e) => {
@@ -267,7 +268,7 @@ impl Writer {
                 self.shared.poison(cause.clone());
                 self.shared.catalog.clear();
                 for p in planned {
-                    let _ = p.reply.send(Err(Error::Poisoned {
+                    p.reply.send(Err(Error::Poisoned {
                         cause: cause.clone(),
                     }));
                 }
