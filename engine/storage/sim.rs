@@ -53,6 +53,8 @@ struct State {
     fault: Option<io::ErrorKind>,
     /// Calls that failed by injection.
     faults_injected: u64,
+    /// The fault that just fired is a short write: the write that meets it lands in part.
+    short_write: bool,
     calls: u64,
     rng: u64,
 }
@@ -68,6 +70,7 @@ impl State {
     /// Count one I/O call; fail it (and all later ones) once the power is cut.
     fn tick(&mut self) -> io::Result<()> {
         self.calls += 1;
+        self.short_write = false;
         if self.after_cut.is_some() {
             return Err(io::Error::other("simulated power cut"));
         }
@@ -76,8 +79,12 @@ impl State {
                 self.fault_countdown = None;
                 self.faults_injected += 1;
                 let kind = self.fault.unwrap_or(io::ErrorKind::Other);
+                self.short_write = kind == io::ErrorKind::WriteZero;
                 return Err(match kind {
-                    io::ErrorKind::StorageFull => io::Error::from_raw_os_error(28),
+                    // A short write ends as the next write call would see it: the disk is full.
+                    io::ErrorKind::StorageFull | io::ErrorKind::WriteZero => {
+                        io::Error::from_raw_os_error(28)
+                    }
                     io::ErrorKind::Other => io::Error::from_raw_os_error(5),
                     other => io::Error::from(other),
                 });
@@ -196,7 +203,8 @@ impl SimBackend {
     }
 
     /// Fail the `n`-th I/O call from now, once, with `kind` (`Other` gives EIO, `StorageFull`
-    /// gives ENOSPC); every other call works.
+    /// gives ENOSPC, `WriteZero` a short write: a write lands in part, then ENOSPC); every other
+    /// call works.
     pub fn fail_call_after(&self, n: u64, kind: io::ErrorKind) {
         let mut s = lock(&self.state);
         s.fault_countdown = Some(n);
@@ -282,7 +290,23 @@ impl SimFile {
 impl FileHandle for SimFile {
     fn write_all_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
         let mut s = lock(&self.state);
-        s.tick()?;
+        if let Err(e) = s.tick() {
+            if std::mem::take(&mut s.short_write) && self.writable && buf.len() > 1 {
+                // The first half reached the page cache before the error.
+                let half = &buf[..buf.len() / 2];
+                let inode = self.inode(&mut s)?;
+                let end = offset as usize + half.len();
+                if inode.live.len() < end {
+                    inode.live.resize(end, 0);
+                }
+                inode.live[offset as usize..end].copy_from_slice(half);
+                inode.unsynced.push(Op::Write {
+                    offset,
+                    bytes: half.to_vec(),
+                });
+            }
+            return Err(e);
+        }
         if !self.writable {
             return Err(io::Error::from(io::ErrorKind::PermissionDenied));
         }
