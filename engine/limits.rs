@@ -29,6 +29,8 @@ pub const BATCH_BYTES_MAX_DEFAULT: usize = 16 << 20;
 pub const MAPPED_SEGMENTS_MAX_DEFAULT: usize = 4096;
 /// Default bound of the writer's cache of open segment files.
 pub const OPEN_FILES_MAX_DEFAULT: usize = 1024;
+/// Smallest bound any cache accepts.
+pub const CACHE_BOUND_MIN: usize = 4;
 /// Default bound of the cache of loaded stream states.
 pub const STREAMS_CACHED_MAX_DEFAULT: usize = 100_000;
 /// How many positions the writer lets pass between two checkpoints under `SyncMode::Fdatasync`.

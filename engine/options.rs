@@ -2,7 +2,7 @@
 
 use crate::error::{Error, Result};
 use crate::limits::{
-    BATCH_APPENDS_MAX_DEFAULT, BATCH_BYTES_MAX_DEFAULT, EVENT_BYTES_MAX_CEILING,
+    BATCH_APPENDS_MAX_DEFAULT, BATCH_BYTES_MAX_DEFAULT, CACHE_BOUND_MIN, EVENT_BYTES_MAX_CEILING,
     EVENT_BYTES_MAX_DEFAULT, INDEX_ENTRIES_PER_FILE_DEFAULT, INDEX_ENTRIES_PER_FILE_MIN,
     MAPPED_SEGMENTS_MAX_DEFAULT, OPEN_FILES_MAX_DEFAULT, RECORD_OVERHEAD_MAX,
     SEGMENT_BYTES_DEFAULT, SEGMENT_BYTES_MAX, SEGMENT_BYTES_MIN, STREAMS_CACHED_MAX_DEFAULT,
@@ -87,8 +87,11 @@ impl Options {
         if self.batch_appends_max == 0 || self.batch_bytes_max == 0 {
             return bad("batch limits must be positive".into());
         }
-        if self.mapped_segments_max < 4 || self.open_files_max < 4 || self.streams_cached_max < 4 {
-            return bad("cache bounds must be at least 4".into());
+        if self.mapped_segments_max < CACHE_BOUND_MIN
+            || self.open_files_max < CACHE_BOUND_MIN
+            || self.streams_cached_max < CACHE_BOUND_MIN
+        {
+            return bad(format!("cache bounds must be at least {CACHE_BOUND_MIN}"));
         }
         Ok(())
     }

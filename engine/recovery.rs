@@ -13,6 +13,7 @@ use crate::layout::{
     index_path, parse_index_file_name, StreamKey, CHECKPOINT_FILE, INDEX_DIR, LOCK_FILE,
     MANIFEST_FILE, STREAMS_DIR, TEMP_SUFFIX,
 };
+use crate::limits::CACHE_BOUND_MIN;
 use crate::options::Options;
 use crate::shared::Shared;
 use crate::storage::{Backend, EntryKind, OpenMode};
@@ -178,10 +179,18 @@ fn write_new_file(
 /// verification of the index tail.
 pub fn open(
     root: &Path,
-    options: Options,
+    mut options: Options,
     backend: Arc<dyn Backend>,
 ) -> Result<(Arc<Shared>, Checkpoint, RecoveryReport)> {
     options.validate()?;
+    // The writer's cache of open segment files keeps to half of the process's descriptor limit:
+    // the other half is the embedding program's (fault-matrix row 16).
+    if let Some(limit) = crate::storage::real::open_files_soft_limit() {
+        let budget = usize::try_from(limit / 2)
+            .unwrap_or(usize::MAX)
+            .max(CACHE_BOUND_MIN);
+        options.open_files_max = options.open_files_max.min(budget);
+    }
     create_dir_all(&*backend, root)?;
     let lock_path = root.join(LOCK_FILE);
     let lock = backend.lock(&lock_path).map_err(|e| {

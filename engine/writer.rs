@@ -592,38 +592,63 @@ impl Writer {
         let fdatasync = self.shared.options.sync == SyncMode::Fdatasync;
         let mut to_sync: Vec<(Handle, PathBuf)> = Vec::new();
         let mut dirs_to_sync: BTreeSet<PathBuf> = BTreeSet::new();
+        // Open descriptors stay within the cache bound, even in a batch that touches more
+        // streams than that (fault-matrix row 16).
+        let open_max = self.shared.options.open_files_max;
+        let mut cached = self.streams.values().filter(|s| s.file.is_some()).count();
         for w in writes {
             let path = segment_path(&root, w.key, w.segment);
             let ws = self
                 .streams
-                .get_mut(&w.stream)
+                .get(&w.stream)
                 .expect("a planned stream stays cached until its batch is published");
-            let handle: Handle = match (&w.create, &ws.file) {
-                (None, Some(f)) if ws.segment == w.segment => Arc::clone(f),
-                (None, _) => Arc::from(
-                    backend
-                        .open(&path, OpenMode::ReadWrite)
-                        .map_err(|e| Error::io("open segment", &path, e))?,
-                ),
-                (Some((kind, header)), _) => {
-                    let dir = fanout_dir(&root, w.key.hash);
-                    let handle =
-                        create_segment(&*backend, &path, &dir, *kind, &mut dirs_to_sync, &root)?;
-                    self.shared.maps.forget_segment(w.key, w.segment);
-                    handle
-                        .write_all_at(header, 0)
-                        .map_err(|e| Error::io("write segment header", &path, e))?;
+            let reuse = match (&w.create, &ws.file) {
+                (None, Some(f)) if ws.segment == w.segment => Some(Arc::clone(f)),
+                _ => None,
+            };
+            let handle: Handle = match reuse {
+                Some(h) => h,
+                None => {
+                    let handle = self.with_descriptor(|| match &w.create {
+                        None => backend
+                            .open(&path, OpenMode::ReadWrite)
+                            .map(Arc::from)
+                            .map_err(|e| Error::io("open segment", &path, e)),
+                        Some((kind, _)) => {
+                            let dir = fanout_dir(&root, w.key.hash);
+                            create_segment(&*backend, &path, &dir, *kind, &mut dirs_to_sync, &root)
+                        }
+                    })?;
+                    if let Some((_, header)) = &w.create {
+                        self.shared.maps.forget_segment(w.key, w.segment);
+                        handle
+                            .write_all_at(header, 0)
+                            .map_err(|e| Error::io("write segment header", &path, e))?;
+                    }
+                    let ws = self
+                        .streams
+                        .get_mut(&w.stream)
+                        .expect("a planned stream stays cached until its batch is published");
+                    if ws.segment == w.segment && cached < open_max {
+                        ws.file = Some(Arc::clone(&handle));
+                        cached += 1;
+                    }
                     handle
                 }
             };
             handle
                 .write_all_at(&w.bytes, w.offset)
                 .map_err(|e| Error::io("write segment", &path, e))?;
-            if ws.segment == w.segment {
-                ws.file = Some(Arc::clone(&handle));
-            }
             if fdatasync {
                 to_sync.push((handle, path));
+                if to_sync.len() >= open_max / 2 {
+                    // Sync early rather than hold more descriptors: still before any answer.
+                    for (handle, path) in to_sync.drain(..) {
+                        handle
+                            .sync_data()
+                            .map_err(|e| Error::io("fdatasync", &path, e))?;
+                    }
+                }
             }
         }
         // Index entries, split at index file boundaries.
@@ -684,6 +709,21 @@ impl Writer {
                 .map_err(|e| Error::io("syncfs", &root, e))?;
         }
         Ok(())
+    }
+
+    /// Run `open`; when the process is out of file descriptors, close every cached segment
+    /// file and run it once more.
+    fn with_descriptor(&mut self, mut open: impl FnMut() -> Result<Handle>) -> Result<Handle> {
+        match open() {
+            Err(Error::Io { source, .. }) if crate::storage::real::out_of_descriptors(&source) => {
+                tracing::warn!("out of file descriptors: closing the cached segment files");
+                for s in self.streams.values_mut() {
+                    s.file = None;
+                }
+                open()
+            }
+            other => other,
+        }
     }
 
     fn index_file(

@@ -111,7 +111,11 @@ fn run(sync: SyncMode, kind: ErrorKind, fault_at: u64) -> bool {
 fn every_io_call_of_a_workload_fails_once_in_turn() {
     for sync in [SyncMode::SyncFs, SyncMode::Fdatasync] {
         // EIO, ENOSPC, and a short write (half of it lands, then ENOSPC).
-        for kind in [ErrorKind::Other, ErrorKind::StorageFull, ErrorKind::WriteZero] {
+        for kind in [
+            ErrorKind::Other,
+            ErrorKind::StorageFull,
+            ErrorKind::WriteZero,
+        ] {
             let mut fault_at = 0;
             // Walk the calls until the fault no longer fires inside the workload.
             while run(sync, kind, fault_at) {

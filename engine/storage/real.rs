@@ -170,3 +170,23 @@ fn flock_exclusive(file: &File) -> io::Result<()> {
         Err(io::Error::last_os_error())
     }
 }
+
+/// The process's soft limit on open files, if it has one.
+#[allow(unsafe_code)]
+#[must_use]
+pub fn open_files_soft_limit() -> Option<u64> {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: `getrlimit` writes one `rlimit` through the pointer, which points at a live,
+    // properly aligned local of that type for the whole call.
+    let rc = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) };
+    (rc == 0 && limit.rlim_cur != libc::RLIM_INFINITY).then_some(limit.rlim_cur)
+}
+
+/// Whether `e` says the process or the system ran out of file descriptors.
+#[must_use]
+pub fn out_of_descriptors(e: &io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE))
+}
