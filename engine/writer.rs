@@ -325,7 +325,16 @@ impl Writer {
     fn stream(&mut self, stream: &Arc<str>) -> Result<Option<&mut WriterStream>> {
         self.tick += 1;
         if !self.streams.contains_key(stream) {
-            let ws = match self.shared.catalog.probe(&self.shared, stream)? {
+            let probe = match self.shared.catalog.probe(&self.shared, stream) {
+                Err(Error::Io { source, .. })
+                    if crate::storage::real::out_of_descriptors(&source) =>
+                {
+                    self.close_cached_files();
+                    self.shared.catalog.probe(&self.shared, stream)?
+                }
+                other => other?,
+            };
+            let ws = match probe {
                 Probe::Found(meta) => self.repair(meta)?,
                 Probe::Absent {
                     collision,
@@ -711,15 +720,19 @@ impl Writer {
         Ok(())
     }
 
+    fn close_cached_files(&mut self) {
+        tracing::warn!("out of file descriptors: closing the cached segment files");
+        for s in self.streams.values_mut() {
+            s.file = None;
+        }
+    }
+
     /// Run `open`; when the process is out of file descriptors, close every cached segment
     /// file and run it once more.
     fn with_descriptor(&mut self, mut open: impl FnMut() -> Result<Handle>) -> Result<Handle> {
         match open() {
             Err(Error::Io { source, .. }) if crate::storage::real::out_of_descriptors(&source) => {
-                tracing::warn!("out of file descriptors: closing the cached segment files");
-                for s in self.streams.values_mut() {
-                    s.file = None;
-                }
+                self.close_cached_files();
                 open()
             }
             other => other,
