@@ -1,0 +1,122 @@
+//! Stores written by earlier builds keep opening (fault-matrix row 18). `tests/fixtures/v1` was
+//! written by format version 1 with `generate_v1_fixture` below and is committed as it was
+//! written; the test opens a copy and reads back exactly what the generator appended.
+//!
+//! To write a fixture for a new format version: `STREAMLOG_FIXTURE_OUT=tests/fixtures/vN
+//! cargo test --test fixtures -- --ignored generate_v1_fixture` (then rename the test).
+
+mod common;
+use common::*;
+use std::path::Path;
+use streamlog::{Direction, EventData, ExpectedVersion, Options, Position, Store};
+
+fn options() -> Options {
+    Options {
+        segment_bytes: 64 << 10,
+        event_bytes_max: 16 << 10,
+        index_entries_per_file: 64,
+        ..Options::default()
+    }
+}
+
+/// One event's fields: type, data, metadata, id.
+type Fields = (String, Vec<u8>, Vec<u8>, Option<[u8; 16]>);
+
+fn to_event((event_type, data, metadata, id): Fields) -> EventData {
+    let e = EventData::new(event_type, data).metadata(metadata);
+    match id {
+        Some(id) => e.id(id),
+        None => e,
+    }
+}
+
+/// The appends of the fixture: (stream, expected version, events).
+fn appends() -> Vec<(String, ExpectedVersion, Vec<Fields>)> {
+    let streams = ["order-1", "../../etc/passwd", "café-☕", "big"];
+    let mut out = Vec::new();
+    for i in 0..40u64 {
+        let stream = streams[(i % 4) as usize];
+        let n = 1 + (i % 3);
+        let events = (0..n)
+            .map(|k| {
+                let size = if stream == "big" {
+                    9000
+                } else {
+                    10 + (i * 7 + k) as usize % 50
+                };
+                (
+                    format!("Type{k}"),
+                    (0..size).map(|b| (b as u64 * 31 + i + k) as u8).collect(),
+                    format!("{{\"i\":{i},\"k\":{k}}}").into_bytes(),
+                    (i % 2 == 0).then(|| [(i as u8).wrapping_mul(3).wrapping_add(k as u8); 16]),
+                )
+            })
+            .collect();
+        let expected = if i < 4 {
+            ExpectedVersion::NoStream
+        } else {
+            ExpectedVersion::Any
+        };
+        out.push((stream.to_string(), expected, events));
+    }
+    out
+}
+
+#[test]
+#[ignore = "writes a fixture; run by hand for a new format version"]
+fn generate_v1_fixture() {
+    let out = std::env::var("STREAMLOG_FIXTURE_OUT").unwrap();
+    let store = Store::open_with(&out, options()).unwrap();
+    for (stream, expected, events) in appends() {
+        store
+            .append(&stream, expected, events.into_iter().map(to_event))
+            .unwrap();
+    }
+}
+
+#[test]
+fn a_version_1_store_opens_and_reads_back_exactly() {
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/v1");
+    let dir = tempfile::tempdir().unwrap();
+    copy_dir(&fixture, dir.path());
+    let store = Store::open_with(dir.path(), options()).unwrap();
+    check_invariants(&store);
+    // Every event, in global order, exactly as appended.
+    let expected: Vec<(String, Fields)> = appends()
+        .into_iter()
+        .flat_map(|(s, _, events)| events.into_iter().map(move |e| (s.clone(), e)))
+        .collect();
+    let read: Vec<_> = store
+        .read_all(Position::START, Direction::Forward)
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(read.len(), expected.len());
+    for (ev, (stream, want)) in read.iter().zip(&expected) {
+        assert_eq!(ev.stream_id(), stream);
+        assert_eq!(ev.event_type(), want.0);
+        assert_eq!(ev.data(), &want.1[..]);
+        assert_eq!(ev.metadata(), &want.2[..]);
+        assert_eq!(ev.id(), want.3);
+    }
+    // The big stream spans several segments; it reads backward too.
+    let big: Vec<u64> = store
+        .read_stream("big", u64::MAX, Direction::Backward)
+        .unwrap()
+        .map(|e| e.unwrap().version())
+        .collect();
+    assert_eq!(big, (1..=big.len() as u64).rev().collect::<Vec<_>>());
+    assert!(segment_path_of(dir.path(), "big", 1).exists());
+    // And it takes new appends.
+    let v = store.stream_version("order-1").unwrap().unwrap();
+    store
+        .append(
+            "order-1",
+            ExpectedVersion::Exact(v),
+            [EventData::new("New", vec![1])],
+        )
+        .unwrap();
+    drop(store);
+    let store = Store::open_with(dir.path(), options()).unwrap();
+    assert_eq!(store.stream_version("order-1").unwrap(), Some(v + 1));
+}
