@@ -231,6 +231,21 @@ fn dump_file(
         .get(..8)
         .and_then(|m| m.try_into().ok())
         .unwrap_or([0; 8]);
+    // A segment no committed record points to, whose header is incomplete: a creation (a new
+    // stream or a segment roll) that a crash interrupted before its batch was acknowledged. The
+    // engine treats it the same way (segment-format.md §9): the writer rewrites or removes it.
+    let uncommitted_segment = view.and_then(|v| {
+        let name = path.file_name()?.to_str()?;
+        let (key, segment) = parse_segment_file_name(name)?;
+        (!v.last_confirmed.contains_key(&(key, segment))).then_some(())
+    });
+    if uncommitted_segment.is_some() && SegmentHeader::decode(bytes).is_err() {
+        d.note(format!(
+            "{}: segment with an incomplete header and no committed record, left by an interrupted creation; the writer rewrites or removes it",
+            path.display()
+        ));
+        return;
+    }
     if magic == MANIFEST_MAGIC {
         match Manifest::decode(bytes) {
             Ok(m) => {

@@ -28,6 +28,8 @@ mod catalog;
 pub mod dump;
 mod error;
 pub mod format;
+#[doc(hidden)]
+pub mod killpoint;
 pub mod layout;
 pub mod limits;
 pub mod mapping;

@@ -306,6 +306,7 @@ pub fn open(
     cfile
         .write_all_at(&fresh.encode(), fresh.slot_offset())
         .map_err(|e| Error::io("write checkpoint", &cpath, e))?;
+    crate::killpoint::reached("recovery-cut");
     // Durability: the cuts above, this checkpoint, and whatever an earlier handle left unsynced
     // (a folder entry made by a batch that failed before its sync) are durable before anything
     // new is written: one `syncfs` whatever the sync mode, so no folder is missed.

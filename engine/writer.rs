@@ -258,7 +258,9 @@ impl Writer {
         let last_position = next_position - 1;
         match self.write_and_sync(first_position, last_position, &index_bytes, writes) {
             Ok(()) => {
+                crate::killpoint::reached("batch-synced");
                 self.publish(&touched, last_position);
+                crate::killpoint::reached("batch-published");
                 for p in planned {
                     p.reply.send(Ok(p.result));
                 }
@@ -697,6 +699,7 @@ impl Writer {
                 ));
             }
         }
+        crate::killpoint::reached("batch-written");
         // Durability: nothing of this batch is acknowledged before this sync returns.
         if fdatasync {
             for (handle, path) in &to_sync {
@@ -839,6 +842,7 @@ fn create_segment(
     let handle: Handle = match backend.open(path, OpenMode::CreateNew) {
         Ok(h) => {
             dirs_to_sync.insert(dir.clone());
+            crate::killpoint::reached("segment-created");
             Arc::from(h)
         }
         Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {

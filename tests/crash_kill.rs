@@ -12,8 +12,9 @@
 mod common;
 use common::*;
 use std::io::{BufRead, BufReader, Write};
+use std::process::Child;
 use std::process::{Command, Stdio};
-use streamlog::{EventData, ExpectedVersion, Store};
+use streamlog::{EventData, ExpectedVersion, Options, Store};
 
 struct Rng(u64);
 
@@ -39,12 +40,24 @@ fn seed() -> u64 {
     (t ^ (u64::from(std::process::id()) << 32)) | 1
 }
 
-/// The child: append forever from 4 threads, print one line per acknowledged append.
+/// Small segments, so that segments roll often under the kills.
+fn child_options() -> Options {
+    Options {
+        segment_bytes: 64 << 10,
+        event_bytes_max: 16 << 10,
+        ..Options::default()
+    }
+}
+
+/// Appends each child thread makes before it stops on its own (when no kill came).
+const CHILD_APPENDS: u64 = 5_000;
+
+/// The child: append from 4 threads, print one line per acknowledged append.
 #[test]
 #[ignore = "helper run in a child process by crash_kill_cycles"]
 fn crash_child() {
     let dir = std::env::var("STREAMLOG_CRASH_DIR").unwrap();
-    let store = Store::open(&dir).unwrap();
+    let store = Store::open_with(&dir, child_options()).unwrap();
     let out = std::sync::Arc::new(std::sync::Mutex::new(std::io::stdout()));
     let threads: Vec<_> = (0..4u64)
         .map(|t| {
@@ -52,7 +65,7 @@ fn crash_child() {
             let out = std::sync::Arc::clone(&out);
             std::thread::spawn(move || {
                 let mut rng = Rng(seed() ^ ((t + 1) * 0x9e37_79b9));
-                loop {
+                for _ in 0..CHILD_APPENDS {
                     let stream = format!("crash-{}", rng.below(12));
                     let count = 1 + rng.below(4);
                     let mut crc = 0u32;
@@ -106,6 +119,27 @@ fn parse(line: &str) -> Option<Ack> {
     })
 }
 
+fn spawn_child(dir: &std::path::Path, kill_at: Option<&str>) -> Child {
+    let mut command = Command::new(std::env::current_exe().unwrap());
+    command
+        .args([
+            "--ignored",
+            "--exact",
+            "crash_child",
+            "--nocapture",
+            "--test-threads",
+            "1",
+        ])
+        .env("STREAMLOG_CRASH_DIR", dir)
+        .env_remove("STREAMLOG_KILL_AT")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null());
+    if let Some(point) = kill_at {
+        command.env("STREAMLOG_KILL_AT", point);
+    }
+    command.spawn().unwrap()
+}
+
 #[test]
 fn crash_kill_cycles() {
     let cycles: u64 = std::env::var("STREAMLOG_CRASH_CYCLES")
@@ -120,20 +154,7 @@ fn crash_kill_cycles() {
     let mut acked: Vec<Ack> = Vec::new();
     for cycle in 0..cycles {
         let kill_after = 1 + rng.below(300);
-        let mut child = Command::new(std::env::current_exe().unwrap())
-            .args([
-                "--ignored",
-                "--exact",
-                "crash_child",
-                "--nocapture",
-                "--test-threads",
-                "1",
-            ])
-            .env("STREAMLOG_CRASH_DIR", &dir)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
+        let mut child = spawn_child(&dir, None);
         let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
         let mut seen = 0;
         while seen < kill_after {
@@ -155,6 +176,45 @@ fn crash_kill_cycles() {
     }
     println!(
         "{cycles} kill -9 cycles, {} acknowledged appends verified",
+        acked.len()
+    );
+}
+
+/// Fault-matrix row 2: the child kills itself at a named point of the writer or of recovery
+/// (`engine/killpoint.rs`), the n-th time it gets there; then the same checks as above.
+/// Needs `--features kill-points` (the README's test command has it).
+#[cfg(feature = "kill-points")]
+#[test]
+fn kill_at_named_points() {
+    use std::os::unix::process::ExitStatusExt;
+    let root = tempfile::tempdir().unwrap();
+    let dir = root.path().join("store");
+    let mut acked: Vec<Ack> = Vec::new();
+    let mut cycle = 0;
+    for (point, what) in streamlog::killpoint::POINTS {
+        // Recovery runs once per open.
+        let nths: &[u64] = if point == "recovery-cut" {
+            &[1]
+        } else {
+            &[1, 5, 23]
+        };
+        for n in nths {
+            let spec = format!("{point}:{n}");
+            let mut child = spawn_child(&dir, Some(&spec));
+            let lines = BufReader::new(child.stdout.take().unwrap()).lines();
+            acked.extend(lines.map_while(Result::ok).filter_map(|l| parse(&l)));
+            let status = child.wait().unwrap();
+            assert_eq!(
+                status.signal(),
+                Some(libc::SIGKILL),
+                "{spec} ({what}) was never reached: {status}"
+            );
+            verify(&dir, &acked, cycle);
+            cycle += 1;
+        }
+    }
+    println!(
+        "{cycle} kills at named points, {} acknowledged appends verified",
         acked.len()
     );
 }

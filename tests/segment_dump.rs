@@ -89,3 +89,40 @@ fn corruption_exits_1_and_an_unacknowledged_tail_does_not() {
     assert_eq!(dump(&[stray.to_str().unwrap()]).0, 1);
     assert_eq!(dump(&[dir.join("missing").to_str().unwrap()]).0, 2);
 }
+
+/// Found by the kill test at `segment-created`: a segment file created by a batch that never
+/// completed (empty, or with a torn header) was reported as corruption although the engine
+/// rightly treats it as an interrupted creation.
+#[test]
+fn an_interrupted_segment_creation_is_a_note_not_corruption() {
+    let root = tempfile::tempdir().unwrap();
+    let dir = root.path();
+    build(dir);
+    // A new stream's first segment, created and then the process died: empty.
+    let fresh = segment_path_of(dir, "never-acknowledged", 0);
+    std::fs::create_dir_all(fresh.parent().unwrap()).unwrap();
+    std::fs::write(&fresh, b"").unwrap();
+    // A segment roll of an existing stream, its header torn.
+    let rolled = segment_path_of(dir, "order-42", 1);
+    std::fs::write(&rolled, [0u8; 40]).unwrap();
+    let (code, text) = dump(&[dir.to_str().unwrap()]);
+    assert_eq!(code, 0, "{text}");
+    assert_eq!(
+        text.matches("left by an interrupted creation").count(),
+        2,
+        "{text}"
+    );
+    // The engine agrees: both are ignored, and the streams take appends.
+    let store = Store::open(dir).unwrap();
+    assert_eq!(stream_data(&store, "order-42").len(), 2);
+    store
+        .append("never-acknowledged", ExpectedVersion::NoStream, [event(2)])
+        .unwrap();
+    store
+        .append("order-42", ExpectedVersion::Exact(2), [event(3)])
+        .unwrap();
+    drop(store);
+    let (code, text) = dump(&[dir.to_str().unwrap()]);
+    assert_eq!(code, 0, "{text}");
+    assert!(!text.contains("interrupted creation"), "{text}");
+}

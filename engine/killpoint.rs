@@ -1,0 +1,58 @@
+//! Named crash points for the kill tests (fault-matrix row 2).
+//!
+//! Built only with the `kill-points` feature. `STREAMLOG_KILL_AT=<name>:<n>` makes the process
+//! kill itself with SIGKILL the `n`-th time it reaches point `<name>` (`n` defaults to 1): no
+//! destructor runs, no buffer is flushed, exactly as if the machine's operator had sent it.
+//! Without the feature, `reached` compiles to nothing.
+
+/// Where the writer or recovery may die: (name, what has happened when it is reached).
+pub const POINTS: [(&str, &str); 5] = [
+    (
+        "segment-created",
+        "a new segment file exists, its header not yet written",
+    ),
+    (
+        "batch-written",
+        "every write of a batch returned, its sync not started",
+    ),
+    ("batch-synced", "a batch is durable, not yet published"),
+    (
+        "batch-published",
+        "a batch is visible to readers, no caller answered",
+    ),
+    (
+        "recovery-cut",
+        "recovery cut the tail and wrote its checkpoint, not yet synced",
+    ),
+];
+
+#[cfg(feature = "kill-points")]
+#[allow(unsafe_code)]
+pub fn reached(name: &'static str) {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::OnceLock;
+    static TARGET: OnceLock<Option<(String, u64)>> = OnceLock::new();
+    static COUNT: AtomicU64 = AtomicU64::new(0);
+    debug_assert!(
+        POINTS.iter().any(|(n, _)| *n == name),
+        "unknown kill point {name}"
+    );
+    let target = TARGET.get_or_init(|| {
+        let spec = std::env::var("STREAMLOG_KILL_AT").ok()?;
+        let (point, n) = spec.split_once(':').unwrap_or((spec.as_str(), "1"));
+        Some((point.to_string(), n.parse().unwrap_or(1)))
+    });
+    if let Some((point, n)) = target {
+        if point == name && COUNT.fetch_add(1, Ordering::SeqCst) + 1 == *n {
+            // SAFETY: `getpid` and `kill` take and return plain integers; the signal ends the
+            // process at once, which is the purpose.
+            unsafe {
+                libc::kill(libc::getpid(), libc::SIGKILL);
+            }
+        }
+    }
+}
+
+#[cfg(not(feature = "kill-points"))]
+#[inline(always)]
+pub fn reached(_name: &'static str) {}
