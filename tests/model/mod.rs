@@ -1,0 +1,632 @@
+//! An in-memory model of a store, and a harness that runs one sequence of operations against
+//! the model and a real store on the simulated disk, with injected I/O faults and power cuts,
+//! and says where they disagree. Shared by the property test (`tests/model_proptest.rs`) and
+//! the `api_model` fuzz target (`fuzz/fuzz_targets/api_model.rs`), which include this file.
+//!
+//! What the model allows: an append that returned `Ok` is there, forever, byte for byte, at
+//! the versions and positions it was given; an append that failed with `WrongExpectedVersion`,
+//! `Io` (a failed lookup, before anything was written) or `Poisoned` on an already poisoned
+//! handle wrote nothing; the one append whose failure poisoned the handle (or that a power cut
+//! interrupted) is, after reopening, either wholly there, as the newest append, or absent.
+
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::io::ErrorKind;
+use std::path::Path;
+use std::sync::Arc;
+use streamlog::storage::sim::SimBackend;
+use streamlog::{
+    AppendResult, Direction, Error, EventData, ExpectedVersion, Options, Position, Store,
+};
+
+/// One operation, decoded from a few bytes so that fuzzers and property tests share it.
+#[derive(Debug, Clone)]
+pub enum Op {
+    Append {
+        stream: u8,
+        expected: u8,
+        events: Vec<(u8, u16)>,
+        with_ids: bool,
+    },
+    /// The last append again, as after a lost reply.
+    Retry,
+    ReadStream {
+        stream: u8,
+        from: u8,
+        backward: bool,
+    },
+    ReadAll {
+        from: u8,
+        backward: bool,
+    },
+    /// Close and open again on the same disk.
+    Reopen,
+    /// Fail the n-th I/O call from now: EIO, ENOSPC, or a short write.
+    Fault {
+        after: u16,
+        kind: u8,
+    },
+    /// Cut the power at the n-th I/O call from now; the next reopen boots the disk as it was
+    /// left.
+    PowerCut {
+        after: u16,
+    },
+}
+
+/// Decode operations: each starts with a tag byte; missing bytes read as zero.
+#[must_use]
+pub fn decode(bytes: &[u8], faults: bool) -> Vec<Op> {
+    struct Cursor<'a>(&'a [u8], usize);
+    impl Cursor<'_> {
+        fn next(&mut self) -> u8 {
+            let b = self.0.get(self.1).copied().unwrap_or(0);
+            self.1 += 1;
+            b
+        }
+    }
+    let mut c = Cursor(bytes, 0);
+    let mut ops = Vec::new();
+    while c.1 < bytes.len() && ops.len() < 64 {
+        let tag = c.next();
+        let op = match tag % 16 {
+            0..=6 => {
+                let stream = c.next() % 4;
+                let expected = c.next() % 6;
+                let shape = c.next();
+                let n = 1 + shape % 3;
+                let events = (0..n)
+                    .map(|k| (c.next() % 3, u16::from(c.next()) * 8 + u16::from(k)))
+                    .collect();
+                Op::Append {
+                    stream,
+                    expected,
+                    events,
+                    with_ids: shape & 0x80 != 0,
+                }
+            }
+            7 => Op::Retry,
+            8 | 9 => {
+                let stream = c.next() % 4;
+                let from = c.next();
+                Op::ReadStream {
+                    stream,
+                    from: from % 16,
+                    backward: from & 0x80 != 0,
+                }
+            }
+            10 => {
+                let from = c.next();
+                Op::ReadAll {
+                    from: from % 64,
+                    backward: from & 0x80 != 0,
+                }
+            }
+            13 | 14 if faults => {
+                let after = u16::from(c.next() % 64);
+                Op::Fault {
+                    after,
+                    kind: c.next() % 3,
+                }
+            }
+            15 if faults => Op::PowerCut {
+                after: u16::from(c.next() % 64),
+            },
+            _ => Op::Reopen,
+        };
+        ops.push(op);
+    }
+    ops
+}
+
+#[must_use]
+pub fn options() -> Options {
+    Options {
+        index_entries_per_file: 64,
+        segment_bytes: 64 << 10,
+        event_bytes_max: 4096,
+        ..Options::default()
+    }
+}
+
+/// One event of the model: type, data, id, position.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct ModelEvent {
+    event_type: String,
+    data: Vec<u8>,
+    id: Option<[u8; 16]>,
+    position: u64,
+}
+
+/// An append whose outcome is unknown until the next open.
+struct Maybe {
+    stream: String,
+    events: Vec<ModelEvent>,
+}
+
+struct LastAppend {
+    stream: String,
+    expected: ExpectedVersion,
+    events: Vec<ModelEvent>,
+    result: AppendResult,
+}
+
+pub struct Harness {
+    path: &'static Path,
+    sim: SimBackend,
+    store: Option<Store>,
+    streams: BTreeMap<String, Vec<ModelEvent>>,
+    /// (stream, version) by position - 1.
+    global: Vec<(String, u64)>,
+    poisoned: bool,
+    maybe: Option<Maybe>,
+    power_cut_armed: bool,
+    last: Option<LastAppend>,
+    counter: u32,
+}
+
+fn event_of(e: &ModelEvent) -> EventData {
+    let d = EventData::new(e.event_type.clone(), e.data.clone());
+    match e.id {
+        Some(id) => d.id(id),
+        None => d,
+    }
+}
+
+macro_rules! ensure {
+    ($cond:expr, $($arg:tt)*) => {
+        if !$cond {
+            return Err(format!($($arg)*));
+        }
+    };
+}
+
+impl Harness {
+    /// # Panics
+    /// If a fresh simulated disk cannot hold a new store.
+    #[must_use]
+    pub fn new(seed: u64) -> Harness {
+        let path = Path::new("/model/store");
+        let sim = SimBackend::new(seed);
+        let store = Store::open_with_backend(path, options(), Arc::new(sim.clone()))
+            .expect("a new store on an empty disk");
+        Harness {
+            path,
+            sim,
+            store: Some(store),
+            streams: BTreeMap::new(),
+            global: Vec::new(),
+            poisoned: false,
+            maybe: None,
+            power_cut_armed: false,
+            last: None,
+            counter: 0,
+        }
+    }
+
+    fn store(&self) -> &Store {
+        self.store.as_ref().expect("the harness keeps a store open")
+    }
+
+    /// Whether an error on a read can come from an injected fault or a cut.
+    fn faulty(&self) -> bool {
+        self.sim.faults_injected() > 0 || self.power_cut_armed
+    }
+
+    /// Run one operation; `Err` says how the store and the model disagree.
+    ///
+    /// # Errors
+    /// A disagreement between the store and the model.
+    pub fn apply(&mut self, op: &Op) -> Result<(), String> {
+        match op {
+            Op::Append {
+                stream,
+                expected,
+                events,
+                with_ids,
+            } => self.append(*stream, *expected, events, *with_ids),
+            Op::Retry => self.retry(),
+            Op::ReadStream {
+                stream,
+                from,
+                backward,
+            } => self.read_stream(*stream, *from, *backward),
+            Op::ReadAll { from, backward } => self.read_all(*from, *backward),
+            Op::Reopen => self.reopen(),
+            Op::Fault { after, kind } => {
+                let kind = [
+                    ErrorKind::Other,
+                    ErrorKind::StorageFull,
+                    ErrorKind::WriteZero,
+                ][usize::from(*kind % 3)];
+                self.sim.fail_call_after(u64::from(*after), kind);
+                Ok(())
+            }
+            Op::PowerCut { after } => {
+                self.sim.cut_power_after(u64::from(*after));
+                self.power_cut_armed = true;
+                Ok(())
+            }
+        }
+    }
+
+    fn append(
+        &mut self,
+        stream: u8,
+        expected: u8,
+        events: &[(u8, u16)],
+        with_ids: bool,
+    ) -> Result<(), String> {
+        let stream = format!("m-{stream}");
+        let current = self.streams.get(&stream).map_or(0, Vec::len) as u64;
+        let expected = match expected {
+            0 => ExpectedVersion::Any,
+            1 => ExpectedVersion::NoStream,
+            2 => ExpectedVersion::StreamExists,
+            3 => ExpectedVersion::Exact(current),
+            4 => ExpectedVersion::Exact(current + 1),
+            _ => ExpectedVersion::Exact(current.saturating_sub(1)),
+        };
+        let model_events: Vec<ModelEvent> = events
+            .iter()
+            .map(|(t, len)| {
+                self.counter += 1;
+                ModelEvent {
+                    event_type: format!("T{t}"),
+                    data: vec![*t; usize::from(*len) % 3000],
+                    id: with_ids.then(|| {
+                        let mut id = [0u8; 16];
+                        id[..4].copy_from_slice(&self.counter.to_le_bytes());
+                        id
+                    }),
+                    position: 0,
+                }
+            })
+            .collect();
+        let ok = match expected {
+            ExpectedVersion::Any => true,
+            ExpectedVersion::NoStream => current == 0,
+            ExpectedVersion::StreamExists => current > 0,
+            ExpectedVersion::Exact(v) => v == current,
+        };
+        let result = self
+            .store()
+            .append(&stream, expected, model_events.iter().map(event_of));
+        match result {
+            Ok(r) => {
+                ensure!(ok, "{stream}: {expected:?} at version {current} succeeded");
+                ensure!(!self.poisoned, "an append succeeded on a poisoned handle");
+                ensure!(
+                    r.first_version == current + 1
+                        && r.last_version == current + model_events.len() as u64
+                        && r.first_position.get() == self.global.len() as u64 + 1
+                        && r.last_position.get() - r.first_position.get()
+                            == r.last_version - r.first_version,
+                    "{stream}: result {r:?} after version {current}, head {}",
+                    self.global.len()
+                );
+                let mut stored = model_events;
+                for (i, e) in stored.iter_mut().enumerate() {
+                    e.position = r.first_position.get() + i as u64;
+                }
+                self.commit(&stream, stored.clone());
+                self.last = Some(LastAppend {
+                    stream,
+                    expected: ExpectedVersion::Exact(current),
+                    events: stored,
+                    result: r,
+                });
+                Ok(())
+            }
+            Err(Error::WrongExpectedVersion { actual, .. }) => {
+                ensure!(!ok, "{stream}: {expected:?} at version {current} refused");
+                ensure!(
+                    actual == (current > 0).then_some(current),
+                    "{stream}: actual {actual:?}, model {current}"
+                );
+                self.last = None;
+                Ok(())
+            }
+            Err(Error::Poisoned { .. }) => {
+                ensure!(self.faulty(), "{stream}: poisoned with no fault injected");
+                if !self.poisoned && ok {
+                    // The append that met the fault: its outcome is settled at the next open.
+                    self.maybe = Some(Maybe {
+                        stream,
+                        events: model_events,
+                    });
+                }
+                self.poisoned = true;
+                self.last = None;
+                Ok(())
+            }
+            Err(Error::Io { .. }) => {
+                ensure!(self.faulty(), "{stream}: I/O error with no fault injected");
+                self.last = None;
+                Ok(())
+            }
+            Err(e) => Err(format!("{stream}: unexpected error {e}")),
+        }
+    }
+
+    fn commit(&mut self, stream: &str, events: Vec<ModelEvent>) {
+        let entry = self.streams.entry(stream.to_string()).or_default();
+        for e in events {
+            entry.push(e);
+            self.global.push((stream.to_string(), entry.len() as u64));
+        }
+    }
+
+    fn retry(&mut self) -> Result<(), String> {
+        let Some(last) = &self.last else {
+            return Ok(());
+        };
+        let with_ids = last.events.iter().all(|e| e.id.is_some());
+        let result = self.store().append(
+            &last.stream,
+            last.expected,
+            last.events.iter().map(event_of),
+        );
+        match result {
+            Ok(again) => {
+                ensure!(with_ids, "a retry without ids succeeded");
+                ensure!(
+                    again == last.result,
+                    "retry gave {again:?}, first {:?}",
+                    last.result
+                );
+            }
+            Err(Error::WrongExpectedVersion { .. }) => {
+                ensure!(!with_ids, "a retry with ids is idempotent");
+            }
+            Err(Error::Io { .. } | Error::Poisoned { .. }) if self.faulty() => {}
+            Err(e) => return Err(format!("retry failed: {e}")),
+        }
+        Ok(())
+    }
+
+    fn read_stream(&self, stream: u8, from: u8, backward: bool) -> Result<(), String> {
+        let stream = format!("m-{stream}");
+        let direction = if backward {
+            Direction::Backward
+        } else {
+            Direction::Forward
+        };
+        let result = self
+            .store()
+            .read_stream(&stream, u64::from(from), direction);
+        let events = match (result, self.streams.get(&stream)) {
+            (Err(Error::StreamNotFound { .. }), None) => return Ok(()),
+            (Err(Error::Io { .. }), _) if self.faulty() => return Ok(()),
+            (Ok(iter), Some(model)) => (iter, model),
+            (r, model) => {
+                return Err(format!(
+                    "{stream}: read gave {:?}, model has {} events",
+                    r.err(),
+                    model.map_or(0, Vec::len)
+                ))
+            }
+        };
+        let (iter, model) = events;
+        let from = u64::from(from);
+        let expected: Vec<u64> = if backward {
+            (1..=from.min(model.len() as u64)).rev().collect()
+        } else {
+            (from.max(1)..=model.len() as u64).collect()
+        };
+        let mut got = Vec::new();
+        for e in iter {
+            match e {
+                Ok(e) => {
+                    let m = &model[e.version() as usize - 1];
+                    ensure!(
+                        e.event_type() == m.event_type
+                            && e.data() == m.data.as_slice()
+                            && e.id() == m.id
+                            && e.position().get() == m.position,
+                        "{stream}@{}: differs from the model",
+                        e.version()
+                    );
+                    got.push(e.version());
+                }
+                Err(Error::Io { .. }) if self.faulty() => return Ok(()),
+                Err(e) => return Err(format!("{stream}: {e}")),
+            }
+        }
+        ensure!(
+            got == expected,
+            "{stream} from {from}: versions {got:?}, model {expected:?}"
+        );
+        Ok(())
+    }
+
+    fn read_all(&self, from: u8, backward: bool) -> Result<(), String> {
+        let head = self.global.len() as u64;
+        let from = u64::from(from);
+        let (start, direction, expected): (Position, Direction, Vec<u64>) = if backward {
+            (
+                Position::from(from),
+                Direction::Backward,
+                (1..=from.min(head)).rev().collect(),
+            )
+        } else {
+            (
+                Position::from(from),
+                Direction::Forward,
+                (from.max(1)..=head).collect(),
+            )
+        };
+        let iter = match self.store().read_all(start, direction) {
+            Ok(iter) => iter,
+            Err(Error::Io { .. }) if self.faulty() => return Ok(()),
+            Err(e) => return Err(format!("read_all: {e}")),
+        };
+        let mut got = Vec::new();
+        for e in iter {
+            match e {
+                Ok(e) => {
+                    let p = e.position().get();
+                    let (stream, version) = self
+                        .global
+                        .get(p as usize - 1)
+                        .ok_or_else(|| format!("read_all: position {p} beyond the model"))?;
+                    ensure!(
+                        e.stream_id() == stream && e.version() == *version,
+                        "read_all: position {p} is {}@{}, model {stream}@{version}",
+                        e.stream_id(),
+                        e.version()
+                    );
+                    let m = &self.streams[stream][*version as usize - 1];
+                    ensure!(
+                        e.data() == m.data.as_slice() && e.event_type() == m.event_type,
+                        "read_all: position {p} differs from the model"
+                    );
+                    got.push(p);
+                }
+                Err(Error::Io { .. }) if self.faulty() => return Ok(()),
+                Err(e) => return Err(format!("read_all: {e}")),
+            }
+        }
+        ensure!(
+            got == expected,
+            "read_all from {from}: positions {got:?}, model {expected:?}"
+        );
+        Ok(())
+    }
+
+    /// Close (or lose the power), open again, settle the unknown append, compare everything.
+    ///
+    /// # Errors
+    /// A disagreement, or a store that does not open once the faults are gone.
+    pub fn reopen(&mut self) -> Result<(), String> {
+        if self.power_cut_armed {
+            // The machine dies with the store open: the disk comes back as a power cut leaves
+            // it (what was synced, plus random pieces of what was not).
+            let disk = self.sim.reboot();
+            self.store = None;
+            self.sim = disk;
+        } else {
+            self.store = None;
+        }
+        self.power_cut_armed = false;
+        // A fault still armed may hit the open: a clean error, then the next open works.
+        let store = match Store::open_with_backend(self.path, options(), Arc::new(self.sim.clone()))
+        {
+            Ok(store) => store,
+            Err(Error::Io { .. }) if self.sim.faults_injected() > 0 => {
+                self.sim.clear_fault();
+                Store::open_with_backend(self.path, options(), Arc::new(self.sim.clone()))
+                    .map_err(|e| format!("open after a failed open: {e}"))?
+            }
+            Err(e) => return Err(format!("open: {e}")),
+        };
+        self.sim.clear_fault();
+        self.store = Some(store);
+        self.poisoned = false;
+        self.last = None;
+        self.settle()?;
+        self.check()
+    }
+
+    /// The append whose failure poisoned the handle: wholly there as the newest, or absent.
+    fn settle(&mut self) -> Result<(), String> {
+        let Some(maybe) = self.maybe.take() else {
+            return Ok(());
+        };
+        let current = self.streams.get(&maybe.stream).map_or(0, Vec::len) as u64;
+        let stored = self
+            .store()
+            .stream_version(&maybe.stream)
+            .map_err(|e| format!("{}: {e}", maybe.stream))?
+            .unwrap_or(0);
+        let n = maybe.events.len() as u64;
+        if stored == current {
+            return Ok(());
+        }
+        ensure!(
+            stored == current + n,
+            "{}: version {stored} after a failed append of {n} at version {current}",
+            maybe.stream
+        );
+        let head = self.global.len() as u64;
+        let mut events = maybe.events;
+        for (i, e) in events.iter_mut().enumerate() {
+            e.position = head + 1 + i as u64;
+        }
+        self.commit(&maybe.stream, events);
+        Ok(())
+    }
+
+    /// Everything the store holds equals the model.
+    ///
+    /// # Errors
+    /// The first difference.
+    pub fn check(&self) -> Result<(), String> {
+        let store = self.store();
+        let all: Vec<_> = store
+            .read_all(Position::START, Direction::Forward)
+            .map_err(|e| format!("read_all: {e}"))?
+            .collect::<Result<_, _>>()
+            .map_err(|e| format!("read_all: {e}"))?;
+        ensure!(
+            all.len() == self.global.len(),
+            "{} events, model {}",
+            all.len(),
+            self.global.len()
+        );
+        ensure!(
+            store.head_position().get() == self.global.len() as u64,
+            "head {}, model {}",
+            store.head_position().get(),
+            self.global.len()
+        );
+        for (e, (stream, version)) in all.iter().zip(&self.global) {
+            let m = &self.streams[stream][*version as usize - 1];
+            ensure!(
+                e.stream_id() == stream
+                    && e.version() == *version
+                    && e.position().get() == m.position
+                    && e.event_type() == m.event_type
+                    && e.data() == m.data.as_slice()
+                    && e.id() == m.id,
+                "position {}: {}@{} differs from the model {stream}@{version}",
+                e.position().get(),
+                e.stream_id(),
+                e.version()
+            );
+        }
+        for (stream, events) in &self.streams {
+            let v = store
+                .stream_version(stream)
+                .map_err(|e| format!("{stream}: {e}"))?;
+            ensure!(
+                v == Some(events.len() as u64),
+                "{stream}: version {v:?}, model {}",
+                events.len()
+            );
+        }
+        Ok(())
+    }
+
+    /// Run a whole sequence, then reopen and compare once more.
+    ///
+    /// # Errors
+    /// The first disagreement, with the operation that showed it.
+    pub fn run(seed: u64, ops: &[Op]) -> Result<(), String> {
+        let mut h = Harness::new(seed);
+        for (i, op) in ops.iter().enumerate() {
+            h.apply(op).map_err(|e| format!("op {i} {op:?}: {e}"))?;
+        }
+        h.reopen().map_err(|e| format!("final reopen: {e}"))?;
+        if std::env::var("MODEL_STATS").is_ok() {
+            eprintln!(
+                "STATS ops {} events {} streams {} faults {}",
+                ops.len(),
+                h.global.len(),
+                h.streams.len(),
+                h.sim.faults_injected()
+            );
+        }
+        Ok(())
+    }
+}
