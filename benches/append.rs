@@ -1,4 +1,4 @@
-//! Durable append throughput and latency (issue 4's W1 and W2 shapes): 256-byte payloads,
+//! Durable append throughput and latency (issue 4's W1, W2 and W3 shapes): 256-byte payloads,
 //! 32-byte metadata, each append durable before it returns. Run with
 //! `cargo bench --bench append`. Both sync strategies are measured side by side.
 
@@ -92,5 +92,29 @@ fn concurrent_writers(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, single_writer, concurrent_writers);
+/// W3: one thread, appends of 100 events, 100 streams round-robin, each durable.
+fn bulk_appends(c: &mut Criterion) {
+    let mut group = c.benchmark_group("w3_bulk_append");
+    group.throughput(Throughput::Elements(100));
+    group.measurement_time(Duration::from_secs(10));
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let batch: Vec<EventData> = (0..100).map(|_| event()).collect();
+    let mut i = 0u64;
+    group.bench_function("syncfs", |b| {
+        b.iter(|| {
+            i += 1;
+            store
+                .append(
+                    &format!("w3-{}", i % 100),
+                    ExpectedVersion::Any,
+                    batch.clone(),
+                )
+                .unwrap()
+        });
+    });
+    group.finish();
+}
+
+criterion_group!(benches, single_writer, concurrent_writers, bulk_appends);
 criterion_main!(benches);
