@@ -1,0 +1,426 @@
+//! The issue-4 workloads, on streamlog and on the engines people would pick instead, in one run;
+//! prints one Markdown table.
+//!
+//! `cargo run --release -- [--quick] [--engines streamlog,sqlite,rocksdb,fjall,redb,postgres]
+//! [--dir DIR]` from `benches/peers/`. `--quick` shrinks every workload for a smoke test. The
+//! stores go under `DIR` (default: a temporary folder on the same file system as `target/`).
+
+mod engine;
+mod engines {
+    pub mod fjall_engine;
+    pub mod pg;
+    pub mod redb_engine;
+    pub mod rocks;
+    pub mod sqlite;
+    pub mod streamlog_engine;
+}
+
+use engine::{Engine, Event, Expected, Factory, Result};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+struct Sizes {
+    w1_appends: usize,
+    w2_threads: usize,
+    w2_appends_per_thread: usize,
+    w3_appends: usize,
+    w4_events: usize,
+    w5_streams: usize,
+    w5_per_stream: usize,
+}
+
+const FULL: Sizes = Sizes {
+    w1_appends: 2_000,
+    w2_threads: 64,
+    w2_appends_per_thread: 100,
+    w3_appends: 200,
+    w4_events: 1_000_000,
+    w5_streams: 100_000,
+    w5_per_stream: 10,
+};
+
+const QUICK: Sizes = Sizes {
+    w1_appends: 200,
+    w2_threads: 64,
+    w2_appends_per_thread: 10,
+    w3_appends: 20,
+    w4_events: 20_000,
+    w5_streams: 2_000,
+    w5_per_stream: 10,
+};
+
+fn event(i: usize) -> Event {
+    Event {
+        event_type: "Bench",
+        data: (0..256).map(|b| (b + i) as u8).collect(),
+        metadata: vec![(i % 251) as u8; 32],
+    }
+}
+
+#[derive(Default, Clone)]
+struct Figures {
+    w1_rate: f64,
+    w1_p50_us: f64,
+    w1_p99_us: f64,
+    w2_rate: f64,
+    w3_rate: f64,
+    w4_rate: f64,
+    w5_rate: f64,
+    w6_ms: f64,
+    disk_bytes: u64,
+    error: Option<String>,
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> f64 {
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i].as_secs_f64() * 1e6
+}
+
+/// Bytes the folder takes on disk (allocated blocks, as `du` counts).
+fn disk_usage(dir: &Path) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    let mut total = 0;
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            let Ok(m) = e.metadata() else { continue };
+            if m.is_dir() {
+                stack.push(e.path());
+            } else {
+                total += m.blocks() * 512;
+            }
+        }
+    }
+    total
+}
+
+fn touch(sum: &mut u64) -> impl FnMut(&[u8]) + '_ {
+    move |data: &[u8]| {
+        // Every payload byte is read.
+        *sum = sum.wrapping_add(data.iter().map(|b| u64::from(*b)).sum::<u64>());
+    }
+}
+
+fn run_engine(factory: &dyn Factory, base: &Path, sizes: &Sizes) -> Result<Figures> {
+    let mut f = Figures::default();
+    let dir = base.join(factory.name().split_whitespace().next().unwrap_or("engine"));
+    let _ = std::fs::remove_dir_all(&dir);
+
+    // W1, W2, W3 on one store.
+    {
+        let engine = factory.open(&dir.join("appends"))?;
+        let mut latencies = Vec::with_capacity(sizes.w1_appends);
+        let start = Instant::now();
+        for i in 0..sizes.w1_appends {
+            let t = Instant::now();
+            engine.append("w1", Expected::Exact(i as u64), &[event(i)])?;
+            latencies.push(t.elapsed());
+        }
+        f.w1_rate = sizes.w1_appends as f64 / start.elapsed().as_secs_f64();
+        latencies.sort();
+        f.w1_p50_us = percentile(&latencies, 0.5);
+        f.w1_p99_us = percentile(&latencies, 0.99);
+        eprintln!("  W1 {:.0} appends/s, p50 {:.0} µs", f.w1_rate, f.w1_p50_us);
+
+        for t in 0..sizes.w2_threads {
+            engine.append(&format!("w2-{t}"), Expected::Exact(0), &[event(t)])?;
+        }
+        let start = Instant::now();
+        let engine_ref: &dyn Engine = engine.as_ref();
+        std::thread::scope(|scope| -> Result<()> {
+            let handles: Vec<_> = (0..sizes.w2_threads)
+                .map(|t| {
+                    scope.spawn(move || -> Result<()> {
+                        let stream = format!("w2-{t}");
+                        for i in 0..sizes.w2_appends_per_thread {
+                            engine_ref.append(
+                                &stream,
+                                Expected::Exact(1 + i as u64),
+                                &[event(i)],
+                            )?;
+                        }
+                        Ok(())
+                    })
+                })
+                .collect();
+            for h in handles {
+                h.join().map_err(|_| engine::err("W2 thread panicked"))??;
+            }
+            Ok(())
+        })?;
+        f.w2_rate =
+            (sizes.w2_threads * sizes.w2_appends_per_thread) as f64 / start.elapsed().as_secs_f64();
+        eprintln!("  W2 {:.0} events/s", f.w2_rate);
+
+        let batch: Vec<Event> = (0..100).map(event).collect();
+        let start = Instant::now();
+        for i in 0..sizes.w3_appends {
+            let stream = format!("w3-{}", i % 100);
+            engine.append(&stream, Expected::Exact((i / 100 * 100) as u64), &batch)?;
+        }
+        f.w3_rate = (sizes.w3_appends * 100) as f64 / start.elapsed().as_secs_f64();
+        eprintln!("  W3 {:.0} events/s", f.w3_rate);
+    }
+
+    // W4: one stream.
+    {
+        let engine = factory.open(&dir.join("one-stream"))?;
+        let events: Vec<(String, Event)> = (0..sizes.w4_events)
+            .map(|i| ("w4".to_string(), event(i)))
+            .collect();
+        engine.bulk_load(&events)?;
+        drop(events);
+        let mut sum = 0u64;
+        let start = Instant::now();
+        let n = engine.read_stream("w4", &mut touch(&mut sum))?;
+        f.w4_rate = n as f64 / start.elapsed().as_secs_f64();
+        if n != sizes.w4_events as u64 {
+            return Err(engine::err(format!("W4 read {n} events")));
+        }
+        eprintln!("  W4 {:.0} events/s (checksum {sum})", f.w4_rate);
+    }
+
+    // W5 and W6: many streams, written interleaved.
+    let many = dir.join("many-streams");
+    {
+        let engine = factory.open(&many)?;
+        let mut events = Vec::with_capacity(sizes.w5_streams * sizes.w5_per_stream);
+        for round in 0..sizes.w5_per_stream {
+            for s in 0..sizes.w5_streams {
+                events.push((format!("stream-{s}"), event(round * sizes.w5_streams + s)));
+            }
+        }
+        let load = Instant::now();
+        engine.bulk_load(&events)?;
+        eprintln!(
+            "  loaded {} events in {:.1} s",
+            events.len(),
+            load.elapsed().as_secs_f64()
+        );
+        drop(events);
+        let mut sum = 0u64;
+        let start = Instant::now();
+        let n = engine.read_all(&mut touch(&mut sum))?;
+        f.w5_rate = n as f64 / start.elapsed().as_secs_f64();
+        if n != (sizes.w5_streams * sizes.w5_per_stream) as u64 {
+            return Err(engine::err(format!("W5 read {n} events")));
+        }
+        eprintln!("  W5 {:.0} events/s (checksum {sum})", f.w5_rate);
+    }
+    f.disk_bytes = disk_usage(&many);
+    {
+        let start = Instant::now();
+        let engine = factory.open(&many)?;
+        let mut first = None;
+        engine.read_stream("stream-7", &mut |d: &[u8]| {
+            if first.is_none() {
+                first = Some(d.len());
+            }
+        })?;
+        f.w6_ms = start.elapsed().as_secs_f64() * 1e3;
+        if first.is_none() {
+            return Err(engine::err("W6: the first read found nothing"));
+        }
+        eprintln!("  W6 {:.1} ms", f.w6_ms);
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(f)
+}
+
+/// A bare append of one 256-byte record plus `fdatasync`, on the same disk: W1's floor.
+fn fdatasync_floor(base: &Path, n: usize) -> Result<f64> {
+    use std::io::Write;
+    let path = base.join("floor");
+    let mut file = std::fs::File::create(&path)?;
+    let record = [0xabu8; 256];
+    let mut latencies = Vec::with_capacity(n);
+    for _ in 0..n {
+        let t = Instant::now();
+        file.write_all(&record)?;
+        file.sync_data()?;
+        latencies.push(t.elapsed());
+    }
+    std::fs::remove_file(&path)?;
+    latencies.sort();
+    Ok(percentile(&latencies, 0.5))
+}
+
+/// streamlog's resident memory per stream once every stream's state is loaded and idle.
+fn memory_per_stream(base: &Path, streams: usize) -> Result<f64> {
+    let dir = base.join("memory");
+    let _ = std::fs::remove_dir_all(&dir);
+    let factory = engines::streamlog_engine::StreamlogFactory;
+    {
+        let engine = factory.open(&dir)?;
+        let events: Vec<(String, Event)> =
+            (0..streams).map(|s| (format!("m-{s}"), event(s))).collect();
+        engine.bulk_load(&events)?;
+    }
+    let store = streamlog::Store::open(&dir)?;
+    let before = rss_bytes();
+    for s in 0..streams {
+        store.stream_version(&format!("m-{s}"))?;
+    }
+    let after = rss_bytes();
+    drop(store);
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(after.saturating_sub(before) as f64 / streams as f64)
+}
+
+fn rss_bytes() -> u64 {
+    let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
+    statm
+        .split_whitespace()
+        .nth(1)
+        .and_then(|p| p.parse::<u64>().ok())
+        .unwrap_or(0)
+        * 4096
+}
+
+fn main() {
+    let mut args = std::env::args().skip(1);
+    let mut quick = false;
+    let mut wanted: Option<Vec<String>> = None;
+    let mut base: Option<PathBuf> = None;
+    while let Some(a) = args.next() {
+        match a.as_str() {
+            "--quick" => quick = true,
+            "--engines" => {
+                wanted = args
+                    .next()
+                    .map(|s| s.split(',').map(str::to_lowercase).collect())
+            }
+            "--dir" => base = args.next().map(PathBuf::from),
+            other => {
+                eprintln!("unknown argument {other}");
+                std::process::exit(2);
+            }
+        }
+    }
+    let sizes = if quick { &QUICK } else { &FULL };
+    let temp = tempfile::tempdir_in(base.clone().unwrap_or_else(|| PathBuf::from("target")))
+        .expect("temporary folder");
+    let base = temp.path().to_path_buf();
+    let all: Vec<(&str, Box<dyn Factory>)> = vec![
+        (
+            "streamlog",
+            Box::new(engines::streamlog_engine::StreamlogFactory),
+        ),
+        ("sqlite", Box::new(engines::sqlite::SqliteFactory)),
+        ("rocksdb", Box::new(engines::rocks::RocksFactory)),
+        ("fjall", Box::new(engines::fjall_engine::FjallFactory)),
+        ("redb", Box::new(engines::redb_engine::RedbFactory)),
+        ("postgres", Box::new(engines::pg::PgFactory)),
+    ];
+    let mut rows: Vec<(&'static str, Figures)> = Vec::new();
+    for (key, factory) in &all {
+        if wanted.as_ref().is_some_and(|w| !w.iter().any(|x| x == key)) {
+            continue;
+        }
+        if *key == "postgres" && engines::pg::bin_dir().is_none() {
+            eprintln!("PostgreSQL is not installed: skipping it");
+            continue;
+        }
+        eprintln!("{}", factory.name());
+        let figures = run_engine(factory.as_ref(), &base, sizes).unwrap_or_else(|e| {
+            eprintln!("  failed: {e}");
+            Figures {
+                error: Some(e.to_string()),
+                ..Figures::default()
+            }
+        });
+        rows.push((factory.name(), figures));
+    }
+    let floor = fdatasync_floor(&base, sizes.w1_appends).unwrap_or(f64::NAN);
+    let memory = if wanted
+        .as_ref()
+        .is_none_or(|w| w.iter().any(|x| x == "streamlog"))
+    {
+        memory_per_stream(&base, sizes.w5_streams).ok()
+    } else {
+        None
+    };
+    print_table(&rows, sizes, floor, memory);
+}
+
+fn fmt_int(x: f64) -> String {
+    if !x.is_finite() || x == 0.0 {
+        return "–".into();
+    }
+    let s = format!("{:.0}", x);
+    let mut out = String::new();
+    for (i, c) in s.chars().enumerate() {
+        if i > 0 && (s.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+fn print_table(rows: &[(&str, Figures)], sizes: &Sizes, floor_us: f64, memory: Option<f64>) {
+    let payload = (sizes.w5_streams * sizes.w5_per_stream * 288) as f64;
+    println!(
+        "| engine | W1 appends/s | W1 p50 µs | W1 p99 µs | W2 events/s | W3 events/s | W4 events/s | W5 events/s | W6 reopen ms | disk for {} events |",
+        fmt_int((sizes.w5_streams * sizes.w5_per_stream) as f64)
+    );
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    for (name, f) in rows {
+        if let Some(e) = &f.error {
+            println!("| {name} | failed: {} |||||||||", e.replace('|', "/"));
+            continue;
+        }
+        println!(
+            "| {name} | {} | {:.0} | {:.0} | {} | {} | {} | {} | {:.1} | {:.0} MB ({:.2}×) |",
+            fmt_int(f.w1_rate),
+            f.w1_p50_us,
+            f.w1_p99_us,
+            fmt_int(f.w2_rate),
+            fmt_int(f.w3_rate),
+            fmt_int(f.w4_rate),
+            fmt_int(f.w5_rate),
+            f.w6_ms,
+            f.disk_bytes as f64 / 1e6,
+            f.disk_bytes as f64 / payload
+        );
+    }
+    let ours = rows
+        .iter()
+        .find(|(n, f)| *n == "streamlog" && f.error.is_none())
+        .map(|(_, f)| f.clone());
+    let peers: Vec<&Figures> = rows
+        .iter()
+        .filter(|(n, f)| *n != "streamlog" && f.error.is_none())
+        .map(|(_, f)| f)
+        .collect();
+    if let (Some(o), false) = (ours, peers.is_empty()) {
+        let best_high = |get: fn(&Figures) -> f64| peers.iter().map(|f| get(f)).fold(0.0, f64::max);
+        let best_low =
+            |get: fn(&Figures) -> f64| peers.iter().map(|f| get(f)).fold(f64::INFINITY, f64::min);
+        let high = |get: fn(&Figures) -> f64| format!("{:.2}×", get(&o) / best_high(get));
+        let low = |get: fn(&Figures) -> f64| format!("{:.2}×", best_low(get) / get(&o));
+        println!(
+            "| streamlog ÷ best peer (above 1 is better) | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            high(|f| f.w1_rate),
+            low(|f| f.w1_p50_us),
+            low(|f| f.w1_p99_us),
+            high(|f| f.w2_rate),
+            high(|f| f.w3_rate),
+            high(|f| f.w4_rate),
+            high(|f| f.w5_rate),
+            low(|f| f.w6_ms),
+            low(|f| f.disk_bytes as f64),
+        );
+    }
+    println!();
+    println!("Payload MB/s: W4 and W5 read 256-byte payloads; multiply events/s by 256.");
+    println!(
+        "W1 floor on this disk (append 256 bytes to one file + fdatasync), p50: {floor_us:.0} µs."
+    );
+    if let Some(m) = memory {
+        println!("streamlog memory per loaded, idle stream: {m:.0} bytes.");
+    }
+}

@@ -1,0 +1,83 @@
+//! Read paths outside criterion, for profiling: W4 (one stream) or W5 (all streams in global
+//! order, streams of 10 events written interleaved).
+//! `cargo run --release --example read_profile -- [w4|w5] [events] [passes]`.
+
+use std::time::Instant;
+use streamlog::{Direction, EventData, ExpectedVersion, Position, Store};
+
+fn event(i: u64) -> EventData {
+    EventData::new(
+        "Bench",
+        (0..256).map(|b| (b + i) as u8).collect::<Vec<u8>>(),
+    )
+    .metadata(vec![(i % 251) as u8; 32])
+}
+
+fn main() {
+    let mut args = std::env::args().skip(1);
+    let which = args.next().unwrap_or_else(|| "w4".into());
+    let n: u64 = args.next().and_then(|a| a.parse().ok()).unwrap_or(200_000);
+    let passes: u64 = args.next().and_then(|a| a.parse().ok()).unwrap_or(5);
+    let dir = tempfile::tempdir().expect("temporary folder");
+    let store = Store::open(dir.path()).expect("open");
+    if which == "w4" {
+        for chunk in 0..n.div_ceil(1000) {
+            let batch: Vec<EventData> = (chunk * 1000..((chunk + 1) * 1000).min(n))
+                .map(event)
+                .collect();
+            store
+                .append("w4", ExpectedVersion::Any, batch)
+                .expect("append");
+        }
+    } else {
+        let streams = n / 10;
+        for round in 0..10 {
+            std::thread::scope(|scope| {
+                for t in 0..16 {
+                    let store = &store;
+                    scope.spawn(move || {
+                        for s in (t..streams).step_by(16) {
+                            store
+                                .append(
+                                    &format!("stream-{s}"),
+                                    ExpectedVersion::Exact(round),
+                                    [event(s)],
+                                )
+                                .expect("append");
+                        }
+                    });
+                }
+            });
+        }
+    }
+    for _ in 0..passes {
+        let start = Instant::now();
+        let mut sum = 0u64;
+        let mut count = 0u64;
+        let iter: Box<dyn Iterator<Item = streamlog::Result<streamlog::RecordedEvent>>> =
+            if which == "w4" {
+                Box::new(
+                    store
+                        .read_stream("w4", 1, Direction::Forward)
+                        .expect("read"),
+                )
+            } else {
+                Box::new(
+                    store
+                        .read_all(Position::START, Direction::Forward)
+                        .expect("read"),
+                )
+            };
+        for e in iter {
+            let e = e.expect("event");
+            sum = sum.wrapping_add(e.data().iter().map(|b| u64::from(*b)).sum::<u64>());
+            count += 1;
+        }
+        let secs = start.elapsed().as_secs_f64();
+        println!(
+            "{which}: {count} events in {:.3} s = {:.0} events/s (checksum {sum})",
+            secs,
+            count as f64 / secs
+        );
+    }
+}
