@@ -269,12 +269,69 @@ impl Engine for PgEngine {
     }
 
     fn bulk_load(&self, events: &[(String, Event)]) -> Result<()> {
+        // Setup only: whole chunks in a few array-valued statements, not a round trip per event.
         self.with(|c| {
-            for chunk in events.chunks(10_000) {
+            let mut versions: std::collections::HashMap<String, (i64, i64)> = std::collections::HashMap::new();
+            let mut id_counter: u64 = 0;
+            for chunk in events.chunks(20_000) {
                 let mut tx = c.transaction()?;
-                for (stream, e) in chunk {
-                    append_in(&mut tx, stream, Expected::Any, &[e])?;
+                let mut names: Vec<String> = chunk.iter().map(|(s, _)| s.clone()).collect();
+                names.sort();
+                names.dedup();
+                tx.execute(
+                    "INSERT INTO streams (stream_uuid) SELECT unnest($1::text[]) ON CONFLICT DO NOTHING",
+                    &[&names],
+                )?;
+                for row in tx.query(
+                    "SELECT stream_uuid, stream_id, stream_version FROM streams WHERE stream_uuid = ANY($1)",
+                    &[&names],
+                )? {
+                    let name: String = row.get(0);
+                    versions.entry(name).or_insert((row.get(1), row.get(2)));
                 }
+                let all: i64 = tx
+                    .query_one("SELECT stream_version FROM streams WHERE stream_id = 0 FOR UPDATE", &[])?
+                    .get(0);
+                let (mut ids, mut types, mut data, mut metadata) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+                let (mut sids, mut svers, mut positions) = (Vec::new(), Vec::new(), Vec::new());
+                for (i, (stream, e)) in chunk.iter().enumerate() {
+                    id_counter += 1;
+                    ids.push(format!("{:08x}-0000-4000-8000-{:012x}", all as u64 + 1, id_counter));
+                    types.push(e.event_type.to_string());
+                    data.push(e.data.clone());
+                    metadata.push(e.metadata.clone());
+                    let entry = versions.get_mut(stream).ok_or_else(|| err("stream id missing"))?;
+                    entry.1 += 1;
+                    sids.push(entry.0);
+                    svers.push(entry.1);
+                    positions.push(all + 1 + i as i64);
+                }
+                tx.execute(
+                    "INSERT INTO events (event_id, event_type, data, metadata)
+                     SELECT unnest($1::text[])::uuid, unnest($2::text[]), unnest($3::bytea[]), unnest($4::bytea[])",
+                    &[&ids, &types, &data, &metadata],
+                )?;
+                tx.execute(
+                    "INSERT INTO stream_events (event_id, stream_id, stream_version, original_stream_id, original_stream_version)
+                     SELECT e::uuid, s, v, s, v FROM unnest($1::text[], $2::int8[], $3::int8[]) AS x(e, s, v)",
+                    &[&ids, &sids, &svers],
+                )?;
+                tx.execute(
+                    "INSERT INTO stream_events (event_id, stream_id, stream_version, original_stream_id, original_stream_version)
+                     SELECT e::uuid, 0, p, s, v FROM unnest($1::text[], $2::int8[], $3::int8[], $4::int8[]) AS x(e, p, s, v)",
+                    &[&ids, &positions, &sids, &svers],
+                )?;
+                let touched: Vec<(i64, i64)> = names.iter().filter_map(|n| versions.get(n).copied()).collect();
+                let (tids, tvers): (Vec<i64>, Vec<i64>) = touched.into_iter().unzip();
+                tx.execute(
+                    "UPDATE streams SET stream_version = x.v FROM unnest($1::int8[], $2::int8[]) AS x(id, v)
+                     WHERE streams.stream_id = x.id",
+                    &[&tids, &tvers],
+                )?;
+                tx.execute(
+                    "UPDATE streams SET stream_version = $1 WHERE stream_id = 0",
+                    &[&(all + chunk.len() as i64)],
+                )?;
                 tx.commit()?;
             }
             Ok(())
