@@ -206,10 +206,85 @@ impl MapCache {
         Ok(Some(mapped))
     }
 
+    /// The cached mapping of a segment, if there is one; never maps.
+    pub fn cached_segment(&self, key: StreamKey, segment: u32) -> Option<Arc<MappedSegment>> {
+        lock(&self.segments).get(&(key, segment))
+    }
+
+    /// The first bytes of a small segment, read (not mapped) into memory: at least `min_len`
+    /// bytes, more when the record at `last_record` ends later, never more than `max_len`.
+    /// `Ok(None)` when the file does not exist or the bytes needed pass `max_len` (map it then).
+    ///
+    /// Why: `read_all` over many small streams touches each file for a record or two. Mapping a
+    /// file costs an open, a stat, an `mmap`, page faults and an `munmap`, and evicts a mapping
+    /// the cache may need; one `pread` of the file's first page is several times cheaper.
+    pub fn read_small_segment(
+        &self,
+        key: StreamKey,
+        segment: u32,
+        last_record: u64,
+        max_len: usize,
+    ) -> Result<Option<MappedSegment>> {
+        let path = segment_path(&self.root, key, segment);
+        let file = match self.backend.open(&path, OpenMode::Read) {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(Error::io("open segment", &path, e)),
+        };
+        let needed = last_record as usize + crate::format::segment::RECORD_HEADER_BYTES;
+        if needed > max_len {
+            return Ok(None);
+        }
+        // A page beyond the last record's offset holds it whole in the common case.
+        let guess = (last_record as usize + 4096).next_multiple_of(4096).min(max_len);
+        let mut bytes = vec![0u8; guess];
+        let n = read_full(&*file, &mut bytes, 0).map_err(|e| Error::io("read segment", &path, e))?;
+        bytes.truncate(n);
+        if n < needed {
+            return Err(Error::corrupt(
+                &path,
+                n as u64,
+                format!("segment is {n} bytes, committed data reaches {needed}"),
+            ));
+        }
+        if let Some(h) = crate::format::segment::peek_record_header(&bytes[last_record as usize..]) {
+            let end = last_record as usize + h.record_bytes.get() as usize;
+            if end > n && n == guess {
+                if end > max_len {
+                    return Ok(None);
+                }
+                bytes.resize(end, 0);
+                let more = read_full(&*file, &mut bytes[n..], n as u64)
+                    .map_err(|e| Error::io("read segment", &path, e))?;
+                bytes.truncate(n + more);
+            }
+        }
+        bytes.shrink_to_fit();
+        let header = SegmentHeader::decode(&bytes).map_err(|e| decode_error(&path, 0, &e))?;
+        check_segment_header(&path, &header, self.store_id, key, segment)?;
+        Ok(Some(MappedSegment {
+            stream_id: Arc::from(header.stream_id.as_str()),
+            mapping: Arc::new(Mapping::from_bytes(bytes)),
+            path,
+        }))
+    }
+
     /// Forget a segment mapping (the writer cut or rewrote the file).
     pub fn forget_segment(&self, key: StreamKey, segment: u32) {
         lock(&self.segments).remove(&(key, segment));
     }
+}
+
+/// Read until `buf` is full or the file ends; the bytes read.
+fn read_full(file: &dyn crate::storage::FileHandle, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+    let mut done = 0;
+    while done < buf.len() {
+        match file.read_at(&mut buf[done..], offset + done as u64)? {
+            0 => break,
+            n => done += n,
+        }
+    }
+    Ok(done)
 }
 
 pub fn check_segment_header(

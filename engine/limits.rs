@@ -29,6 +29,12 @@ pub const BATCH_BYTES_MAX_DEFAULT: usize = 16 << 20;
 pub const MAPPED_SEGMENTS_MAX_DEFAULT: usize = 4096;
 /// Default bound of the writer's cache of open segment files.
 pub const OPEN_FILES_MAX_DEFAULT: usize = 1024;
+/// Positions `read_all` reads ahead in one window of the index (segment-format.md §4).
+pub const READ_ALL_WINDOW_POSITIONS: u64 = 131_072;
+/// Bytes of small segments `read_all` holds in memory for one window.
+pub const READ_ALL_WINDOW_BYTES: usize = 64 << 20;
+/// Segments whose records in a window lie in their first this many bytes are read, not mapped.
+pub const READ_ALL_SMALL_SEGMENT_BYTES: usize = 64 << 10;
 /// Smallest bound any cache accepts.
 pub const CACHE_BOUND_MIN: usize = 4;
 /// Default bound of the cache of loaded stream states.

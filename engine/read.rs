@@ -8,6 +8,7 @@ use crate::format::segment::{
     decode_record, peek_record_header, RECORD_FLAG_BEGIN, RECORD_FLAG_END, RECORD_HEADER_BYTES,
 };
 use crate::layout::{index_path, segment_path, StreamKey};
+use crate::limits::{READ_ALL_SMALL_SEGMENT_BYTES, READ_ALL_WINDOW_BYTES, READ_ALL_WINDOW_POSITIONS};
 use crate::shared::Shared;
 use crate::types::{Direction, Position};
 use std::ops::Range;
@@ -316,15 +317,40 @@ pub(crate) fn read_versions(
 }
 
 /// Lazy iterator over every stream's events in global order (`Store::read_all`).
+///
+/// It reads the index in windows of positions. Within a window, each segment is fetched once,
+/// whatever the number of its records there: small segments (a stream of a few events) are
+/// read into memory with one `pread`, larger ones are mapped through the cache. Then the
+/// window's events are served in position order. Without windows, a store of many small
+/// interleaved streams costs one open and one mapping per event.
 pub struct AllIter {
     shared: Arc<Shared>,
     direction: Direction,
-    /// Next position to yield (0 when done backward).
+    /// Next position to load into a window (0 when done backward).
     next: u64,
     /// Last position to yield forward: the head when the iterator was made.
     last: u64,
-    segment: Option<((StreamKey, u32), Arc<MappedSegment>)>,
+    /// The loaded window, in the order the events are yielded.
+    window: std::collections::VecDeque<Slot>,
+    /// An error met while loading, to be returned once the window before it is served.
+    pending: Option<Error>,
     failed: bool,
+}
+
+struct Slot {
+    position: u64,
+    segment: Arc<MappedSegment>,
+    offset: u64,
+    flags: u8,
+}
+
+/// One index entry of a window.
+struct Entry {
+    position: u64,
+    key: StreamKey,
+    segment: u32,
+    offset: u64,
+    flags: u8,
 }
 
 impl AllIter {
@@ -339,97 +365,230 @@ impl AllIter {
             direction,
             next,
             last: head,
-            segment: None,
+            window: std::collections::VecDeque::new(),
+            pending: None,
             failed: false,
         }
     }
 
-    fn event(&mut self, position: u64) -> Result<RecordedEvent> {
-        let entry = self.shared.maps.index_entry(position)?.map_err(|e| {
-            let (file, at) =
-                crate::format::index::locate(position, self.shared.manifest.index_entries_per_file);
-            Error::corrupt(
-                index_path(&self.shared.root, file),
-                at,
-                format!("index entry of position {position}: {e}"),
-            )
-        })?;
-        let key = StreamKey {
-            hash: entry.stream_hash,
-            collision: entry.collision,
+    fn done_loading(&self) -> bool {
+        self.next == 0 || self.next > self.last
+    }
+
+    /// The index entries of the next window, in yield order; stops early at an entry that does
+    /// not decode (its error becomes `pending`).
+    fn entries(&mut self) -> Vec<Entry> {
+        let span = READ_ALL_WINDOW_POSITIONS;
+        let positions: Box<dyn Iterator<Item = u64>> = match self.direction {
+            Direction::Forward => Box::new(self.next..=self.last.min(self.next + span - 1)),
+            Direction::Backward => Box::new((self.next.saturating_sub(span - 1).max(1)..=self.next).rev()),
         };
-        let offset = u64::from(entry.offset);
-        let mut min_len = offset + RECORD_HEADER_BYTES as u64;
-        let mut segment = self.cached(key, entry.segment, min_len)?;
-        if let Some(h) = peek_record_header(
-            &segment.mapping[offset.min(segment.mapping.len() as u64) as usize..],
-        ) {
-            let record_end = offset + u64::from(h.record_bytes.get());
-            if record_end > segment.mapping.len() as u64 {
-                min_len = record_end;
-                segment = self.cached(key, entry.segment, min_len)?;
+        let mut entries = Vec::new();
+        for position in positions {
+            let entry = match self.shared.maps.index_entry(position) {
+                Ok(Ok(e)) => e,
+                Ok(Err(e)) => {
+                    let (file, at) = crate::format::index::locate(
+                        position,
+                        self.shared.manifest.index_entries_per_file,
+                    );
+                    self.pending = Some(Error::corrupt(
+                        index_path(&self.shared.root, file),
+                        at,
+                        format!("index entry of position {position}: {e}"),
+                    ));
+                    break;
+                }
+                Err(e) => {
+                    self.pending = Some(e);
+                    break;
+                }
+            };
+            entries.push(Entry {
+                position,
+                key: StreamKey {
+                    hash: entry.stream_hash,
+                    collision: entry.collision,
+                },
+                segment: entry.segment,
+                offset: u64::from(entry.offset),
+                flags: entry.flags,
+            });
+        }
+        entries
+    }
+
+    /// Load the next window: fetch every segment it names once, then queue its events.
+    fn load(&mut self) {
+        let entries = self.entries();
+        let stop_at = self.pending.is_some();
+        // The last record of each segment within the window: how far it must be fetched.
+        let mut reach: std::collections::HashMap<(StreamKey, u32), u64> = std::collections::HashMap::new();
+        for e in &entries {
+            let r = reach.entry((e.key, e.segment)).or_insert(0);
+            *r = (*r).max(e.offset);
+        }
+        let mut fetched: std::collections::HashMap<(StreamKey, u32), Arc<MappedSegment>> =
+            std::collections::HashMap::new();
+        let mut read_bytes = 0usize;
+        let mut mapped = 0usize;
+        let mapped_max = (self.shared.options.mapped_segments_max / 4).max(1);
+        let mut loaded = 0u64;
+        for e in entries {
+            let id = (e.key, e.segment);
+            let segment = match fetched.get(&id) {
+                Some(s) => Arc::clone(s),
+                None => {
+                    let last_record = reach.get(&id).copied().unwrap_or(e.offset);
+                    match self.fetch(e.key, e.segment, last_record, &mut read_bytes, &mut mapped, mapped_max) {
+                        Ok(Some(s)) => {
+                            fetched.insert(id, Arc::clone(&s));
+                            s
+                        }
+                        // The window's budget is spent: the rest waits for the next window.
+                        Ok(None) => break,
+                        Err(err) => {
+                            self.pending = Some(err);
+                            self.advance(loaded);
+                            return;
+                        }
+                    }
+                }
+            };
+            self.window.push_back(Slot {
+                position: e.position,
+                segment,
+                offset: e.offset,
+                flags: e.flags,
+            });
+            loaded += 1;
+        }
+        self.advance(loaded);
+        if !stop_at && self.window.is_empty() && self.pending.is_none() && !self.done_loading() {
+            self.pending = Some(Error::corrupt(&self.shared.root, 0, "read_all made no progress"));
+        }
+    }
+
+    fn advance(&mut self, loaded: u64) {
+        match self.direction {
+            Direction::Forward => self.next += loaded,
+            Direction::Backward => self.next -= loaded,
+        }
+    }
+
+    /// One segment for the window: read when small, else mapped; `Ok(None)` when the window's
+    /// budget would be exceeded (never for the window's first segment).
+    fn fetch(
+        &self,
+        key: StreamKey,
+        number: u32,
+        last_record: u64,
+        read_bytes: &mut usize,
+        mapped: &mut usize,
+        mapped_max: usize,
+    ) -> Result<Option<Arc<MappedSegment>>> {
+        let first = *read_bytes == 0 && *mapped == 0;
+        let maps = &self.shared.maps;
+        let missing = || {
+            Error::corrupt(
+                segment_path(&self.shared.root, key, number),
+                0,
+                "segment named by a committed index entry is missing",
+            )
+        };
+        if let Some(s) = maps.cached_segment(key, number) {
+            // Usable when it holds the last record whole (it may predate later appends).
+            let len = s.mapping.len() as u64;
+            let whole = len >= last_record + RECORD_HEADER_BYTES as u64
+                && peek_record_header(&s.mapping[last_record as usize..])
+                    .is_some_and(|h| last_record + u64::from(h.record_bytes.get()) <= len);
+            if whole {
+                return Ok(Some(s));
             }
         }
-        let (event, _) = event_at(&segment, offset, segment.mapping.len() as u64)?;
-        if event.position != position {
+        let small = last_record as usize + RECORD_HEADER_BYTES <= READ_ALL_SMALL_SEGMENT_BYTES;
+        if small && (first || *read_bytes < READ_ALL_WINDOW_BYTES) {
+            if let Some(s) = maps.read_small_segment(key, number, last_record, READ_ALL_SMALL_SEGMENT_BYTES)? {
+                *read_bytes += s.mapping.len().max(1);
+                return Ok(Some(Arc::new(s)));
+            }
+            if maps.cached_segment(key, number).is_none() && !segment_exists(&self.shared, key, number)? {
+                return Err(missing());
+            }
+        }
+        if !first && *mapped >= mapped_max {
+            return Ok(None);
+        }
+        *mapped += 1;
+        let mut min_len = last_record + RECORD_HEADER_BYTES as u64;
+        let mut segment = maps.segment(key, number, min_len)?.ok_or_else(missing)?;
+        // The last record must be mapped whole.
+        if let Some(h) = peek_record_header(&segment.mapping[(last_record as usize).min(segment.mapping.len())..]) {
+            let record_end = last_record + u64::from(h.record_bytes.get());
+            if record_end > segment.mapping.len() as u64 {
+                min_len = record_end;
+                segment = maps.segment(key, number, min_len)?.ok_or_else(missing)?;
+            }
+        }
+        Ok(Some(segment))
+    }
+
+    fn event(&self, slot: &Slot) -> Result<RecordedEvent> {
+        let (event, _) = event_at(&slot.segment, slot.offset, slot.segment.mapping.len() as u64)?;
+        if event.position != slot.position {
             return Err(Error::corrupt(
-                &segment.path,
-                offset,
+                &slot.segment.path,
+                slot.offset,
                 format!(
-                    "index says position {position}, record says {}",
-                    event.position
+                    "index says position {}, record says {}",
+                    slot.position, event.position
                 ),
             ));
         }
-        if event.flags & (RECORD_FLAG_BEGIN | RECORD_FLAG_END) != entry.flags {
+        if event.flags & (RECORD_FLAG_BEGIN | RECORD_FLAG_END) != slot.flags {
             return Err(Error::corrupt(
-                &segment.path,
-                offset,
+                &slot.segment.path,
+                slot.offset,
                 "append boundaries differ between index and record",
             ));
         }
         Ok(event)
     }
+}
 
-    fn cached(&mut self, key: StreamKey, number: u32, min_len: u64) -> Result<Arc<MappedSegment>> {
-        if let Some((k, s)) = &self.segment {
-            if *k == (key, number) && s.mapping.len() as u64 >= min_len {
-                return Ok(Arc::clone(s));
-            }
-        }
-        let s = self
-            .shared
-            .maps
-            .segment(key, number, min_len)?
-            .ok_or_else(|| {
-                Error::corrupt(
-                    segment_path(&self.shared.root, key, number),
-                    0,
-                    "segment named by a committed index entry is missing",
-                )
-            })?;
-        self.segment = Some(((key, number), Arc::clone(&s)));
-        Ok(s)
-    }
+fn segment_exists(shared: &Shared, key: StreamKey, number: u32) -> Result<bool> {
+    let path = segment_path(&shared.root, key, number);
+    Ok(shared
+        .backend
+        .kind(&path)
+        .map_err(|e| Error::io("stat segment", &path, e))?
+        .is_some())
 }
 
 impl Iterator for AllIter {
     type Item = Result<RecordedEvent>;
 
     fn next(&mut self) -> Option<Self::Item> {
-        if self.failed || self.next == 0 || self.next > self.last {
+        if self.failed {
             return None;
         }
-        let position = self.next;
-        match self.direction {
-            Direction::Forward => self.next += 1,
-            Direction::Backward => self.next -= 1,
+        if self.window.is_empty() && self.pending.is_none() {
+            if self.done_loading() {
+                return None;
+            }
+            self.load();
         }
-        match self.event(position) {
-            Ok(e) => Some(Ok(e)),
-            Err(e) => {
+        match self.window.pop_front() {
+            Some(slot) => match self.event(&slot) {
+                Ok(e) => Some(Ok(e)),
+                Err(e) => {
+                    self.failed = true;
+                    Some(Err(e))
+                }
+            },
+            None => {
                 self.failed = true;
-                Some(Err(e))
+                self.pending.take().map(Err)
             }
         }
     }

@@ -1,6 +1,7 @@
 //! Read paths outside criterion, for profiling: W4 (one stream) or W5 (all streams in global
 //! order, streams of 10 events written interleaved).
-//! `cargo run --release --example read_profile -- [w4|w5] [events] [passes]`.
+//! `cargo run --release --example read_profile -- [w4|w5] [events] [passes] [folder]`: with a
+//! folder that already holds a store, it only reads (to profile the reads alone).
 
 use std::time::Instant;
 use streamlog::{Direction, EventData, ExpectedVersion, Position, Store};
@@ -18,9 +19,12 @@ fn main() {
     let which = args.next().unwrap_or_else(|| "w4".into());
     let n: u64 = args.next().and_then(|a| a.parse().ok()).unwrap_or(200_000);
     let passes: u64 = args.next().and_then(|a| a.parse().ok()).unwrap_or(5);
-    let dir = tempfile::tempdir().expect("temporary folder");
-    let store = Store::open(dir.path()).expect("open");
-    if which == "w4" {
+    let temp = tempfile::tempdir().expect("temporary folder");
+    let dir = args.next().map_or_else(|| temp.path().to_path_buf(), std::path::PathBuf::from);
+    let existing = dir.join("MANIFEST").exists();
+    let store = Store::open(&dir).expect("open");
+    if existing {
+    } else if which == "w4" {
         for chunk in 0..n.div_ceil(1000) {
             let batch: Vec<EventData> = (chunk * 1000..((chunk + 1) * 1000).min(n))
                 .map(event)
