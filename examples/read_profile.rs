@@ -22,6 +22,20 @@ fn main() {
     let temp = tempfile::tempdir().expect("temporary folder");
     let dir = args.next().map_or_else(|| temp.path().to_path_buf(), std::path::PathBuf::from);
     let existing = dir.join("MANIFEST").exists();
+    if which == "reopen" {
+        // W6 on an existing store: open, then the first event of one stream.
+        for i in 0..passes {
+            let start = Instant::now();
+            let store = Store::open(&dir).expect("open");
+            let opened = start.elapsed();
+            let first = store
+                .read_stream(&format!("stream-{}", i * 7919 % (n / 10).max(1)), 1, Direction::Forward)
+                .expect("read")
+                .next();
+            println!("reopen: open {:?}, first read after {:?} ({})", opened, start.elapsed(), first.is_some());
+        }
+        return;
+    }
     let store = Store::open(&dir).expect("open");
     if existing {
     } else if which == "w4" {
