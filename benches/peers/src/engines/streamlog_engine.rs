@@ -39,7 +39,7 @@ impl Engine for StreamlogEngine {
     }
 
     fn bulk_load(&self, events: &[(String, Event)]) -> Result<()> {
-        // No multi-stream append yet: runs of one stream go in one append, and 16 threads
+        // No multi-stream append yet: runs of one stream go in one append, and 256 threads
         // share the group commit.
         let mut runs: Vec<(&str, Vec<&Event>)> = Vec::new();
         for (stream, event) in events {
@@ -48,7 +48,7 @@ impl Engine for StreamlogEngine {
                 _ => runs.push((stream.as_str(), vec![event])),
             }
         }
-        let threads = 16;
+        let threads = 256;
         std::thread::scope(|scope| -> Result<()> {
             let handles: Vec<_> = (0..threads)
                 .map(|t| {
