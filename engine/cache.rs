@@ -236,9 +236,12 @@ impl MapCache {
             return Ok(None);
         }
         // A page beyond the last record's offset holds it whole in the common case.
-        let guess = (last_record as usize + 4096).next_multiple_of(4096).min(max_len);
+        let guess = (last_record as usize + 4096)
+            .next_multiple_of(4096)
+            .min(max_len);
         let mut bytes = vec![0u8; guess];
-        let n = read_full(&*file, &mut bytes, 0).map_err(|e| Error::io("read segment", &path, e))?;
+        let n =
+            read_full(&*file, &mut bytes, 0).map_err(|e| Error::io("read segment", &path, e))?;
         bytes.truncate(n);
         if n < needed {
             return Err(Error::corrupt(
@@ -247,7 +250,8 @@ impl MapCache {
                 format!("segment is {n} bytes, committed data reaches {needed}"),
             ));
         }
-        if let Some(h) = crate::format::segment::peek_record_header(&bytes[last_record as usize..]) {
+        if let Some(h) = crate::format::segment::peek_record_header(&bytes[last_record as usize..])
+        {
             let end = last_record as usize + h.record_bytes.get() as usize;
             if end > n && n == guess {
                 if end > max_len {
@@ -276,7 +280,11 @@ impl MapCache {
 }
 
 /// Read until `buf` is full or the file ends; the bytes read.
-fn read_full(file: &dyn crate::storage::FileHandle, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+fn read_full(
+    file: &dyn crate::storage::FileHandle,
+    buf: &mut [u8],
+    offset: u64,
+) -> io::Result<usize> {
     let mut done = 0;
     while done < buf.len() {
         match file.read_at(&mut buf[done..], offset + done as u64)? {

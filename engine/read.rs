@@ -8,7 +8,9 @@ use crate::format::segment::{
     decode_record, peek_record_header, RECORD_FLAG_BEGIN, RECORD_FLAG_END, RECORD_HEADER_BYTES,
 };
 use crate::layout::{index_path, segment_path, StreamKey};
-use crate::limits::{READ_ALL_SMALL_SEGMENT_BYTES, READ_ALL_WINDOW_BYTES, READ_ALL_WINDOW_POSITIONS};
+use crate::limits::{
+    READ_ALL_SMALL_SEGMENT_BYTES, READ_ALL_WINDOW_BYTES, READ_ALL_WINDOW_POSITIONS,
+};
 use crate::shared::Shared;
 use crate::types::{Direction, Position};
 use std::ops::Range;
@@ -381,7 +383,9 @@ impl AllIter {
         let span = READ_ALL_WINDOW_POSITIONS;
         let positions: Box<dyn Iterator<Item = u64>> = match self.direction {
             Direction::Forward => Box::new(self.next..=self.last.min(self.next + span - 1)),
-            Direction::Backward => Box::new((self.next.saturating_sub(span - 1).max(1)..=self.next).rev()),
+            Direction::Backward => {
+                Box::new((self.next.saturating_sub(span - 1).max(1)..=self.next).rev())
+            }
         };
         let mut entries = Vec::new();
         for position in positions {
@@ -423,7 +427,8 @@ impl AllIter {
         let entries = self.entries();
         let stop_at = self.pending.is_some();
         // The last record of each segment within the window: how far it must be fetched.
-        let mut reach: std::collections::HashMap<(StreamKey, u32), u64> = std::collections::HashMap::new();
+        let mut reach: std::collections::HashMap<(StreamKey, u32), u64> =
+            std::collections::HashMap::new();
         for e in &entries {
             let r = reach.entry((e.key, e.segment)).or_insert(0);
             *r = (*r).max(e.offset);
@@ -440,7 +445,14 @@ impl AllIter {
                 Some(s) => Arc::clone(s),
                 None => {
                     let last_record = reach.get(&id).copied().unwrap_or(e.offset);
-                    match self.fetch(e.key, e.segment, last_record, &mut read_bytes, &mut mapped, mapped_max) {
+                    match self.fetch(
+                        e.key,
+                        e.segment,
+                        last_record,
+                        &mut read_bytes,
+                        &mut mapped,
+                        mapped_max,
+                    ) {
                         Ok(Some(s)) => {
                             fetched.insert(id, Arc::clone(&s));
                             s
@@ -465,7 +477,11 @@ impl AllIter {
         }
         self.advance(loaded);
         if !stop_at && self.window.is_empty() && self.pending.is_none() && !self.done_loading() {
-            self.pending = Some(Error::corrupt(&self.shared.root, 0, "read_all made no progress"));
+            self.pending = Some(Error::corrupt(
+                &self.shared.root,
+                0,
+                "read_all made no progress",
+            ));
         }
     }
 
@@ -508,11 +524,15 @@ impl AllIter {
         }
         let small = last_record as usize + RECORD_HEADER_BYTES <= READ_ALL_SMALL_SEGMENT_BYTES;
         if small && (first || *read_bytes < READ_ALL_WINDOW_BYTES) {
-            if let Some(s) = maps.read_small_segment(key, number, last_record, READ_ALL_SMALL_SEGMENT_BYTES)? {
+            if let Some(s) =
+                maps.read_small_segment(key, number, last_record, READ_ALL_SMALL_SEGMENT_BYTES)?
+            {
                 *read_bytes += s.mapping.len().max(1);
                 return Ok(Some(Arc::new(s)));
             }
-            if maps.cached_segment(key, number).is_none() && !segment_exists(&self.shared, key, number)? {
+            if maps.cached_segment(key, number).is_none()
+                && !segment_exists(&self.shared, key, number)?
+            {
                 return Err(missing());
             }
         }
@@ -523,7 +543,9 @@ impl AllIter {
         let mut min_len = last_record + RECORD_HEADER_BYTES as u64;
         let mut segment = maps.segment(key, number, min_len)?.ok_or_else(missing)?;
         // The last record must be mapped whole.
-        if let Some(h) = peek_record_header(&segment.mapping[(last_record as usize).min(segment.mapping.len())..]) {
+        if let Some(h) = peek_record_header(
+            &segment.mapping[(last_record as usize).min(segment.mapping.len())..],
+        ) {
             let record_end = last_record + u64::from(h.record_bytes.get());
             if record_end > segment.mapping.len() as u64 {
                 min_len = record_end;
@@ -534,7 +556,11 @@ impl AllIter {
     }
 
     fn event(&self, slot: &Slot) -> Result<RecordedEvent> {
-        let (event, _) = event_at(&slot.segment, slot.offset, slot.segment.mapping.len() as u64)?;
+        let (event, _) = event_at(
+            &slot.segment,
+            slot.offset,
+            slot.segment.mapping.len() as u64,
+        )?;
         if event.position != slot.position {
             return Err(Error::corrupt(
                 &slot.segment.path,

@@ -125,11 +125,14 @@ fn create_store(
             Err(e) => return Err(Error::io("create folder", &p, e)),
         }
     }
+    // Not `CLEAN`: if this creation fails after its renames, before its folder sync, the next
+    // open must not take it for a clean close (and skip the `syncfs` that makes it durable).
+    // Found by the fault-injection walk.
     let checkpoint = Checkpoint {
         store_id: manifest.store_id,
         sequence: 1,
         head: 0,
-        clean: true,
+        clean: false,
     };
     let cpath = root.join(CHECKPOINT_FILE);
     let tmp = root.join(format!("{CHECKPOINT_FILE}{TEMP_SUFFIX}"));
@@ -227,6 +230,8 @@ pub fn open(
     }
     let mpath = root.join(MANIFEST_FILE);
     let cpath = root.join(CHECKPOINT_FILE);
+    // A store made by this open: its new folders are made durable by the `syncfs` below.
+    let mut created = false;
     let (manifest, checkpoint) = match read_small(&*backend, &mpath, MANIFEST_BYTES * 2)? {
         None => {
             // Data files are only written once the MANIFEST exists: without one, a store whose
@@ -250,6 +255,7 @@ pub fn open(
                 }
             }
             report.created = true;
+            created = true;
             create_store(&*backend, root, &options)?
         }
         Some(bytes) => {
@@ -290,11 +296,9 @@ pub fn open(
         checkpoint.head,
         lock,
     ));
-    restore_index_lengths(&shared, checkpoint.head)?;
+    let extended = restore_index_lengths(&shared, checkpoint.head)?;
     let head = verify_tail(&shared, checkpoint.head, &mut report)?;
     report.head = head;
-    cut_index_after(&shared, head)?;
-    // Leave a checkpoint that is not clean: a crash from now on must verify the tail again.
     let fresh = Checkpoint {
         store_id: manifest.store_id,
         sequence: checkpoint.sequence + 1,
@@ -304,6 +308,28 @@ pub fn open(
     let cfile = backend
         .open(&cpath, OpenMode::ReadWrite)
         .map_err(|e| Error::io("open checkpoint", &cpath, e))?;
+    if !created
+        && checkpoint.clean
+        && !extended
+        && head == checkpoint.head
+        && report.cut_positions == 0
+    {
+        // After a clean close nothing is unsynced and there is nothing to cut: only the mark
+        // that this handle is open (`CLEAN` clear) must be durable before it writes anything,
+        // so that a batch failing later is never mistaken for a clean close. One `fdatasync` of
+        // the checkpoint, not a `syncfs`, whose cost grows with whatever else is dirty on the
+        // file system (segment-format.md §8, step 6).
+        cfile
+            .write_all_at(&fresh.encode(), fresh.slot_offset())
+            .map_err(|e| Error::io("write checkpoint", &cpath, e))?;
+        cfile
+            .sync_data()
+            .map_err(|e| Error::io("fsync checkpoint", &cpath, e))?;
+        shared.publish(head);
+        return Ok((shared, fresh, report));
+    }
+    cut_index_after(&shared, head)?;
+    // Leave a checkpoint that is not clean: a crash from now on must verify the tail again.
     cfile
         .write_all_at(&fresh.encode(), fresh.slot_offset())
         .map_err(|e| Error::io("write checkpoint", &cpath, e))?;
@@ -449,15 +475,16 @@ fn verify_record(
 /// between them leaves the file short. Extend such a file to its full length again when it still
 /// holds every committed entry; one cut below them is left for the reader to report as
 /// corruption (fault-matrix row 10).
-fn restore_index_lengths(shared: &Shared, committed: u64) -> Result<()> {
+fn restore_index_lengths(shared: &Shared, committed: u64) -> Result<bool> {
     let per_file = shared.manifest.index_entries_per_file;
     let full = INDEX_HEADER_BYTES + per_file * INDEX_ENTRY_BYTES;
     let dir = shared.root.join(INDEX_DIR);
     let names = match shared.backend.read_dir(&dir) {
         Ok(names) => names,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
         Err(e) => return Err(Error::io("list folder", &dir, e)),
     };
+    let mut extended = false;
     for (name, _) in names {
         let Some(file) = parse_index_file_name(&name) else {
             continue;
@@ -483,9 +510,10 @@ fn restore_index_lengths(shared: &Shared, committed: u64) -> Result<()> {
             // Durability: made durable by the `syncfs` that ends recovery.
             f.set_len(full)
                 .map_err(|e| Error::io("extend index", &path, e))?;
+            extended = true;
         }
     }
-    Ok(())
+    Ok(extended)
 }
 
 /// Step 4: everything after `head` in the index becomes a hole, and later index files go.

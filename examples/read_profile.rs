@@ -20,7 +20,9 @@ fn main() {
     let n: u64 = args.next().and_then(|a| a.parse().ok()).unwrap_or(200_000);
     let passes: u64 = args.next().and_then(|a| a.parse().ok()).unwrap_or(5);
     let temp = tempfile::tempdir().expect("temporary folder");
-    let dir = args.next().map_or_else(|| temp.path().to_path_buf(), std::path::PathBuf::from);
+    let dir = args
+        .next()
+        .map_or_else(|| temp.path().to_path_buf(), std::path::PathBuf::from);
     let existing = dir.join("MANIFEST").exists();
     if which == "reopen" {
         // W6 on an existing store: open, then the first event of one stream.
@@ -29,10 +31,19 @@ fn main() {
             let store = Store::open(&dir).expect("open");
             let opened = start.elapsed();
             let first = store
-                .read_stream(&format!("stream-{}", i * 7919 % (n / 10).max(1)), 1, Direction::Forward)
+                .read_stream(
+                    &format!("stream-{}", i * 7919 % (n / 10).max(1)),
+                    1,
+                    Direction::Forward,
+                )
                 .expect("read")
                 .next();
-            println!("reopen: open {:?}, first read after {:?} ({})", opened, start.elapsed(), first.is_some());
+            println!(
+                "reopen: open {:?}, first read after {:?} ({})",
+                opened,
+                start.elapsed(),
+                first.is_some()
+            );
         }
         return;
     }
