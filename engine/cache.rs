@@ -225,16 +225,16 @@ impl MapCache {
         last_record: u64,
         max_len: usize,
     ) -> Result<Option<MappedSegment>> {
+        let needed = last_record as usize + crate::format::segment::RECORD_HEADER_BYTES;
+        if needed > max_len {
+            return Ok(None);
+        }
         let path = segment_path(&self.root, key, segment);
         let file = match self.backend.open(&path, OpenMode::Read) {
             Ok(f) => f,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(Error::io("open segment", &path, e)),
         };
-        let needed = last_record as usize + crate::format::segment::RECORD_HEADER_BYTES;
-        if needed > max_len {
-            return Ok(None);
-        }
         // A page beyond the last record's offset holds it whole in the common case.
         let guess = (last_record as usize + 4096)
             .next_multiple_of(4096)

@@ -88,6 +88,10 @@ pub struct Writer {
     head: u64,
     /// Requests deferred to the next batch, in arrival order.
     carry: VecDeque<AppendRequest>,
+    /// Streams in `streams` holding an open segment file, never fewer than there are: exact
+    /// after `evict`, counted up as files are cached, not down when a roll drops one. Keeps
+    /// the writer from scanning every cached stream on every batch.
+    open_files: usize,
 }
 
 impl Writer {
@@ -115,6 +119,7 @@ impl Writer {
             checkpoint_head: checkpoint.head,
             head,
             carry: VecDeque::new(),
+            open_files: 0,
         })
     }
 
@@ -275,6 +280,7 @@ impl Writer {
                     }));
                 }
                 self.streams.clear();
+                self.open_files = 0;
             }
         }
         self.drop_uncreated();
@@ -299,14 +305,21 @@ impl Writer {
     fn evict(&mut self) {
         let open_max = self.shared.options.open_files_max;
         let streams_max = self.shared.options.streams_cached_max;
+        let count_open = |streams: &HashMap<Arc<str>, WriterStream>| {
+            streams.values().filter(|s| s.file.is_some()).count()
+        };
         if self.streams.len() > streams_max {
             let mut used: Vec<u64> = self.streams.values().map(|s| s.used).collect();
             let middle = used.len() / 2;
             let cut = *used.select_nth_unstable(middle).1;
             self.streams.retain(|_, s| s.used > cut);
+            self.open_files = count_open(&self.streams);
         }
-        let open = self.streams.values().filter(|s| s.file.is_some()).count();
-        if open > open_max {
+        if self.open_files > open_max {
+            // The count may be high (rolls are not counted down): look before closing.
+            self.open_files = count_open(&self.streams);
+        }
+        if self.open_files > open_max {
             let mut used: Vec<u64> = self
                 .streams
                 .values()
@@ -320,6 +333,7 @@ impl Writer {
                     s.file = None;
                 }
             }
+            self.open_files = count_open(&self.streams);
         }
     }
 
@@ -337,7 +351,11 @@ impl Writer {
                 other => other?,
             };
             let ws = match probe {
-                Probe::Found(meta) => self.repair(meta)?,
+                Probe::Found(meta) => {
+                    let ws = self.repair(meta)?;
+                    self.open_files += usize::from(ws.file.is_some());
+                    ws
+                }
                 Probe::Absent {
                     collision,
                     file_exists,
@@ -606,7 +624,6 @@ impl Writer {
         // Open descriptors stay within the cache bound, even in a batch that touches more
         // streams than that (fault-matrix row 16).
         let open_max = self.shared.options.open_files_max;
-        let mut cached = self.streams.values().filter(|s| s.file.is_some()).count();
         for w in writes {
             let path = segment_path(&root, w.key, w.segment);
             let ws = self
@@ -640,9 +657,9 @@ impl Writer {
                         .streams
                         .get_mut(&w.stream)
                         .expect("a planned stream stays cached until its batch is published");
-                    if ws.segment == w.segment && cached < open_max {
+                    if ws.segment == w.segment && self.open_files < open_max {
                         ws.file = Some(Arc::clone(&handle));
-                        cached += 1;
+                        self.open_files += 1;
                     }
                     handle
                 }
@@ -728,6 +745,7 @@ impl Writer {
         for s in self.streams.values_mut() {
             s.file = None;
         }
+        self.open_files = 0;
     }
 
     /// Run `open`; when the process is out of file descriptors, close every cached segment

@@ -287,39 +287,35 @@ impl SimFile {
     }
 }
 
+impl Inode {
+    /// A write to the page cache: live at once, durable at the next sync (or by chance at a cut).
+    fn write(&mut self, bytes: &[u8], offset: u64) {
+        let end = offset as usize + bytes.len();
+        if self.live.len() < end {
+            self.live.resize(end, 0);
+        }
+        self.live[offset as usize..end].copy_from_slice(bytes);
+        self.unsynced.push(Op::Write {
+            offset,
+            bytes: bytes.to_vec(),
+        });
+    }
+}
+
 impl FileHandle for SimFile {
     fn write_all_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
         let mut s = lock(&self.state);
         if let Err(e) = s.tick() {
             if std::mem::take(&mut s.short_write) && self.writable && buf.len() > 1 {
                 // The first half reached the page cache before the error.
-                let half = &buf[..buf.len() / 2];
-                let inode = self.inode(&mut s)?;
-                let end = offset as usize + half.len();
-                if inode.live.len() < end {
-                    inode.live.resize(end, 0);
-                }
-                inode.live[offset as usize..end].copy_from_slice(half);
-                inode.unsynced.push(Op::Write {
-                    offset,
-                    bytes: half.to_vec(),
-                });
+                self.inode(&mut s)?.write(&buf[..buf.len() / 2], offset);
             }
             return Err(e);
         }
         if !self.writable {
             return Err(io::Error::from(io::ErrorKind::PermissionDenied));
         }
-        let inode = self.inode(&mut s)?;
-        let end = offset as usize + buf.len();
-        if inode.live.len() < end {
-            inode.live.resize(end, 0);
-        }
-        inode.live[offset as usize..end].copy_from_slice(buf);
-        inode.unsynced.push(Op::Write {
-            offset,
-            bytes: buf.to_vec(),
-        });
+        self.inode(&mut s)?.write(buf, offset);
         Ok(())
     }
 

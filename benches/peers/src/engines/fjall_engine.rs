@@ -2,7 +2,7 @@
 //! after every append.
 
 use crate::engine::{err, Engine, Event, Expected, Factory, Result};
-use crate::engines::rocks::{data_of, encode};
+use crate::engines::rocks::{data_of, encode, stripe};
 use fjall::{Config, Keyspace, PartitionCreateOptions, PartitionHandle, PersistMode};
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -88,12 +88,6 @@ impl FjallEngine {
         batch.insert(&self.streams, version_key(stream), version.to_be_bytes());
         version
     }
-}
-
-fn stripe(stream: &str) -> usize {
-    stream.bytes().fold(7usize, |h, b| {
-        h.wrapping_mul(31).wrapping_add(usize::from(b))
-    }) % 1024
 }
 
 impl Engine for FjallEngine {

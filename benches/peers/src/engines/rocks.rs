@@ -61,7 +61,8 @@ pub fn data_of(v: &[u8]) -> &[u8] {
     &v[at + 8..]
 }
 
-fn stripe(stream: &str) -> usize {
+/// Which of 1,024 locks serializes appends to `stream`.
+pub fn stripe(stream: &str) -> usize {
     stream.bytes().fold(7usize, |h, b| {
         h.wrapping_mul(31).wrapping_add(usize::from(b))
     }) % 1024
