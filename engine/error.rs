@@ -57,6 +57,18 @@ pub enum Error {
     InvalidOptions { reason: String },
     /// The store's writer has stopped (the store is shutting down).
     Closed,
+    /// A persistent subscription of this name is already being consumed in this process.
+    SubscriptionInUse { name: String },
+    /// No persistent subscription has this name.
+    SubscriptionNotFound { name: String },
+    /// A persistent subscription of this name exists with another target or filters.
+    SubscriptionTargetMismatch { name: String },
+    /// The subscription name is empty, too long, or holds a NUL byte.
+    InvalidSubscriptionName { reason: &'static str },
+    /// An ack names a position that the subscription has not delivered yet.
+    AckBeyondDelivered { position: u64, delivered: u64 },
+    /// A start point the call cannot honour.
+    InvalidStart { reason: String },
 }
 
 impl Error {
@@ -148,6 +160,24 @@ impl Error {
                 reason: reason.clone(),
             },
             Error::Closed => Error::Closed,
+            Error::SubscriptionInUse { name } => Error::SubscriptionInUse { name: name.clone() },
+            Error::SubscriptionNotFound { name } => {
+                Error::SubscriptionNotFound { name: name.clone() }
+            }
+            Error::SubscriptionTargetMismatch { name } => {
+                Error::SubscriptionTargetMismatch { name: name.clone() }
+            }
+            Error::InvalidSubscriptionName { reason } => Error::InvalidSubscriptionName { reason },
+            Error::AckBeyondDelivered {
+                position,
+                delivered,
+            } => Error::AckBeyondDelivered {
+                position: *position,
+                delivered: *delivered,
+            },
+            Error::InvalidStart { reason } => Error::InvalidStart {
+                reason: reason.clone(),
+            },
         }
     }
 }
@@ -214,6 +244,29 @@ impl fmt::Display for Error {
             Error::StreamNotFound { stream } => write!(f, "stream {stream:?} does not exist"),
             Error::InvalidOptions { reason } => write!(f, "invalid options: {reason}"),
             Error::Closed => write!(f, "the store is closed"),
+            Error::SubscriptionInUse { name } => write!(
+                f,
+                "persistent subscription {name:?} already has a subscriber; drop it first"
+            ),
+            Error::SubscriptionNotFound { name } => {
+                write!(f, "persistent subscription {name:?} does not exist")
+            }
+            Error::SubscriptionTargetMismatch { name } => write!(
+                f,
+                "persistent subscription {name:?} exists with another target or filters; \
+                 delete it or use another name"
+            ),
+            Error::InvalidSubscriptionName { reason } => {
+                write!(f, "invalid subscription name: {reason}")
+            }
+            Error::AckBeyondDelivered {
+                position,
+                delivered,
+            } => write!(
+                f,
+                "ack of position {position}, but the subscription has delivered only up to {delivered}"
+            ),
+            Error::InvalidStart { reason } => write!(f, "invalid start point: {reason}"),
         }
     }
 }

@@ -7,6 +7,7 @@ pub const MANIFEST_FILE: &str = "MANIFEST";
 pub const CHECKPOINT_FILE: &str = "CHECKPOINT";
 pub const INDEX_DIR: &str = "index";
 pub const STREAMS_DIR: &str = "streams";
+pub const SUBSCRIPTIONS_DIR: &str = "subscriptions";
 pub const TEMP_SUFFIX: &str = ".tmp";
 
 /// A stream's internal id: the keyed hash of its id, plus a collision number.

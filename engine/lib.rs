@@ -34,20 +34,24 @@ pub mod layout;
 pub mod limits;
 pub mod mapping;
 mod options;
+mod persistent;
 mod read;
 mod recovery;
 mod reply;
 mod shared;
 pub mod storage;
 mod store;
+mod subscription;
 mod types;
 mod writer;
 
 pub use error::{Error, Result};
 pub use options::{Options, SyncMode};
+pub use persistent::{Acker, PersistentSubscription, SubscriptionInfo, Target};
 pub use read::{AllIter, RecordedEvent, StreamIter};
 pub use recovery::RecoveryReport;
 pub use store::{Store, StreamIds};
+pub use subscription::{Filter, Start, Subscription};
 pub use types::{
     validate_stream_id, AppendResult, Direction, EventData, ExpectedVersion, Position,
 };

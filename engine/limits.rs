@@ -45,3 +45,7 @@ pub const CHECKPOINT_INTERVAL_POSITIONS: u64 = 65_536;
 pub const STREAM_COLLISIONS_MAX: u16 = 1024;
 /// Most bytes a segment header plus one record's header and padding can add to an event.
 pub const RECORD_OVERHEAD_MAX: usize = 64 + STREAM_ID_BYTES_MAX + 72 + 8;
+/// Longest persistent subscription name, in bytes of UTF-8.
+pub const SUBSCRIPTION_NAME_BYTES_MAX: usize = 255;
+/// Default bound of events a persistent subscription delivers before they are acknowledged.
+pub const SUBSCRIPTION_IN_FLIGHT_MAX_DEFAULT: usize = 1000;

@@ -42,6 +42,9 @@ pub struct Options {
     pub open_files_max: usize,
     /// Bound of the cache of loaded stream states.
     pub streams_cached_max: usize,
+    /// Default bound of events a persistent subscription delivers before they are acknowledged
+    /// (`PersistentSubscription::with_in_flight_max` sets it per subscriber).
+    pub subscription_in_flight_max: usize,
 }
 
 impl Default for Options {
@@ -56,6 +59,7 @@ impl Default for Options {
             mapped_segments_max: MAPPED_SEGMENTS_MAX_DEFAULT,
             open_files_max: OPEN_FILES_MAX_DEFAULT,
             streams_cached_max: STREAMS_CACHED_MAX_DEFAULT,
+            subscription_in_flight_max: crate::limits::SUBSCRIPTION_IN_FLIGHT_MAX_DEFAULT,
         }
     }
 }
@@ -83,6 +87,9 @@ impl Options {
                 "index_entries_per_file must be {INDEX_ENTRIES_PER_FILE_MIN}..={}",
                 u32::MAX
             ));
+        }
+        if self.subscription_in_flight_max == 0 {
+            return bad("subscription_in_flight_max must be positive".into());
         }
         if self.batch_appends_max == 0 || self.batch_bytes_max == 0 {
             return bad("batch limits must be positive".into());

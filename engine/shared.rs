@@ -5,10 +5,12 @@ use crate::catalog::Catalog;
 use crate::error::{Error, Result};
 use crate::format::manifest::Manifest;
 use crate::options::Options;
+use crate::persistent::Registry;
 use crate::storage::Backend;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, OnceLock};
+use std::time::Instant;
 
 pub struct Shared {
     pub root: PathBuf,
@@ -21,8 +23,14 @@ pub struct Shared {
     head: AtomicU64,
     /// Set once, when a write or sync fails or the writer dies.
     poison: OnceLock<String>,
-    /// Signalled after each published batch (for waiters on new events).
-    pub committed: (Mutex<u64>, Condvar),
+    /// Counts published batches, poisonings and the close; signalled on each (for subscribers
+    /// waiting on new events and for waiters on durable acks). Always changed under its lock,
+    /// so a waiter that checked its condition under the lock cannot miss a change.
+    changes: (Mutex<u64>, Condvar),
+    /// Set when the last handle closed the store (its writer has stopped).
+    closed: AtomicBool,
+    /// The persistent subscriptions, loaded on first use.
+    pub subscriptions: Registry,
     /// Held for the life of the store's files in this process: the directory lock.
     _lock: Box<dyn std::any::Any + Send + Sync>,
 }
@@ -53,7 +61,9 @@ impl Shared {
             catalog,
             head: AtomicU64::new(head),
             poison: OnceLock::new(),
-            committed: (Mutex::new(head), Condvar::new()),
+            changes: (Mutex::new(0), Condvar::new()),
+            closed: AtomicBool::new(false),
+            subscriptions: Registry::default(),
             _lock: lock,
         }
     }
@@ -63,23 +73,75 @@ impl Shared {
         self.head.load(Ordering::Acquire)
     }
 
-    /// Publish a new head. Only the writer calls this, after the batch is durable.
+    /// Publish a new head. Only the writer calls this, after the batch is durable; it calls
+    /// `changed` once the streams' states are updated too.
     pub fn publish(&self, head: u64) {
         let previous = self.head.swap(head, Ordering::AcqRel);
         assert!(head >= previous, "the durable head only moves forward");
-        let (lock, signal) = &self.committed;
+    }
+
+    /// The change count, to be read *before* a waiter checks its condition.
+    pub fn changes(&self) -> u64 {
+        *self
+            .changes
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Wake every waiter: a batch was published, acks became durable, or the store was poisoned
+    /// or closed.
+    pub fn changed(&self) {
+        let (lock, signal) = &self.changes;
         *lock
             .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = head;
+            .unwrap_or_else(std::sync::PoisonError::into_inner) += 1;
         signal.notify_all();
+    }
+
+    /// Block until the change count differs from `seen` or the deadline passes. No polling:
+    /// a waiter costs no CPU.
+    pub fn wait_change(&self, seen: u64, deadline: Option<Instant>) {
+        let (lock, signal) = &self.changes;
+        let mut count = lock
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        while *count == seen {
+            match deadline {
+                None => {
+                    count = signal
+                        .wait(count)
+                        .unwrap_or_else(std::sync::PoisonError::into_inner);
+                }
+                Some(d) => {
+                    let now = Instant::now();
+                    if now >= d {
+                        return;
+                    }
+                    count = signal
+                        .wait_timeout(count, d - now)
+                        .unwrap_or_else(std::sync::PoisonError::into_inner)
+                        .0;
+                }
+            }
+        }
+    }
+
+    /// Mark the store closed (its writer has stopped) and wake every waiter.
+    pub fn close(&self) {
+        self.closed.store(true, Ordering::Release);
+        self.changed();
+    }
+
+    pub fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire)
     }
 
     pub fn poison(&self, cause: String) {
         if self.poison.set(cause.clone()).is_ok() {
             tracing::error!(%cause, "store poisoned: it refuses writes until reopened");
         }
-        let (_, signal) = &self.committed;
-        signal.notify_all();
+        self.changed();
     }
 
     pub fn check_poison(&self) -> Result<()> {

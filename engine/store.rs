@@ -6,16 +6,18 @@ use crate::format::segment::record_bytes_padded;
 use crate::layout::{parse_segment_file_name, STREAMS_DIR};
 use crate::limits::{APPEND_EVENTS_MAX, RECORD_OVERHEAD_MAX};
 use crate::options::Options;
+use crate::persistent::{PersistentSubscription, SubscriptionInfo, Target};
 use crate::read::{AllIter, StreamIter};
 use crate::recovery::{self, RecoveryReport};
 use crate::shared::Shared;
 use crate::storage::real::RealBackend;
 use crate::storage::{Backend, EntryKind};
+use crate::subscription::{Filter, Start, Subscription};
 use crate::types::{
     validate_event_type, validate_stream_id, AppendResult, Direction, EventData, ExpectedVersion,
     Position,
 };
-use crate::writer::{AppendRequest, Writer};
+use crate::writer::{AppendRequest, Request, Writer};
 use crossbeam_channel::Sender;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -30,7 +32,7 @@ pub struct Store {
 
 struct Inner {
     shared: Arc<Shared>,
-    sender: Option<Sender<AppendRequest>>,
+    sender: Option<Sender<Request>>,
     writer: Option<JoinHandle<()>>,
     recovery: RecoveryReport,
 }
@@ -42,6 +44,8 @@ impl Drop for Inner {
         if let Some(w) = self.writer.take() {
             let _ = w.join();
         }
+        // Live subscribers waiting for the next batch learn that none will come.
+        self.shared.close();
     }
 }
 
@@ -170,7 +174,7 @@ impl Store {
             reply,
         };
         let sender = self.inner.sender.as_ref().ok_or(Error::Closed)?;
-        if sender.send(request).is_err() {
+        if sender.send(Request::Append(request)).is_err() {
             // The channel outlives every handle, so only a dead writer can have closed it.
             shared.check_poison()?;
             return Err(Error::Poisoned {
@@ -245,6 +249,70 @@ impl Store {
     #[must_use]
     pub fn head_position(&self) -> Position {
         Position(self.inner.shared.head())
+    }
+
+    /// Subscribe to every stream's events in global order: the stored ones from `from` (a
+    /// position), then new ones as they are committed, through `filter`.
+    ///
+    /// # Errors
+    /// `InvalidStreamId` or `InvalidEventType` for a bad filter.
+    pub fn subscribe_all(&self, from: Start, filter: Filter) -> Result<Subscription> {
+        Subscription::all(Arc::clone(&self.inner.shared), from, filter)
+    }
+
+    /// Subscribe to one stream's events: the stored ones from `from` (a version), then new
+    /// ones as they are committed. The stream need not exist yet.
+    ///
+    /// # Errors
+    /// `InvalidStreamId`, `Corrupt`, `Io`.
+    pub fn subscribe_stream(&self, stream: &str, from: Start) -> Result<Subscription> {
+        Subscription::stream(Arc::clone(&self.inner.shared), stream, from)
+    }
+
+    /// Open the persistent subscription `name`, creating it at `start` when it does not exist
+    /// (an existing one resumes after its acknowledged checkpoint; `start` is then ignored).
+    ///
+    /// # Errors
+    /// `SubscriptionInUse` when another subscriber holds it, `SubscriptionTargetMismatch` when
+    /// it exists with another target, `InvalidSubscriptionName`, `InvalidStart`, `Corrupt`
+    /// for a damaged subscription file, `Io`, `Poisoned`.
+    pub fn persistent_subscription(
+        &self,
+        name: &str,
+        target: Target,
+        start: Start,
+    ) -> Result<PersistentSubscription> {
+        PersistentSubscription::open(self.clone(), &self.inner.shared, name, target, start)
+    }
+
+    /// Every persistent subscription, by name.
+    ///
+    /// # Errors
+    /// `Corrupt` for a damaged subscription file, `Io`.
+    pub fn persistent_subscriptions(&self) -> Result<Vec<SubscriptionInfo>> {
+        let shared = &self.inner.shared;
+        shared.subscriptions.list(shared)
+    }
+
+    /// Delete a persistent subscription and its checkpoint.
+    ///
+    /// # Errors
+    /// `SubscriptionNotFound`, `SubscriptionInUse`, `Io`, `Poisoned`.
+    pub fn delete_persistent_subscription(&self, name: &str) -> Result<()> {
+        let shared = &self.inner.shared;
+        shared.subscriptions.delete(shared, name)
+    }
+
+    pub(crate) fn shared(&self) -> &Arc<Shared> {
+        &self.inner.shared
+    }
+
+    /// Queue a subscription's newest ack for the writer's next group commit.
+    pub(crate) fn send_ack(&self, entry: Arc<crate::persistent::Entry>) -> Result<()> {
+        let shared = &self.inner.shared;
+        shared.check_poison()?;
+        let sender = self.inner.sender.as_ref().ok_or(Error::Closed)?;
+        sender.send(Request::Ack(entry)).map_err(|_| Error::Closed)
     }
 
     /// Every stream id of the store, in no particular order. This walks the stream folders: it

@@ -15,6 +15,7 @@ use crate::layout::{
 };
 use crate::limits::CHECKPOINT_INTERVAL_POSITIONS;
 use crate::options::SyncMode;
+use crate::persistent::Entry;
 use crate::reply::Reply;
 use crate::shared::Shared;
 use crate::storage::{FileHandle, OpenMode};
@@ -34,6 +35,13 @@ pub struct AppendRequest {
     /// Encoded bytes of the events (for the batch byte limit).
     pub bytes: usize,
     pub reply: Reply<Result<AppendResult>>,
+}
+
+/// What callers send the writer.
+pub enum Request {
+    Append(AppendRequest),
+    /// A persistent subscription has a new ack to make durable in the next batch.
+    Ack(Arc<Entry>),
 }
 
 type Handle = Arc<dyn FileHandle>;
@@ -71,6 +79,20 @@ struct SegmentWrite {
     bytes: Vec<u8>,
 }
 
+/// A subscription's ack written in a batch: durable once the batch's sync returns.
+type AckWritten = (Arc<Entry>, (u64, u64));
+
+/// One planned batch, ready to be written.
+struct Batch {
+    first_position: u64,
+    next_position: u64,
+    index_bytes: Vec<u8>,
+    writes: Vec<SegmentWrite>,
+    planned: Vec<Planned>,
+    touched: BTreeSet<Arc<str>>,
+    acks: Vec<Arc<Entry>>,
+}
+
 struct Planned {
     reply: Reply<Result<AppendResult>>,
     result: AppendResult,
@@ -78,7 +100,7 @@ struct Planned {
 
 pub struct Writer {
     shared: Arc<Shared>,
-    rx: Receiver<AppendRequest>,
+    rx: Receiver<Request>,
     streams: HashMap<Arc<str>, WriterStream>,
     tick: u64,
     index_files: HashMap<u64, Handle>,
@@ -97,7 +119,7 @@ pub struct Writer {
 impl Writer {
     pub fn new(
         shared: Arc<Shared>,
-        rx: Receiver<AppendRequest>,
+        rx: Receiver<Request>,
         checkpoint: Checkpoint,
     ) -> Result<Writer> {
         let path = shared.root.join(CHECKPOINT_FILE);
@@ -127,37 +149,45 @@ impl Writer {
     pub fn run(mut self) {
         loop {
             let first = match self.carry.pop_front() {
-                Some(r) => r,
+                Some(r) => Request::Append(r),
                 None => match self.rx.recv() {
                     Ok(r) => r,
                     Err(_) => break,
                 },
             };
-            let mut batch = vec![first];
-            let mut bytes = batch[0].bytes;
-            while batch.len() < self.shared.options.batch_appends_max
-                && bytes < self.shared.options.batch_bytes_max
-            {
-                if let Some(r) = self.carry.pop_front() {
-                    bytes += r.bytes;
-                    batch.push(r);
-                    continue;
-                }
-                match self.rx.try_recv() {
-                    Ok(r) => {
+            let mut batch: Vec<AppendRequest> = Vec::new();
+            let mut acks: Vec<Arc<Entry>> = Vec::new();
+            let mut bytes = 0usize;
+            let mut next = Some(first);
+            while let Some(r) = next.take() {
+                match r {
+                    Request::Append(r) => {
                         bytes += r.bytes;
                         batch.push(r);
                     }
-                    Err(_) => break,
+                    // At most one request per subscription is queued at a time
+                    // (segment-format.md §11), so acks cannot flood a batch.
+                    Request::Ack(e) => acks.push(e),
                 }
+                if batch.len() >= self.shared.options.batch_appends_max
+                    || bytes >= self.shared.options.batch_bytes_max
+                {
+                    break;
+                }
+                next = match self.carry.pop_front() {
+                    Some(r) => Some(Request::Append(r)),
+                    None => self.rx.try_recv().ok(),
+                };
             }
             if let Err(e) = self.shared.check_poison() {
                 for r in batch {
                     r.reply.send(Err(e.duplicate()));
                 }
+                // Waiters on durable acks see the poison.
+                self.shared.changed();
                 continue;
             }
-            self.commit(batch);
+            self.commit(batch, acks);
         }
         if self.shared.check_poison().is_ok() {
             if let Err(e) = self.write_checkpoint(true).and_then(|()| {
@@ -192,7 +222,7 @@ impl Writer {
     }
 
     /// Plan, write, sync and publish one batch; answer every request in it.
-    fn commit(&mut self, batch: Vec<AppendRequest>) {
+    fn commit(&mut self, batch: Vec<AppendRequest>, acks: Vec<Arc<Entry>>) {
         let timestamp_us = now_us();
         let first_position = self.head + 1;
         let mut next_position = first_position;
@@ -237,34 +267,43 @@ impl Writer {
                 }
             }
         }
-        self.finish(
+        self.finish(Batch {
             first_position,
             next_position,
             index_bytes,
             writes,
             planned,
             touched,
-        );
+            acks,
+        });
     }
 
-    fn finish(
-        &mut self,
-        first_position: u64,
-        next_position: u64,
-        index_bytes: Vec<u8>,
-        writes: Vec<SegmentWrite>,
-        planned: Vec<Planned>,
-        touched: BTreeSet<Arc<str>>,
-    ) {
-        if planned.is_empty() {
+    fn finish(&mut self, batch: Batch) {
+        let Batch {
+            first_position,
+            next_position,
+            index_bytes,
+            writes,
+            planned,
+            touched,
+            acks,
+        } = batch;
+        if planned.is_empty() && acks.is_empty() {
             self.drop_uncreated();
             return;
         }
         let last_position = next_position - 1;
-        match self.write_and_sync(first_position, last_position, &index_bytes, writes) {
-            Ok(()) => {
+        match self.write_and_sync(first_position, last_position, &index_bytes, writes, &acks) {
+            Ok(written) => {
                 crate::killpoint::reached("batch-synced");
-                self.publish(&touched, last_position);
+                if !planned.is_empty() {
+                    self.publish(&touched, last_position);
+                }
+                for (entry, acked) in written {
+                    entry.made_durable(acked);
+                }
+                // After the streams' states and the acks: a woken waiter sees all of them.
+                self.shared.changed();
                 crate::killpoint::reached("batch-published");
                 for p in planned {
                     p.reply.send(Ok(p.result));
@@ -615,7 +654,8 @@ impl Writer {
         last_position: u64,
         index_bytes: &[u8],
         writes: Vec<SegmentWrite>,
-    ) -> Result<()> {
+        acks: &[Arc<Entry>],
+    ) -> Result<Vec<AckWritten>> {
         let root = self.shared.root.clone();
         let backend = Arc::clone(&self.shared.backend);
         let fdatasync = self.shared.options.sync == SyncMode::Fdatasync;
@@ -699,6 +739,16 @@ impl Writer {
             done += bytes.len();
             position += count;
         }
+        // Subscription checkpoints ride the same sync (segment-format.md §11).
+        let mut written = Vec::with_capacity(acks.len());
+        for entry in acks {
+            if let Some((acked, handle)) = entry.write_pending(&self.shared)? {
+                if fdatasync {
+                    to_sync.push((handle, entry.path().to_path_buf()));
+                }
+                written.push((Arc::clone(entry), acked));
+            }
+        }
         // The checkpoint claims the head of the previous, completed sync: true even if this
         // sync tears (segment-format.md §3).
         let checkpoint_due = match self.shared.options.sync {
@@ -737,7 +787,7 @@ impl Writer {
                 .sync_fs()
                 .map_err(|e| Error::io("syncfs", &root, e))?;
         }
-        Ok(())
+        Ok(written)
     }
 
     fn close_cached_files(&mut self) {

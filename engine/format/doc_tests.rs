@@ -5,6 +5,7 @@ use super::checkpoint::CheckpointSlot;
 use super::index::{IndexEntryRaw, IndexFileHeader};
 use super::manifest::ManifestHeader;
 use super::segment::{RecordHeader, SegmentFileHeader};
+use super::subscription::{SubscriptionFileHeader, SubscriptionSlotRaw};
 use std::mem::{offset_of, size_of};
 
 const DOC: &str = include_str!("../../segment-format.md");
@@ -113,4 +114,15 @@ fn segment_and_record_match_document() {
     let record = fields!(RecordHeader: magic, kind, flags, record_bytes, crc, type_len, key_len,
         metadata_len, commit_metadata_len, version, position, changeset, timestamp_us, event_id);
     check(&r[0], &record, size_of::<RecordHeader>());
+}
+
+#[test]
+fn subscription_file_matches_document() {
+    let t = tables_under("### Persistent subscriptions");
+    let header = fields!(SubscriptionFileHeader: magic, format_version, header_bytes, store_id, id,
+        created_us, target, reserved0, name_len, stream_len, type_len, reserved1, crc);
+    check(&t[0], &header, size_of::<SubscriptionFileHeader>());
+    let slot = fields!(SubscriptionSlotRaw: magic, format_version, reserved0, store_id, sequence,
+        acked_position, acked_version, reserved1, crc);
+    check(&t[1], &slot, size_of::<SubscriptionSlotRaw>());
 }

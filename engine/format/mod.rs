@@ -9,6 +9,7 @@ pub mod checkpoint;
 pub mod index;
 pub mod manifest;
 pub mod segment;
+pub mod subscription;
 
 #[cfg(test)]
 mod doc_tests;
