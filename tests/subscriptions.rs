@@ -523,3 +523,200 @@ fn subscriptions_see_the_poison_and_a_persistent_one_survives_reopen() {
     // The durable ack survived the power cut: delivery resumes right after it.
     assert_eq!(sub.recv().unwrap().position().get(), 3);
 }
+
+/// The child of `persistent_subscriber_survives_kill_9`: appends in one thread while a
+/// persistent subscriber acks every event and flushes its acks now and then, printing
+/// `GOT <position>` for each delivered event and `DURABLE <position>` after each flush.
+#[test]
+#[ignore = "helper run in a child process by persistent_subscriber_survives_kill_9"]
+fn subscriber_child() {
+    use std::io::Write;
+    let dir = std::env::var("STREAMLOG_SUB_DIR").unwrap();
+    let seed: u64 = std::env::var("STREAMLOG_SUB_SEED")
+        .unwrap()
+        .parse()
+        .unwrap();
+    let store = Store::open(&dir).unwrap();
+    // The appender adds exactly this many one-event appends.
+    let last = store.head_position().get() + 2_000;
+    let appender = {
+        let store = store.clone();
+        std::thread::spawn(move || fill(&store, &["live-a", "live-b", "live-c"], 2_000))
+    };
+    let mut sub = store
+        .persistent_subscription("crash", Target::All(Filter::all()), Start::Origin)
+        .unwrap();
+    let mut rng = Rng(seed);
+    let mut out = std::io::stdout();
+    loop {
+        let e = sub.recv().unwrap();
+        writeln!(out, "GOT {}", e.position().get()).unwrap();
+        out.flush().unwrap();
+        sub.ack(e.position()).unwrap();
+        if rng.below(16) == 0 {
+            let durable = sub.flush_acks().unwrap();
+            writeln!(out, "DURABLE {}", durable.get()).unwrap();
+            out.flush().unwrap();
+        }
+        if e.position().get() == last {
+            // Everything delivered: wait for the kill.
+            let durable = sub.flush_acks().unwrap();
+            writeln!(out, "DURABLE {}", durable.get()).unwrap();
+            writeln!(out, "DONE").unwrap();
+            out.flush().unwrap();
+            appender.join().unwrap();
+            let _ = sub.recv();
+            unreachable!("nothing is appended after the last event");
+        }
+    }
+}
+
+/// Fault-matrix row 1 for subscriptions: a subscriber process is killed with SIGKILL at a
+/// random moment while it consumes, acks and flushes. After each kill, the subscription resumes
+/// no later than just after the last event it delivered (nothing after the checkpoint is
+/// skipped) and no earlier than just after its last durable ack (acknowledged checkpoints are
+/// never lost), then delivers every later position exactly once, in order.
+#[test]
+fn persistent_subscriber_survives_kill_9() {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+    let root = tempfile::tempdir().unwrap();
+    let dir = root.path().join("store");
+    {
+        let store = Store::open(&dir).unwrap();
+        fill(&store, &["a", "b", "c", "d"], 2_000);
+    }
+    let seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64
+        | 1;
+    println!("seed {seed}");
+    let mut rng = Rng(seed);
+    let mut delivered_max = 0u64;
+    let mut durable_max = 0u64;
+    for cycle in 0..6u64 {
+        let mut child = Command::new(std::env::current_exe().unwrap())
+            .args(["--ignored", "--exact", "subscriber_child", "--nocapture"])
+            .env("STREAMLOG_SUB_DIR", &dir)
+            .env("STREAMLOG_SUB_SEED", (seed ^ (cycle + 1)).to_string())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let kill_after = 1 + rng.below(2_500);
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let mut seen = 0;
+        let mut record = |line: &str| {
+            if let Some(p) = line.strip_prefix("GOT ") {
+                delivered_max = delivered_max.max(p.parse().unwrap());
+                return true;
+            }
+            if let Some(p) = line.strip_prefix("DURABLE ") {
+                durable_max = durable_max.max(p.parse().unwrap());
+            }
+            false
+        };
+        while seen < kill_after {
+            let Some(Ok(line)) = lines.next() else { break };
+            if line == "DONE" {
+                // Everything delivered before the kill came: it lands while the child waits.
+                break;
+            }
+            if record(&line) {
+                seen += 1;
+            }
+        }
+        child.kill().unwrap();
+        for line in lines.map_while(Result::ok) {
+            record(&line);
+        }
+        child.wait().unwrap();
+        let store = Store::open(&dir).unwrap();
+        let head = store.head_position().get();
+        // The checker does not ack: no in-flight bound.
+        let mut sub = store
+            .persistent_subscription("crash", Target::All(Filter::all()), Start::Origin)
+            .unwrap()
+            .with_in_flight_max(usize::MAX);
+        let info = store.persistent_subscriptions().unwrap();
+        let acked = info[0].acked_position.get();
+        assert!(
+            (durable_max..=delivered_max).contains(&acked),
+            "cycle {cycle}: checkpoint {acked} within durable {durable_max} ..= delivered {delivered_max}"
+        );
+        let mut expect = acked + 1;
+        while let Some(e) = sub.try_recv().unwrap() {
+            assert_eq!(
+                e.position().get(),
+                expect,
+                "cycle {cycle}: no gap, no repeat"
+            );
+            expect += 1;
+        }
+        assert_eq!(
+            expect,
+            head + 1,
+            "cycle {cycle}: every event up to the head"
+        );
+    }
+    println!(
+        "6 kill -9 cycles; last checkpoint at or after {durable_max}, {delivered_max} delivered"
+    );
+}
+
+/// A damaged subscription file: a torn checkpoint slot falls back to the other one; a damaged
+/// header, or both slots, is `Corrupt`, never a silent restart from the origin.
+#[test]
+fn a_damaged_subscription_file_is_corrupt_and_a_torn_slot_falls_back() {
+    let root = tempfile::tempdir().unwrap();
+    {
+        let store = open(root.path());
+        fill(&store, &["a"], 10);
+        let mut sub = store
+            .persistent_subscription("p", Target::All(Filter::all()), Start::Origin)
+            .unwrap();
+        assert_eq!(positions(&mut sub, 6), (1..=6).collect::<Vec<_>>());
+        sub.ack(Position(4)).unwrap();
+        sub.flush_acks().unwrap();
+        sub.ack(Position(6)).unwrap();
+        sub.flush_acks().unwrap();
+    }
+    let file = root.path().join("subscriptions/0000000000000001.sub");
+    let pristine = std::fs::read(&file).unwrap();
+    let newest =
+        streamlog::format::subscription::SubscriptionCheckpoint::decode_file(&pristine).unwrap();
+    assert_eq!(newest.acked_position, 6);
+    // Tear the newest slot: the older checkpoint (4) is used, so 5 and 6 come again.
+    let mut torn = pristine.clone();
+    torn[newest.slot_offset() as usize + 40] ^= 0xff;
+    std::fs::write(&file, &torn).unwrap();
+    {
+        let store = open(root.path());
+        let mut sub = store
+            .persistent_subscription("p", Target::All(Filter::all()), Start::Origin)
+            .unwrap();
+        assert_eq!(sub.recv().unwrap().position().get(), 5);
+    }
+    // Damage the header: corrupt, with the file named.
+    let mut bad = pristine.clone();
+    bad[64] ^= 0x01;
+    std::fs::write(&file, &bad).unwrap();
+    let store = open(root.path());
+    match store.persistent_subscriptions() {
+        Err(Error::Corrupt { path, .. }) => assert_eq!(path, file),
+        other => panic!("expected Corrupt, got {other:?}"),
+    }
+    drop(store);
+    // Both slots damaged.
+    let mut bad = pristine;
+    for at in [4096 + 40, 4608 + 40] {
+        bad[at] ^= 0xff;
+    }
+    std::fs::write(&file, &bad).unwrap();
+    let store = open(root.path());
+    assert!(matches!(
+        store.persistent_subscription("p", Target::All(Filter::all()), Start::Origin),
+        Err(Error::Corrupt { .. })
+    ));
+}

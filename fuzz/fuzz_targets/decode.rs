@@ -7,10 +7,13 @@ use streamlog::format::checkpoint::Checkpoint;
 use streamlog::format::index::{IndexEntry, IndexHeader};
 use streamlog::format::manifest::Manifest;
 use streamlog::format::segment::{decode_record, peek_record_header, SegmentHeader};
+use streamlog::format::subscription::{SubscriptionCheckpoint, SubscriptionHeader};
 
 fuzz_target!(|data: &[u8]| {
     let _ = Manifest::decode(data);
     let _ = Checkpoint::decode_file(data);
+    let _ = SubscriptionHeader::decode(data);
+    let _ = SubscriptionCheckpoint::decode_file(data);
     let _ = IndexHeader::decode(data);
     let position = data.get(..8).map_or(1, |b| u64::from_le_bytes(b.try_into().unwrap_or([1; 8])));
     let _ = IndexEntry::decode(data.get(8..).unwrap_or_default(), position);
