@@ -8,9 +8,12 @@ use crate::format::index::{
 };
 use crate::format::manifest::{Manifest, MANIFEST_MAGIC};
 use crate::format::segment::{decode_record, peek_record_header, SegmentHeader, SEGMENT_MAGIC};
+use crate::format::subscription::{
+    StoredTarget, SubscriptionCheckpoint, SubscriptionHeader, SUBSCRIPTION_MAGIC,
+};
 use crate::layout::{
     parse_index_file_name, parse_segment_file_name, StreamKey, CHECKPOINT_FILE, INDEX_DIR,
-    MANIFEST_FILE, STREAMS_DIR,
+    MANIFEST_FILE, STREAMS_DIR, SUBSCRIPTIONS_DIR, TEMP_SUFFIX,
 };
 use serde_json::{json, Value};
 use std::collections::HashMap;
@@ -204,9 +207,48 @@ fn dump_store(root: &Path, show_records: bool, d: &mut Dump) {
             }
         }
     }
+    // Persistent subscriptions (segment-format.md §11).
+    let mut subscriptions = 0u64;
+    for p in list(&root.join(SUBSCRIPTIONS_DIR)) {
+        let name = p
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or_default()
+            .to_string();
+        if name.ends_with(TEMP_SUFFIX) {
+            d.note(format!(
+                "{}: an interrupted subscription creation; removed at the next use",
+                p.display()
+            ));
+            continue;
+        }
+        if !name.ends_with(".sub") {
+            d.note(format!("ignored file {}", p.display()));
+            continue;
+        }
+        subscriptions += 1;
+        match read(&p) {
+            Ok(bytes) => {
+                dump_file(&p, &bytes, show_records, None, d);
+                if let Ok(c) = SubscriptionCheckpoint::decode_file(&bytes) {
+                    if c.acked_position > head {
+                        d.corrupt(
+                            &p,
+                            c.slot_offset(),
+                            format!(
+                                "acknowledged position {} beyond the head {head}",
+                                c.acked_position
+                            ),
+                        );
+                    }
+                }
+            }
+            Err(e) => d.corrupt(&p, 0, format!("cannot read: {e}")),
+        }
+    }
     let _ = writeln!(
         d.text,
-        "{segments} segment files, {} corruption(s)",
+        "{segments} segment files, {subscriptions} persistent subscriptions, {} corruption(s)",
         d.corruption.len()
     );
 }
@@ -299,8 +341,47 @@ fn dump_file(
         }
     } else if magic == SEGMENT_MAGIC {
         dump_segment(path, bytes, show_records, view, d);
+    } else if magic == SUBSCRIPTION_MAGIC {
+        dump_subscription(path, bytes, d);
     } else {
         d.corrupt(path, 0, "not a streamlog file (unknown magic)");
+    }
+}
+
+fn dump_subscription(path: &Path, bytes: &[u8], d: &mut Dump) {
+    let header = match SubscriptionHeader::decode(bytes) {
+        Ok(h) => h,
+        Err(e) => {
+            d.corrupt(path, 0, format!("subscription header: {e}"));
+            return;
+        }
+    };
+    let target = match &header.target {
+        StoredTarget::All {
+            stream_prefix,
+            event_type,
+        } => format!("all streams, prefix {stream_prefix:?}, event type {event_type:?}"),
+        StoredTarget::Stream(s) => format!("stream {s:?}"),
+    };
+    match SubscriptionCheckpoint::decode_file(bytes) {
+        Ok(c) => {
+            let _ = writeln!(
+                d.text,
+                "{}: persistent subscription {:?} (id {}), {target}, acknowledged up to position {} / version {} (slot sequence {})",
+                path.display(),
+                header.name,
+                header.id,
+                c.acked_position,
+                c.acked_version,
+                c.sequence
+            );
+            d.json.push(json!({"kind": "subscription", "path": path, "name": header.name, "id": header.id, "target": target, "acked_position": c.acked_position, "acked_version": c.acked_version, "sequence": c.sequence}));
+        }
+        Err(e) => d.corrupt(
+            path,
+            crate::format::subscription::SUBSCRIPTION_SLOT_A_OFFSET,
+            format!("subscription checkpoint: both slots invalid ({e})"),
+        ),
     }
 }
 

@@ -126,3 +126,43 @@ fn an_interrupted_segment_creation_is_a_note_not_corruption() {
     assert_eq!(code, 0, "{text}");
     assert!(!text.contains("interrupted creation"), "{text}");
 }
+
+#[test]
+fn persistent_subscriptions_are_shown_and_a_damaged_one_is_corruption() {
+    use streamlog::{Filter, Position, Start, Target};
+    let root = tempfile::tempdir().unwrap();
+    let dir = root.path();
+    build(dir);
+    {
+        let store = Store::open(dir).unwrap();
+        let mut sub = store
+            .persistent_subscription(
+                "order-view",
+                Target::All(Filter::all().stream_prefix("order-")),
+                Start::Origin,
+            )
+            .unwrap();
+        sub.recv().unwrap();
+        sub.ack(Position(1)).unwrap();
+        sub.flush_acks().unwrap();
+    }
+    let (code, text) = dump(&[dir.to_str().unwrap()]);
+    assert_eq!(code, 0, "{text}");
+    assert!(
+        text.contains("persistent subscription \"order-view\"")
+            && text.contains("prefix \"order-\"")
+            && text.contains("acknowledged up to position 1"),
+        "{text}"
+    );
+    assert!(text.contains("1 persistent subscriptions"), "{text}");
+    let file = dir.join("subscriptions/0000000000000001.sub");
+    let mut bytes = std::fs::read(&file).unwrap();
+    bytes[66] ^= 0x20;
+    std::fs::write(&file, &bytes).unwrap();
+    let (code, text) = dump(&[dir.to_str().unwrap()]);
+    assert_eq!(code, 1, "{text}");
+    assert!(
+        text.contains("CORRUPT") && text.contains("subscription header"),
+        "{text}"
+    );
+}

@@ -87,6 +87,22 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .read_all(Position::START, Direction::Forward)?
         .try_fold(0u64, |n, e| e.map(|_| n + 1))?;
     println!("  ... {total} events read back in global order");
+    // A persistent subscription: every OrderShipped event, acknowledged as it is handled.
+    let mut shipped = store.persistent_subscription(
+        "shipping-report",
+        streamlog::Target::All(streamlog::Filter::all().event_type("OrderShipped")),
+        streamlog::Start::Origin,
+    )?;
+    let mut handled = 0u64;
+    while let Some(ev) = shipped.try_recv()? {
+        handled += 1;
+        shipped.ack(ev.position())?;
+    }
+    let durable = shipped.flush_acks()?;
+    println!(
+        "\npersistent subscription \"shipping-report\": {handled} OrderShipped events, acknowledged durably up to position {durable}"
+    );
+    drop(shipped);
     drop(store);
     println!("\nsegment-dump {dir} --summary:");
     let dump = streamlog::dump::dump_path(std::path::Path::new(&dir), false);
