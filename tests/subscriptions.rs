@@ -720,3 +720,56 @@ fn a_damaged_subscription_file_is_corrupt_and_a_torn_slot_falls_back() {
         Err(Error::Corrupt { .. })
     ));
 }
+
+/// In both sync modes, a flushed ack survives a power cut (the checkpoint slot is synced by the
+/// batch's sync), and a failed checkpoint write poisons the store, fails `flush_acks`, and the
+/// reopened store resumes from the last durable checkpoint.
+#[test]
+fn flushed_acks_survive_power_loss_and_a_failed_ack_write_poisons() {
+    use streamlog::storage::sim::SimBackend;
+    use streamlog::SyncMode;
+    for sync in [SyncMode::SyncFs, SyncMode::Fdatasync] {
+        let options = || Options {
+            sync,
+            ..Options::default()
+        };
+        let sim = SimBackend::new(11);
+        let dir = std::path::PathBuf::from("/store");
+        let store = Store::open_with_backend(&dir, options(), Arc::new(sim.clone())).unwrap();
+        fill(&store, &["a", "b"], 10);
+        let mut sub = store
+            .persistent_subscription("p", Target::All(Filter::all()), Start::Origin)
+            .unwrap();
+        assert_eq!(positions(&mut sub, 8), (1..=8).collect::<Vec<_>>());
+        sub.ack(Position(5)).unwrap();
+        assert_eq!(sub.flush_acks().unwrap(), Position(5));
+        // Cut the power with nothing else written since: the ack must be on the disk.
+        let disk = sim.reboot();
+        drop(sub);
+        drop(store);
+        let store = Store::open_with_backend(&dir, options(), Arc::new(disk.clone())).unwrap();
+        let mut sub = store
+            .persistent_subscription("p", Target::All(Filter::all()), Start::Origin)
+            .unwrap();
+        assert_eq!(sub.recv().unwrap().position().get(), 6, "{sync:?}");
+        // The next I/O call, the checkpoint slot's open or write, fails.
+        disk.fail_call_after(1, std::io::ErrorKind::Other);
+        sub.ack(Position(6)).unwrap();
+        assert!(
+            matches!(sub.flush_acks(), Err(Error::Poisoned { .. })),
+            "{sync:?}"
+        );
+        assert!(matches!(
+            store.append("a", ExpectedVersion::Any, [event(1)]),
+            Err(Error::Poisoned { .. })
+        ));
+        drop(sub);
+        drop(store);
+        let store = Store::open_with_backend(&dir, options(), Arc::new(disk.reboot())).unwrap();
+        let acked = store.persistent_subscriptions().unwrap()[0].acked_position;
+        assert!(
+            acked == Position(5) || acked == Position(6),
+            "{sync:?}: {acked:?}"
+        );
+    }
+}
