@@ -4,7 +4,9 @@
 use crate::cache::{check_segment_header, decode_error};
 use crate::error::{Error, Result};
 use crate::format::segment::{
-    decode_record, peek_record_header, SegmentHeader, RECORD_HEADER_BYTES,
+    decode_record, peek_record_header, Control, SegmentHeader, CONTROL_FLAG_CLOSED,
+    CONTROL_OP_CLOSE, CONTROL_OP_DELETE, CONTROL_OP_SNAPSHOT, RECORD_HEADER_BYTES,
+    RECORD_KIND_CONTROL,
 };
 use crate::format::DecodeError;
 use crate::layout::{segment_path, stream_hash, StreamKey};
@@ -29,13 +31,45 @@ pub struct SegmentState {
 }
 
 /// A stream's committed state, as readers may see it.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct StreamState {
     /// Last committed version, 0 when the stream holds no committed event.
     pub version: u64,
     /// Number of committed appends.
     pub changeset: u64,
     pub segments: Vec<SegmentState>,
+    /// The first version a reader can see: 1, or a snapshot's version (segment-format.md §12).
+    pub first_version: u64,
+    /// The number of the segment after segment 0: 1, or the `next_segment` of a rewrite.
+    pub after_zero: u32,
+    pub closed: bool,
+    pub deleted: bool,
+}
+
+impl Default for StreamState {
+    fn default() -> StreamState {
+        StreamState {
+            version: 0,
+            changeset: 0,
+            segments: Vec::new(),
+            first_version: 1,
+            after_zero: 1,
+            closed: false,
+            deleted: false,
+        }
+    }
+}
+
+impl StreamState {
+    /// The segment number that follows `n` in this stream.
+    #[must_use]
+    pub fn next_segment(&self, n: u32) -> u32 {
+        if n == 0 {
+            self.after_zero
+        } else {
+            n + 1
+        }
+    }
 }
 
 /// A stream known to have files: its identity and its committed state.
@@ -270,6 +304,8 @@ struct TailScan {
     state: Option<SegmentState>,
     /// Appends (BEGIN records) among the committed records.
     changesets: u64,
+    /// A committed close record is among them.
+    closed: bool,
 }
 
 /// Load the committed state of the stream at `key` (segment-format.md §9).
@@ -279,10 +315,14 @@ fn load_state(
     head: u64,
     first: (SegmentHeader, PathBuf),
 ) -> Result<StreamState> {
-    // Read every segment header: segment numbers are dense from 0, and segment 0's header was
-    // read by the caller.
+    // A rewritten segment 0 opens with its base record (a snapshot or a tombstone): it names
+    // the segment that follows (segment-format.md §12).
+    let base = read_base(shared, &first.1, first.0.header_bytes())?;
+    let after_zero = base.map_or(1, |(c, _)| c.next_segment);
+    // Read every segment header: segment numbers are dense from `after_zero` on, and segment
+    // 0's header was read by the caller.
     let mut headers: Vec<(SegmentHeader, PathBuf)> = vec![first];
-    for number in 1u32.. {
+    for number in std::iter::once(after_zero).chain(after_zero.saturating_add(1)..) {
         let path = segment_path(&shared.root, key, number);
         let Some(prefix) = read_prefix(shared, &path, 64 + STREAM_ID_BYTES_MAX)? else {
             break;
@@ -297,7 +337,7 @@ fn load_state(
             }
             Err(e) => {
                 // Only the last segment can be a torn creation; it must hold nothing committed.
-                let next = segment_path(&shared.root, key, number + 1);
+                let next = segment_path(&shared.root, key, number.saturating_add(1));
                 let later_exists = shared
                     .backend
                     .kind(&next)
@@ -334,7 +374,7 @@ fn load_state(
         return Ok(StreamState::default());
     };
     let mut segments = Vec::with_capacity(last_index + 1);
-    let mut changesets = last_scan.changesets;
+    let mut changesets = last_scan.changesets + base.map_or(0, |(_, changeset)| changeset);
     for i in 0..last_index {
         let (header, path) = &headers[i];
         let next_first = headers[i + 1].0.first_version;
@@ -364,11 +404,49 @@ fn load_state(
         });
     }
     segments.push(last_state);
+    let (first_version, deleted, base_closed) = match base {
+        Some((c, _)) if c.op == CONTROL_OP_DELETE => (c.covers_version + 1, true, false),
+        Some((c, _)) => (c.covers_version, false, c.flags & CONTROL_FLAG_CLOSED != 0),
+        None => (1, false, false),
+    };
     Ok(StreamState {
         version: last_state.last_version,
         changeset: changesets,
         segments,
+        first_version,
+        after_zero,
+        closed: base_closed || last_scan.closed,
+        deleted,
     })
+}
+
+/// The base record opening a rewritten segment 0, with the changeset count it carries.
+fn read_base(shared: &Shared, path: &PathBuf, header_bytes: u64) -> Result<Option<(Control, u64)>> {
+    let Some(bytes) = map_whole(shared, path)? else {
+        return Ok(None);
+    };
+    let Some(slice) = bytes.get(header_bytes as usize..) else {
+        return Ok(None);
+    };
+    match peek_record_header(slice) {
+        Some(h) if h.kind == RECORD_KIND_CONTROL => {}
+        _ => return Ok(None),
+    }
+    let r = decode_record(slice)
+        .map_err(|e| Error::corrupt(path, header_bytes, format!("base record: {e}")))?;
+    match r.control {
+        Some(c) if c.op == CONTROL_OP_DELETE || c.op == CONTROL_OP_SNAPSHOT => {
+            if c.next_segment == 0 {
+                return Err(Error::corrupt(
+                    path,
+                    header_bytes,
+                    "base record without next_segment",
+                ));
+            }
+            Ok(Some((c, r.changeset)))
+        }
+        _ => Ok(None),
+    }
 }
 
 fn count_begins(bytes: &[u8], from: u64, end: u64, path: &PathBuf) -> Result<u64> {
@@ -377,7 +455,7 @@ fn count_begins(bytes: &[u8], from: u64, end: u64, path: &PathBuf) -> Result<u64
     while at < end {
         let r = decode_record(&bytes[at as usize..end as usize])
             .map_err(|e| Error::corrupt(path, at, format!("sealed segment record: {e}")))?;
-        if r.flags & crate::format::segment::RECORD_FLAG_BEGIN != 0 {
+        if r.flags & crate::format::segment::RECORD_FLAG_BEGIN != 0 && r.control.is_none() {
             begins += 1;
         }
         at += r.padded_bytes;
@@ -400,13 +478,26 @@ fn scan_tail(
     let header_bytes = header.header_bytes();
     let len = bytes.len() as u64;
     // Offsets and versions of the records up to the head, and where the scan stopped.
-    let mut offsets: Vec<(u64, u64, u64, bool)> = Vec::new(); // (offset, end, position, begin)
+    // (offset, end, position, begins an append, an event, a close)
+    let mut offsets: Vec<(u64, u64, u64, bool, bool, bool)> = Vec::new();
     let mut at = header_bytes;
     let mut expected_version = header.first_version;
     let mut damage: Option<(u64, String)> = None;
     while at < len {
         match decode_record(&bytes[at as usize..]) {
-            Ok(r) if r.version != expected_version => {
+            // A control record (close, tombstone) carries the version of the event before it.
+            Ok(r) if !r.is_event() && r.version + 1 != expected_version => {
+                damage = Some((
+                    at,
+                    format!(
+                        "control record of version {} where {} was expected",
+                        r.version,
+                        expected_version - 1
+                    ),
+                ));
+                break;
+            }
+            Ok(r) if r.is_event() && r.version != expected_version => {
                 damage = Some((
                     at,
                     format!(
@@ -419,8 +510,21 @@ fn scan_tail(
             Ok(r) if r.position > head => break,
             Ok(r) => {
                 let begin = r.flags & crate::format::segment::RECORD_FLAG_BEGIN != 0;
-                offsets.push((at, at + r.padded_bytes, r.position, begin));
-                expected_version += 1;
+                let event = r.is_event();
+                let close = r.control.is_some_and(|c| c.op == CONTROL_OP_CLOSE);
+                // A base record's changeset is the stream's count before it; not an append.
+                let base = r.control.is_some() && at == header_bytes;
+                offsets.push((
+                    at,
+                    at + r.padded_bytes,
+                    r.position,
+                    begin && !base && r.control.is_none(),
+                    event,
+                    close,
+                ));
+                if event {
+                    expected_version += 1;
+                }
                 at += r.padded_bytes;
             }
             Err(e) => {
@@ -434,7 +538,7 @@ fn scan_tail(
     let mut high = offsets.len();
     while low < high {
         let mid = low + (high - low) / 2;
-        let (off, _, pos, _) = offsets[mid];
+        let (off, _, pos, ..) = offsets[mid];
         if confirmed(shared, key, header.segment, off, pos, head)? {
             low = mid + 1;
         } else {
@@ -482,18 +586,22 @@ fn scan_tail(
         return Ok(TailScan {
             state: None,
             changesets: 0,
+            closed: false,
         });
     }
-    let changesets = offsets[..committed].iter().filter(|o| o.3).count() as u64;
+    let done = &offsets[..committed];
+    let changesets = done.iter().filter(|o| o.3).count() as u64;
+    let events = done.iter().filter(|o| o.4).count() as u64;
     Ok(TailScan {
         state: Some(SegmentState {
             number: header.segment,
             first_version: header.first_version,
             header_bytes,
-            end: offsets[committed - 1].1,
-            last_version: header.first_version + committed as u64 - 1,
+            end: done[committed - 1].1,
+            last_version: header.first_version + events - 1,
         }),
         changesets,
+        closed: done.iter().any(|o| o.5),
     })
 }
 
@@ -508,4 +616,17 @@ pub fn read_header(shared: &Shared, path: &PathBuf) -> Result<Option<SegmentHead
         Err(e @ DecodeError::UnsupportedVersion { .. }) => Err(decode_error(path, 0, &e)),
         Err(_) => Ok(None),
     }
+}
+
+/// The last position of stream `key` that a rewrite (snapshot, delete) removed: the
+/// `covers_position` of the base record opening its segment 0; 0 when there is none.
+pub fn base_covers(shared: &Shared, key: StreamKey) -> Result<u64> {
+    let path = segment_path(&shared.root, key, 0);
+    let Some(prefix) = read_prefix(shared, &path, 64 + STREAM_ID_BYTES_MAX)? else {
+        return Ok(0);
+    };
+    let Ok(header) = SegmentHeader::decode(&prefix) else {
+        return Ok(0);
+    };
+    Ok(read_base(shared, &path, header.header_bytes())?.map_or(0, |(c, _)| c.covers_position))
 }

@@ -53,6 +53,10 @@ pub enum Error {
     EmptyAppend,
     /// The stream does not exist.
     StreamNotFound { stream: String },
+    /// The stream is closed: it takes no more appends (its events can still be read).
+    StreamClosed { stream: String },
+    /// The stream was deleted: it cannot be read, and its id is not reused.
+    StreamDeleted { stream: String },
     /// The options are inconsistent.
     InvalidOptions { reason: String },
     /// The store's writer has stopped (the store is shutting down).
@@ -156,6 +160,12 @@ impl Error {
             Error::StreamNotFound { stream } => Error::StreamNotFound {
                 stream: stream.clone(),
             },
+            Error::StreamClosed { stream } => Error::StreamClosed {
+                stream: stream.clone(),
+            },
+            Error::StreamDeleted { stream } => Error::StreamDeleted {
+                stream: stream.clone(),
+            },
             Error::InvalidOptions { reason } => Error::InvalidOptions {
                 reason: reason.clone(),
             },
@@ -242,6 +252,13 @@ impl fmt::Display for Error {
             }
             Error::EmptyAppend => write!(f, "an append needs at least one event"),
             Error::StreamNotFound { stream } => write!(f, "stream {stream:?} does not exist"),
+            Error::StreamClosed { stream } => {
+                write!(f, "stream {stream:?} is closed: it takes no more appends")
+            }
+            Error::StreamDeleted { stream } => write!(
+                f,
+                "stream {stream:?} was deleted: it cannot be read or appended to, and its id is not reused"
+            ),
             Error::InvalidOptions { reason } => write!(f, "invalid options: {reason}"),
             Error::Closed => write!(f, "the store is closed"),
             Error::SubscriptionInUse { name } => write!(

@@ -44,7 +44,7 @@ pub const CHECKPOINT_INTERVAL_POSITIONS: u64 = 65_536;
 /// Stream hashes sharing one value get collision numbers below this bound.
 pub const STREAM_COLLISIONS_MAX: u16 = 1024;
 /// Most bytes a segment header plus one record's header and padding can add to an event.
-pub const RECORD_OVERHEAD_MAX: usize = 64 + STREAM_ID_BYTES_MAX + 72 + 8;
+pub const RECORD_OVERHEAD_MAX: usize = 64 + STREAM_ID_BYTES_MAX + 72 + 32 + 8;
 /// Longest persistent subscription name, in bytes of UTF-8.
 pub const SUBSCRIPTION_NAME_BYTES_MAX: usize = 255;
 /// Default bound of events a persistent subscription delivers before they are acknowledged.

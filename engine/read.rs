@@ -4,8 +4,10 @@
 use crate::cache::MappedSegment;
 use crate::catalog::{StreamMeta, StreamState};
 use crate::error::{Error, Result};
+use crate::format::index::FLAG_CONTROL;
 use crate::format::segment::{
-    decode_record, peek_record_header, RECORD_FLAG_BEGIN, RECORD_FLAG_END, RECORD_HEADER_BYTES,
+    decode_record, peek_record_header, Control, RECORD_FLAG_BEGIN, RECORD_FLAG_END,
+    RECORD_HEADER_BYTES,
 };
 use crate::layout::{index_path, segment_path, StreamKey};
 use crate::limits::{
@@ -28,6 +30,7 @@ pub struct RecordedEvent {
     timestamp_us: u64,
     id: Option<[u8; 16]>,
     flags: u8,
+    control: Option<Control>,
     event_type: Range<usize>,
     metadata: Range<usize>,
     data: Range<usize>,
@@ -93,6 +96,20 @@ impl RecordedEvent {
     pub fn is_append_end(&self) -> bool {
         self.flags & RECORD_FLAG_END != 0
     }
+
+    /// For a snapshot (`Store::snapshot_stream`): the version and the position of the last
+    /// event it replaced. The snapshot itself has that version and a position of its own.
+    #[must_use]
+    pub fn snapshot_of(&self) -> Option<(u64, Position)> {
+        self.control
+            .filter(Control::is_snapshot)
+            .map(|c| (c.covers_version, Position(c.covers_position)))
+    }
+
+    /// True for a stream control record; readers never yield one.
+    pub(crate) fn is_control(&self) -> bool {
+        self.control.is_some_and(|c| !c.is_snapshot())
+    }
 }
 
 impl std::fmt::Debug for RecordedEvent {
@@ -132,7 +149,7 @@ pub(crate) fn event_at(
         ));
     }
     let base = offset as usize;
-    let type_start = base + RECORD_HEADER_BYTES;
+    let type_start = base + r.body_offset;
     let metadata_start = type_start + r.event_type.len();
     let data_start = metadata_start + r.metadata.len();
     let event = RecordedEvent {
@@ -143,6 +160,7 @@ pub(crate) fn event_at(
         timestamp_us: r.timestamp_us,
         id: r.event_id,
         flags: r.flags,
+        control: r.control,
         event_type: type_start..metadata_start,
         metadata: metadata_start..data_start,
         data: data_start..data_start + r.data.len(),
@@ -174,8 +192,10 @@ impl StreamIter {
         direction: Direction,
     ) -> StreamIter {
         let state = meta.snapshot();
+        // Versions before a snapshot are gone: the snapshot stands for them.
         let next_version = match direction {
-            Direction::Forward => from_version.max(1),
+            Direction::Forward => from_version.max(state.first_version),
+            Direction::Backward if from_version < state.first_version => 0,
             Direction::Backward => from_version.min(state.version),
         };
         StreamIter {
@@ -222,6 +242,10 @@ impl StreamIter {
         // Walk to the version (forward), or collect the offsets up to it (backward).
         while version < v || (self.direction == Direction::Backward && version == v) {
             let (event, next) = event_at(&segment, offset, s.end)?;
+            if event.is_control() {
+                offset = next;
+                continue;
+            }
             if event.version != version {
                 return Err(Error::corrupt(
                     &segment.path,
@@ -241,7 +265,7 @@ impl StreamIter {
 
     fn next_event(&mut self) -> Result<Option<RecordedEvent>> {
         let v = self.next_version;
-        if v == 0 || v > self.state.version {
+        if v < self.state.first_version || v > self.state.version {
             return Ok(None);
         }
         let needs_seek = match &self.current {
@@ -258,14 +282,21 @@ impl StreamIter {
             return Ok(None);
         };
         let end = self.state.segments[*index].end;
-        let offset = match self.direction {
-            Direction::Forward => self.offset,
-            Direction::Backward => self
-                .backward_offsets
-                .pop()
-                .ok_or_else(|| Error::corrupt(&segment.path, 0, "backward read lost its place"))?,
+        let (event, offset, next) = loop {
+            let offset = match self.direction {
+                Direction::Forward => self.offset,
+                Direction::Backward => self.backward_offsets.pop().ok_or_else(|| {
+                    Error::corrupt(&segment.path, 0, "backward read lost its place")
+                })?,
+            };
+            let (event, next) = event_at(segment, offset, end)?;
+            if event.is_control() && self.direction == Direction::Forward {
+                // A close record between events: not an event.
+                self.offset = next;
+                continue;
+            }
+            break (event, offset, next);
         };
-        let (event, next) = event_at(segment, offset, end)?;
         if event.version != v {
             return Err(Error::corrupt(
                 &segment.path,
@@ -337,10 +368,13 @@ pub struct AllIter {
     /// An error met while loading, to be returned once the window before it is served.
     pending: Option<Error>,
     failed: bool,
+    /// Streams' base records looked at: the last position each one's rewrite removed.
+    covers: std::collections::HashMap<StreamKey, u64>,
 }
 
 struct Slot {
     position: u64,
+    key: StreamKey,
     segment: Arc<MappedSegment>,
     offset: u64,
     flags: u8,
@@ -353,6 +387,8 @@ struct Entry {
     segment: u32,
     offset: u64,
     flags: u8,
+    /// A control record: nothing to read (segment-format.md §12).
+    skip: bool,
 }
 
 impl AllIter {
@@ -370,6 +406,7 @@ impl AllIter {
             window: std::collections::VecDeque::new(),
             pending: None,
             failed: false,
+            covers: std::collections::HashMap::new(),
         }
     }
 
@@ -416,10 +453,25 @@ impl AllIter {
                 },
                 segment: entry.segment,
                 offset: u64::from(entry.offset),
-                flags: entry.flags,
+                flags: entry.flags & (RECORD_FLAG_BEGIN | RECORD_FLAG_END),
+                skip: entry.flags & FLAG_CONTROL != 0,
             });
         }
         entries
+    }
+
+    /// Was the event at `position` of stream `key` removed by a snapshot or a delete? The
+    /// stream's segment 0 then opens with a base record that covers it (segment-format.md §12).
+    fn removed(&mut self, key: StreamKey, position: u64) -> Result<bool> {
+        let covers = match self.covers.get(&key) {
+            Some(c) => *c,
+            None => {
+                let c = crate::catalog::base_covers(&self.shared, key)?;
+                self.covers.insert(key, c);
+                c
+            }
+        };
+        Ok(position <= covers)
     }
 
     /// Load the next window: fetch every segment it names once, then queue its events.
@@ -439,36 +491,80 @@ impl AllIter {
         let mut mapped = 0usize;
         let mapped_max = (self.shared.options.mapped_segments_max / 4).max(1);
         let mut loaded = 0u64;
-        for e in entries {
+        for e in &entries {
+            if e.skip {
+                loaded += 1;
+                continue;
+            }
+            // Removed by a rewrite already seen in this read: no need to look for its segment.
+            if self.covers.get(&e.key).is_some_and(|c| e.position <= *c) {
+                loaded += 1;
+                continue;
+            }
             let id = (e.key, e.segment);
-            let segment = match fetched.get(&id) {
-                Some(s) => Arc::clone(s),
-                None => {
-                    let last_record = reach.get(&id).copied().unwrap_or(e.offset);
-                    match self.fetch(
-                        e.key,
-                        e.segment,
-                        last_record,
-                        &mut read_bytes,
-                        &mut mapped,
-                        mapped_max,
-                    ) {
-                        Ok(Some(s)) => {
-                            fetched.insert(id, Arc::clone(&s));
-                            s
-                        }
-                        // The window's budget is spent: the rest waits for the next window.
-                        Ok(None) => break,
-                        Err(err) => {
-                            self.pending = Some(err);
-                            self.advance(loaded);
-                            return;
-                        }
+            let mut retried = false;
+            let segment = loop {
+                if let Some(s) = fetched.get(&id) {
+                    break Some(Arc::clone(s));
+                }
+                let last_record = reach.get(&id).copied().unwrap_or(e.offset);
+                let err = match self.fetch(
+                    e.key,
+                    e.segment,
+                    last_record,
+                    &mut read_bytes,
+                    &mut mapped,
+                    mapped_max,
+                ) {
+                    Ok(Some(s)) => {
+                        fetched.insert(id, Arc::clone(&s));
+                        break Some(s);
+                    }
+                    // The window's budget is spent: the rest waits for the next window.
+                    Ok(None) => {
+                        self.advance(loaded);
+                        return;
+                    }
+                    Err(err) => err,
+                };
+                // A rewritten stream (segment-format.md §12): its removed events are skipped,
+                // and the segment is fetched again only as far as the events that remain.
+                let removed = match &err {
+                    Error::Corrupt { .. } => self.removed(e.key, e.position),
+                    _ => Ok(false),
+                };
+                match removed {
+                    Ok(true) => break None,
+                    Ok(false) if !retried && matches!(err, Error::Corrupt { .. }) => {
+                        retried = true;
+                        let covers = self.covers.get(&e.key).copied().unwrap_or(0);
+                        let live = entries
+                            .iter()
+                            .filter(|x| (x.key, x.segment) == id && !x.skip && x.position > covers)
+                            .map(|x| x.offset)
+                            .max()
+                            .unwrap_or(e.offset);
+                        reach.insert(id, live);
+                    }
+                    Ok(false) => {
+                        self.pending = Some(err);
+                        self.advance(loaded);
+                        return;
+                    }
+                    Err(other) => {
+                        self.pending = Some(other);
+                        self.advance(loaded);
+                        return;
                     }
                 }
             };
+            let Some(segment) = segment else {
+                loaded += 1;
+                continue;
+            };
             self.window.push_back(Slot {
                 position: e.position,
+                key: e.key,
                 segment,
                 offset: e.offset,
                 flags: e.flags,
@@ -476,7 +572,7 @@ impl AllIter {
             loaded += 1;
         }
         self.advance(loaded);
-        if !stop_at && self.window.is_empty() && self.pending.is_none() && !self.done_loading() {
+        if !stop_at && loaded == 0 && self.pending.is_none() && !self.done_loading() {
             self.pending = Some(Error::corrupt(
                 &self.shared.root,
                 0,
@@ -552,12 +648,24 @@ impl AllIter {
         Ok(Some(segment))
     }
 
-    fn event(&self, slot: &Slot) -> Result<RecordedEvent> {
-        let (event, _) = event_at(
+    /// The slot's event; `None` when its stream's rewrite removed it.
+    fn event(&mut self, slot: &Slot) -> Result<Option<RecordedEvent>> {
+        let key = slot.key;
+        let event = match event_at(
             &slot.segment,
             slot.offset,
             slot.segment.mapping.len() as u64,
-        )?;
+        ) {
+            Ok((event, _)) => event,
+            Err(e) if self.removed(key, slot.position)? => {
+                drop(e);
+                return Ok(None);
+            }
+            Err(e) => return Err(e),
+        };
+        if event.position != slot.position && self.removed(key, slot.position)? {
+            return Ok(None);
+        }
         if event.position != slot.position {
             return Err(Error::corrupt(
                 &slot.segment.path,
@@ -575,7 +683,7 @@ impl AllIter {
                 "append boundaries differ between index and record",
             ));
         }
-        Ok(event)
+        Ok(Some(event))
     }
 }
 
@@ -586,23 +694,27 @@ impl Iterator for AllIter {
         if self.failed {
             return None;
         }
-        if self.window.is_empty() && self.pending.is_none() {
-            if self.done_loading() {
-                return None;
-            }
-            self.load();
-        }
-        match self.window.pop_front() {
-            Some(slot) => match self.event(&slot) {
-                Ok(e) => Some(Ok(e)),
-                Err(e) => {
-                    self.failed = true;
-                    Some(Err(e))
+        loop {
+            // A window can hold nothing to yield (only removed events): load the next one.
+            while self.window.is_empty() && self.pending.is_none() {
+                if self.done_loading() {
+                    return None;
                 }
-            },
-            None => {
-                self.failed = true;
-                self.pending.take().map(Err)
+                self.load();
+            }
+            match self.window.pop_front() {
+                Some(slot) => match self.event(&slot) {
+                    Ok(Some(e)) => return Some(Ok(e)),
+                    Ok(None) => {}
+                    Err(e) => {
+                        self.failed = true;
+                        return Some(Err(e));
+                    }
+                },
+                None => {
+                    self.failed = true;
+                    return self.pending.take().map(Err);
+                }
             }
         }
     }

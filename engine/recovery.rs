@@ -4,10 +4,13 @@
 use crate::cache::decode_error;
 use crate::error::{Error, Result};
 use crate::format::checkpoint::{Checkpoint, CHECKPOINT_FILE_BYTES};
-use crate::format::index::{locate, INDEX_ENTRY_BYTES, INDEX_HEADER_BYTES};
+use crate::format::index::{
+    locate, FLAG_BEGIN, FLAG_CONTROL, FLAG_END, INDEX_ENTRY_BYTES, INDEX_HEADER_BYTES,
+};
 use crate::format::manifest::{Manifest, MANIFEST_BYTES};
 use crate::format::segment::{
-    decode_record, peek_record_header, RECORD_FLAG_BEGIN, RECORD_FLAG_END, RECORD_HEADER_BYTES,
+    decode_record, peek_record_header, CONTROL_OP_DELETE, CONTROL_OP_SNAPSHOT, RECORD_FLAG_BEGIN,
+    RECORD_FLAG_END, RECORD_HEADER_BYTES,
 };
 use crate::layout::{
     index_path, parse_index_file_name, StreamKey, CHECKPOINT_FILE, INDEX_DIR, LOCK_FILE,
@@ -404,6 +407,8 @@ fn verify_tail(shared: &Shared, from: u64, report: &mut RecoveryReport) -> Resul
             hash: entry.stream_hash,
             collision: entry.collision,
         };
+        // A removed event's record is gone (or replaced) once its stream was rewritten: the
+        // base record of the stream's segment 0 vouches for it (segment-format.md §12).
         if let Err(reason) = verify_record(
             shared,
             key,
@@ -412,8 +417,10 @@ fn verify_tail(shared: &Shared, from: u64, report: &mut RecoveryReport) -> Resul
             position,
             entry.flags,
         )? {
-            report.stop_reason = format!("record of position {position}: {reason}");
-            break;
+            if crate::catalog::base_covers(shared, key)? < position {
+                report.stop_reason = format!("record of position {position}: {reason}");
+                break;
+            }
         }
         append_open = entry.flags & RECORD_FLAG_END == 0;
         if !append_open {
@@ -465,10 +472,40 @@ fn verify_record(
     if r.position != position {
         return Ok(Err(format!("record holds position {}", r.position)));
     }
-    if r.flags & (RECORD_FLAG_BEGIN | RECORD_FLAG_END) != flags {
+    if r.flags & (RECORD_FLAG_BEGIN | RECORD_FLAG_END) != flags & (FLAG_BEGIN | FLAG_END) {
         return Ok(Err("append boundaries differ from the index".into()));
     }
+    if r.is_event() == (flags & FLAG_CONTROL != 0) {
+        return Ok(Err("control flag differs from the index".into()));
+    }
+    if let Some(c) = r.control {
+        // Snapshots and tombstones are only ever written as the base of a segment 0.
+        if segment == 0 && (c.op == CONTROL_OP_DELETE || c.op == CONTROL_OP_SNAPSHOT) {
+            remove_replaced_segments(shared, key, c.next_segment)?;
+        }
+    }
     Ok(Ok(()))
+}
+
+/// A rewrite of segment 0 after the checkpoint: the segments it replaced may remain if the
+/// crash came before their removal was durable. Remove them (segment-format.md §12).
+fn remove_replaced_segments(shared: &Shared, key: StreamKey, next_segment: u32) -> Result<()> {
+    for n in (1..next_segment).rev() {
+        let path = crate::layout::segment_path(&shared.root, key, n);
+        match shared.backend.kind(&path) {
+            Ok(Some(_)) => {
+                tracing::warn!(path = %path.display(), "removing a segment replaced by a rewrite of its stream");
+                shared.maps.forget_segment(key, n);
+                shared
+                    .backend
+                    .remove_file(&path)
+                    .map_err(|e| Error::io("remove segment", &path, e))?;
+            }
+            Ok(None) => break,
+            Err(e) => return Err(Error::io("stat segment", &path, e)),
+        }
+    }
+    Ok(())
 }
 
 /// `cut_index_after` cuts an index file and extends it back in two calls; a crash or a fault

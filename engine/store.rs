@@ -171,6 +171,7 @@ impl Store {
             expected,
             events,
             bytes: usize::try_from(bytes).unwrap_or(usize::MAX),
+            close: false,
             reply,
         };
         let sender = self.inner.sender.as_ref().ok_or(Error::Closed)?;
@@ -206,6 +207,9 @@ impl Store {
         validate_stream_id(stream)?;
         let shared = &self.inner.shared;
         match shared.catalog.probe(shared, stream)? {
+            Probe::Found(meta) if meta.snapshot().deleted => Err(Error::StreamDeleted {
+                stream: stream.to_string(),
+            }),
             Probe::Found(meta) if meta.version() > 0 => Ok(StreamIter::new(
                 Arc::clone(shared),
                 &meta,
@@ -240,6 +244,11 @@ impl Store {
         validate_stream_id(stream)?;
         let shared = &self.inner.shared;
         Ok(match shared.catalog.probe(shared, stream)? {
+            Probe::Found(meta) if meta.snapshot().deleted => {
+                return Err(Error::StreamDeleted {
+                    stream: stream.to_string(),
+                })
+            }
             Probe::Found(meta) => Some(meta.version()).filter(|v| *v > 0),
             Probe::Absent { .. } => None,
         })
@@ -249,6 +258,93 @@ impl Store {
     #[must_use]
     pub fn head_position(&self) -> Position {
         Position(self.inner.shared.head())
+    }
+
+    /// Close a stream: it takes no more appends (`Error::StreamClosed`); its events can still
+    /// be read. Closing a closed stream does nothing. Returns once durable.
+    ///
+    /// # Errors
+    /// `StreamNotFound`, `StreamDeleted`, `InvalidStreamId`, `Poisoned`.
+    pub fn close_stream(&self, stream: &str) -> Result<()> {
+        validate_stream_id(stream)?;
+        self.inner.shared.check_poison()?;
+        let (reply, answer) = crate::reply::slot();
+        self.send(Request::Append(AppendRequest {
+            stream: Arc::from(stream),
+            expected: ExpectedVersion::Any,
+            events: Vec::new(),
+            bytes: 0,
+            close: true,
+            reply,
+        }))?;
+        self.wait(answer).map(|_| ())
+    }
+
+    /// Replace the stream's events up to its current version by one snapshot event that keeps
+    /// that version: reading the stream then yields the snapshot first (see
+    /// `RecordedEvent::snapshot_of`), then whatever is appended after it. The old segments are
+    /// removed; `read_all` and subscriptions skip the removed events (positions do not change)
+    /// and yield the snapshot at a position of its own. Returns once durable; crash-safe: the
+    /// stream is wholly in its old or its new state.
+    ///
+    /// # Errors
+    /// `StreamNotFound`, `StreamDeleted`, `InvalidEventType`, `EventTooLarge`, `Poisoned`.
+    pub fn snapshot_stream(&self, stream: &str, snapshot: EventData) -> Result<AppendResult> {
+        validate_stream_id(stream)?;
+        validate_event_type(&snapshot.event_type)?;
+        let max = self.inner.shared.options.event_bytes_max;
+        if snapshot.size() > max {
+            return Err(Error::EventTooLarge {
+                len: snapshot.size(),
+                max,
+            });
+        }
+        self.rewrite(stream, Some(snapshot))
+    }
+
+    /// Delete a stream: its files are removed and their space freed; reading it or appending
+    /// to it gives `Error::StreamDeleted` from now on (a deleted id is not reused); `read_all`
+    /// and subscriptions skip its events. A tombstone (one small segment file) remains.
+    ///
+    /// # Errors
+    /// `StreamNotFound`, `StreamDeleted`, `Poisoned`.
+    pub fn delete_stream(&self, stream: &str) -> Result<()> {
+        validate_stream_id(stream)?;
+        self.rewrite(stream, None).map(|_| ())
+    }
+
+    fn rewrite(&self, stream: &str, snapshot: Option<EventData>) -> Result<AppendResult> {
+        self.inner.shared.check_poison()?;
+        let (reply, answer) = crate::reply::slot();
+        self.send(Request::Rewrite(crate::writer::RewriteRequest {
+            stream: Arc::from(stream),
+            snapshot,
+            reply,
+        }))?;
+        self.wait(answer)
+    }
+
+    fn send(&self, request: Request) -> Result<()> {
+        let sender = self.inner.sender.as_ref().ok_or(Error::Closed)?;
+        if sender.send(request).is_err() {
+            self.inner.shared.check_poison()?;
+            return Err(Error::Poisoned {
+                cause: "the writer thread stopped".into(),
+            });
+        }
+        Ok(())
+    }
+
+    fn wait(&self, answer: crate::reply::Answer<Result<AppendResult>>) -> Result<AppendResult> {
+        match answer.wait() {
+            Some(result) => result,
+            None => {
+                self.inner.shared.check_poison()?;
+                Err(Error::Poisoned {
+                    cause: "the writer thread stopped".into(),
+                })
+            }
+        }
     }
 
     /// Subscribe to every stream's events in global order: the stored ones from `from` (a
@@ -367,7 +463,9 @@ impl Iterator for StreamIds {
                 Err(e) => return Some(Err(e)),
             };
             match self.shared.catalog.probe(&self.shared, &header.stream_id) {
-                Ok(Probe::Found(meta)) if meta.version() > 0 => return Some(Ok(header.stream_id)),
+                Ok(Probe::Found(meta)) if meta.version() > 0 && !meta.snapshot().deleted => {
+                    return Some(Ok(header.stream_id))
+                }
                 Ok(_) => {}
                 Err(e) => return Some(Err(e)),
             }

@@ -4,11 +4,12 @@ use crate::catalog::{Probe, SegmentState, StreamMeta, StreamState};
 use crate::error::{Error, Result};
 use crate::format::checkpoint::Checkpoint;
 use crate::format::index::{
-    locate, IndexEntry, IndexHeader, INDEX_ENTRY_BYTES, INDEX_HEADER_BYTES,
+    locate, IndexEntry, IndexHeader, FLAG_CONTROL, INDEX_ENTRY_BYTES, INDEX_HEADER_BYTES,
 };
 use crate::format::segment::{
-    encode_record, record_bytes_padded, segment_header_bytes, RecordFields, SegmentHeader,
-    RECORD_FLAG_BEGIN, RECORD_FLAG_END,
+    encode_record, record_bytes_padded, segment_header_bytes, Control, RecordFields, SegmentHeader,
+    CONTROL_BLOCK_BYTES, CONTROL_FLAG_CLOSED, CONTROL_OP_CLOSE, RECORD_FLAG_BEGIN, RECORD_FLAG_END,
+    RECORD_HEADER_BYTES,
 };
 use crate::layout::{
     fanout_dir, index_path, segment_path, StreamKey, CHECKPOINT_FILE, INDEX_DIR, STREAMS_DIR,
@@ -34,17 +35,32 @@ pub struct AppendRequest {
     pub events: Vec<EventData>,
     /// Encoded bytes of the events (for the batch byte limit).
     pub bytes: usize,
+    /// Close the stream instead of appending (`events` is empty).
+    pub close: bool,
     pub reply: Reply<Result<AppendResult>>,
 }
+
+#[path = "rewrite.rs"]
+mod rewrite;
+pub use rewrite::RewriteRequest;
 
 /// What callers send the writer.
 pub enum Request {
     Append(AppendRequest),
     /// A persistent subscription has a new ack to make durable in the next batch.
     Ack(Arc<Entry>),
+    /// A snapshot or a delete: run alone, after the batch before it.
+    Rewrite(RewriteRequest),
 }
 
 type Handle = Arc<dyn FileHandle>;
+
+/// The event type of a close record (segment-format.md §12).
+pub const CLOSE_EVENT_TYPE: &str = "$close";
+/// Bytes of a close record, padding included.
+const CLOSE_RECORD_BYTES: u64 = crate::format::align8(
+    (RECORD_HEADER_BYTES + CONTROL_BLOCK_BYTES + CLOSE_EVENT_TYPE.len()) as u64,
+);
 
 /// The writer's view of one stream: its committed state plus where the next record goes.
 struct WriterStream {
@@ -59,6 +75,10 @@ struct WriterStream {
     create: Option<CreateKind>,
     file: Option<Handle>,
     used: u64,
+    /// The segment number after segment 0 (segment-format.md §12).
+    after_zero: u32,
+    closed: bool,
+    deleted: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -158,6 +178,7 @@ impl Writer {
             let mut batch: Vec<AppendRequest> = Vec::new();
             let mut acks: Vec<Arc<Entry>> = Vec::new();
             let mut bytes = 0usize;
+            let mut rewrite = None;
             let mut next = Some(first);
             while let Some(r) = next.take() {
                 match r {
@@ -168,6 +189,10 @@ impl Writer {
                     // At most one request per subscription is queued at a time
                     // (segment-format.md §11), so acks cannot flood a batch.
                     Request::Ack(e) => acks.push(e),
+                    Request::Rewrite(r) => {
+                        rewrite = Some(r);
+                        break;
+                    }
                 }
                 if batch.len() >= self.shared.options.batch_appends_max
                     || bytes >= self.shared.options.batch_bytes_max
@@ -183,11 +208,21 @@ impl Writer {
                 for r in batch {
                     r.reply.send(Err(e.duplicate()));
                 }
+                if let Some(r) = rewrite {
+                    r.reply.send(Err(e.duplicate()));
+                }
                 // Waiters on durable acks see the poison.
                 self.shared.changed();
                 continue;
             }
             self.commit(batch, acks);
+            if let Some(r) = rewrite {
+                // The batch before it may have poisoned the store.
+                match self.shared.check_poison() {
+                    Ok(()) => self.rewrite(r),
+                    Err(e) => r.reply.send(Err(e)),
+                }
+            }
         }
         if self.shared.check_poison().is_ok() {
             if let Err(e) = self.write_checkpoint(true).and_then(|()| {
@@ -431,6 +466,9 @@ impl Writer {
                         }),
                         file: None,
                         used: 0,
+                        after_zero: 1,
+                        closed: false,
+                        deleted: false,
                     }
                 }
             };
@@ -456,10 +494,28 @@ impl Writer {
             // Files exist but hold nothing committed: rewrite segment 0 from scratch.
             None => (0, 1, header_bytes, Some(CreateKind::Reset)),
         };
+        // Segments a rewrite of segment 0 replaced, left by a crash before it removed them
+        // (segment-format.md §12): nothing refers to them.
+        for n in (1..state.after_zero).rev() {
+            let path = segment_path(&self.shared.root, key, n);
+            match self.shared.backend.kind(&path) {
+                Ok(Some(_)) => {
+                    tracing::warn!(path = %path.display(), "removing a segment replaced by a rewrite of its stream");
+                    self.shared.maps.forget_segment(key, n);
+                    self.shared
+                        .backend
+                        .remove_file(&path)
+                        .map_err(|e| Error::io("remove segment", &path, e))?;
+                }
+                Ok(None) => break,
+                Err(e) => return Err(Error::io("stat segment", &path, e)),
+            }
+        }
         // Trailing segments after the committed one hold nothing committed: remove them, newest
         // first, so that segment numbers stay dense even if this is interrupted.
         let mut trailing = Vec::new();
-        for n in segment + 1.. {
+        let first_after = state.next_segment(segment);
+        for n in std::iter::once(first_after).chain(first_after.saturating_add(1)..) {
             let path = segment_path(&self.shared.root, key, n);
             match self.shared.backend.kind(&path) {
                 Ok(Some(_)) => trailing.push((n, path)),
@@ -508,6 +564,9 @@ impl Writer {
             create,
             file,
             used: 0,
+            after_zero: state.after_zero,
+            closed: state.closed,
+            deleted: state.deleted,
             meta,
         })
     }
@@ -531,6 +590,31 @@ impl Writer {
         let current = ws.version;
         let n = request.events.len() as u64;
         let exists = current > 0;
+        if ws.deleted {
+            return Ok(PlanOutcome::Done(Err(Error::StreamDeleted {
+                stream: request.stream.to_string(),
+            })));
+        }
+        if request.close {
+            if !exists {
+                return Ok(PlanOutcome::Done(Err(Error::StreamNotFound {
+                    stream: request.stream.to_string(),
+                })));
+            }
+            if ws.closed {
+                // Closing twice is a no-op.
+                return Ok(PlanOutcome::Done(Ok(AppendResult {
+                    first_version: current,
+                    last_version: current,
+                    first_position: Position(0),
+                    last_position: Position(0),
+                })));
+            }
+        } else if ws.closed {
+            return Ok(PlanOutcome::Done(Err(Error::StreamClosed {
+                stream: request.stream.to_string(),
+            })));
+        }
         let expected_ok = match request.expected {
             ExpectedVersion::Any => true,
             ExpectedVersion::NoStream => !exists,
@@ -557,14 +641,22 @@ impl Writer {
                 actual: exists.then_some(current),
             })));
         }
-        let append_bytes: u64 = request
-            .events
-            .iter()
-            .map(|e| record_bytes_padded(e.event_type.len(), e.metadata.len(), e.data.len()))
-            .sum();
+        let append_bytes: u64 = if request.close {
+            CLOSE_RECORD_BYTES
+        } else {
+            request
+                .events
+                .iter()
+                .map(|e| record_bytes_padded(e.event_type.len(), e.metadata.len(), e.data.len()))
+                .sum()
+        };
         // An append goes into one segment: roll when it does not fit behind the tail.
         if ws.tail + append_bytes > segment_bytes && ws.tail > ws.header_bytes {
-            ws.segment += 1;
+            ws.segment = if ws.segment == 0 {
+                ws.after_zero
+            } else {
+                ws.segment + 1
+            };
             ws.segment_first_version = current + 1;
             ws.tail = ws.header_bytes;
             ws.create = Some(CreateKind::New);
@@ -599,6 +691,51 @@ impl Writer {
             writes.len() - 1
         });
         let write = &mut writes[slot];
+        if request.close {
+            // A control record: a position of its own, the version of the event before it.
+            let position = *next_position;
+            let offset = ws.tail;
+            let before = write.bytes.len();
+            encode_record(
+                &RecordFields {
+                    flags: RECORD_FLAG_BEGIN | RECORD_FLAG_END,
+                    version: current,
+                    position,
+                    changeset: ws.changeset.max(1),
+                    timestamp_us,
+                    event_id: None,
+                    event_type: CLOSE_EVENT_TYPE.as_bytes(),
+                    metadata: &[],
+                    data: &[],
+                    control: Some(Control {
+                        op: CONTROL_OP_CLOSE,
+                        flags: CONTROL_FLAG_CLOSED,
+                        next_segment: 0,
+                        covers_version: 0,
+                        covers_position: 0,
+                    }),
+                },
+                &mut write.bytes,
+            );
+            debug_assert_eq!((write.bytes.len() - before) as u64, CLOSE_RECORD_BYTES);
+            ws.tail += (write.bytes.len() - before) as u64;
+            let entry = IndexEntry {
+                stream_hash: key.hash,
+                collision: key.collision,
+                segment: ws.segment,
+                offset: u32::try_from(offset).expect("segment_bytes fits in u32"),
+                flags: RECORD_FLAG_BEGIN | RECORD_FLAG_END | FLAG_CONTROL,
+            };
+            index_bytes.extend_from_slice(&entry.encode(position));
+            *next_position += 1;
+            ws.closed = true;
+            return Ok(PlanOutcome::Planned(AppendResult {
+                first_version: current,
+                last_version: current,
+                first_position: Position(position),
+                last_position: Position(position),
+            }));
+        }
         let changeset = ws.changeset + 1;
         let first_position = *next_position;
         for (i, event) in request.events.iter().enumerate() {
@@ -623,6 +760,7 @@ impl Writer {
                     event_type: event.event_type.as_bytes(),
                     metadata: &event.metadata,
                     data: &event.data,
+                    control: None,
                 },
                 &mut write.bytes,
             );
@@ -868,6 +1006,7 @@ impl Writer {
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
             state.version = ws.version;
             state.changeset = ws.changeset;
+            state.closed = ws.closed;
             match state.segments.last_mut() {
                 Some(last) if last.number == ws.segment => {
                     last.end = ws.tail;

@@ -12,6 +12,9 @@ pub const INDEX_ENTRY_MAGIC: u8 = 0xA7;
 pub const FLAG_BEGIN: u8 = 0x01;
 /// Last event of its append.
 pub const FLAG_END: u8 = 0x02;
+/// A stream control record (close, delete), not an event: readers of all streams skip it.
+pub const FLAG_CONTROL: u8 = 0x04;
+const FLAGS_KNOWN: u8 = FLAG_BEGIN | FLAG_END | FLAG_CONTROL;
 
 #[derive(Debug, Clone, Copy, FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned)]
 #[repr(C)]
@@ -155,7 +158,7 @@ impl IndexEntry {
                 computed,
             });
         }
-        if e.flags & !(FLAG_BEGIN | FLAG_END) != 0 {
+        if e.flags & !FLAGS_KNOWN != 0 {
             return Err(DecodeError::Invalid("index entry flags"));
         }
         Ok(IndexEntry {

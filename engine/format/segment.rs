@@ -10,6 +10,17 @@ pub const SEGMENT_FIXED_HEADER_BYTES: usize = 64;
 pub const RECORD_MAGIC: u16 = 0x4C53;
 pub const RECORD_HEADER_BYTES: usize = 72;
 pub const RECORD_KIND_EVENT: u8 = 1;
+/// A stream control record: its body starts with a `ControlBlockRaw` (segment-format.md §12).
+pub const RECORD_KIND_CONTROL: u8 = 2;
+pub const CONTROL_BLOCK_BYTES: usize = 32;
+/// The stream is closed: no more appends.
+pub const CONTROL_OP_CLOSE: u8 = 1;
+/// The stream is deleted; this record, first in a rewritten segment 0, is its tombstone.
+pub const CONTROL_OP_DELETE: u8 = 2;
+/// The stream's events up to `covers_version` are replaced by this record, an event.
+pub const CONTROL_OP_SNAPSHOT: u8 = 3;
+/// Control flag: the stream is closed (a snapshot of a closed stream keeps it closed).
+pub const CONTROL_FLAG_CLOSED: u8 = 0x01;
 pub const RECORD_FLAG_BEGIN: u8 = 0x01;
 pub const RECORD_FLAG_END: u8 = 0x02;
 pub const RECORD_FLAG_HAS_ID: u8 = 0x04;
@@ -52,6 +63,77 @@ pub struct RecordHeader {
     pub event_id: [u8; 16],
 }
 const _: () = assert!(size_of::<RecordHeader>() == RECORD_HEADER_BYTES);
+
+#[derive(Debug, Clone, Copy, FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned)]
+#[repr(C)]
+pub struct ControlBlockRaw {
+    pub op: u8,
+    pub control_flags: u8,
+    pub reserved0: U16,
+    pub next_segment: U32,
+    pub covers_version: U64,
+    pub covers_position: U64,
+    pub reserved1: U64,
+}
+const _: () = assert!(size_of::<ControlBlockRaw>() == CONTROL_BLOCK_BYTES);
+
+/// What a control record says (segment-format.md §12).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Control {
+    pub op: u8,
+    pub flags: u8,
+    /// In a record that opens a rewritten segment 0: the number of the stream's next segment
+    /// (segments `1 .. next_segment` are gone). 0 elsewhere.
+    pub next_segment: u32,
+    /// Every version at or below this one was removed (0: none).
+    pub covers_version: u64,
+    /// Every position of this stream at or below this one was removed (0: none).
+    pub covers_position: u64,
+}
+
+impl Control {
+    fn encode(&self) -> [u8; CONTROL_BLOCK_BYTES] {
+        let raw = ControlBlockRaw {
+            op: self.op,
+            control_flags: self.flags,
+            reserved0: 0.into(),
+            next_segment: self.next_segment.into(),
+            covers_version: self.covers_version.into(),
+            covers_position: self.covers_position.into(),
+            reserved1: 0.into(),
+        };
+        let mut out = [0u8; CONTROL_BLOCK_BYTES];
+        out.copy_from_slice(raw.as_bytes());
+        out
+    }
+
+    fn decode(bytes: &[u8]) -> Result<Control, DecodeError> {
+        let (raw, _) = ControlBlockRaw::ref_from_prefix(bytes)
+            .map_err(|_| short(CONTROL_BLOCK_BYTES, bytes.len()))?;
+        if !(CONTROL_OP_CLOSE..=CONTROL_OP_SNAPSHOT).contains(&raw.op) {
+            return Err(DecodeError::Invalid("unknown control op"));
+        }
+        if raw.control_flags & !CONTROL_FLAG_CLOSED != 0
+            || raw.reserved0.get() != 0
+            || raw.reserved1.get() != 0
+        {
+            return Err(DecodeError::Invalid("control block reserved bits"));
+        }
+        Ok(Control {
+            op: raw.op,
+            flags: raw.control_flags,
+            next_segment: raw.next_segment.get(),
+            covers_version: raw.covers_version.get(),
+            covers_position: raw.covers_position.get(),
+        })
+    }
+
+    /// True for a snapshot: the record is an event of the stream.
+    #[must_use]
+    pub fn is_snapshot(&self) -> bool {
+        self.op == CONTROL_OP_SNAPSHOT
+    }
+}
 
 /// The decoded header of one segment file.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -168,6 +250,8 @@ pub struct RecordFields<'a> {
     pub event_type: &'a [u8],
     pub metadata: &'a [u8],
     pub data: &'a [u8],
+    /// A control record's block; `None` for an event record.
+    pub control: Option<Control>,
 }
 
 /// Bytes a record takes on disk, padding included.
@@ -181,8 +265,16 @@ pub fn encode_record(fields: &RecordFields<'_>, out: &mut Vec<u8>) {
     assert!(!fields.event_type.is_empty() && fields.event_type.len() <= EVENT_TYPE_BYTES_MAX);
     assert!(fields.version >= 1 && fields.position >= 1 && fields.changeset >= 1);
     assert_eq!(fields.flags & !RECORD_FLAGS_KNOWN, 0);
-    let record_bytes =
-        RECORD_HEADER_BYTES + fields.event_type.len() + fields.metadata.len() + fields.data.len();
+    let control_bytes = if fields.control.is_some() {
+        CONTROL_BLOCK_BYTES
+    } else {
+        0
+    };
+    let record_bytes = RECORD_HEADER_BYTES
+        + control_bytes
+        + fields.event_type.len()
+        + fields.metadata.len()
+        + fields.data.len();
     let record_bytes_u32 = u32::try_from(record_bytes).expect("event size checked before");
     let start = out.len();
     let mut flags = fields.flags & !RECORD_FLAG_HAS_ID;
@@ -191,7 +283,11 @@ pub fn encode_record(fields: &RecordFields<'_>, out: &mut Vec<u8>) {
     }
     let header = RecordHeader {
         magic: RECORD_MAGIC.into(),
-        kind: RECORD_KIND_EVENT,
+        kind: if fields.control.is_some() {
+            RECORD_KIND_CONTROL
+        } else {
+            RECORD_KIND_EVENT
+        },
         flags,
         record_bytes: record_bytes_u32.into(),
         crc: 0.into(),
@@ -206,6 +302,9 @@ pub fn encode_record(fields: &RecordFields<'_>, out: &mut Vec<u8>) {
         event_id: fields.event_id.unwrap_or([0; 16]),
     };
     out.extend_from_slice(header.as_bytes());
+    if let Some(c) = &fields.control {
+        out.extend_from_slice(&c.encode());
+    }
     out.extend_from_slice(fields.event_type);
     out.extend_from_slice(fields.metadata);
     out.extend_from_slice(fields.data);
@@ -233,6 +332,19 @@ pub struct RecordView<'a> {
     pub data: &'a [u8],
     /// Bytes to the next record (padding included).
     pub padded_bytes: u64,
+    /// A control record's block; `None` for an event.
+    pub control: Option<Control>,
+    /// Offset of the event type from the record's start (after the header and any control
+    /// block).
+    pub body_offset: usize,
+}
+
+impl RecordView<'_> {
+    /// True when the record is an event of its stream (an event, or a snapshot).
+    #[must_use]
+    pub fn is_event(&self) -> bool {
+        self.control.is_none_or(|c| c.is_snapshot())
+    }
 }
 
 /// Read only the fixed header at the start of `bytes`, without checking the CRC. Used to learn
@@ -269,7 +381,7 @@ pub fn decode_record(bytes: &[u8]) -> Result<RecordView<'_>, DecodeError> {
             computed,
         });
     }
-    if h.kind != RECORD_KIND_EVENT {
+    if h.kind != RECORD_KIND_EVENT && h.kind != RECORD_KIND_CONTROL {
         return Err(DecodeError::Invalid("unknown record kind"));
     }
     if h.flags & !RECORD_FLAGS_KNOWN != 0 {
@@ -287,7 +399,14 @@ pub fn decode_record(bytes: &[u8]) -> Result<RecordView<'_>, DecodeError> {
     if type_len == 0 {
         return Err(DecodeError::Invalid("empty event type"));
     }
-    let body = &record[RECORD_HEADER_BYTES..];
+    let mut body = &record[RECORD_HEADER_BYTES..];
+    let mut control = None;
+    let mut body_offset = RECORD_HEADER_BYTES;
+    if h.kind == RECORD_KIND_CONTROL {
+        control = Some(Control::decode(body)?);
+        body = &body[CONTROL_BLOCK_BYTES..];
+        body_offset += CONTROL_BLOCK_BYTES;
+    }
     if type_len + metadata_len > body.len() {
         return Err(DecodeError::Invalid("field lengths exceed record_bytes"));
     }
@@ -311,6 +430,8 @@ pub fn decode_record(bytes: &[u8]) -> Result<RecordView<'_>, DecodeError> {
         metadata,
         data,
         padded_bytes: align8(record_bytes as u64),
+        control,
+        body_offset,
     })
 }
 
@@ -330,6 +451,7 @@ mod tests {
                 event_type: b"OrderPlaced",
                 metadata: b"{}",
                 data: b"{\"total\":12}",
+                control: None,
             },
             out,
         );

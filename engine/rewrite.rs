@@ -1,0 +1,315 @@
+//! Rewriting a stream's segment 0: snapshot and delete (segment-format.md §12). The writer runs
+//! one rewrite at a time, alone, after the batch before it was published.
+//!
+//! The commit point is the rename of the new segment 0 over the old one: before it is durable
+//! the stream is wholly in its old state, after it wholly in the new one. Removing the old
+//! segments comes after and is redone when a crash interrupts it; readers tell removed events
+//! by the base record that opens segment 0.
+
+use super::{Handle, Writer};
+use crate::error::{Error, Result};
+use crate::format::index::{locate, IndexEntry, FLAG_CONTROL};
+use crate::format::segment::{
+    decode_record, encode_record, Control, RecordFields, SegmentHeader, CONTROL_FLAG_CLOSED,
+    CONTROL_OP_DELETE, CONTROL_OP_SNAPSHOT, RECORD_FLAG_BEGIN, RECORD_FLAG_END,
+};
+use crate::layout::{fanout_dir, index_path, segment_path, TEMP_SUFFIX};
+use crate::options::SyncMode;
+use crate::reply::Reply;
+use crate::storage::OpenMode;
+use crate::types::{now_us, AppendResult, EventData, Position};
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+/// The event type of a tombstone.
+pub const DELETE_EVENT_TYPE: &str = "$delete";
+
+/// A snapshot (`Some`) or a delete (`None`) of one stream.
+pub struct RewriteRequest {
+    pub stream: Arc<str>,
+    pub snapshot: Option<EventData>,
+    pub reply: Reply<Result<AppendResult>>,
+}
+
+/// Why a rewrite failed: before anything was written (the caller's error), or after (the
+/// store is poisoned).
+enum Failure {
+    Refused(Error),
+    Fatal(Error),
+}
+
+impl Writer {
+    pub(super) fn rewrite(&mut self, request: RewriteRequest) {
+        match self.try_rewrite(&request) {
+            Ok(result) => request.reply.send(Ok(result)),
+            Err(Failure::Refused(e)) => request.reply.send(Err(e)),
+            Err(Failure::Fatal(e)) => {
+                let cause = format!("{e}");
+                self.shared.poison(cause.clone());
+                self.shared.catalog.clear();
+                self.streams.clear();
+                self.open_files = 0;
+                request.reply.send(Err(Error::Poisoned { cause }));
+            }
+        }
+    }
+
+    fn try_rewrite(&mut self, request: &RewriteRequest) -> Result<AppendResult, Failure> {
+        let stream = &request.stream;
+        let root = self.shared.root.clone();
+        let backend = Arc::clone(&self.shared.backend);
+        let fdatasync = self.shared.options.sync == SyncMode::Fdatasync;
+        let ws = match self.stream(stream) {
+            Ok(Some(ws)) => ws,
+            Ok(None) => {
+                return Err(Failure::Refused(Error::StreamNotFound {
+                    stream: stream.to_string(),
+                }))
+            }
+            Err(e) => return Err(Failure::Refused(e)),
+        };
+        if ws.deleted {
+            return Err(Failure::Refused(Error::StreamDeleted {
+                stream: stream.to_string(),
+            }));
+        }
+        if ws.version == 0 {
+            return Err(Failure::Refused(Error::StreamNotFound {
+                stream: stream.to_string(),
+            }));
+        }
+        let meta = Arc::clone(&ws.meta);
+        let key = meta.key;
+        let version = ws.version;
+        let changeset = ws.changeset.max(1);
+        let closed = ws.closed;
+        let header_bytes = ws.header_bytes;
+        let state = meta.snapshot();
+        // The position of the last event: what the rewrite covers.
+        let mut covers_position = 0;
+        for s in &state.segments {
+            let mapped = self
+                .shared
+                .maps
+                .segment(key, s.number, s.end)
+                .map_err(Failure::Refused)?
+                .ok_or_else(|| {
+                    Failure::Refused(Error::corrupt(
+                        segment_path(&root, key, s.number),
+                        0,
+                        "segment holding committed events is missing",
+                    ))
+                })?;
+            let mut at = s.header_bytes;
+            while at < s.end {
+                let r =
+                    decode_record(&mapped.mapping[at as usize..s.end as usize]).map_err(|e| {
+                        Failure::Refused(Error::corrupt(
+                            &mapped.path,
+                            at,
+                            format!("committed record: {e}"),
+                        ))
+                    })?;
+                if r.is_event() && r.version == version {
+                    covers_position = r.position;
+                }
+                at += r.padded_bytes;
+            }
+        }
+        let last_number = state.segments.last().map_or(0, |s| s.number);
+        let next_segment = (last_number + 1).max(state.after_zero);
+        let position = self.head + 1;
+        let (op, first_version, event_type, metadata, data, event_id) = match &request.snapshot {
+            Some(e) => (
+                CONTROL_OP_SNAPSHOT,
+                version,
+                e.event_type.as_bytes(),
+                e.metadata.as_slice(),
+                e.data.as_slice(),
+                e.id,
+            ),
+            None => (
+                CONTROL_OP_DELETE,
+                version + 1,
+                DELETE_EVENT_TYPE.as_bytes(),
+                &[][..],
+                &[][..],
+                None,
+            ),
+        };
+        let header = SegmentHeader {
+            store_id: self.shared.manifest.store_id,
+            stream_hash: key.hash,
+            collision: key.collision,
+            segment: 0,
+            first_version,
+            created_us: now_us(),
+            stream_id: stream.to_string(),
+        };
+        let mut bytes = header.encode();
+        debug_assert_eq!(bytes.len() as u64, header_bytes);
+        encode_record(
+            &RecordFields {
+                flags: RECORD_FLAG_BEGIN | RECORD_FLAG_END,
+                version,
+                position,
+                changeset,
+                timestamp_us: now_us(),
+                event_id,
+                event_type,
+                metadata,
+                data,
+                control: Some(Control {
+                    op,
+                    flags: if closed { CONTROL_FLAG_CLOSED } else { 0 },
+                    next_segment,
+                    covers_version: version,
+                    covers_position,
+                }),
+            },
+            &mut bytes,
+        );
+        let end = bytes.len() as u64;
+        // From here on, a failure leaves files behind: the store is poisoned and the next open
+        // settles the stream (wholly old or wholly new).
+        let fatal = Failure::Fatal;
+        let tmp = root.join(format!(
+            "{:016x}-{:04x}.rewrite{TEMP_SUFFIX}",
+            key.hash, key.collision
+        ));
+        match backend.remove_file(&tmp) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(fatal(Error::io("remove", &tmp, e))),
+        }
+        let file: Handle = Arc::from(
+            backend
+                .open(&tmp, OpenMode::CreateNew)
+                .map_err(|e| fatal(Error::io("create segment", &tmp, e)))?,
+        );
+        file.write_all_at(&bytes, 0)
+            .map_err(|e| fatal(Error::io("write segment", &tmp, e)))?;
+        let mut dirs_to_sync = BTreeSet::new();
+        let (file_number, offset) = locate(position, self.shared.manifest.index_entries_per_file);
+        let index = self
+            .index_file(file_number, &mut dirs_to_sync)
+            .map_err(fatal)?;
+        let entry = IndexEntry {
+            stream_hash: key.hash,
+            collision: key.collision,
+            segment: 0,
+            offset: u32::try_from(header_bytes).expect("a segment header fits in u32"),
+            flags: RECORD_FLAG_BEGIN
+                | RECORD_FLAG_END
+                | if request.snapshot.is_none() {
+                    FLAG_CONTROL
+                } else {
+                    0
+                },
+        };
+        index
+            .write_all_at(&entry.encode(position), offset)
+            .map_err(|e| fatal(Error::io("write index", index_path(&root, file_number), e)))?;
+        // Durability: the new segment 0 and its index entry are durable before the rename that
+        // commits them.
+        if fdatasync {
+            file.sync_data()
+                .map_err(|e| fatal(Error::io("fdatasync", &tmp, e)))?;
+            index
+                .sync_data()
+                .map_err(|e| fatal(Error::io("fdatasync", index_path(&root, file_number), e)))?;
+            for dir in &dirs_to_sync {
+                backend
+                    .sync_dir(dir)
+                    .map_err(|e| fatal(Error::io("fsync directory", dir, e)))?;
+            }
+        } else {
+            self.checkpoint_file
+                .sync_fs()
+                .map_err(|e| fatal(Error::io("syncfs", &root, e)))?;
+        }
+        drop(file);
+        let seg0 = segment_path(&root, key, 0);
+        let fanout = fanout_dir(&root, key.hash);
+        backend
+            .rename(&tmp, &seg0)
+            .map_err(|e| fatal(Error::io("rename", &tmp, e)))?;
+        self.sync_dir_or_fs(&fanout).map_err(fatal)?;
+        // Committed. The old files go; a crash from here on leaves them for the next open (or
+        // the next use of the stream) to remove. Their index entries stay as they are: an
+        // overwrite of a committed entry could tear it and its neighbours (segment-format.md
+        // §10); readers tell removed events by the base record.
+        if let Some(ws) = self.streams.get_mut(stream) {
+            if ws.file.take().is_some() {
+                self.open_files = self.open_files.saturating_sub(1);
+            }
+        }
+        for s in &state.segments {
+            self.shared.maps.forget_segment(key, s.number);
+        }
+        for s in &state.segments {
+            if s.number == 0 {
+                continue;
+            }
+            let path = segment_path(&root, key, s.number);
+            match backend.remove_file(&path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(fatal(Error::io("remove segment", &path, e))),
+            }
+        }
+        self.sync_dir_or_fs(&fanout).map_err(fatal)?;
+        // Publish: the head, then the stream's new state.
+        self.head = position;
+        self.shared.publish(position);
+        let new_state = crate::catalog::StreamState {
+            version,
+            changeset,
+            segments: vec![crate::catalog::SegmentState {
+                number: 0,
+                first_version,
+                header_bytes,
+                end,
+                last_version: version,
+            }],
+            first_version,
+            after_zero: next_segment,
+            closed,
+            deleted: request.snapshot.is_none(),
+        };
+        *meta
+            .state
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = new_state;
+        if let Some(ws) = self.streams.get_mut(stream) {
+            ws.segment = 0;
+            ws.segment_first_version = first_version;
+            ws.tail = end;
+            ws.create = None;
+            ws.after_zero = next_segment;
+            ws.deleted = request.snapshot.is_none();
+        }
+        self.shared.changed();
+        Ok(AppendResult {
+            first_version: version,
+            last_version: version,
+            first_position: Position(position),
+            last_position: Position(position),
+        })
+    }
+
+    /// Make a folder's new entries durable: its `fsync` (fdatasync mode) or one `syncfs`.
+    fn sync_dir_or_fs(&self, dir: &PathBuf) -> Result<()> {
+        if self.shared.options.sync == SyncMode::Fdatasync {
+            self.shared
+                .backend
+                .sync_dir(dir)
+                .map_err(|e| Error::io("fsync directory", dir, e))
+        } else {
+            self.checkpoint_file
+                .sync_fs()
+                .map_err(|e| Error::io("syncfs", &self.shared.root, e))
+        }
+    }
+}

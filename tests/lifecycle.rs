@@ -1,0 +1,374 @@
+//! Stream lifecycle (issue 6): close, snapshot, delete; their space comes back; readers skip
+//! what was removed; each is crash-safe at every I/O call.
+
+mod common;
+use common::*;
+use std::path::Path;
+use std::sync::Arc;
+use streamlog::storage::sim::SimBackend;
+use streamlog::{
+    Direction, Error, EventData, ExpectedVersion, Filter, Options, Position, Start, Store, SyncMode,
+};
+
+fn small_segments() -> Options {
+    Options {
+        segment_bytes: 64 << 10,
+        event_bytes_max: 16 << 10,
+        ..Options::default()
+    }
+}
+
+fn big(i: u64) -> EventData {
+    EventData::new("Big", vec![(i % 251) as u8; 4000])
+}
+
+fn folder_bytes(dir: &Path) -> u64 {
+    let mut total = 0;
+    for e in std::fs::read_dir(dir).unwrap() {
+        let e = e.unwrap();
+        let m = e.metadata().unwrap();
+        total += if m.is_dir() {
+            folder_bytes(&e.path())
+        } else {
+            // Blocks really used (512-byte units): holes and freed files do not count.
+            std::os::unix::fs::MetadataExt::blocks(&m) * 512
+        };
+    }
+    total
+}
+
+/// Version, what a snapshot stands for, data.
+type ReadBack = (u64, Option<(u64, Position)>, Vec<u8>);
+
+fn versions(store: &Store, stream: &str) -> Vec<u64> {
+    store
+        .read_stream(stream, 1, Direction::Forward)
+        .unwrap()
+        .map(|e| e.unwrap().version())
+        .collect()
+}
+
+fn all_positions(store: &Store) -> Vec<(String, u64)> {
+    store
+        .read_all(Position::START, Direction::Forward)
+        .unwrap()
+        .map(|e| {
+            let e = e.unwrap();
+            (e.stream_id().to_string(), e.position().get())
+        })
+        .collect()
+}
+
+#[test]
+fn a_closed_stream_refuses_appends_and_stays_readable_and_closed() {
+    let root = tempfile::tempdir().unwrap();
+    {
+        let store = Store::open(root.path()).unwrap();
+        store
+            .append("order-1", ExpectedVersion::NoStream, [event(1), event(2)])
+            .unwrap();
+        store
+            .append("other", ExpectedVersion::Any, [event(3)])
+            .unwrap();
+        store.close_stream("order-1").unwrap();
+        store.close_stream("order-1").unwrap();
+        assert!(matches!(
+            store.append("order-1", ExpectedVersion::Any, [event(4)]),
+            Err(Error::StreamClosed { .. })
+        ));
+        assert!(matches!(
+            store.close_stream("missing"),
+            Err(Error::StreamNotFound { .. })
+        ));
+        assert_eq!(versions(&store, "order-1"), vec![1, 2]);
+        // The close took a position, which readers of all streams skip.
+        assert_eq!(store.head_position(), Position(4));
+        assert_eq!(
+            all_positions(&store),
+            vec![
+                ("order-1".to_string(), 1),
+                ("order-1".to_string(), 2),
+                ("other".to_string(), 3)
+            ]
+        );
+        store
+            .append("other", ExpectedVersion::Any, [event(5)])
+            .unwrap();
+    }
+    let store = Store::open(root.path()).unwrap();
+    assert!(matches!(
+        store.append("order-1", ExpectedVersion::Any, [event(4)]),
+        Err(Error::StreamClosed { .. })
+    ));
+    assert_eq!(versions(&store, "order-1"), vec![1, 2]);
+    assert_eq!(store.stream_version("order-1").unwrap(), Some(2));
+    let backward: Vec<u64> = store
+        .read_stream("order-1", u64::MAX, Direction::Backward)
+        .unwrap()
+        .map(|e| e.unwrap().version())
+        .collect();
+    assert_eq!(backward, vec![2, 1]);
+}
+
+#[test]
+fn delete_frees_the_space_hides_the_stream_and_never_reuses_its_id() {
+    let root = tempfile::tempdir().unwrap();
+    let store = Store::open_with(root.path(), small_segments()).unwrap();
+    // About 200 KB in 4 segments, interleaved with a stream that stays.
+    for i in 0..50 {
+        store
+            .append("doomed", ExpectedVersion::Any, [big(i)])
+            .unwrap();
+        store
+            .append("kept", ExpectedVersion::Any, [event(i)])
+            .unwrap();
+    }
+    let before = folder_bytes(root.path());
+    store.delete_stream("doomed").unwrap();
+    let after = folder_bytes(root.path());
+    println!("folder {before} bytes before the delete, {after} after");
+    assert!(
+        before - after >= 180_000,
+        "the deleted stream's space comes back: {before} -> {after}"
+    );
+    for e in [
+        store.read_stream("doomed", 1, Direction::Forward).err(),
+        store
+            .append("doomed", ExpectedVersion::Any, [event(9)])
+            .err(),
+        store
+            .append("doomed", ExpectedVersion::NoStream, [event(9)])
+            .err(),
+        store.stream_version("doomed").err(),
+        store.delete_stream("doomed").err(),
+        store.snapshot_stream("doomed", event(1)).err(),
+    ] {
+        assert!(matches!(e, Some(Error::StreamDeleted { .. })), "{e:?}");
+    }
+    let all = all_positions(&store);
+    assert_eq!(all.len(), 50);
+    assert!(all.iter().all(|(s, _)| s == "kept"));
+    assert_eq!(versions(&store, "kept").len(), 50);
+    let ids: Vec<String> = store.streams().unwrap().map(Result::unwrap).collect();
+    assert_eq!(ids, vec!["kept".to_string()]);
+    drop(store);
+    let store = Store::open_with(root.path(), small_segments()).unwrap();
+    assert!(matches!(
+        store.append("doomed", ExpectedVersion::Any, [event(9)]),
+        Err(Error::StreamDeleted { .. })
+    ));
+    assert_eq!(all_positions(&store).len(), 50);
+    store
+        .append("kept", ExpectedVersion::Any, [event(99)])
+        .unwrap();
+}
+
+#[test]
+fn a_snapshot_replaces_the_history_keeps_the_version_and_frees_the_space() {
+    let root = tempfile::tempdir().unwrap();
+    let store = Store::open_with(root.path(), small_segments()).unwrap();
+    let mut positions = Vec::new();
+    for i in 0..60 {
+        positions.push(
+            store
+                .append("cart", ExpectedVersion::Any, [big(i)])
+                .unwrap()
+                .first_position
+                .get(),
+        );
+        store
+            .append("kept", ExpectedVersion::Any, [event(i)])
+            .unwrap();
+    }
+    let before = folder_bytes(root.path());
+    let r = store
+        .snapshot_stream(
+            "cart",
+            EventData::new("CartState", b"{\"items\":60}".to_vec()),
+        )
+        .unwrap();
+    assert_eq!((r.first_version, r.last_version), (60, 60));
+    let snapshot_position = r.first_position.get();
+    assert_eq!(snapshot_position, 121);
+    let after = folder_bytes(root.path());
+    assert!(
+        before - after >= 200_000,
+        "the replaced events' space comes back: {before} -> {after}"
+    );
+    let read = |store: &Store| -> Vec<ReadBack> {
+        store
+            .read_stream("cart", 1, Direction::Forward)
+            .unwrap()
+            .map(|e| {
+                let e = e.unwrap();
+                (e.version(), e.snapshot_of(), e.data().to_vec())
+            })
+            .collect()
+    };
+    let got = read(&store);
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].0, 60);
+    assert_eq!(got[0].1, Some((60, Position(positions[59]))));
+    assert_eq!(got[0].2, b"{\"items\":60}");
+    // Appends go on after the snapshot, from its version.
+    for i in 0..30 {
+        store
+            .append("cart", ExpectedVersion::Exact(60 + i), [big(100 + i)])
+            .unwrap();
+    }
+    assert_eq!(versions(&store, "cart"), (60..=90).collect::<Vec<_>>());
+    // read_all: no removed event, the snapshot at its own position, the later events.
+    let cart: Vec<u64> = all_positions(&store)
+        .into_iter()
+        .filter(|(s, _)| s == "cart")
+        .map(|(_, p)| p)
+        .collect();
+    assert_eq!(cart[0], snapshot_position);
+    assert_eq!(cart.len(), 31);
+    assert!(cart.iter().all(|p| !positions.contains(p)));
+    // A subscriber from the origin sees the same.
+    let mut sub = store.subscribe_all(Start::Origin, Filter::all()).unwrap();
+    let mut seen = Vec::new();
+    while let Some(e) = sub.try_recv().unwrap() {
+        if e.stream_id() == "cart" {
+            seen.push(e.position().get());
+        }
+    }
+    assert_eq!(seen, cart);
+    drop(sub);
+    let expected = read(&store);
+    let backward: Vec<u64> = store
+        .read_stream("cart", u64::MAX, Direction::Backward)
+        .unwrap()
+        .map(|e| e.unwrap().version())
+        .collect();
+    assert_eq!(backward, (60..=90).rev().collect::<Vec<_>>());
+    drop(store);
+    let store = Store::open_with(root.path(), small_segments()).unwrap();
+    assert_eq!(read(&store), expected);
+    store
+        .append("cart", ExpectedVersion::Exact(90), [big(1)])
+        .unwrap();
+    // A second snapshot of the same stream, then a close and a delete.
+    store
+        .snapshot_stream("cart", EventData::new("CartState", b"2".to_vec()))
+        .unwrap();
+    assert_eq!(versions(&store, "cart"), vec![91]);
+    store.close_stream("cart").unwrap();
+    drop(store);
+    let store = Store::open_with(root.path(), small_segments()).unwrap();
+    assert_eq!(versions(&store, "cart"), vec![91]);
+    assert!(matches!(
+        store.append("cart", ExpectedVersion::Any, [event(1)]),
+        Err(Error::StreamClosed { .. })
+    ));
+    store.delete_stream("cart").unwrap();
+    assert_eq!(versions(&store, "kept").len(), 60);
+    assert_eq!(all_positions(&store).len(), 60);
+}
+
+/// What a stream looks like to a reader: versions and data.
+fn stream_view(store: &Store, stream: &str) -> Result<Vec<(u64, Vec<u8>)>, String> {
+    match store.read_stream(stream, 1, Direction::Forward) {
+        Ok(it) => it
+            .map(|e| {
+                e.map(|e| (e.version(), e.data().to_vec()))
+                    .map_err(|e| e.to_string())
+            })
+            .collect(),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+/// Power cut at every I/O call of a snapshot, a delete and a close, in both sync modes: after
+/// the reboot the stream is wholly in its old state or wholly in its new one, the other
+/// streams are untouched, every acknowledged event of them is there, and the store goes on.
+#[test]
+fn every_lifecycle_operation_is_atomic_under_power_loss_at_every_call() {
+    let path = Path::new("/sim/store");
+    for sync in [SyncMode::SyncFs, SyncMode::Fdatasync] {
+        let options = Options {
+            sync,
+            ..small_segments()
+        };
+        for op in ["snapshot", "delete", "close"] {
+            let mut cut = 0u64;
+            loop {
+                cut += 1;
+                let sim = SimBackend::new(cut * 31 + 7);
+                let store =
+                    Store::open_with_backend(path, options.clone(), Arc::new(sim.clone())).unwrap();
+                for i in 0..40 {
+                    store
+                        .append("target", ExpectedVersion::Any, [big(i)])
+                        .unwrap();
+                    store
+                        .append("bystander", ExpectedVersion::Any, [event(i)])
+                        .unwrap();
+                }
+                let old_target = stream_view(&store, "target").unwrap();
+                let bystander = stream_view(&store, "bystander").unwrap();
+                sim.cut_power_after(cut);
+                let done = match op {
+                    "snapshot" => store
+                        .snapshot_stream("target", EventData::new("S", b"snap".to_vec()))
+                        .is_ok(),
+                    "delete" => store.delete_stream("target").is_ok(),
+                    _ => store.close_stream("target").is_ok(),
+                };
+                drop(store);
+                let disk = sim.reboot();
+                let what = format!("{sync:?} {op} cut at call {cut}");
+                let store = Store::open_with_backend(path, options.clone(), Arc::new(disk))
+                    .unwrap_or_else(|e| panic!("{what}: reopen: {e}"));
+                assert_eq!(
+                    stream_view(&store, "bystander").unwrap(),
+                    bystander,
+                    "{what}"
+                );
+                let now = stream_view(&store, "target");
+                let new_state = match op {
+                    "snapshot" => now == Ok(vec![(40, b"snap".to_vec())]),
+                    "delete" => now.as_ref().is_err_and(|e| e.contains("deleted")),
+                    _ => {
+                        now.as_ref() == Ok(&old_target)
+                            && matches!(
+                                store.append("target", ExpectedVersion::Any, [event(1)]),
+                                Err(Error::StreamClosed { .. })
+                            )
+                    }
+                };
+                let old_state = !new_state && now.as_ref() == Ok(&old_target);
+                assert!(
+                    new_state || old_state,
+                    "{what}: neither old nor new: {now:?}"
+                );
+                if done {
+                    assert!(
+                        new_state,
+                        "{what}: acknowledged, but the old state came back"
+                    );
+                }
+                // Every position of the other stream, and nothing of what was removed.
+                let all = all_positions(&store);
+                assert_eq!(
+                    all.iter().filter(|(s, _)| s == "bystander").count(),
+                    40,
+                    "{what}"
+                );
+                if new_state && op != "close" {
+                    let target_in_all = all.iter().filter(|(s, _)| s == "target").count();
+                    assert_eq!(target_in_all, usize::from(op == "snapshot"), "{what}");
+                }
+                // The store goes on.
+                store
+                    .append("bystander", ExpectedVersion::Any, [event(99)])
+                    .unwrap();
+                if done {
+                    break;
+                }
+            }
+            println!("{sync:?} {op}: {cut} cut points");
+        }
+    }
+}
