@@ -7,7 +7,10 @@ use crate::format::index::{
     IndexEntry, IndexHeader, INDEX_ENTRY_BYTES, INDEX_HEADER_BYTES, INDEX_MAGIC,
 };
 use crate::format::manifest::{Manifest, MANIFEST_MAGIC};
-use crate::format::segment::{decode_record, peek_record_header, SegmentHeader, SEGMENT_MAGIC};
+use crate::format::segment::{
+    decode_record, peek_record_header, SegmentHeader, CONTROL_FLAG_CLOSED, CONTROL_OP_CLOSE,
+    CONTROL_OP_DELETE, SEGMENT_MAGIC,
+};
 use crate::format::subscription::{
     StoredTarget, SubscriptionCheckpoint, SubscriptionHeader, SUBSCRIPTION_MAGIC,
 };
@@ -435,9 +438,24 @@ fn dump_segment(
                         r.version, r.position, r.changeset, r.flags, String::from_utf8_lossy(r.event_type), r.data.len(), r.metadata.len(),
                         if committed { "" } else { " UNACKNOWLEDGED" }, preview(r.data, 48));
                 }
+                let control = r.control.map(|c| {
+                    let op = match c.op {
+                        CONTROL_OP_CLOSE => "close",
+                        CONTROL_OP_DELETE => "tombstone",
+                        _ => "snapshot",
+                    };
+                    if show_records {
+                        let _ = writeln!(d.text, "      {op}: covers version {} and position {}{}{}",
+                            c.covers_version, c.covers_position,
+                            if c.next_segment > 0 { format!(", next segment {}", c.next_segment) } else { String::new() },
+                            if c.flags & CONTROL_FLAG_CLOSED != 0 { ", stream closed" } else { "" });
+                    }
+                    json!({"op": op, "covers_version": c.covers_version, "covers_position": c.covers_position,
+                        "next_segment": c.next_segment, "closed": c.flags & CONTROL_FLAG_CLOSED != 0})
+                });
                 records.push(json!({"offset": at, "version": r.version, "position": r.position, "changeset": r.changeset,
                     "flags": r.flags, "event_type": String::from_utf8_lossy(r.event_type), "data_bytes": r.data.len(),
-                    "metadata_bytes": r.metadata.len(), "committed": committed, "crc_ok": true}));
+                    "metadata_bytes": r.metadata.len(), "committed": committed, "crc_ok": true, "control": control}));
                 at += r.padded_bytes;
             }
             Err(e) => {

@@ -166,3 +166,36 @@ fn persistent_subscriptions_are_shown_and_a_damaged_one_is_corruption() {
         "{text}"
     );
 }
+
+#[test]
+fn snapshots_tombstones_and_closes_are_shown_and_are_not_corruption() {
+    let root = tempfile::tempdir().unwrap();
+    let dir = root.path();
+    build(dir);
+    {
+        let store = Store::open(dir).unwrap();
+        store
+            .snapshot_stream("order-42", EventData::new("OrderState", b"{}".to_vec()))
+            .unwrap();
+        store
+            .append("order-42", ExpectedVersion::Exact(2), [event(7)])
+            .unwrap();
+        store.close_stream("order-42").unwrap();
+        store.delete_stream("other").unwrap();
+    }
+    let (code, text) = dump(&[dir.to_str().unwrap()]);
+    assert_eq!(code, 0, "{text}");
+    assert!(
+        text.contains("snapshot: covers version 2 and position 2"),
+        "{text}"
+    );
+    assert!(
+        text.contains("tombstone: covers version 1 and position 3"),
+        "{text}"
+    );
+    assert!(text.contains("close: covers version 0"), "{text}");
+    assert!(
+        text.contains("\"$delete\"") && text.contains("\"$close\""),
+        "{text}"
+    );
+}

@@ -4,7 +4,7 @@
 use super::checkpoint::CheckpointSlot;
 use super::index::{IndexEntryRaw, IndexFileHeader};
 use super::manifest::ManifestHeader;
-use super::segment::{RecordHeader, SegmentFileHeader};
+use super::segment::{ControlBlockRaw, RecordHeader, SegmentFileHeader};
 use super::subscription::{SubscriptionFileHeader, SubscriptionSlotRaw};
 use std::mem::{offset_of, size_of};
 
@@ -114,6 +114,9 @@ fn segment_and_record_match_document() {
     let record = fields!(RecordHeader: magic, kind, flags, record_bytes, crc, type_len, key_len,
         metadata_len, commit_metadata_len, version, position, changeset, timestamp_us, event_id);
     check(&r[0], &record, size_of::<RecordHeader>());
+    let control = fields!(ControlBlockRaw: op, control_flags, reserved0, next_segment,
+        covers_version, covers_position, reserved1);
+    check(&r[1], &control, size_of::<ControlBlockRaw>());
 }
 
 #[test]
