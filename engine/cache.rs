@@ -77,6 +77,9 @@ pub struct MapCache {
     entries_per_file: u64,
     index: Mutex<Lru<u64, Arc<Mapping>>>,
     segments: Mutex<Lru<(StreamKey, u32), Arc<MappedSegment>>>,
+    /// Counts `forget_segment` calls. A mapping made from a file opened before a forget may be
+    /// of the file that was replaced: it is used by its caller but not cached.
+    forgets: std::sync::atomic::AtomicU64,
 }
 
 impl MapCache {
@@ -94,6 +97,7 @@ impl MapCache {
             entries_per_file,
             index: Mutex::new(Lru::new(64)),
             segments: Mutex::new(Lru::new(capacity)),
+            forgets: std::sync::atomic::AtomicU64::new(0),
         }
     }
 
@@ -172,6 +176,7 @@ impl MapCache {
                 return Ok(Some(s));
             }
         }
+        let forgets = self.forgets.load(std::sync::atomic::Ordering::Acquire);
         let path = segment_path(&self.root, key, segment);
         let file = match self.backend.open(&path, OpenMode::Read) {
             Ok(f) => f,
@@ -201,7 +206,11 @@ impl MapCache {
             path,
         });
         if !mapped.mapping.is_snapshot() {
-            lock(&self.segments).insert((key, segment), Arc::clone(&mapped));
+            let mut segments = lock(&self.segments);
+            // Checked under the lock that `forget_segment` takes: no forget can slip between.
+            if self.forgets.load(std::sync::atomic::Ordering::Acquire) == forgets {
+                segments.insert((key, segment), Arc::clone(&mapped));
+            }
         }
         Ok(Some(mapped))
     }
@@ -275,7 +284,10 @@ impl MapCache {
 
     /// Forget a segment mapping (the writer cut or rewrote the file).
     pub fn forget_segment(&self, key: StreamKey, segment: u32) {
-        lock(&self.segments).remove(&(key, segment));
+        let mut segments = lock(&self.segments);
+        self.forgets
+            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        segments.remove(&(key, segment));
     }
 }
 

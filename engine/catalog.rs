@@ -44,6 +44,9 @@ pub struct StreamState {
     pub after_zero: u32,
     pub closed: bool,
     pub deleted: bool,
+    /// Counts the rewrites of segment 0 seen by this process: a reader holding an older state
+    /// reads on from the new one.
+    pub generation: u64,
 }
 
 impl Default for StreamState {
@@ -56,6 +59,7 @@ impl Default for StreamState {
             after_zero: 1,
             closed: false,
             deleted: false,
+            generation: 0,
         }
     }
 }
@@ -417,6 +421,7 @@ fn load_state(
         after_zero,
         closed: base_closed || last_scan.closed,
         deleted,
+        generation: 0,
     })
 }
 

@@ -171,6 +171,7 @@ pub(crate) fn event_at(
 /// Lazy iterator over one stream's events (`Store::read_stream`).
 pub struct StreamIter {
     shared: Arc<Shared>,
+    meta: Arc<StreamMeta>,
     key: StreamKey,
     state: StreamState,
     direction: Direction,
@@ -187,7 +188,7 @@ pub struct StreamIter {
 impl StreamIter {
     pub(crate) fn new(
         shared: Arc<Shared>,
-        meta: &StreamMeta,
+        meta: &Arc<StreamMeta>,
         from_version: u64,
         direction: Direction,
     ) -> StreamIter {
@@ -200,6 +201,7 @@ impl StreamIter {
         };
         StreamIter {
             shared,
+            meta: Arc::clone(meta),
             key: meta.key,
             state,
             direction,
@@ -227,6 +229,32 @@ impl StreamIter {
 
     /// Position the iterator on the segment holding `next_version`.
     fn seek(&mut self) -> Result<()> {
+        // Segments are looked up under the stream's state lock: a rewrite (snapshot, delete)
+        // swaps segment 0 under the write lock, so a segment mapped here belongs to the state
+        // read here (segment-format.md §12). A rewritten stream is read on from its new state.
+        let meta = Arc::clone(&self.meta);
+        let guard = meta
+            .state
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if guard.generation != self.state.generation {
+            if guard.deleted {
+                return Err(Error::StreamDeleted {
+                    stream: meta.id.to_string(),
+                });
+            }
+            self.state = guard.clone();
+            self.current = None;
+            match self.direction {
+                Direction::Forward => {
+                    self.next_version = self.next_version.max(self.state.first_version);
+                }
+                Direction::Backward if self.next_version < self.state.first_version => {
+                    return Ok(());
+                }
+                Direction::Backward => {}
+            }
+        }
         let v = self.next_version;
         let index = self
             .state
@@ -257,6 +285,7 @@ impl StreamIter {
             offset = next;
             version += 1;
         }
+        drop(guard);
         self.offset = offset;
         self.backward_offsets = offsets;
         self.current = Some((index, segment));
@@ -277,6 +306,11 @@ impl StreamIter {
         };
         if needs_seek {
             self.seek()?;
+        }
+        // A seek may have moved to a rewritten stream's new state, and so past `v`.
+        let v = self.next_version;
+        if v < self.state.first_version || v > self.state.version {
+            return Ok(None);
         }
         let Some((index, segment)) = &self.current else {
             return Ok(None);
@@ -340,7 +374,7 @@ impl Iterator for StreamIter {
 /// The events of versions `from ..` (at most `count`) of a stream.
 pub(crate) fn read_versions(
     shared: &Arc<Shared>,
-    meta: &StreamMeta,
+    meta: &Arc<StreamMeta>,
     from: u64,
     count: usize,
 ) -> Result<Vec<RecordedEvent>> {
@@ -463,14 +497,12 @@ impl AllIter {
     /// Was the event at `position` of stream `key` removed by a snapshot or a delete? The
     /// stream's segment 0 then opens with a base record that covers it (segment-format.md §12).
     fn removed(&mut self, key: StreamKey, position: u64) -> Result<bool> {
-        let covers = match self.covers.get(&key) {
-            Some(c) => *c,
-            None => {
-                let c = crate::catalog::base_covers(&self.shared, key)?;
-                self.covers.insert(key, c);
-                c
-            }
-        };
+        if self.covers.get(&key).is_some_and(|c| position <= *c) {
+            return Ok(true);
+        }
+        // Not known yet, or the stream was rewritten again since it was looked at.
+        let covers = crate::catalog::base_covers(&self.shared, key)?;
+        self.covers.insert(key, covers);
         Ok(position <= covers)
     }
 

@@ -232,37 +232,6 @@ impl Writer {
         drop(file);
         let seg0 = segment_path(&root, key, 0);
         let fanout = fanout_dir(&root, key.hash);
-        backend
-            .rename(&tmp, &seg0)
-            .map_err(|e| fatal(Error::io("rename", &tmp, e)))?;
-        self.sync_dir_or_fs(&fanout).map_err(fatal)?;
-        // Committed. The old files go; a crash from here on leaves them for the next open (or
-        // the next use of the stream) to remove. Their index entries stay as they are: an
-        // overwrite of a committed entry could tear it and its neighbours (segment-format.md
-        // §10); readers tell removed events by the base record.
-        if let Some(ws) = self.streams.get_mut(stream) {
-            if ws.file.take().is_some() {
-                self.open_files = self.open_files.saturating_sub(1);
-            }
-        }
-        for s in &state.segments {
-            self.shared.maps.forget_segment(key, s.number);
-        }
-        for s in &state.segments {
-            if s.number == 0 {
-                continue;
-            }
-            let path = segment_path(&root, key, s.number);
-            match backend.remove_file(&path) {
-                Ok(()) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => return Err(fatal(Error::io("remove segment", &path, e))),
-            }
-        }
-        self.sync_dir_or_fs(&fanout).map_err(fatal)?;
-        // Publish: the head, then the stream's new state.
-        self.head = position;
-        self.shared.publish(position);
         let new_state = crate::catalog::StreamState {
             version,
             changeset,
@@ -277,11 +246,49 @@ impl Writer {
             after_zero: next_segment,
             closed,
             deleted: request.snapshot.is_none(),
+            generation: state.generation + 1,
         };
-        *meta
-            .state
-            .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = new_state;
+        {
+            // Readers map this stream's segments under its state lock: none maps the new
+            // segment 0 with the old state, or the reverse.
+            let mut guard = meta
+                .state
+                .write()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            backend
+                .rename(&tmp, &seg0)
+                .map_err(|e| fatal(Error::io("rename", &tmp, e)))?;
+            self.sync_dir_or_fs(&fanout).map_err(fatal)?;
+            // Committed: publish the head (the base record's position), then the new state;
+            // no cached mapping of the old files outlives the old state.
+            self.head = position;
+            self.shared.publish(position);
+            for s in &state.segments {
+                self.shared.maps.forget_segment(key, s.number);
+            }
+            *guard = new_state;
+        }
+        // The old files go; a crash from here on leaves them for the next open (or the next
+        // use of the stream) to remove. Their index entries stay as they are: an overwrite of a
+        // committed entry could tear it and its neighbours (segment-format.md §10); readers
+        // tell removed events by the base record.
+        if let Some(ws) = self.streams.get_mut(stream) {
+            if ws.file.take().is_some() {
+                self.open_files = self.open_files.saturating_sub(1);
+            }
+        }
+        for s in &state.segments {
+            if s.number == 0 {
+                continue;
+            }
+            let path = segment_path(&root, key, s.number);
+            match backend.remove_file(&path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(fatal(Error::io("remove segment", &path, e))),
+            }
+        }
+        self.sync_dir_or_fs(&fanout).map_err(fatal)?;
         if let Some(ws) = self.streams.get_mut(stream) {
             ws.segment = 0;
             ws.segment_first_version = first_version;

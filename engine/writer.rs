@@ -1074,7 +1074,7 @@ fn create_segment(
 /// the original result.
 fn idempotent_result(
     shared: &Arc<Shared>,
-    meta: &StreamMeta,
+    meta: &Arc<StreamMeta>,
     from: u64,
     events: &[EventData],
 ) -> Result<Option<AppendResult>> {
