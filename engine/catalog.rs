@@ -112,8 +112,27 @@ pub enum Probe {
 
 /// The cache of loaded streams.
 pub struct Catalog {
-    streams: Mutex<HashMap<Arc<str>, Arc<StreamMeta>>>,
+    streams: Mutex<Streams>,
     capacity: usize,
+}
+
+struct Streams {
+    map: HashMap<Arc<str>, Arc<StreamMeta>>,
+    /// Size at which the next sweep runs: at least `capacity`, and twice what the last sweep
+    /// kept, so that streams held by the writer or by readers (which a sweep cannot drop) do
+    /// not make every insert a sweep.
+    sweep_at: usize,
+}
+
+impl Streams {
+    fn insert(&mut self, meta: Arc<StreamMeta>, capacity: usize) {
+        if self.map.len() >= self.sweep_at {
+            // Drop the streams nobody holds; the writer holds the ones it is writing.
+            self.map.retain(|_, m| Arc::strong_count(m) > 1);
+            self.sweep_at = (self.map.len() * 2).max(capacity);
+        }
+        self.map.insert(Arc::clone(&meta.id), meta);
+    }
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -123,7 +142,10 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 impl Catalog {
     pub fn new(capacity: usize) -> Catalog {
         Catalog {
-            streams: Mutex::new(HashMap::new()),
+            streams: Mutex::new(Streams {
+                map: HashMap::new(),
+                sweep_at: capacity,
+            }),
             capacity,
         }
     }
@@ -135,36 +157,36 @@ impl Catalog {
     /// no stream being loaded is being written.
     pub fn probe(&self, shared: &Shared, stream: &str) -> Result<Probe> {
         let mut streams = lock(&self.streams);
-        if let Some(meta) = streams.get(stream) {
+        if let Some(meta) = streams.map.get(stream) {
             return Ok(Probe::Found(Arc::clone(meta)));
         }
         let probe = load(shared, stream)?;
         if let Probe::Found(meta) = &probe {
-            if streams.len() >= self.capacity {
-                // Drop the streams nobody holds; the writer holds the ones it is writing.
-                streams.retain(|_, m| Arc::strong_count(m) > 1);
-            }
-            streams.insert(Arc::clone(&meta.id), Arc::clone(meta));
+            streams.insert(Arc::clone(meta), self.capacity);
         }
         Ok(probe)
     }
 
     /// Register a stream the writer has just created.
     pub fn insert(&self, meta: Arc<StreamMeta>) {
-        lock(&self.streams).insert(Arc::clone(&meta.id), meta);
+        lock(&self.streams).insert(meta, self.capacity);
     }
 
     /// Forget `meta` if it is still the registered state of its stream.
     pub fn remove(&self, meta: &Arc<StreamMeta>) {
         let mut streams = lock(&self.streams);
-        if streams.get(&meta.id).is_some_and(|m| Arc::ptr_eq(m, meta)) {
-            streams.remove(&meta.id);
+        if streams
+            .map
+            .get(&meta.id)
+            .is_some_and(|m| Arc::ptr_eq(m, meta))
+        {
+            streams.map.remove(&meta.id);
         }
     }
 
     /// Forget everything (the writer poisoned itself: states may be ahead of the disk).
     pub fn clear(&self) {
-        lock(&self.streams).clear();
+        lock(&self.streams).map.clear();
     }
 }
 
@@ -627,11 +649,32 @@ pub fn read_header(shared: &Shared, path: &PathBuf) -> Result<Option<SegmentHead
 /// `covers_position` of the base record opening its segment 0; 0 when there is none.
 pub fn base_covers(shared: &Shared, key: StreamKey) -> Result<u64> {
     let path = segment_path(&shared.root, key, 0);
-    let Some(prefix) = read_prefix(shared, &path, 64 + STREAM_ID_BYTES_MAX)? else {
+    // One read holds the header and a tombstone or a small snapshot whole.
+    let Some(prefix) = read_prefix(shared, &path, BASE_PREFIX_BYTES)? else {
         return Ok(0);
     };
     let Ok(header) = SegmentHeader::decode(&prefix) else {
         return Ok(0);
     };
-    Ok(read_base(shared, &path, header.header_bytes())?.map_or(0, |(c, _)| c.covers_position))
+    let header_bytes = header.header_bytes();
+    let slice = prefix.get(header_bytes as usize..).unwrap_or_default();
+    match peek_record_header(slice) {
+        Some(h) if h.kind == RECORD_KIND_CONTROL => {
+            if h.record_bytes.get() as usize > slice.len() {
+                return Ok(
+                    read_base(shared, &path, header_bytes)?.map_or(0, |(c, _)| c.covers_position)
+                );
+            }
+        }
+        _ => return Ok(0),
+    }
+    let r = decode_record(slice)
+        .map_err(|e| Error::corrupt(&path, header_bytes, format!("base record: {e}")))?;
+    Ok(match r.control {
+        Some(c) if c.op == CONTROL_OP_DELETE || c.op == CONTROL_OP_SNAPSHOT => c.covers_position,
+        _ => 0,
+    })
 }
+
+/// Bytes `base_covers` reads from the start of a segment 0.
+const BASE_PREFIX_BYTES: usize = 4096;

@@ -130,6 +130,10 @@ pub struct Writer {
     head: u64,
     /// Requests deferred to the next batch, in arrival order.
     carry: VecDeque<AppendRequest>,
+    /// Keys of the new streams of the batch being planned: not on disk yet, so a probe cannot
+    /// see that their slot is taken. Emptied when the batch ends. (A scan of every cached
+    /// stream instead cost 75% of the writer's time when creating a million streams.)
+    creating: std::collections::HashSet<StreamKey>,
     /// Streams in `streams` holding an open segment file, never fewer than there are: exact
     /// after `evict`, counted up as files are cached, not down when a roll drops one. Keeps
     /// the writer from scanning every cached stream on every batch.
@@ -161,6 +165,7 @@ impl Writer {
             checkpoint_head: checkpoint.head,
             head,
             carry: VecDeque::new(),
+            creating: std::collections::HashSet::new(),
             open_files: 0,
         })
     }
@@ -363,6 +368,7 @@ impl Writer {
 
     /// Streams looked up for an append that was rejected keep no slot reserved.
     fn drop_uncreated(&mut self) {
+        self.creating.clear();
         let catalog = &self.shared.catalog;
         self.streams.retain(|_, s| {
             if s.create.is_some() && s.version == 0 {
@@ -436,7 +442,7 @@ impl Writer {
                 } => {
                     let hash = crate::layout::stream_hash(&self.shared.manifest.hash_key, stream);
                     let key = StreamKey { hash, collision };
-                    if self.streams.values().any(|s| s.meta.key == key) {
+                    if self.creating.contains(&key) {
                         // Another new stream id with the same hash holds this slot in the batch
                         // and is not on disk yet: this one waits for the next batch, when the
                         // slot is settled one way or the other.
@@ -451,6 +457,7 @@ impl Writer {
                     // Registered before its file exists: a reader then finds it (with no
                     // committed event) instead of loading a file the writer is writing.
                     self.shared.catalog.insert(Arc::clone(&meta));
+                    self.creating.insert(key);
                     WriterStream {
                         meta,
                         version: 0,

@@ -449,3 +449,75 @@ fn readers_racing_with_rewrites_see_old_or_new_never_an_error() {
     let all = all_positions(&store);
     assert_eq!(all.len(), (ROUNDS / 2) as usize);
 }
+
+/// An I/O error (EIO, ENOSPC, a short write) at every call of a snapshot and a delete: the
+/// operation fails with a clear error (the store is poisoned once anything was written), and
+/// after reopening the stream is wholly old or wholly new.
+#[test]
+fn an_io_error_at_every_call_of_a_rewrite_leaves_the_stream_old_or_new() {
+    let path = Path::new("/sim/store");
+    for kind in [
+        std::io::ErrorKind::Other,
+        std::io::ErrorKind::StorageFull,
+        std::io::ErrorKind::WriteZero,
+    ] {
+        for op in ["snapshot", "delete"] {
+            let mut call = 0u64;
+            loop {
+                call += 1;
+                let sim = SimBackend::new(call);
+                let store = Store::open_with_backend(path, small_segments(), Arc::new(sim.clone()))
+                    .unwrap();
+                for i in 0..40 {
+                    store
+                        .append("target", ExpectedVersion::Any, [big(i)])
+                        .unwrap();
+                    store
+                        .append("bystander", ExpectedVersion::Any, [event(i)])
+                        .unwrap();
+                }
+                let old_target = stream_view(&store, "target").unwrap();
+                let bystander = stream_view(&store, "bystander").unwrap();
+                sim.fail_call_after(call, kind);
+                let result = match op {
+                    "snapshot" => store
+                        .snapshot_stream("target", EventData::new("S", b"snap".to_vec()))
+                        .map(|_| ()),
+                    _ => store.delete_stream("target"),
+                };
+                let fired = sim.faults_injected() > 0;
+                sim.clear_fault();
+                drop(store);
+                let what = format!("{kind:?} {op} at call {call}");
+                if fired {
+                    assert!(result.is_err(), "{what}: a failed call went unnoticed");
+                }
+                let store = Store::open_with_backend(path, small_segments(), Arc::new(sim))
+                    .unwrap_or_else(|e| panic!("{what}: reopen: {e}"));
+                assert_eq!(
+                    stream_view(&store, "bystander").unwrap(),
+                    bystander,
+                    "{what}"
+                );
+                let now = stream_view(&store, "target");
+                let new_state = match op {
+                    "snapshot" => now == Ok(vec![(40, b"snap".to_vec())]),
+                    _ => now.as_ref().is_err_and(|e| e.contains("deleted")),
+                };
+                assert!(
+                    new_state || now.as_ref() == Ok(&old_target),
+                    "{what}: neither old nor new: {now:?}"
+                );
+                if result.is_ok() {
+                    assert!(new_state, "{what}");
+                }
+                store
+                    .append("bystander", ExpectedVersion::Any, [event(1)])
+                    .unwrap();
+                if !fired {
+                    break;
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,167 @@
+//! Stream lifecycle at scale (issue 6): create a small stream, read a random one, snapshot one,
+//! delete one, in a store of `STREAMLOG_BENCH_STREAMS` streams of 10 events of 256 bytes
+//! (default 20,000); and `read_all` over a store where 90% of the streams were deleted, against
+//! a store holding only the survivors. `cargo bench --bench lifecycle`. The million-stream
+//! figures come from `cargo run --release --example million`.
+
+use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+use streamlog::{Direction, EventData, ExpectedVersion, Position, Store};
+
+fn streams() -> u64 {
+    std::env::var("STREAMLOG_BENCH_STREAMS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(20_000)
+}
+
+fn events() -> Vec<EventData> {
+    (0..10)
+        .map(|i| EventData::new("E", vec![i as u8; 256]))
+        .collect()
+}
+
+/// `n` streams of 10 events, created from 16 threads.
+fn fill(store: &Store, prefix: &str, n: u64) {
+    let threads: Vec<_> = (0..16)
+        .map(|t| {
+            let store = store.clone();
+            let prefix = prefix.to_string();
+            std::thread::spawn(move || {
+                let mut s = t;
+                while s < n {
+                    store
+                        .append(
+                            &format!("{prefix}-{s}"),
+                            ExpectedVersion::NoStream,
+                            events(),
+                        )
+                        .unwrap();
+                    s += 16;
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+}
+
+struct Rng(u64);
+impl Rng {
+    fn below(&mut self, n: u64) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0 % n
+    }
+}
+
+fn at_scale(c: &mut Criterion) {
+    let n = streams();
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    fill(&store, "s", n);
+    let mut group = c.benchmark_group("lifecycle");
+    group.measurement_time(Duration::from_secs(5));
+    group.throughput(Throughput::Elements(1));
+    let next = AtomicU64::new(0);
+    group.bench_function("create_stream_of_10", |b| {
+        b.iter(|| {
+            let i = next.fetch_add(1, Ordering::Relaxed);
+            store
+                .append(&format!("new-{i}"), ExpectedVersion::NoStream, events())
+                .unwrap()
+        });
+    });
+    let mut rng = Rng(0x2545_f491_4f6c_dd1d);
+    group.bench_function("read_random_stream", |b| {
+        b.iter(|| {
+            let s = rng.below(n);
+            let mut bytes = 0;
+            for e in store
+                .read_stream(&format!("s-{s}"), 1, Direction::Forward)
+                .unwrap()
+            {
+                bytes += e.unwrap().data().len();
+            }
+            bytes
+        });
+    });
+    let victim = AtomicU64::new(0);
+    group.bench_function("snapshot_stream", |b| {
+        b.iter_batched(
+            || {
+                let i = victim.fetch_add(1, Ordering::Relaxed);
+                let stream = format!("victim-{i}");
+                store
+                    .append(&stream, ExpectedVersion::NoStream, events())
+                    .unwrap();
+                stream
+            },
+            |stream| {
+                store
+                    .snapshot_stream(&stream, EventData::new("State", vec![1u8; 256]))
+                    .unwrap()
+            },
+            BatchSize::PerIteration,
+        );
+    });
+    group.bench_function("delete_stream", |b| {
+        b.iter_batched(
+            || {
+                let i = victim.fetch_add(1, Ordering::Relaxed);
+                let stream = format!("victim-{i}");
+                store
+                    .append(&stream, ExpectedVersion::NoStream, events())
+                    .unwrap();
+                stream
+            },
+            |stream| store.delete_stream(&stream).unwrap(),
+            BatchSize::PerIteration,
+        );
+    });
+    group.finish();
+}
+
+/// `read_all` where 90% of the streams were deleted, against a store of the survivors only.
+fn read_all_after_deletes(c: &mut Criterion) {
+    let n = streams();
+    let survivors = n / 10;
+    let pruned_dir = tempfile::tempdir().unwrap();
+    let pruned = Store::open(pruned_dir.path()).unwrap();
+    fill(&pruned, "s", n);
+    let started = Instant::now();
+    for s in 0..n {
+        if s % 10 != 0 {
+            pruned.delete_stream(&format!("s-{s}")).unwrap();
+        }
+    }
+    eprintln!(
+        "deleted {} streams in {:.1} s",
+        n - survivors,
+        started.elapsed().as_secs_f64()
+    );
+    let alone_dir = tempfile::tempdir().unwrap();
+    let alone = Store::open(alone_dir.path()).unwrap();
+    fill(&alone, "s", survivors);
+    let mut group = c.benchmark_group("read_all_after_deleting_90_percent");
+    group.sample_size(10);
+    group.throughput(Throughput::Elements(survivors * 10));
+    for (name, store) in [("pruned_store", &pruned), ("survivors_only", &alone)] {
+        group.bench_function(name, |b| {
+            b.iter(|| {
+                let mut count = 0u64;
+                for e in store.read_all(Position::START, Direction::Forward).unwrap() {
+                    count += u64::from(e.unwrap().data()[0] < 255);
+                }
+                assert_eq!(count, survivors * 10);
+            });
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, at_scale, read_all_after_deletes);
+criterion_main!(benches);
