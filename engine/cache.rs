@@ -70,6 +70,17 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
+/// What `read_small_segment` found.
+pub enum SmallRead {
+    Read(MappedSegment),
+    /// Missing, or too large to read whole: map it instead.
+    NotSmall,
+    /// Segment 0 was rewritten: every position of its stream up to this one was removed.
+    Rewritten {
+        covers_position: u64,
+    },
+}
+
 pub struct MapCache {
     root: PathBuf,
     backend: Arc<dyn Backend>,
@@ -233,15 +244,15 @@ impl MapCache {
         segment: u32,
         last_record: u64,
         max_len: usize,
-    ) -> Result<Option<MappedSegment>> {
+    ) -> Result<SmallRead> {
         let needed = last_record as usize + crate::format::segment::RECORD_HEADER_BYTES;
         if needed > max_len {
-            return Ok(None);
+            return Ok(SmallRead::NotSmall);
         }
         let path = segment_path(&self.root, key, segment);
         let file = match self.backend.open(&path, OpenMode::Read) {
             Ok(f) => f,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(SmallRead::NotSmall),
             Err(e) => return Err(Error::io("open segment", &path, e)),
         };
         // A page beyond the last record's offset holds it whole in the common case.
@@ -253,6 +264,15 @@ impl MapCache {
             read_full(&*file, &mut bytes, 0).map_err(|e| Error::io("read segment", &path, e))?;
         bytes.truncate(n);
         if n < needed {
+            // A rewritten segment 0 (segment-format.md §12): the records asked for were
+            // removed, and the base record at hand says so without another read.
+            if segment == 0 {
+                if let Some(c) = crate::catalog::base_of(&bytes) {
+                    return Ok(SmallRead::Rewritten {
+                        covers_position: c.covers_position,
+                    });
+                }
+            }
             return Err(Error::corrupt(
                 &path,
                 n as u64,
@@ -264,7 +284,7 @@ impl MapCache {
             let end = last_record as usize + h.record_bytes.get() as usize;
             if end > n && n == guess {
                 if end > max_len {
-                    return Ok(None);
+                    return Ok(SmallRead::NotSmall);
                 }
                 bytes.resize(end, 0);
                 let more = read_full(&*file, &mut bytes[n..], n as u64)
@@ -275,7 +295,7 @@ impl MapCache {
         bytes.shrink_to_fit();
         let header = SegmentHeader::decode(&bytes).map_err(|e| decode_error(&path, 0, &e))?;
         check_segment_header(&path, &header, self.store_id, key, segment)?;
-        Ok(Some(MappedSegment {
+        Ok(SmallRead::Read(MappedSegment {
             stream_id: Arc::from(header.stream_id.as_str()),
             mapping: Arc::new(Mapping::from_bytes(bytes)),
             path,

@@ -668,12 +668,19 @@ pub fn base_covers(shared: &Shared, key: StreamKey) -> Result<u64> {
         }
         _ => return Ok(0),
     }
-    let r = decode_record(slice)
+    decode_record(slice)
         .map_err(|e| Error::corrupt(&path, header_bytes, format!("base record: {e}")))?;
-    Ok(match r.control {
-        Some(c) if c.op == CONTROL_OP_DELETE || c.op == CONTROL_OP_SNAPSHOT => c.covers_position,
-        _ => 0,
-    })
+    Ok(base_of(&prefix).map_or(0, |c| c.covers_position))
+}
+
+/// The base record of a segment 0 whose first bytes are `bytes` (header and first record
+/// whole), if it was rewritten; `None` otherwise or when the bytes do not decode.
+#[must_use]
+pub fn base_of(bytes: &[u8]) -> Option<Control> {
+    let header = SegmentHeader::decode(bytes).ok()?;
+    let r = decode_record(bytes.get(header.header_bytes() as usize..)?).ok()?;
+    r.control
+        .filter(|c| c.op == CONTROL_OP_DELETE || c.op == CONTROL_OP_SNAPSHOT)
 }
 
 /// Bytes `base_covers` reads from the start of a segment 0.

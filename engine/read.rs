@@ -1,7 +1,7 @@
 //! The read path: events borrowed straight from mapped segments, read by stream or in global
 //! order through the index.
 
-use crate::cache::MappedSegment;
+use crate::cache::{MappedSegment, SmallRead};
 use crate::catalog::{StreamMeta, StreamState};
 use crate::error::{Error, Result};
 use crate::format::index::FLAG_CONTROL;
@@ -497,13 +497,28 @@ impl AllIter {
     /// Was the event at `position` of stream `key` removed by a snapshot or a delete? The
     /// stream's segment 0 then opens with a base record that covers it (segment-format.md §12).
     fn removed(&mut self, key: StreamKey, position: u64) -> Result<bool> {
-        if self.covers.get(&key).is_some_and(|c| position <= *c) {
+        if self.known_removed(key, position) {
             return Ok(true);
         }
         // Not known yet, or the stream was rewritten again since it was looked at.
         let covers = crate::catalog::base_covers(&self.shared, key)?;
         self.covers.insert(key, covers);
+        self.shared.note_removed(key, covers);
         Ok(position <= covers)
+    }
+
+    /// Removed by a rewrite that this read or this process has seen: no I/O.
+    fn known_removed(&mut self, key: StreamKey, position: u64) -> bool {
+        if self.covers.get(&key).is_some_and(|c| position <= *c) {
+            return true;
+        }
+        match self.shared.removed_up_to(key) {
+            Some(c) if position <= c => {
+                self.covers.insert(key, c);
+                true
+            }
+            _ => false,
+        }
     }
 
     /// Load the next window: fetch every segment it names once, then queue its events.
@@ -528,8 +543,8 @@ impl AllIter {
                 loaded += 1;
                 continue;
             }
-            // Removed by a rewrite already seen in this read: no need to look for its segment.
-            if self.covers.get(&e.key).is_some_and(|c| e.position <= *c) {
+            // Removed by a rewrite already seen: no need to look for its segment.
+            if self.known_removed(e.key, e.position) {
                 loaded += 1;
                 continue;
             }
@@ -579,6 +594,7 @@ impl AllIter {
                         reach.insert(id, live);
                     }
                     Ok(false) => {
+                        tracing::error!(error = %err, "corruption");
                         self.pending = Some(err);
                         self.advance(loaded);
                         return;
@@ -623,7 +639,7 @@ impl AllIter {
     /// One segment for the window: read when small, else mapped; `Ok(None)` when the window's
     /// budget would be exceeded (never for the window's first segment).
     fn fetch(
-        &self,
+        &mut self,
         key: StreamKey,
         number: u32,
         last_record: u64,
@@ -633,12 +649,11 @@ impl AllIter {
     ) -> Result<Option<Arc<MappedSegment>>> {
         let first = *read_bytes == 0 && *mapped == 0;
         let maps = &self.shared.maps;
-        let missing = || {
-            Error::corrupt(
-                segment_path(&self.shared.root, key, number),
-                0,
-                "segment named by a committed index entry is missing",
-            )
+        // Not logged here: the caller first asks whether a rewrite removed the segment.
+        let missing = || Error::Corrupt {
+            path: segment_path(&self.shared.root, key, number),
+            offset: 0,
+            reason: "segment named by a committed index entry is missing".into(),
         };
         if let Some(s) = maps.cached_segment(key, number) {
             // Usable when it holds the last record whole (it may predate later appends).
@@ -652,11 +667,23 @@ impl AllIter {
         }
         let small = last_record as usize + RECORD_HEADER_BYTES <= READ_ALL_SMALL_SEGMENT_BYTES;
         if small && (first || *read_bytes < READ_ALL_WINDOW_BYTES) {
-            if let Some(s) =
-                maps.read_small_segment(key, number, last_record, READ_ALL_SMALL_SEGMENT_BYTES)?
-            {
-                *read_bytes += s.mapping.len().max(1);
-                return Ok(Some(Arc::new(s)));
+            match maps.read_small_segment(key, number, last_record, READ_ALL_SMALL_SEGMENT_BYTES)? {
+                SmallRead::Read(s) => {
+                    *read_bytes += s.mapping.len().max(1);
+                    return Ok(Some(Arc::new(s)));
+                }
+                SmallRead::Rewritten { covers_position } => {
+                    // The caller asks `removed`, which answers from this.
+                    self.covers.insert(key, covers_position);
+                    self.shared.note_removed(key, covers_position);
+                    // Not logged: a removal is no corruption.
+                    return Err(Error::Corrupt {
+                        path: segment_path(&self.shared.root, key, number),
+                        offset: 0,
+                        reason: "records removed by a rewrite of the stream".into(),
+                    });
+                }
+                SmallRead::NotSmall => {}
             }
             // `None`: the last record runs past the small size, or the file is missing (the
             // mapping below says so).

@@ -266,6 +266,7 @@ impl Writer {
             for s in &state.segments {
                 self.shared.maps.forget_segment(key, s.number);
             }
+            self.shared.note_removed(key, covers_position);
             *guard = new_state;
         }
         // The old files go; a crash from here on leaves them for the next open (or the next

@@ -31,6 +31,10 @@ pub struct Shared {
     closed: AtomicBool,
     /// The persistent subscriptions, loaded on first use.
     pub subscriptions: Registry,
+    /// Rewritten streams seen by this process: the last position each rewrite removed
+    /// (segment-format.md §12). Lets `read_all` skip a removed event without opening its
+    /// stream's segment 0. Bounded; a miss costs one read of the base record.
+    removed: Mutex<std::collections::HashMap<crate::layout::StreamKey, u64>>,
     /// Held for the life of the store's files in this process: the directory lock.
     _lock: Box<dyn std::any::Any + Send + Sync>,
 }
@@ -64,8 +68,35 @@ impl Shared {
             changes: (Mutex::new(0), Condvar::new()),
             closed: AtomicBool::new(false),
             subscriptions: Registry::default(),
+            removed: Mutex::new(std::collections::HashMap::new()),
             _lock: lock,
         }
+    }
+
+    /// What a rewrite of `key` removed, if this process has seen it.
+    pub fn removed_up_to(&self, key: crate::layout::StreamKey) -> Option<u64> {
+        self.removed
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(&key)
+            .copied()
+    }
+
+    /// Remember what a rewrite of `key` removed (only ever more).
+    pub fn note_removed(&self, key: crate::layout::StreamKey, covers_position: u64) {
+        if covers_position == 0 {
+            return;
+        }
+        let mut removed = self
+            .removed
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if removed.len() >= self.options.streams_cached_max {
+            // Rewritten streams are few next to streams; when they are not, start over.
+            removed.clear();
+        }
+        let c = removed.entry(key).or_insert(0);
+        *c = (*c).max(covers_position);
     }
 
     /// The published head (acquire: a reader that sees head `h` sees every byte up to `h`).
