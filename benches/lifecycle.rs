@@ -48,15 +48,8 @@ fn fill(store: &Store, prefix: &str, n: u64) {
     }
 }
 
-struct Rng(u64);
-impl Rng {
-    fn below(&mut self, n: u64) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0 % n
-    }
-}
+mod common;
+use common::Rng;
 
 fn at_scale(c: &mut Criterion) {
     let n = streams();
@@ -89,17 +82,18 @@ fn at_scale(c: &mut Criterion) {
             bytes
         });
     });
+    // A fresh stream of 10 events for each operation, made outside the measurement.
     let victim = AtomicU64::new(0);
+    let fresh = || {
+        let stream = format!("victim-{}", victim.fetch_add(1, Ordering::Relaxed));
+        store
+            .append(&stream, ExpectedVersion::NoStream, events())
+            .unwrap();
+        stream
+    };
     group.bench_function("snapshot_stream", |b| {
         b.iter_batched(
-            || {
-                let i = victim.fetch_add(1, Ordering::Relaxed);
-                let stream = format!("victim-{i}");
-                store
-                    .append(&stream, ExpectedVersion::NoStream, events())
-                    .unwrap();
-                stream
-            },
+            fresh,
             |stream| {
                 store
                     .snapshot_stream(&stream, EventData::new("State", vec![1u8; 256]))
@@ -110,14 +104,7 @@ fn at_scale(c: &mut Criterion) {
     });
     group.bench_function("delete_stream", |b| {
         b.iter_batched(
-            || {
-                let i = victim.fetch_add(1, Ordering::Relaxed);
-                let stream = format!("victim-{i}");
-                store
-                    .append(&stream, ExpectedVersion::NoStream, events())
-                    .unwrap();
-                stream
-            },
+            fresh,
             |stream| store.delete_stream(&stream).unwrap(),
             BatchSize::PerIteration,
         );

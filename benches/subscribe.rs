@@ -8,19 +8,11 @@ use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use std::time::{Duration, Instant};
 use streamlog::{EventData, ExpectedVersion, Filter, Position, Start, Store, Target};
 
-fn events() -> u64 {
-    std::env::var("STREAMLOG_BENCH_EVENTS")
-        .ok()
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(1_000_000)
-}
+mod common;
+use common::event;
 
-fn event(i: u64) -> EventData {
-    EventData::new(
-        "Bench",
-        (0..256).map(|b| (b + i) as u8).collect::<Vec<u8>>(),
-    )
-    .metadata(vec![(i % 251) as u8; 32])
+fn events() -> u64 {
+    common::events_from_env(1_000_000)
 }
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {

@@ -102,6 +102,36 @@ pub(crate) struct Entry {
 }
 
 impl Entry {
+    /// A subscription whose durable checkpoint is `acked`, in slot `sequence` of its file.
+    fn new(
+        name: String,
+        target: StoredTarget,
+        path: PathBuf,
+        store_id: u64,
+        acked: Acked,
+        sequence: u64,
+        in_use: bool,
+    ) -> Entry {
+        Entry {
+            name,
+            target,
+            path,
+            store_id,
+            in_use: AtomicBool::new(in_use),
+            deleted: AtomicBool::new(false),
+            pending: Mutex::new(Pending {
+                acked,
+                queued: false,
+            }),
+            durable: Mutex::new(acked),
+            writer: Mutex::new(WriterSide {
+                file: None,
+                sequence,
+                written: acked,
+            }),
+        }
+    }
+
     fn acked(&self) -> Acked {
         lock(&self.pending).acked
     }
@@ -294,24 +324,15 @@ impl Registry {
             target: stored.clone(),
         };
         let path = create_file(shared, &header, acked)?;
-        let entry = Arc::new(Entry {
-            name: name.to_string(),
-            target: stored,
+        let entry = Arc::new(Entry::new(
+            name.to_string(),
+            stored,
             path,
-            store_id: shared.manifest.store_id,
-            in_use: AtomicBool::new(true),
-            deleted: AtomicBool::new(false),
-            pending: Mutex::new(Pending {
-                acked,
-                queued: false,
-            }),
-            durable: Mutex::new(acked),
-            writer: Mutex::new(WriterSide {
-                file: None,
-                sequence: 1,
-                written: acked,
-            }),
-        });
+            shared.manifest.store_id,
+            acked,
+            1,
+            true,
+        ));
         loaded.next_id = id + 1;
         loaded.by_name.insert(name.to_string(), Arc::clone(&entry));
         Ok(entry)
@@ -427,24 +448,15 @@ fn load_dir(shared: &Shared) -> Result<Loaded> {
         loaded.next_id = loaded.next_id.max(id + 1);
         loaded.by_name.insert(
             header.name.clone(),
-            Arc::new(Entry {
-                name: header.name,
-                target: header.target,
+            Arc::new(Entry::new(
+                header.name,
+                header.target,
                 path,
-                store_id: shared.manifest.store_id,
-                in_use: AtomicBool::new(false),
-                deleted: AtomicBool::new(false),
-                pending: Mutex::new(Pending {
-                    acked,
-                    queued: false,
-                }),
-                durable: Mutex::new(acked),
-                writer: Mutex::new(WriterSide {
-                    file: None,
-                    sequence: checkpoint.sequence,
-                    written: acked,
-                }),
-            }),
+                shared.manifest.store_id,
+                acked,
+                checkpoint.sequence,
+                false,
+            )),
         );
     }
     Ok(loaded)

@@ -280,6 +280,88 @@ fn stream_view(store: &Store, stream: &str) -> Result<Vec<(u64, Vec<u8>)>, Strin
     }
 }
 
+type View = Vec<(u64, Vec<u8>)>;
+
+/// A store on `sim` holding 40 large events in `target` and 40 small ones in `bystander`, and
+/// what both look like.
+fn target_and_bystander(sim: &SimBackend, options: &Options) -> (Store, View, View) {
+    let path = Path::new("/sim/store");
+    let store = Store::open_with_backend(path, options.clone(), Arc::new(sim.clone())).unwrap();
+    for i in 0..40 {
+        store
+            .append("target", ExpectedVersion::Any, [big(i)])
+            .unwrap();
+        store
+            .append("bystander", ExpectedVersion::Any, [event(i)])
+            .unwrap();
+    }
+    let target = stream_view(&store, "target").unwrap();
+    let bystander = stream_view(&store, "bystander").unwrap();
+    (store, target, bystander)
+}
+
+/// Run a lifecycle operation on `target`.
+fn operate(store: &Store, op: &str) -> streamlog::Result<()> {
+    match op {
+        "snapshot" => store
+            .snapshot_stream("target", EventData::new("S", b"snap".to_vec()))
+            .map(|_| ()),
+        "delete" => store.delete_stream("target"),
+        _ => store.close_stream("target"),
+    }
+}
+
+/// Whether `target` reads as the operation's new state.
+fn in_new_state(store: &Store, op: &str, old: &View) -> bool {
+    let now = stream_view(store, "target");
+    match op {
+        "snapshot" => now == Ok(vec![(40, b"snap".to_vec())]),
+        "delete" => now.as_ref().is_err_and(|e| e.contains("deleted")),
+        _ => {
+            now.as_ref() == Ok(old)
+                && matches!(
+                    store.append("target", ExpectedVersion::Any, [event(1)]),
+                    Err(Error::StreamClosed { .. })
+                )
+        }
+    }
+}
+
+/// After an interrupted operation and a reopen: the bystander untouched, `target` wholly old
+/// or wholly new (new if the operation returned Ok), and the store goes on.
+fn check_old_or_new(store: &Store, op: &str, ok: bool, old: &View, bystander: &View, what: &str) {
+    assert_eq!(
+        &stream_view(store, "bystander").unwrap(),
+        bystander,
+        "{what}"
+    );
+    // Read before `in_new_state`, which appends to learn whether a close holds.
+    let before = stream_view(store, "target");
+    let new_state = in_new_state(store, op, old);
+    let old_state = !new_state && before.as_ref() == Ok(old);
+    assert!(new_state || old_state, "{what}: neither old nor new");
+    if ok {
+        assert!(
+            new_state,
+            "{what}: acknowledged, but the old state came back"
+        );
+    }
+    // Every position of the other stream, and nothing of what was removed.
+    let all = all_positions(store);
+    assert_eq!(
+        all.iter().filter(|(s, _)| s == "bystander").count(),
+        40,
+        "{what}"
+    );
+    if new_state && op != "close" {
+        let target_in_all = all.iter().filter(|(s, _)| s == "target").count();
+        assert_eq!(target_in_all, usize::from(op == "snapshot"), "{what}");
+    }
+    store
+        .append("bystander", ExpectedVersion::Any, [event(99)])
+        .unwrap();
+}
+
 /// Power cut at every I/O call of a snapshot, a delete and a close, in both sync modes: after
 /// the reboot the stream is wholly in its old state or wholly in its new one, the other
 /// streams are untouched, every acknowledged event of them is there, and the store goes on.
@@ -296,74 +378,15 @@ fn every_lifecycle_operation_is_atomic_under_power_loss_at_every_call() {
             loop {
                 cut += 1;
                 let sim = SimBackend::new(cut * 31 + 7);
-                let store =
-                    Store::open_with_backend(path, options.clone(), Arc::new(sim.clone())).unwrap();
-                for i in 0..40 {
-                    store
-                        .append("target", ExpectedVersion::Any, [big(i)])
-                        .unwrap();
-                    store
-                        .append("bystander", ExpectedVersion::Any, [event(i)])
-                        .unwrap();
-                }
-                let old_target = stream_view(&store, "target").unwrap();
-                let bystander = stream_view(&store, "bystander").unwrap();
+                let (store, old_target, bystander) = target_and_bystander(&sim, &options);
                 sim.cut_power_after(cut);
-                let done = match op {
-                    "snapshot" => store
-                        .snapshot_stream("target", EventData::new("S", b"snap".to_vec()))
-                        .is_ok(),
-                    "delete" => store.delete_stream("target").is_ok(),
-                    _ => store.close_stream("target").is_ok(),
-                };
+                let done = operate(&store, op).is_ok();
                 drop(store);
                 let disk = sim.reboot();
                 let what = format!("{sync:?} {op} cut at call {cut}");
                 let store = Store::open_with_backend(path, options.clone(), Arc::new(disk))
                     .unwrap_or_else(|e| panic!("{what}: reopen: {e}"));
-                assert_eq!(
-                    stream_view(&store, "bystander").unwrap(),
-                    bystander,
-                    "{what}"
-                );
-                let now = stream_view(&store, "target");
-                let new_state = match op {
-                    "snapshot" => now == Ok(vec![(40, b"snap".to_vec())]),
-                    "delete" => now.as_ref().is_err_and(|e| e.contains("deleted")),
-                    _ => {
-                        now.as_ref() == Ok(&old_target)
-                            && matches!(
-                                store.append("target", ExpectedVersion::Any, [event(1)]),
-                                Err(Error::StreamClosed { .. })
-                            )
-                    }
-                };
-                let old_state = !new_state && now.as_ref() == Ok(&old_target);
-                assert!(
-                    new_state || old_state,
-                    "{what}: neither old nor new: {now:?}"
-                );
-                if done {
-                    assert!(
-                        new_state,
-                        "{what}: acknowledged, but the old state came back"
-                    );
-                }
-                // Every position of the other stream, and nothing of what was removed.
-                let all = all_positions(&store);
-                assert_eq!(
-                    all.iter().filter(|(s, _)| s == "bystander").count(),
-                    40,
-                    "{what}"
-                );
-                if new_state && op != "close" {
-                    let target_in_all = all.iter().filter(|(s, _)| s == "target").count();
-                    assert_eq!(target_in_all, usize::from(op == "snapshot"), "{what}");
-                }
-                // The store goes on.
-                store
-                    .append("bystander", ExpectedVersion::Any, [event(99)])
-                    .unwrap();
+                check_old_or_new(&store, op, done, &old_target, &bystander, &what);
                 if done {
                     break;
                 }
@@ -466,25 +489,9 @@ fn an_io_error_at_every_call_of_a_rewrite_leaves_the_stream_old_or_new() {
             loop {
                 call += 1;
                 let sim = SimBackend::new(call);
-                let store = Store::open_with_backend(path, small_segments(), Arc::new(sim.clone()))
-                    .unwrap();
-                for i in 0..40 {
-                    store
-                        .append("target", ExpectedVersion::Any, [big(i)])
-                        .unwrap();
-                    store
-                        .append("bystander", ExpectedVersion::Any, [event(i)])
-                        .unwrap();
-                }
-                let old_target = stream_view(&store, "target").unwrap();
-                let bystander = stream_view(&store, "bystander").unwrap();
+                let (store, old_target, bystander) = target_and_bystander(&sim, &small_segments());
                 sim.fail_call_after(call, kind);
-                let result = match op {
-                    "snapshot" => store
-                        .snapshot_stream("target", EventData::new("S", b"snap".to_vec()))
-                        .map(|_| ()),
-                    _ => store.delete_stream("target"),
-                };
+                let result = operate(&store, op);
                 let fired = sim.faults_injected() > 0;
                 sim.clear_fault();
                 drop(store);
@@ -494,26 +501,7 @@ fn an_io_error_at_every_call_of_a_rewrite_leaves_the_stream_old_or_new() {
                 }
                 let store = Store::open_with_backend(path, small_segments(), Arc::new(sim))
                     .unwrap_or_else(|e| panic!("{what}: reopen: {e}"));
-                assert_eq!(
-                    stream_view(&store, "bystander").unwrap(),
-                    bystander,
-                    "{what}"
-                );
-                let now = stream_view(&store, "target");
-                let new_state = match op {
-                    "snapshot" => now == Ok(vec![(40, b"snap".to_vec())]),
-                    _ => now.as_ref().is_err_and(|e| e.contains("deleted")),
-                };
-                assert!(
-                    new_state || now.as_ref() == Ok(&old_target),
-                    "{what}: neither old nor new: {now:?}"
-                );
-                if result.is_ok() {
-                    assert!(new_state, "{what}");
-                }
-                store
-                    .append("bystander", ExpectedVersion::Any, [event(1)])
-                    .unwrap();
+                check_old_or_new(&store, op, result.is_ok(), &old_target, &bystander, &what);
                 if !fired {
                     break;
                 }

@@ -1,6 +1,6 @@
 //! `CHECKPOINT`: two alternating slots holding the verified head (segment-format.md §3).
 
-use super::{check_version, short, DecodeError, FORMAT_VERSION};
+use super::{check_slot, newest_slot, short, DecodeError, FORMAT_VERSION};
 use zerocopy::little_endian::{U32, U64};
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout, Unaligned};
 
@@ -63,19 +63,9 @@ impl Checkpoint {
     /// # Errors
     /// Any `DecodeError` when the slot is not valid.
     pub fn decode_slot(bytes: &[u8]) -> Result<Checkpoint, DecodeError> {
+        check_slot(bytes, &CHECKPOINT_MAGIC)?;
         let (slot, _) = CheckpointSlot::ref_from_prefix(bytes)
             .map_err(|_| short(CHECKPOINT_SLOT_BYTES, bytes.len()))?;
-        if slot.magic != CHECKPOINT_MAGIC {
-            return Err(DecodeError::BadMagic);
-        }
-        let computed = crc32c::crc32c(&bytes[..60]);
-        if computed != slot.crc.get() {
-            return Err(DecodeError::BadChecksum {
-                stored: slot.crc.get(),
-                computed,
-            });
-        }
-        check_version(slot.format_version.get())?;
         Ok(Checkpoint {
             store_id: slot.store_id.get(),
             sequence: slot.sequence.get(),
@@ -99,17 +89,7 @@ impl Checkpoint {
         } else {
             Err(short(stride + CHECKPOINT_SLOT_BYTES, bytes.len()))
         };
-        for r in [&a, &b] {
-            if let Err(DecodeError::UnsupportedVersion { found }) = r {
-                return Err(DecodeError::UnsupportedVersion { found: *found });
-            }
-        }
-        match (a, b) {
-            (Ok(a), Ok(b)) => Ok((if b.sequence > a.sequence { b } else { a }, [None, None])),
-            (Ok(a), Err(eb)) => Ok((a, [None, Some(eb)])),
-            (Err(ea), Ok(b)) => Ok((b, [Some(ea), None])),
-            (Err(ea), Err(_)) => Err(ea),
-        }
+        newest_slot(a, b, |c| c.sequence)
     }
 }
 

@@ -80,3 +80,48 @@ pub(crate) fn short(needed: usize, available: usize) -> DecodeError {
         available: available as u64,
     }
 }
+
+/// The checks every 64-byte slot (`CHECKPOINT`, a subscription checkpoint) shares: the magic
+/// at 0, the CRC-32C of bytes 0..60 stored at 60, the format version at 8.
+pub(crate) fn check_slot(bytes: &[u8], magic: &[u8; 8]) -> Result<(), DecodeError> {
+    if bytes.len() < 64 {
+        return Err(short(64, bytes.len()));
+    }
+    if &bytes[..8] != magic {
+        return Err(DecodeError::BadMagic);
+    }
+    let stored = u32::from_le_bytes([bytes[60], bytes[61], bytes[62], bytes[63]]);
+    let computed = crc32c::crc32c(&bytes[..60]);
+    if computed != stored {
+        return Err(DecodeError::BadChecksum { stored, computed });
+    }
+    check_version(u32::from_le_bytes([
+        bytes[8], bytes[9], bytes[10], bytes[11],
+    ]))
+}
+
+/// Of two alternating slots, the valid one with the higher sequence, and why each did not
+/// decode. A slot of an unsupported version wins over everything: the file is too new.
+///
+/// # Errors
+/// When neither slot is valid, the error of slot A.
+pub(crate) fn newest_slot<T>(
+    a: Result<T, DecodeError>,
+    b: Result<T, DecodeError>,
+    sequence: impl Fn(&T) -> u64,
+) -> Result<(T, [Option<DecodeError>; 2]), DecodeError> {
+    for r in [&a, &b] {
+        if let Err(DecodeError::UnsupportedVersion { found }) = r {
+            return Err(DecodeError::UnsupportedVersion { found: *found });
+        }
+    }
+    match (a, b) {
+        (Ok(a), Ok(b)) => Ok((
+            if sequence(&b) > sequence(&a) { b } else { a },
+            [None, None],
+        )),
+        (Ok(a), Err(eb)) => Ok((a, [None, Some(eb)])),
+        (Err(ea), Ok(b)) => Ok((b, [Some(ea), None])),
+        (Err(ea), Err(_)) => Err(ea),
+    }
+}

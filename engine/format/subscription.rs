@@ -1,7 +1,7 @@
 //! `subscriptions/<id>.sub`: one persistent subscription, its target and its acknowledged
 //! checkpoint in two alternating slots (segment-format.md §11).
 
-use super::{align8, check_version, short, DecodeError, FORMAT_VERSION};
+use super::{align8, check_slot, check_version, newest_slot, short, DecodeError, FORMAT_VERSION};
 use crate::limits::{EVENT_TYPE_BYTES_MAX, STREAM_ID_BYTES_MAX, SUBSCRIPTION_NAME_BYTES_MAX};
 use zerocopy::little_endian::{U16, U32, U64};
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout, Unaligned};
@@ -234,19 +234,9 @@ impl SubscriptionCheckpoint {
     /// # Errors
     /// Any `DecodeError` when the slot is not valid.
     pub fn decode_slot(bytes: &[u8]) -> Result<SubscriptionCheckpoint, DecodeError> {
+        check_slot(bytes, &SUBSCRIPTION_SLOT_MAGIC)?;
         let (slot, _) = SubscriptionSlotRaw::ref_from_prefix(bytes)
             .map_err(|_| short(SUBSCRIPTION_SLOT_BYTES, bytes.len()))?;
-        if slot.magic != SUBSCRIPTION_SLOT_MAGIC {
-            return Err(DecodeError::BadMagic);
-        }
-        let computed = crc32c::crc32c(&bytes[..60]);
-        if computed != slot.crc.get() {
-            return Err(DecodeError::BadChecksum {
-                stored: slot.crc.get(),
-                computed,
-            });
-        }
-        check_version(slot.format_version.get())?;
         Ok(SubscriptionCheckpoint {
             store_id: slot.store_id.get(),
             sequence: slot.sequence.get(),
@@ -270,17 +260,7 @@ impl SubscriptionCheckpoint {
         };
         let a = slot(SUBSCRIPTION_SLOT_A_OFFSET);
         let b = slot(SUBSCRIPTION_SLOT_A_OFFSET + SUBSCRIPTION_SLOT_STRIDE);
-        for r in [&a, &b] {
-            if let Err(DecodeError::UnsupportedVersion { found }) = r {
-                return Err(DecodeError::UnsupportedVersion { found: *found });
-            }
-        }
-        match (a, b) {
-            (Ok(a), Ok(b)) => Ok(if b.sequence > a.sequence { b } else { a }),
-            (Ok(a), Err(_)) => Ok(a),
-            (Err(_), Ok(b)) => Ok(b),
-            (Err(ea), Err(_)) => Err(ea),
-        }
+        newest_slot(a, b, |c| c.sequence).map(|(winner, _)| winner)
     }
 }
 
