@@ -444,6 +444,12 @@ impl AllIter {
         }
     }
 
+    /// Forward: the position after the last one this iterator covers (its head when made).
+    /// Once it is exhausted, every position before this one was read or skipped.
+    pub(crate) fn end(&self) -> u64 {
+        self.last + 1
+    }
+
     fn done_loading(&self) -> bool {
         self.next == 0 || self.next > self.last
     }

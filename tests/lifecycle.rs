@@ -509,3 +509,48 @@ fn an_io_error_at_every_call_of_a_rewrite_leaves_the_stream_old_or_new() {
         }
     }
 }
+
+/// Subscribers and lifecycle operations: a subscriber from the origin of a snapshotted stream
+/// starts at the snapshot; a stream subscriber learns that its stream was deleted instead of
+/// waiting forever; an all-streams subscriber skips the removed events.
+#[test]
+fn subscribers_see_snapshots_and_deletes() {
+    let root = tempfile::tempdir().unwrap();
+    let store = Store::open(root.path()).unwrap();
+    for i in 0..5 {
+        store
+            .append("cart", ExpectedVersion::Any, [event(i)])
+            .unwrap();
+        store
+            .append("other", ExpectedVersion::Any, [event(i)])
+            .unwrap();
+    }
+    let mut live = store.subscribe_stream("cart", Start::Origin).unwrap();
+    let mut all = store.subscribe_all(Start::Origin, Filter::all()).unwrap();
+    for v in 1..=5 {
+        assert_eq!(live.recv().unwrap().version(), v);
+    }
+    store
+        .snapshot_stream("cart", EventData::new("S", b"five".to_vec()))
+        .unwrap();
+    let mut from_origin = store.subscribe_stream("cart", Start::Origin).unwrap();
+    let first = from_origin.recv().unwrap();
+    assert_eq!(
+        (first.version(), first.snapshot_of().map(|s| s.0)),
+        (5, Some(5))
+    );
+    store
+        .append("cart", ExpectedVersion::Exact(5), [event(6)])
+        .unwrap();
+    assert_eq!(live.recv().unwrap().version(), 6);
+    assert_eq!(from_origin.recv().unwrap().version(), 6);
+    store.delete_stream("cart").unwrap();
+    assert!(matches!(live.recv(), Err(Error::StreamDeleted { .. })));
+    // All streams: the five events of `other`, then nothing of `cart` but what remains
+    // nowhere: its events, its snapshot and the event after it were all deleted.
+    let mut seen = Vec::new();
+    while let Some(e) = all.try_recv().unwrap() {
+        seen.push(e.stream_id().to_string());
+    }
+    assert_eq!(seen, vec!["other"; 5]);
+}
