@@ -5,8 +5,8 @@ use crate::cache::{check_segment_header, decode_error};
 use crate::error::{Error, Result};
 use crate::format::segment::{
     decode_record, peek_record_header, Control, SegmentHeader, CONTROL_FLAG_CLOSED,
-    CONTROL_OP_CLOSE, CONTROL_OP_DELETE, CONTROL_OP_SNAPSHOT, RECORD_HEADER_BYTES,
-    RECORD_KIND_CONTROL,
+    CONTROL_OP_CLOSE, CONTROL_OP_DELETE, CONTROL_OP_SNAPSHOT, CONTROL_OP_TRUNCATE,
+    RECORD_HEADER_BYTES, RECORD_KIND_CONTROL,
 };
 use crate::format::DecodeError;
 use crate::layout::{segment_path, stream_hash, StreamKey};
@@ -404,7 +404,11 @@ fn load_state(
     for i in 0..last_index {
         let (header, path) = &headers[i];
         let next_first = headers[i + 1].0.first_version;
-        if next_first <= header.first_version {
+        // A segment 0 rewritten by a truncation holds no event: the next one starts at its
+        // first version.
+        let empty_base = i == 0 && base.is_some_and(|(c, _)| c.op == CONTROL_OP_TRUNCATE);
+        if next_first < header.first_version || (next_first == header.first_version && !empty_base)
+        {
             return Err(Error::corrupt(
                 path,
                 40,
@@ -430,11 +434,23 @@ fn load_state(
         });
     }
     segments.push(last_state);
-    let (first_version, deleted, base_closed) = match base {
+    let (mut first_version, deleted, base_closed) = match base {
         Some((c, _)) if c.op == CONTROL_OP_DELETE => (c.covers_version + 1, true, false),
-        Some((c, _)) => (c.covers_version, false, c.flags & CONTROL_FLAG_CLOSED != 0),
+        // A snapshot is itself the event of the version it covers.
+        Some((c, _)) if c.op == CONTROL_OP_SNAPSHOT => {
+            (c.covers_version, false, c.flags & CONTROL_FLAG_CLOSED != 0)
+        }
+        Some((c, _)) => (
+            c.covers_version + 1,
+            false,
+            c.flags & CONTROL_FLAG_CLOSED != 0,
+        ),
         None => (1, false, false),
     };
+    // A truncation is committed by its record in `REMOVALS`, before segment 0 is rewritten.
+    if let Some((covers_version, _)) = shared.removals.get(shared, key)? {
+        first_version = first_version.max(covers_version + 1);
+    }
     Ok(StreamState {
         version: last_state.last_version,
         changeset: changesets,
@@ -462,7 +478,7 @@ fn read_base(shared: &Shared, path: &PathBuf, header_bytes: u64) -> Result<Optio
     let r = decode_record(slice)
         .map_err(|e| Error::corrupt(path, header_bytes, format!("base record: {e}")))?;
     match r.control {
-        Some(c) if c.op == CONTROL_OP_DELETE || c.op == CONTROL_OP_SNAPSHOT => {
+        Some(c) if c.is_base() => {
             if c.next_segment == 0 {
                 return Err(Error::corrupt(
                     path,
@@ -679,8 +695,7 @@ pub fn base_covers(shared: &Shared, key: StreamKey) -> Result<u64> {
 pub fn base_of(bytes: &[u8]) -> Option<Control> {
     let header = SegmentHeader::decode(bytes).ok()?;
     let r = decode_record(bytes.get(header.header_bytes() as usize..)?).ok()?;
-    r.control
-        .filter(|c| c.op == CONTROL_OP_DELETE || c.op == CONTROL_OP_SNAPSHOT)
+    r.control.filter(Control::is_base)
 }
 
 /// Bytes `base_covers` reads from the start of a segment 0.

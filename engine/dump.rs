@@ -210,6 +210,37 @@ fn dump_store(root: &Path, show_records: bool, d: &mut Dump) {
             }
         }
     }
+    // Truncations (segment-format.md §12).
+    let rpath = root.join(crate::layout::REMOVALS_FILE);
+    if let Ok(bytes) = read(&rpath) {
+        use crate::format::removals::{
+            decode_header, Removal, REMOVALS_HEADER_BYTES, REMOVAL_BYTES,
+        };
+        match decode_header(&bytes) {
+            Ok(_) => {
+                let mut at = REMOVALS_HEADER_BYTES as usize;
+                let mut count = 0;
+                while let Some(slice) = bytes.get(at..at + REMOVAL_BYTES as usize) {
+                    let Ok(r) = Removal::decode(slice) else {
+                        if slice.iter().any(|b| *b != 0) {
+                            d.note(format!("{}: a torn record at {at}, an unacknowledged truncation; the next one overwrites it", rpath.display()));
+                        }
+                        break;
+                    };
+                    if show_records {
+                        let _ = writeln!(d.text, "    truncation of key {:016x}-{:04x}: versions up to {}, positions up to {}",
+                            r.stream_hash, r.collision, r.covers_version, r.covers_position);
+                    }
+                    d.json.push(json!({"kind": "truncation", "stream_hash": r.stream_hash, "collision": r.collision,
+                        "covers_version": r.covers_version, "covers_position": r.covers_position}));
+                    count += 1;
+                    at += REMOVAL_BYTES as usize;
+                }
+                let _ = writeln!(d.text, "{}: {count} truncations", rpath.display());
+            }
+            Err(e) => d.corrupt(&rpath, 0, format!("removals header: {e}")),
+        }
+    }
     // Persistent subscriptions (segment-format.md §11).
     let mut subscriptions = 0u64;
     for p in list(&root.join(SUBSCRIPTIONS_DIR)) {

@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 pub const LOCK_FILE: &str = "LOCK";
 pub const MANIFEST_FILE: &str = "MANIFEST";
 pub const CHECKPOINT_FILE: &str = "CHECKPOINT";
+pub const REMOVALS_FILE: &str = "REMOVALS";
 pub const INDEX_DIR: &str = "index";
 pub const STREAMS_DIR: &str = "streams";
 pub const SUBSCRIPTIONS_DIR: &str = "subscriptions";

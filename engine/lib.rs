@@ -37,6 +37,7 @@ mod options;
 mod persistent;
 mod read;
 mod recovery;
+mod removals;
 mod reply;
 mod shared;
 pub mod storage;

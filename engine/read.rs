@@ -404,6 +404,9 @@ pub struct AllIter {
     failed: bool,
     /// Streams' base records looked at: the last position each one's rewrite removed.
     covers: std::collections::HashMap<StreamKey, u64>,
+    /// The truncations (`REMOVALS`), read when the first window is loaded: events they removed
+    /// may still be in the segments.
+    removals: Option<Arc<std::collections::HashMap<StreamKey, crate::removals::Covers>>>,
 }
 
 struct Slot {
@@ -441,6 +444,7 @@ impl AllIter {
             pending: None,
             failed: false,
             covers: std::collections::HashMap::new(),
+            removals: None,
         }
     }
 
@@ -513,10 +517,16 @@ impl AllIter {
         Ok(position <= covers)
     }
 
-    /// Removed by a rewrite that this read or this process has seen: no I/O.
+    /// Removed by a truncation, or by a rewrite that this read or this process has seen: no
+    /// I/O.
     fn known_removed(&mut self, key: StreamKey, position: u64) -> bool {
         if self.covers.get(&key).is_some_and(|c| position <= *c) {
             return true;
+        }
+        if let Some(c) = self.removals.as_ref().and_then(|m| m.get(&key)) {
+            if position <= c.1 {
+                return true;
+            }
         }
         match self.shared.removed_up_to(key) {
             Some(c) if position <= c => {
@@ -529,6 +539,15 @@ impl AllIter {
 
     /// Load the next window: fetch every segment it names once, then queue its events.
     fn load(&mut self) {
+        if self.removals.is_none() {
+            match self.shared.removals.map(&self.shared) {
+                Ok(m) => self.removals = Some(m),
+                Err(e) => {
+                    self.pending = Some(e);
+                    return;
+                }
+            }
+        }
         let entries = self.entries();
         let stop_at = self.pending.is_some();
         // The last record of each segment within the window: how far it must be fetched.

@@ -9,8 +9,7 @@ use crate::format::index::{
 };
 use crate::format::manifest::{Manifest, MANIFEST_BYTES};
 use crate::format::segment::{
-    decode_record, peek_record_header, CONTROL_OP_DELETE, CONTROL_OP_SNAPSHOT, RECORD_FLAG_BEGIN,
-    RECORD_FLAG_END, RECORD_HEADER_BYTES,
+    decode_record, peek_record_header, RECORD_FLAG_BEGIN, RECORD_FLAG_END, RECORD_HEADER_BYTES,
 };
 use crate::layout::{
     index_path, parse_index_file_name, StreamKey, CHECKPOINT_FILE, INDEX_DIR, LOCK_FILE,
@@ -480,7 +479,7 @@ fn verify_record(
     }
     if let Some(c) = r.control {
         // Snapshots and tombstones are only ever written as the base of a segment 0.
-        if segment == 0 && (c.op == CONTROL_OP_DELETE || c.op == CONTROL_OP_SNAPSHOT) {
+        if segment == 0 && c.is_base() {
             remove_replaced_segments(shared, key, c.next_segment)?;
         }
     }

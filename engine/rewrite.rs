@@ -9,9 +9,11 @@
 use super::{Handle, Writer};
 use crate::error::{Error, Result};
 use crate::format::index::{locate, IndexEntry, FLAG_CONTROL};
+use crate::format::removals::Removal;
 use crate::format::segment::{
     decode_record, encode_record, Control, RecordFields, SegmentHeader, CONTROL_FLAG_CLOSED,
-    CONTROL_OP_DELETE, CONTROL_OP_SNAPSHOT, RECORD_FLAG_BEGIN, RECORD_FLAG_END,
+    CONTROL_OP_DELETE, CONTROL_OP_SNAPSHOT, CONTROL_OP_TRUNCATE, RECORD_FLAG_BEGIN,
+    RECORD_FLAG_END,
 };
 use crate::layout::{fanout_dir, index_path, segment_path, TEMP_SUFFIX};
 use crate::options::SyncMode;
@@ -25,10 +27,21 @@ use std::sync::Arc;
 /// The event type of a tombstone.
 pub const DELETE_EVENT_TYPE: &str = "$delete";
 
-/// A snapshot (`Some`) or a delete (`None`) of one stream.
+/// The event type of the record opening a segment 0 rewritten by a truncation.
+pub const TRUNCATE_EVENT_TYPE: &str = "$truncate";
+
+/// What a rewrite does to its stream.
+pub enum RewriteKind {
+    Snapshot(EventData),
+    Delete,
+    /// Remove the events before this version (`truncate_before`).
+    Truncate(u64),
+}
+
+/// A snapshot, a delete or a truncation of one stream.
 pub struct RewriteRequest {
     pub stream: Arc<str>,
-    pub snapshot: Option<EventData>,
+    pub kind: RewriteKind,
     pub reply: Reply<Result<AppendResult>>,
 }
 
@@ -86,9 +99,37 @@ impl Writer {
         let closed = ws.closed;
         let header_bytes = ws.header_bytes;
         let state = meta.snapshot();
-        // The position of the last event: what the rewrite covers.
+        // A truncation covers the events before its version; the others every event.
+        let cut = match request.kind {
+            RewriteKind::Truncate(before) => {
+                let cut = before.min(version + 1);
+                if cut <= state.first_version {
+                    // Nothing more to remove.
+                    return Ok(AppendResult {
+                        first_version: state.first_version,
+                        last_version: version,
+                        first_position: Position(0),
+                        last_position: Position(0),
+                    });
+                }
+                Some(cut)
+            }
+            _ => None,
+        };
+        let covers_version = cut.map_or(version, |c| c - 1);
+        // The segment where a truncation keeps events (every other one before it goes); and
+        // the appends in the segments kept, which a rewritten segment 0 must not count again.
+        let keep = cut.map_or(0, |c| {
+            state
+                .segments
+                .iter()
+                .position(|s| s.last_version >= c)
+                .unwrap_or(state.segments.len() - 1)
+        });
+        let mut kept_appends = 0u64;
+        // The position of the last event covered.
         let mut covers_position = 0;
-        for s in &state.segments {
+        for (index, s) in state.segments.iter().enumerate() {
             let mapped = self
                 .shared
                 .maps
@@ -111,32 +152,94 @@ impl Writer {
                             format!("committed record: {e}"),
                         ))
                     })?;
-                if r.is_event() && r.version == version {
+                if r.is_event() && r.version == covers_version {
                     covers_position = r.position;
+                }
+                if index >= keep && r.control.is_none() && r.flags & RECORD_FLAG_BEGIN != 0 {
+                    kept_appends += 1;
                 }
                 at += r.padded_bytes;
             }
         }
+        if let Some(cut) = cut {
+            // A truncation is committed by its record in `REMOVALS`; freeing the segments
+            // before it comes after, and a crash in between leaves them to the next one.
+            self.shared
+                .removals
+                .append(
+                    &self.shared,
+                    Removal {
+                        stream_hash: key.hash,
+                        collision: key.collision,
+                        covers_version,
+                        covers_position,
+                        created_us: now_us(),
+                    },
+                )
+                .map_err(Failure::Fatal)?;
+            self.shared.note_removed(key, covers_position);
+            let mut guard = meta
+                .state
+                .write()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            guard.first_version = cut;
+            guard.generation += 1;
+            drop(guard);
+            if keep == 0 {
+                // No whole segment before the version: nothing to free.
+                self.shared.changed();
+                return Ok(AppendResult {
+                    first_version: cut,
+                    last_version: version,
+                    first_position: Position(0),
+                    last_position: Position(0),
+                });
+            }
+        }
         let last_number = state.segments.last().map_or(0, |s| s.number);
-        let next_segment = (last_number + 1).max(state.after_zero);
+        let next_segment = if cut.is_some() {
+            state.segments[keep].number
+        } else {
+            (last_number + 1).max(state.after_zero)
+        };
         let position = self.head + 1;
-        let (op, first_version, event_type, metadata, data, event_id) = match &request.snapshot {
-            Some(e) => (
-                CONTROL_OP_SNAPSHOT,
-                version,
-                e.event_type.as_bytes(),
-                e.metadata.as_slice(),
-                e.data.as_slice(),
-                e.id,
-            ),
-            None => (
-                CONTROL_OP_DELETE,
-                version + 1,
-                DELETE_EVENT_TYPE.as_bytes(),
-                &[][..],
-                &[][..],
-                None,
-            ),
+        let (op, first_version, record_version, event_type, metadata, data, event_id) =
+            match &request.kind {
+                RewriteKind::Snapshot(e) => (
+                    CONTROL_OP_SNAPSHOT,
+                    version,
+                    version,
+                    e.event_type.as_bytes(),
+                    e.metadata.as_slice(),
+                    e.data.as_slice(),
+                    e.id,
+                ),
+                RewriteKind::Delete => (
+                    CONTROL_OP_DELETE,
+                    version + 1,
+                    version,
+                    DELETE_EVENT_TYPE.as_bytes(),
+                    &[][..],
+                    &[][..],
+                    None,
+                ),
+                RewriteKind::Truncate(_) => {
+                    let kept_first = state.segments[keep].first_version;
+                    (
+                        CONTROL_OP_TRUNCATE,
+                        kept_first,
+                        kept_first - 1,
+                        TRUNCATE_EVENT_TYPE.as_bytes(),
+                        &[][..],
+                        &[][..],
+                        None,
+                    )
+                }
+            };
+        let changeset = if cut.is_some() {
+            (changeset - kept_appends).max(1)
+        } else {
+            changeset
         };
         let header = SegmentHeader {
             store_id: self.shared.manifest.store_id,
@@ -152,7 +255,7 @@ impl Writer {
         encode_record(
             &RecordFields {
                 flags: RECORD_FLAG_BEGIN | RECORD_FLAG_END,
-                version,
+                version: record_version,
                 position,
                 changeset,
                 timestamp_us: now_us(),
@@ -164,7 +267,7 @@ impl Writer {
                     op,
                     flags: if closed { CONTROL_FLAG_CLOSED } else { 0 },
                     next_segment,
-                    covers_version: version,
+                    covers_version,
                     covers_position,
                 }),
             },
@@ -202,10 +305,10 @@ impl Writer {
             offset: u32::try_from(header_bytes).expect("a segment header fits in u32"),
             flags: RECORD_FLAG_BEGIN
                 | RECORD_FLAG_END
-                | if request.snapshot.is_none() {
-                    FLAG_CONTROL
-                } else {
+                | if matches!(request.kind, RewriteKind::Snapshot(_)) {
                     0
+                } else {
+                    FLAG_CONTROL
                 },
         };
         index
@@ -232,21 +335,31 @@ impl Writer {
         drop(file);
         let seg0 = segment_path(&root, key, 0);
         let fanout = fanout_dir(&root, key.hash);
+        let deleted = matches!(request.kind, RewriteKind::Delete);
+        let mut segments = vec![crate::catalog::SegmentState {
+            number: 0,
+            first_version,
+            header_bytes,
+            end,
+            last_version: record_version.max(if cut.is_some() { 0 } else { version }),
+        }];
+        // A truncation keeps the segments from `keep` on; the others keep nothing.
+        let removed: Vec<u32> = if cut.is_some() {
+            segments.extend_from_slice(&state.segments[keep..]);
+            state.segments[1..keep].iter().map(|s| s.number).collect()
+        } else {
+            state.segments[1..].iter().map(|s| s.number).collect()
+        };
         let new_state = crate::catalog::StreamState {
             version,
-            changeset,
-            segments: vec![crate::catalog::SegmentState {
-                number: 0,
-                first_version,
-                header_bytes,
-                end,
-                last_version: version,
-            }],
-            first_version,
+            changeset: state.changeset,
+            segments,
+            // A snapshot is the event of its version; a delete or a truncation keeps none.
+            first_version: cut.unwrap_or(if deleted { version + 1 } else { first_version }),
             after_zero: next_segment,
             closed,
-            deleted: request.snapshot.is_none(),
-            generation: state.generation + 1,
+            deleted,
+            generation: state.generation + 2,
         };
         {
             // Readers map this stream's segments under its state lock: none maps the new
@@ -273,16 +386,15 @@ impl Writer {
         // use of the stream) to remove. Their index entries stay as they are: an overwrite of a
         // committed entry could tear it and its neighbours (segment-format.md §10); readers
         // tell removed events by the base record.
-        if let Some(ws) = self.streams.get_mut(stream) {
-            if ws.file.take().is_some() {
-                self.open_files = self.open_files.saturating_sub(1);
+        if cut.is_none() {
+            if let Some(ws) = self.streams.get_mut(stream) {
+                if ws.file.take().is_some() {
+                    self.open_files = self.open_files.saturating_sub(1);
+                }
             }
         }
-        for s in &state.segments {
-            if s.number == 0 {
-                continue;
-            }
-            let path = segment_path(&root, key, s.number);
+        for number in removed {
+            let path = segment_path(&root, key, number);
             match backend.remove_file(&path) {
                 Ok(()) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
@@ -291,16 +403,18 @@ impl Writer {
         }
         self.sync_dir_or_fs(&fanout).map_err(fatal)?;
         if let Some(ws) = self.streams.get_mut(stream) {
-            ws.segment = 0;
-            ws.segment_first_version = first_version;
-            ws.tail = end;
-            ws.create = None;
             ws.after_zero = next_segment;
-            ws.deleted = request.snapshot.is_none();
+            if cut.is_none() {
+                ws.segment = 0;
+                ws.segment_first_version = first_version;
+                ws.tail = end;
+                ws.create = None;
+                ws.deleted = deleted;
+            }
         }
         self.shared.changed();
         Ok(AppendResult {
-            first_version: version,
+            first_version: cut.unwrap_or(version),
             last_version: version,
             first_position: Position(position),
             last_position: Position(position),

@@ -31,6 +31,8 @@ pub struct Shared {
     closed: AtomicBool,
     /// The persistent subscriptions, loaded on first use.
     pub subscriptions: Registry,
+    /// The truncations of streams, loaded on first use.
+    pub removals: crate::removals::Removals,
     /// Rewritten streams seen by this process: the last position each rewrite removed
     /// (segment-format.md §12). Lets `read_all` skip a removed event without opening its
     /// stream's segment 0. Bounded; a miss costs one read of the base record.
@@ -68,6 +70,7 @@ impl Shared {
             changes: (Mutex::new(0), Condvar::new()),
             closed: AtomicBool::new(false),
             subscriptions: Registry::default(),
+            removals: crate::removals::Removals::default(),
             removed: Mutex::new(std::collections::HashMap::new()),
             _lock: lock,
         }

@@ -17,7 +17,7 @@ use crate::types::{
     validate_event_type, validate_stream_id, AppendResult, Direction, EventData, ExpectedVersion,
     Position,
 };
-use crate::writer::{AppendRequest, Request, Writer};
+use crate::writer::{AppendRequest, Request, RewriteKind, Writer};
 use crossbeam_channel::Sender;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -299,7 +299,7 @@ impl Store {
                 max,
             });
         }
-        self.rewrite(stream, Some(snapshot))
+        self.rewrite(stream, RewriteKind::Snapshot(snapshot))
     }
 
     /// Delete a stream: its files are removed and their space freed; reading it or appending
@@ -310,15 +310,29 @@ impl Store {
     /// `StreamNotFound`, `StreamDeleted`, `Poisoned`.
     pub fn delete_stream(&self, stream: &str) -> Result<()> {
         validate_stream_id(stream)?;
-        self.rewrite(stream, None).map(|_| ())
+        self.rewrite(stream, RewriteKind::Delete).map(|_| ())
     }
 
-    fn rewrite(&self, stream: &str, snapshot: Option<EventData>) -> Result<AppendResult> {
+    /// Remove the stream's events before `version` (EventStoreDB's `$tb`): reading the stream
+    /// starts at `version`, `read_all` and subscriptions skip the removed events, and the
+    /// segment files holding only removed events are freed. A version past the stream's end
+    /// removes every event (the stream stays, at its version). Truncating no further than
+    /// before does nothing. Returns once durable; crash-safe.
+    ///
+    /// # Errors
+    /// `StreamNotFound`, `StreamDeleted`, `InvalidStreamId`, `Poisoned`.
+    pub fn truncate_before(&self, stream: &str, version: u64) -> Result<()> {
+        validate_stream_id(stream)?;
+        self.rewrite(stream, RewriteKind::Truncate(version))
+            .map(|_| ())
+    }
+
+    fn rewrite(&self, stream: &str, kind: RewriteKind) -> Result<AppendResult> {
         self.inner.shared.check_poison()?;
         let (reply, answer) = crate::reply::slot();
         self.send(Request::Rewrite(crate::writer::RewriteRequest {
             stream: Arc::from(stream),
-            snapshot,
+            kind,
             reply,
         }))?;
         self.wait(answer)

@@ -42,7 +42,7 @@ pub struct AppendRequest {
 
 #[path = "rewrite.rs"]
 mod rewrite;
-pub use rewrite::RewriteRequest;
+pub use rewrite::{RewriteKind, RewriteRequest};
 
 /// What callers send the writer.
 pub enum Request {

@@ -307,6 +307,7 @@ fn operate(store: &Store, op: &str) -> streamlog::Result<()> {
             .snapshot_stream("target", EventData::new("S", b"snap".to_vec()))
             .map(|_| ()),
         "delete" => store.delete_stream("target"),
+        "truncate" => store.truncate_before("target", 30),
         _ => store.close_stream("target"),
     }
 }
@@ -317,6 +318,7 @@ fn in_new_state(store: &Store, op: &str, old: &View) -> bool {
     match op {
         "snapshot" => now == Ok(vec![(40, b"snap".to_vec())]),
         "delete" => now.as_ref().is_err_and(|e| e.contains("deleted")),
+        "truncate" => now.as_ref() == Ok(&old[29..].to_vec()),
         _ => {
             now.as_ref() == Ok(old)
                 && matches!(
@@ -355,7 +357,12 @@ fn check_old_or_new(store: &Store, op: &str, ok: bool, old: &View, bystander: &V
     );
     if new_state && op != "close" {
         let target_in_all = all.iter().filter(|(s, _)| s == "target").count();
-        assert_eq!(target_in_all, usize::from(op == "snapshot"), "{what}");
+        let expected = match op {
+            "snapshot" => 1,
+            "truncate" => 11,
+            _ => 0,
+        };
+        assert_eq!(target_in_all, expected, "{what}");
     }
     store
         .append("bystander", ExpectedVersion::Any, [event(99)])
@@ -373,7 +380,7 @@ fn every_lifecycle_operation_is_atomic_under_power_loss_at_every_call() {
             sync,
             ..small_segments()
         };
-        for op in ["snapshot", "delete", "close"] {
+        for op in ["snapshot", "delete", "close", "truncate"] {
             let mut cut = 0u64;
             loop {
                 cut += 1;
@@ -484,7 +491,7 @@ fn an_io_error_at_every_call_of_a_rewrite_leaves_the_stream_old_or_new() {
         std::io::ErrorKind::StorageFull,
         std::io::ErrorKind::WriteZero,
     ] {
-        for op in ["snapshot", "delete"] {
+        for op in ["snapshot", "delete", "truncate"] {
             let mut call = 0u64;
             loop {
                 call += 1;
@@ -675,4 +682,101 @@ fn lifecycle_operations_survive_kill_9() {
     }
     println!("4 kills, {} acknowledged operations verified", done.len());
     assert!(!done.is_empty());
+}
+
+#[test]
+fn truncate_before_hides_the_events_before_and_frees_whole_segments() {
+    let root = tempfile::tempdir().unwrap();
+    let store = Store::open_with(root.path(), small_segments()).unwrap();
+    // A stream in one segment.
+    for i in 0..10 {
+        store
+            .append("small", ExpectedVersion::Any, [event(i)])
+            .unwrap();
+    }
+    // A stream over four segments, interleaved with another.
+    let mut positions = Vec::new();
+    for i in 0..60 {
+        positions.push(
+            store
+                .append("large", ExpectedVersion::Any, [big(i)])
+                .unwrap()
+                .first_position
+                .get(),
+        );
+        store
+            .append("other", ExpectedVersion::Any, [event(i)])
+            .unwrap();
+    }
+    store.truncate_before("small", 5).unwrap();
+    assert_eq!(versions(&store, "small"), (5..=10).collect::<Vec<_>>());
+    let before = folder_bytes(root.path());
+    store.truncate_before("large", 50).unwrap();
+    let after = folder_bytes(root.path());
+    assert!(
+        before - after >= 150_000,
+        "whole segments before version 50 are freed: {before} -> {after}"
+    );
+    let check = |store: &Store| {
+        assert_eq!(versions(store, "small"), (5..=10).collect::<Vec<_>>());
+        assert_eq!(versions(store, "large"), (50..=60).collect::<Vec<_>>());
+        let from_10: Vec<u64> = store
+            .read_stream("large", 10, Direction::Forward)
+            .unwrap()
+            .map(|e| e.unwrap().version())
+            .collect();
+        assert_eq!(from_10, (50..=60).collect::<Vec<_>>());
+        let backward: Vec<u64> = store
+            .read_stream("large", u64::MAX, Direction::Backward)
+            .unwrap()
+            .map(|e| e.unwrap().version())
+            .collect();
+        assert_eq!(backward, (50..=60).rev().collect::<Vec<_>>());
+        let all = all_positions(store);
+        let large: Vec<u64> = all
+            .iter()
+            .filter(|(s, _)| s == "large")
+            .map(|(_, p)| *p)
+            .collect();
+        assert_eq!(large, positions[49..].to_vec());
+        assert_eq!(all.iter().filter(|(s, _)| s == "small").count(), 6);
+        assert_eq!(all.iter().filter(|(s, _)| s == "other").count(), 60);
+    };
+    check(&store);
+    // Truncating less than before does nothing.
+    store.truncate_before("large", 20).unwrap();
+    check(&store);
+    drop(store);
+    // After a reopen, without anything in memory, the same.
+    let store = Store::open_with(root.path(), small_segments()).unwrap();
+    check(&store);
+    store
+        .append("large", ExpectedVersion::Exact(60), [big(61)])
+        .unwrap();
+    assert_eq!(versions(&store, "large"), (50..=61).collect::<Vec<_>>());
+    // Past the end: every event goes, the stream stays at its version.
+    store.truncate_before("small", 100).unwrap();
+    assert!(versions(&store, "small").is_empty());
+    assert_eq!(store.stream_version("small").unwrap(), Some(10));
+    store
+        .append("small", ExpectedVersion::Exact(10), [event(11)])
+        .unwrap();
+    assert_eq!(versions(&store, "small"), vec![11]);
+    // Then a snapshot and a delete of a truncated stream.
+    store
+        .snapshot_stream("large", EventData::new("S", b"s".to_vec()))
+        .unwrap();
+    assert_eq!(versions(&store, "large"), vec![61]);
+    store.delete_stream("small").unwrap();
+    drop(store);
+    let store = Store::open_with(root.path(), small_segments()).unwrap();
+    assert_eq!(versions(&store, "large"), vec![61]);
+    assert!(matches!(
+        store.truncate_before("small", 1),
+        Err(Error::StreamDeleted { .. })
+    ));
+    assert!(matches!(
+        store.truncate_before("missing", 1),
+        Err(Error::StreamNotFound { .. })
+    ));
 }

@@ -181,6 +181,7 @@ fn snapshots_tombstones_and_closes_are_shown_and_are_not_corruption() {
             .append("order-42", ExpectedVersion::Exact(2), [event(7)])
             .unwrap();
         store.close_stream("order-42").unwrap();
+        store.truncate_before("order-42", 3).unwrap();
         store.delete_stream("other").unwrap();
     }
     let (code, text) = dump(&[dir.to_str().unwrap()]);
@@ -196,6 +197,11 @@ fn snapshots_tombstones_and_closes_are_shown_and_are_not_corruption() {
     assert!(text.contains("close: covers version 0"), "{text}");
     assert!(
         text.contains("\"$delete\"") && text.contains("\"$close\""),
+        "{text}"
+    );
+    assert!(text.contains("REMOVALS: 1 truncations"), "{text}");
+    assert!(
+        text.contains("versions up to 2") && !text.contains("\"$truncate\""),
         "{text}"
     );
 }

@@ -8,6 +8,7 @@
 pub mod checkpoint;
 pub mod index;
 pub mod manifest;
+pub mod removals;
 pub mod segment;
 pub mod subscription;
 

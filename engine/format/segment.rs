@@ -19,6 +19,9 @@ pub const CONTROL_OP_CLOSE: u8 = 1;
 pub const CONTROL_OP_DELETE: u8 = 2;
 /// The stream's events up to `covers_version` are replaced by this record, an event.
 pub const CONTROL_OP_SNAPSHOT: u8 = 3;
+/// The stream's events up to `covers_version` are removed (`truncate_before`); this record
+/// opens a rewritten segment 0 that holds no event.
+pub const CONTROL_OP_TRUNCATE: u8 = 4;
 /// Control flag: the stream is closed (a snapshot of a closed stream keeps it closed).
 pub const CONTROL_FLAG_CLOSED: u8 = 0x01;
 pub const RECORD_FLAG_BEGIN: u8 = 0x01;
@@ -110,7 +113,7 @@ impl Control {
     fn decode(bytes: &[u8]) -> Result<Control, DecodeError> {
         let (raw, _) = ControlBlockRaw::ref_from_prefix(bytes)
             .map_err(|_| short(CONTROL_BLOCK_BYTES, bytes.len()))?;
-        if !(CONTROL_OP_CLOSE..=CONTROL_OP_SNAPSHOT).contains(&raw.op) {
+        if !(CONTROL_OP_CLOSE..=CONTROL_OP_TRUNCATE).contains(&raw.op) {
             return Err(DecodeError::Invalid("unknown control op"));
         }
         if raw.control_flags & !CONTROL_FLAG_CLOSED != 0
@@ -132,6 +135,15 @@ impl Control {
     #[must_use]
     pub fn is_snapshot(&self) -> bool {
         self.op == CONTROL_OP_SNAPSHOT
+    }
+
+    /// True for the records that open a rewritten segment 0 (segment-format.md §12).
+    #[must_use]
+    pub fn is_base(&self) -> bool {
+        matches!(
+            self.op,
+            CONTROL_OP_DELETE | CONTROL_OP_SNAPSHOT | CONTROL_OP_TRUNCATE
+        )
     }
 }
 

@@ -1,0 +1,177 @@
+//! The log of stream truncations, `REMOVALS` (segment-format.md §12): which versions and
+//! positions of which streams `truncate_before` removed. Loaded on first use; a truncation is
+//! committed by its record here.
+
+use crate::error::{Error, Result};
+use crate::format::removals::{
+    decode_header, encode_header, Removal, REMOVALS_HEADER_BYTES, REMOVAL_BYTES,
+};
+use crate::layout::{StreamKey, REMOVALS_FILE, TEMP_SUFFIX};
+use crate::options::SyncMode;
+use crate::shared::Shared;
+use crate::storage::{FileHandle, OpenMode};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+/// What was removed from one stream: (covers_version, covers_position).
+pub type Covers = (u64, u64);
+
+#[derive(Default)]
+pub struct Removals {
+    loaded: Mutex<Option<Loaded>>,
+}
+
+struct Loaded {
+    /// Replaced whole on each append (they are rare), so that readers can hold it.
+    map: Arc<HashMap<StreamKey, Covers>>,
+    /// Where the next record goes: after the last valid one.
+    end: u64,
+    file: Option<Arc<dyn FileHandle>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+impl Removals {
+    fn load<'a>(&'a self, shared: &Shared) -> Result<MutexGuard<'a, Option<Loaded>>> {
+        let mut guard = lock(&self.loaded);
+        if guard.is_none() {
+            *guard = Some(load(shared)?);
+        }
+        Ok(guard)
+    }
+
+    /// Every truncation, as one map (shared, not copied).
+    pub fn map(&self, shared: &Shared) -> Result<Arc<HashMap<StreamKey, Covers>>> {
+        let guard = self.load(shared)?;
+        Ok(Arc::clone(&guard.as_ref().expect("loaded above").map))
+    }
+
+    /// What truncations removed from `key`.
+    pub fn get(&self, shared: &Shared, key: StreamKey) -> Result<Option<Covers>> {
+        let guard = self.load(shared)?;
+        Ok(guard.as_ref().expect("loaded above").map.get(&key).copied())
+    }
+
+    /// Writer only: append a truncation and make it durable. Any error leaves the store to be
+    /// poisoned by the caller: the record may be partly written.
+    pub fn append(&self, shared: &Shared, removal: Removal) -> Result<()> {
+        let mut guard = self.load(shared)?;
+        let loaded = guard.as_mut().expect("loaded above");
+        let path = shared.root.join(REMOVALS_FILE);
+        let file = match &loaded.file {
+            Some(f) => Arc::clone(f),
+            None => {
+                let f = open_or_create(shared)?;
+                loaded.file = Some(Arc::clone(&f));
+                f
+            }
+        };
+        file.write_all_at(&removal.encode(), loaded.end)
+            .map_err(|e| Error::io("write removal", &path, e))?;
+        // Durability: the truncation is committed by this sync.
+        if shared.options.sync == SyncMode::Fdatasync {
+            file.sync_data()
+                .map_err(|e| Error::io("fdatasync", &path, e))?;
+        } else {
+            file.sync_fs()
+                .map_err(|e| Error::io("syncfs", &shared.root, e))?;
+        }
+        loaded.end += REMOVAL_BYTES;
+        let key = StreamKey {
+            hash: removal.stream_hash,
+            collision: removal.collision,
+        };
+        let mut map = (*loaded.map).clone();
+        let c = map.entry(key).or_insert((0, 0));
+        c.0 = c.0.max(removal.covers_version);
+        c.1 = c.1.max(removal.covers_position);
+        loaded.map = Arc::new(map);
+        Ok(())
+    }
+}
+
+fn load(shared: &Shared) -> Result<Loaded> {
+    let path = shared.root.join(REMOVALS_FILE);
+    let file = match shared.backend.open(&path, OpenMode::Read) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Ok(Loaded {
+                map: Arc::new(HashMap::new()),
+                end: REMOVALS_HEADER_BYTES,
+                file: None,
+            })
+        }
+        Err(e) => return Err(Error::io("open", &path, e)),
+    };
+    let len = file.len().map_err(|e| Error::io("stat", &path, e))?;
+    let mut bytes = vec![0u8; usize::try_from(len).unwrap_or(0)];
+    let n = file
+        .read_at(&mut bytes, 0)
+        .map_err(|e| Error::io("read", &path, e))?;
+    bytes.truncate(n);
+    let store_id = decode_header(&bytes)
+        .map_err(|e| Error::corrupt(&path, 0, format!("removals header: {e}")))?;
+    if store_id != shared.manifest.store_id {
+        return Err(Error::corrupt(&path, 16, "removals file of another store"));
+    }
+    let mut map: HashMap<StreamKey, Covers> = HashMap::new();
+    let mut at = REMOVALS_HEADER_BYTES;
+    // Records until the first that does not decode: a torn tail is an unacknowledged
+    // truncation, and the next append overwrites it.
+    while let Some(slice) = bytes.get(at as usize..(at + REMOVAL_BYTES) as usize) {
+        let Ok(r) = Removal::decode(slice) else {
+            break;
+        };
+        let c = map
+            .entry(StreamKey {
+                hash: r.stream_hash,
+                collision: r.collision,
+            })
+            .or_insert((0, 0));
+        c.0 = c.0.max(r.covers_version);
+        c.1 = c.1.max(r.covers_position);
+        at += REMOVAL_BYTES;
+    }
+    Ok(Loaded {
+        map: Arc::new(map),
+        end: at,
+        file: None,
+    })
+}
+
+/// Open `REMOVALS` for writing, creating it durably (temporary file, synced, renamed, folder
+/// synced) when it does not exist.
+fn open_or_create(shared: &Shared) -> Result<Arc<dyn FileHandle>> {
+    let backend = &shared.backend;
+    let path = shared.root.join(REMOVALS_FILE);
+    match backend.open(&path, OpenMode::ReadWrite) {
+        Ok(f) => return Ok(Arc::from(f)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(Error::io("open", &path, e)),
+    }
+    let tmp = shared.root.join(format!("{REMOVALS_FILE}{TEMP_SUFFIX}"));
+    match backend.remove_file(&tmp) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(Error::io("remove", &tmp, e)),
+    }
+    let f = backend
+        .open(&tmp, OpenMode::CreateNew)
+        .map_err(|e| Error::io("create", &tmp, e))?;
+    f.write_all_at(&encode_header(shared.manifest.store_id), 0)
+        .map_err(|e| Error::io("write", &tmp, e))?;
+    f.sync_data().map_err(|e| Error::io("fdatasync", &tmp, e))?;
+    drop(f);
+    backend
+        .rename(&tmp, &path)
+        .map_err(|e| Error::io("rename", &tmp, e))?;
+    backend
+        .sync_dir(&shared.root)
+        .map_err(|e| Error::io("fsync directory", &shared.root, e))?;
+    backend
+        .open(&path, OpenMode::ReadWrite)
+        .map(Arc::from)
+        .map_err(|e| Error::io("open", &path, e))
+}
