@@ -4,6 +4,7 @@
 use super::checkpoint::CheckpointSlot;
 use super::index::{IndexEntryRaw, IndexFileHeader};
 use super::manifest::ManifestHeader;
+use super::removals::{RemovalRaw, RemovalsHeader};
 use super::segment::{ControlBlockRaw, RecordHeader, SegmentFileHeader};
 use super::subscription::{SubscriptionFileHeader, SubscriptionSlotRaw};
 use std::mem::{offset_of, size_of};
@@ -128,4 +129,14 @@ fn subscription_file_matches_document() {
     let slot = fields!(SubscriptionSlotRaw: magic, format_version, reserved0, store_id, sequence,
         acked_position, acked_version, reserved1, crc);
     check(&t[1], &slot, size_of::<SubscriptionSlotRaw>());
+}
+
+#[test]
+fn removals_match_document() {
+    let t = tables_under("## 12. Stream lifecycle");
+    let header = fields!(RemovalsHeader: magic, format_version, reserved0, store_id, reserved1, crc);
+    check(&t[0], &header, size_of::<RemovalsHeader>());
+    let record = fields!(RemovalRaw: magic, collision, reserved0, stream_hash, covers_version,
+        covers_position, created_us, reserved1, crc);
+    check(&t[1], &record, size_of::<RemovalRaw>());
 }
