@@ -562,8 +562,8 @@ fn subscribers_see_snapshots_and_deletes() {
     assert_eq!(seen, vec!["other"; 5]);
 }
 
-/// The child of `lifecycle_operations_survive_kill_9`: makes streams and snapshots, deletes or
-/// closes each, printing `START <i>` before and `DONE <i>` after each acknowledged operation.
+/// The child of `lifecycle_operations_survive_kill_9`: makes streams and snapshots, deletes,
+/// closes or truncates each, printing `START <i>` before and `DONE <i>` after each acknowledged operation.
 #[test]
 #[ignore = "helper run in a child process by lifecycle_operations_survive_kill_9"]
 fn lifecycle_child() {
@@ -584,14 +584,15 @@ fn lifecycle_child() {
         }
         writeln!(out, "START {i}").unwrap();
         out.flush().unwrap();
-        match i % 3 {
+        match i % 4 {
             0 => {
                 store
                     .snapshot_stream(&stream, EventData::new("S", i.to_le_bytes().to_vec()))
                     .unwrap();
             }
             1 => store.delete_stream(&stream).unwrap(),
-            _ => store.close_stream(&stream).unwrap(),
+            2 => store.close_stream(&stream).unwrap(),
+            _ => store.truncate_before(&stream, 10).unwrap(),
         }
         writeln!(out, "DONE {i}").unwrap();
         out.flush().unwrap();
@@ -650,11 +651,14 @@ fn lifecycle_operations_survive_kill_9() {
             let stream = format!("life-{i}");
             let acknowledged = done.contains(&i);
             let view = stream_view(&store, &stream);
-            let new_state = match i % 3 {
+            let new_state = match i % 4 {
                 0 => view
                     .as_ref()
                     .is_ok_and(|v| v.len() == 1 && v[0].1 == i.to_le_bytes().to_vec()),
                 1 => view.as_ref().is_err_and(|e| e.contains("deleted")),
+                3 => view
+                    .as_ref()
+                    .is_ok_and(|v| v.first().is_some_and(|e| e.0 == 10)),
                 _ => {
                     view.as_ref().is_ok_and(|v| v.len() >= 20)
                         && matches!(

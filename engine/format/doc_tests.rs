@@ -134,7 +134,8 @@ fn subscription_file_matches_document() {
 #[test]
 fn removals_match_document() {
     let t = tables_under("## 12. Stream lifecycle");
-    let header = fields!(RemovalsHeader: magic, format_version, reserved0, store_id, reserved1, crc);
+    let header =
+        fields!(RemovalsHeader: magic, format_version, reserved0, store_id, reserved1, crc);
     check(&t[0], &header, size_of::<RemovalsHeader>());
     let record = fields!(RemovalRaw: magic, collision, reserved0, stream_hash, covers_version,
         covers_position, created_us, reserved1, crc);
