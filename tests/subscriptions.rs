@@ -773,3 +773,98 @@ fn flushed_acks_survive_power_loss_and_a_failed_ack_write_poisons() {
         );
     }
 }
+
+/// EIO, ENOSPC or a short write at every I/O call of a workload that appends, consumes, acks
+/// and flushes: every failure surfaces (as `Poisoned` or `Io`), and after reopening the
+/// checkpoint is no lower than the last flushed ack and no higher than the last delivered
+/// event, and delivery resumes right after it.
+#[test]
+fn an_io_error_at_every_call_keeps_the_acked_checkpoint() {
+    use streamlog::storage::sim::SimBackend;
+    let dir = std::path::PathBuf::from("/store");
+    for kind in [
+        std::io::ErrorKind::Other,
+        std::io::ErrorKind::StorageFull,
+        std::io::ErrorKind::WriteZero,
+    ] {
+        let mut call = 0u64;
+        loop {
+            call += 1;
+            let sim = SimBackend::new(call);
+            let store =
+                Store::open_with_backend(&dir, Options::default(), Arc::new(sim.clone())).unwrap();
+            fill(&store, &["a", "b"], 10);
+            let mut sub = store
+                .persistent_subscription("p", Target::All(Filter::all()), Start::Origin)
+                .unwrap();
+            sim.fail_call_after(call, kind);
+            let (mut delivered, mut flushed) = (0u64, 0u64);
+            let mut failed = false;
+            for round in 0..2u64 {
+                if fill_checked(&store, round).is_err() {
+                    failed = true;
+                    break;
+                }
+                loop {
+                    match sub.try_recv() {
+                        Ok(Some(e)) => {
+                            delivered = e.position().get();
+                            if sub.ack(e.position()).is_err() {
+                                failed = true;
+                            }
+                        }
+                        Ok(None) => break,
+                        Err(_) => {
+                            failed = true;
+                            break;
+                        }
+                    }
+                }
+                match sub.flush_acks() {
+                    Ok(p) => flushed = p.get(),
+                    Err(_) => failed = true,
+                }
+                if failed {
+                    break;
+                }
+            }
+            let fired = sim.faults_injected() > 0;
+            sim.clear_fault();
+            let what = format!("{kind:?} at call {call}");
+            drop(sub);
+            drop(store);
+            let store = Store::open_with_backend(&dir, Options::default(), Arc::new(sim))
+                .unwrap_or_else(|e| panic!("{what}: reopen: {e}"));
+            let acked = store.persistent_subscriptions().unwrap()[0]
+                .acked_position
+                .get();
+            assert!(
+                (flushed..=delivered.max(flushed)).contains(&acked),
+                "{what}: checkpoint {acked}, flushed {flushed}, delivered {delivered}"
+            );
+            let mut sub = store
+                .persistent_subscription("p", Target::All(Filter::all()), Start::Origin)
+                .unwrap()
+                .with_in_flight_max(usize::MAX);
+            if let Some(e) = sub.try_recv().unwrap() {
+                assert_eq!(e.position().get(), acked + 1, "{what}");
+            }
+            assert_eq!(
+                fired, failed,
+                "{what}: every fault surfaces, and only a fault"
+            );
+            if !fired {
+                println!("{kind:?}: {call} calls");
+                break;
+            }
+        }
+    }
+}
+
+/// One round of appends; an error instead of a panic.
+fn fill_checked(store: &Store, round: u64) -> streamlog::Result<()> {
+    for i in 0..3 {
+        store.append("c", ExpectedVersion::Any, [event(round * 10 + i)])?;
+    }
+    Ok(())
+}
