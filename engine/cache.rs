@@ -260,8 +260,8 @@ impl MapCache {
             .next_multiple_of(4096)
             .min(max_len);
         let mut bytes = vec![0u8; guess];
-        let n =
-            read_full(&*file, &mut bytes, 0).map_err(|e| Error::io("read segment", &path, e))?;
+        let n = crate::storage::read_full(&*file, &mut bytes, 0)
+            .map_err(|e| Error::io("read segment", &path, e))?;
         bytes.truncate(n);
         if n < needed {
             // A rewritten segment 0 (segment-format.md §12): the records asked for were
@@ -287,7 +287,7 @@ impl MapCache {
                     return Ok(SmallRead::NotSmall);
                 }
                 bytes.resize(end, 0);
-                let more = read_full(&*file, &mut bytes[n..], n as u64)
+                let more = crate::storage::read_full(&*file, &mut bytes[n..], n as u64)
                     .map_err(|e| Error::io("read segment", &path, e))?;
                 bytes.truncate(n + more);
             }
@@ -309,22 +309,6 @@ impl MapCache {
             .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
         segments.remove(&(key, segment));
     }
-}
-
-/// Read until `buf` is full or the file ends; the bytes read.
-fn read_full(
-    file: &dyn crate::storage::FileHandle,
-    buf: &mut [u8],
-    offset: u64,
-) -> io::Result<usize> {
-    let mut done = 0;
-    while done < buf.len() {
-        match file.read_at(&mut buf[done..], offset + done as u64)? {
-            0 => break,
-            n => done += n,
-        }
-    }
-    Ok(done)
 }
 
 pub fn check_segment_header(

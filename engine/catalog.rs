@@ -93,10 +93,22 @@ impl StreamMeta {
     }
 
     pub fn version(&self) -> u64 {
+        self.read().version
+    }
+
+    pub fn is_deleted(&self) -> bool {
+        self.read().deleted
+    }
+
+    /// The first version a reader can see (after a snapshot or a truncation).
+    pub fn first_version(&self) -> u64 {
+        self.read().first_version
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, StreamState> {
         self.state
             .read()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .version
     }
 }
 
@@ -468,6 +480,12 @@ fn read_base(shared: &Shared, path: &PathBuf, header_bytes: u64) -> Result<Optio
     let Some(bytes) = map_whole(shared, path)? else {
         return Ok(None);
     };
+    decode_base(&bytes, header_bytes, path)
+}
+
+/// The base record at `header_bytes` of segment 0's `bytes`, with the changeset count it
+/// carries; `None` when segment 0 was never rewritten. A damaged one is `Corrupt`.
+fn decode_base(bytes: &[u8], header_bytes: u64, path: &PathBuf) -> Result<Option<(Control, u64)>> {
     let Some(slice) = bytes.get(header_bytes as usize..) else {
         return Ok(None);
     };
@@ -674,19 +692,18 @@ pub fn base_covers(shared: &Shared, key: StreamKey) -> Result<u64> {
     };
     let header_bytes = header.header_bytes();
     let slice = prefix.get(header_bytes as usize..).unwrap_or_default();
-    match peek_record_header(slice) {
-        Some(h) if h.kind == RECORD_KIND_CONTROL => {
-            if h.record_bytes.get() as usize > slice.len() {
-                return Ok(
-                    read_base(shared, &path, header_bytes)?.map_or(0, |(c, _)| c.covers_position)
-                );
-            }
-        }
+    let whole = match peek_record_header(slice) {
+        Some(h) if h.kind == RECORD_KIND_CONTROL => h.record_bytes.get() as usize <= slice.len(),
+        // An event first: segment 0 was never rewritten.
         _ => return Ok(0),
-    }
-    decode_record(slice)
-        .map_err(|e| Error::corrupt(&path, header_bytes, format!("base record: {e}")))?;
-    Ok(base_of(&prefix).map_or(0, |c| c.covers_position))
+    };
+    // A large snapshot does not fit in the prefix: map the file.
+    let base = if whole {
+        decode_base(&prefix, header_bytes, &path)?
+    } else {
+        read_base(shared, &path, header_bytes)?
+    };
+    Ok(base.map_or(0, |(c, _)| c.covers_position))
 }
 
 /// The base record of a segment 0 whose first bytes are `bytes` (header and first record

@@ -356,11 +356,12 @@ impl Registry {
         // Before the file goes: the writer then skips acks still queued for it.
         e.deleted.store(true, Ordering::Release);
         let path = e.path.clone();
+        if let Err(err) = shared.backend.remove_file(&path) {
+            // Still there: it stays a subscription, here as after a reopen.
+            e.deleted.store(false, Ordering::Release);
+            return Err(Error::io("remove subscription", &path, err));
+        }
         loaded.by_name.remove(name);
-        shared
-            .backend
-            .remove_file(&path)
-            .map_err(|err| Error::io("remove subscription", &path, err))?;
         let dir = shared.root.join(SUBSCRIPTIONS_DIR);
         shared.backend.sync_dir(&dir).map_err(|err| {
             let err = Error::io("fsync directory", &dir, err);

@@ -517,8 +517,8 @@ impl AllIter {
         Ok(position <= covers)
     }
 
-    /// Removed by a truncation, or by a rewrite that this read or this process has seen: no
-    /// I/O.
+    /// Removed by a truncation, or by a rewrite that this read or this process has seen (the
+    /// process's knowledge is copied in once per window, by `load`): no I/O, no lock.
     fn known_removed(&mut self, key: StreamKey, position: u64) -> bool {
         if self.covers.get(&key).is_some_and(|c| position <= *c) {
             return true;
@@ -528,13 +528,7 @@ impl AllIter {
                 return true;
             }
         }
-        match self.shared.removed_up_to(key) {
-            Some(c) if position <= c => {
-                self.covers.insert(key, c);
-                true
-            }
-            _ => false,
-        }
+        false
     }
 
     /// Load the next window: fetch every segment it names once, then queue its events.
@@ -549,6 +543,10 @@ impl AllIter {
             }
         }
         let entries = self.entries();
+        // What the process knows of rewritten streams, for this window's streams: one lock per
+        // window, none per entry.
+        self.shared
+            .removed_into(entries.iter().map(|e| e.key), &mut self.covers);
         let stop_at = self.pending.is_some();
         // The last record of each segment within the window: how far it must be fetched.
         let mut reach: std::collections::HashMap<(StreamKey, u32), u64> =

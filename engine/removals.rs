@@ -107,8 +107,8 @@ fn load(shared: &Shared) -> Result<Loaded> {
     };
     let len = file.len().map_err(|e| Error::io("stat", &path, e))?;
     let mut bytes = vec![0u8; usize::try_from(len).unwrap_or(0)];
-    let n = file
-        .read_at(&mut bytes, 0)
+    // Whole: a short read would drop truncations, and the next append would overwrite them.
+    let n = crate::storage::read_full(&*file, &mut bytes, 0)
         .map_err(|e| Error::io("read", &path, e))?;
     bytes.truncate(n);
     let store_id = decode_header(&bytes)

@@ -359,7 +359,8 @@ impl Writer {
             after_zero: next_segment,
             closed,
             deleted,
-            generation: state.generation + 2,
+            // Set under the state lock below, from the state it replaces.
+            generation: 0,
         };
         {
             // Readers map this stream's segments under its state lock: none maps the new
@@ -380,7 +381,10 @@ impl Writer {
                 self.shared.maps.forget_segment(key, s.number);
             }
             self.shared.note_removed(key, covers_position);
-            *guard = new_state;
+            *guard = crate::catalog::StreamState {
+                generation: guard.generation + 1,
+                ..new_state
+            };
         }
         // The old files go; a crash from here on leaves them for the next open (or the next
         // use of the stream) to remove. Their index entries stay as they are: an overwrite of a

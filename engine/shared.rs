@@ -76,13 +76,26 @@ impl Shared {
         }
     }
 
-    /// What a rewrite of `key` removed, if this process has seen it.
-    pub fn removed_up_to(&self, key: crate::layout::StreamKey) -> Option<u64> {
-        self.removed
+    /// Copy into `covers` what the process knows the rewrites of `keys` removed (only ever
+    /// more than `covers` holds).
+    pub fn removed_into(
+        &self,
+        keys: impl Iterator<Item = crate::layout::StreamKey>,
+        covers: &mut std::collections::HashMap<crate::layout::StreamKey, u64>,
+    ) {
+        let removed = self
+            .removed
             .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .get(&key)
-            .copied()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if removed.is_empty() {
+            return;
+        }
+        for key in keys {
+            if let Some(c) = removed.get(&key) {
+                let known = covers.entry(key).or_insert(0);
+                *known = (*known).max(*c);
+            }
+        }
     }
 
     /// Remember what a rewrite of `key` removed (only ever more).

@@ -207,7 +207,7 @@ impl Store {
         validate_stream_id(stream)?;
         let shared = &self.inner.shared;
         match shared.catalog.probe(shared, stream)? {
-            Probe::Found(meta) if meta.snapshot().deleted => Err(Error::StreamDeleted {
+            Probe::Found(meta) if meta.is_deleted() => Err(Error::StreamDeleted {
                 stream: stream.to_string(),
             }),
             Probe::Found(meta) if meta.version() > 0 => Ok(StreamIter::new(
@@ -244,7 +244,7 @@ impl Store {
         validate_stream_id(stream)?;
         let shared = &self.inner.shared;
         Ok(match shared.catalog.probe(shared, stream)? {
-            Probe::Found(meta) if meta.snapshot().deleted => {
+            Probe::Found(meta) if meta.is_deleted() => {
                 return Err(Error::StreamDeleted {
                     stream: stream.to_string(),
                 })
@@ -477,7 +477,7 @@ impl Iterator for StreamIds {
                 Err(e) => return Some(Err(e)),
             };
             match self.shared.catalog.probe(&self.shared, &header.stream_id) {
-                Ok(Probe::Found(meta)) if meta.version() > 0 && !meta.snapshot().deleted => {
+                Ok(Probe::Found(meta)) if meta.version() > 0 && !meta.is_deleted() => {
                     return Some(Ok(header.stream_id))
                 }
                 Ok(_) => {}

@@ -213,14 +213,14 @@ impl Subscription {
                         }
                     }
                     match self.shared.catalog.probe(&self.shared, stream)? {
-                        Probe::Found(meta) if meta.snapshot().deleted => {
+                        Probe::Found(meta) if meta.is_deleted() => {
                             return Err(Error::StreamDeleted {
                                 stream: stream.clone(),
                             });
                         }
                         Probe::Found(meta) if meta.version() >= *next => {
                             // Versions a snapshot replaced are not read: start at the snapshot.
-                            *next = (*next).max(meta.snapshot().first_version);
+                            *next = (*next).max(meta.first_version());
                             *iter = Some(StreamIter::new(
                                 Arc::clone(&self.shared),
                                 &meta,

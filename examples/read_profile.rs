@@ -6,13 +6,9 @@
 use std::time::Instant;
 use streamlog::{Direction, EventData, ExpectedVersion, Position, Store};
 
-fn event(i: u64) -> EventData {
-    EventData::new(
-        "Bench",
-        (0..256).map(|b| (b + i) as u8).collect::<Vec<u8>>(),
-    )
-    .metadata(vec![(i % 251) as u8; 32])
-}
+#[path = "../benches/common/mod.rs"]
+mod common;
+use common::event;
 
 fn main() {
     let mut args = std::env::args().skip(1);

@@ -133,7 +133,22 @@ pub fn read_prefix(backend: &dyn Backend, path: &Path, len: usize) -> io::Result
         Err(e) => return Err(e),
     };
     let mut buf = vec![0u8; len];
-    let n = file.read_at(&mut buf, 0)?;
+    let n = read_full(&*file, &mut buf, 0)?;
     buf.truncate(n);
     Ok(Some(buf))
+}
+
+/// Read until `buf` is full or the file ends (`read_at` may return less); the bytes read.
+///
+/// # Errors
+/// The OS error.
+pub fn read_full(file: &dyn FileHandle, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+    let mut done = 0;
+    while done < buf.len() {
+        match file.read_at(&mut buf[done..], offset + done as u64)? {
+            0 => break,
+            n => done += n,
+        }
+    }
+    Ok(done)
 }
