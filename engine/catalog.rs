@@ -340,8 +340,9 @@ fn map_whole(shared: &Shared, path: &PathBuf) -> Result<Option<crate::mapping::M
 struct TailScan {
     /// State of the segment's committed records; `None` when it holds none.
     state: Option<SegmentState>,
-    /// Appends (BEGIN records) among the committed records.
-    changesets: u64,
+    /// The `changeset` field of the last committed record: the stream's count of appends
+    /// (segment-format.md §14).
+    last_changeset: u64,
     /// A committed close record is among them.
     closed: bool,
 }
@@ -412,7 +413,9 @@ fn load_state(
         return Ok(StreamState::default());
     };
     let mut segments = Vec::with_capacity(last_index + 1);
-    let mut changesets = last_scan.changesets + base.map_or(0, |(_, changeset)| changeset);
+    // Every record carries its stream's count of appends so far: no count over the sealed
+    // segments (segment-format.md §14).
+    let changesets = last_scan.last_changeset;
     for i in 0..last_index {
         let (header, path) = &headers[i];
         let next_first = headers[i + 1].0.first_version;
@@ -432,11 +435,6 @@ fn load_state(
             .open(path, OpenMode::Read)
             .map_err(|e| Error::io("open segment", path, e))?;
         let end = file.len().map_err(|e| Error::io("stat segment", path, e))?;
-        // Changesets of sealed segments are counted by their BEGIN records.
-        let mapping = file
-            .map(end)
-            .map_err(|e| Error::io("map segment", path, e))?;
-        changesets += count_begins(&mapping, header.header_bytes(), end, path)?;
         segments.push(SegmentState {
             number: header.segment,
             first_version: header.first_version,
@@ -510,20 +508,6 @@ fn decode_base(bytes: &[u8], header_bytes: u64, path: &PathBuf) -> Result<Option
     }
 }
 
-fn count_begins(bytes: &[u8], from: u64, end: u64, path: &PathBuf) -> Result<u64> {
-    let mut at = from;
-    let mut begins = 0;
-    while at < end {
-        let r = decode_record(&bytes[at as usize..end as usize])
-            .map_err(|e| Error::corrupt(path, at, format!("sealed segment record: {e}")))?;
-        if r.flags & crate::format::segment::RECORD_FLAG_BEGIN != 0 && r.control.is_none() {
-            begins += 1;
-        }
-        at += r.padded_bytes;
-    }
-    Ok(begins)
-}
-
 /// Scan one segment's records up to the head, keep the prefix the index confirms, and classify
 /// whatever follows (segment-format.md §8, decision table).
 fn scan_tail(
@@ -539,8 +523,8 @@ fn scan_tail(
     let header_bytes = header.header_bytes();
     let len = bytes.len() as u64;
     // Offsets and versions of the records up to the head, and where the scan stopped.
-    // (offset, end, position, begins an append, an event, a close)
-    let mut offsets: Vec<(u64, u64, u64, bool, bool, bool)> = Vec::new();
+    // (offset, end, position, changeset, an event, a close)
+    let mut offsets: Vec<(u64, u64, u64, u64, bool, bool)> = Vec::new();
     let mut at = header_bytes;
     let mut expected_version = header.first_version;
     let mut damage: Option<(u64, String)> = None;
@@ -570,16 +554,13 @@ fn scan_tail(
             }
             Ok(r) if r.position > head => break,
             Ok(r) => {
-                let begin = r.flags & crate::format::segment::RECORD_FLAG_BEGIN != 0;
                 let event = r.is_event();
                 let close = r.control.is_some_and(|c| c.op == CONTROL_OP_CLOSE);
-                // A base record's changeset is the stream's count before it; not an append.
-                let base = r.control.is_some() && at == header_bytes;
                 offsets.push((
                     at,
                     at + r.padded_bytes,
                     r.position,
-                    begin && !base && r.control.is_none(),
+                    r.changeset,
                     event,
                     close,
                 ));
@@ -646,12 +627,11 @@ fn scan_tail(
     if committed == 0 {
         return Ok(TailScan {
             state: None,
-            changesets: 0,
+            last_changeset: 0,
             closed: false,
         });
     }
     let done = &offsets[..committed];
-    let changesets = done.iter().filter(|o| o.3).count() as u64;
     let events = done.iter().filter(|o| o.4).count() as u64;
     Ok(TailScan {
         state: Some(SegmentState {
@@ -661,7 +641,7 @@ fn scan_tail(
             end: done[committed - 1].1,
             last_version: header.first_version + events - 1,
         }),
-        changesets,
+        last_changeset: done[committed - 1].3,
         closed: done.iter().any(|o| o.5),
     })
 }

@@ -40,6 +40,8 @@ pub enum Error {
         expected: ExpectedVersion,
         /// The stream's version, `None` when it does not exist.
         actual: Option<u64>,
+        /// The stream's last changeset (its number of appends).
+        actual_changeset: u64,
     },
     /// The stream id is empty, too long, or holds a NUL byte.
     InvalidStreamId { reason: &'static str },
@@ -73,6 +75,12 @@ pub enum Error {
     AckBeyondDelivered { position: u64, delivered: u64 },
     /// A start point the call cannot honour.
     InvalidStart { reason: String },
+    /// An append the store cannot take as given: an oversized key or commit metadata, a stream
+    /// named twice in one multi-stream append, an unknown changeset.
+    InvalidAppend { reason: String },
+    /// An earlier append of this producer failed, so this one was not committed: a producer's
+    /// committed appends are always a prefix of what it submitted (segment-format.md §14).
+    ProducerFailed { cause: String },
 }
 
 impl Error {
@@ -141,10 +149,12 @@ impl Error {
                 stream,
                 expected,
                 actual,
+                actual_changeset,
             } => Error::WrongExpectedVersion {
                 stream: stream.clone(),
                 expected: *expected,
                 actual: *actual,
+                actual_changeset: *actual_changeset,
             },
             Error::InvalidStreamId { reason } => Error::InvalidStreamId { reason },
             Error::InvalidEventType { reason } => Error::InvalidEventType { reason },
@@ -187,6 +197,12 @@ impl Error {
             },
             Error::InvalidStart { reason } => Error::InvalidStart {
                 reason: reason.clone(),
+            },
+            Error::InvalidAppend { reason } => Error::InvalidAppend {
+                reason: reason.clone(),
+            },
+            Error::ProducerFailed { cause } => Error::ProducerFailed {
+                cause: cause.clone(),
             },
         }
     }
@@ -232,10 +248,11 @@ impl fmt::Display for Error {
                 stream,
                 expected,
                 actual,
+                actual_changeset,
             } => match actual {
                 Some(v) => write!(
                     f,
-                    "wrong expected version for stream {stream:?}: expected {expected}, stream is at version {v}"
+                    "wrong expected version for stream {stream:?}: expected {expected}, stream is at version {v}, changeset {actual_changeset}"
                 ),
                 None => write!(
                     f,
@@ -284,6 +301,12 @@ impl fmt::Display for Error {
                 "ack of position {position}, but the subscription has delivered only up to {delivered}"
             ),
             Error::InvalidStart { reason } => write!(f, "invalid start point: {reason}"),
+            Error::InvalidAppend { reason } => write!(f, "invalid append: {reason}"),
+            Error::ProducerFailed { cause } => write!(
+                f,
+                "not committed: an earlier append of this producer failed ({cause}); \
+                 nothing it submitted after that failure is committed"
+            ),
         }
     }
 }

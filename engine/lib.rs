@@ -25,6 +25,7 @@
 
 mod cache;
 mod catalog;
+mod changeset;
 pub mod dump;
 mod error;
 pub mod format;
@@ -35,6 +36,7 @@ pub mod limits;
 pub mod mapping;
 mod options;
 mod persistent;
+mod producer;
 mod read;
 mod recovery;
 mod removals;
@@ -46,13 +48,15 @@ mod subscription;
 mod types;
 mod writer;
 
+pub use changeset::{Changeset, ChangesetIter, ChangesetPage};
 pub use error::{Error, Result};
 pub use options::{Options, SyncMode};
 pub use persistent::{Acker, PersistentSubscription, SubscriptionInfo, Target};
+pub use producer::{Pending, Producer};
 pub use read::{AllIter, RecordedEvent, StreamIter};
 pub use recovery::RecoveryReport;
 pub use store::{Store, StreamIds};
 pub use subscription::{Filter, Start, Subscription};
 pub use types::{
-    validate_stream_id, AppendResult, Direction, EventData, ExpectedVersion, Position,
+    validate_stream_id, Append, AppendResult, Direction, EventData, ExpectedVersion, Position,
 };

@@ -5,6 +5,12 @@
 pub const STREAM_ID_BYTES_MAX: usize = 1024;
 /// Longest event type, in bytes of UTF-8.
 pub const EVENT_TYPE_BYTES_MAX: usize = 1024;
+/// Longest event key, in bytes (segment-format.md §6).
+pub const KEY_BYTES_MAX: usize = 1024;
+/// Longest commit metadata of one append, in bytes.
+pub const COMMIT_METADATA_BYTES_MAX: usize = 64 << 10;
+/// Default bound of appends a `Producer` has submitted and not seen answered.
+pub const PRODUCER_IN_FLIGHT_MAX_DEFAULT: usize = 4096;
 /// Default largest event (type + metadata + data), in bytes.
 pub const EVENT_BYTES_MAX_DEFAULT: usize = 1 << 20;
 /// Hard ceiling for the `event_bytes_max` option.

@@ -15,7 +15,6 @@ use crate::limits::{
 };
 use crate::shared::Shared;
 use crate::types::{Direction, Position};
-use std::ops::Range;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -31,9 +30,15 @@ pub struct RecordedEvent {
     id: Option<[u8; 16]>,
     flags: u8,
     control: Option<Control>,
-    event_type: Range<usize>,
-    metadata: Range<usize>,
-    data: Range<usize>,
+    /// Where the body (type, key, commit metadata, metadata, data) starts in the mapping, and
+    /// the lengths of its parts: smaller than five ranges, and a `RecordedEvent` is made per
+    /// event read.
+    body: usize,
+    type_len: u16,
+    key_len: u16,
+    commit_len: u32,
+    metadata_len: u32,
+    data_len: u32,
 }
 
 impl RecordedEvent {
@@ -55,17 +60,45 @@ impl RecordedEvent {
     #[must_use]
     pub fn event_type(&self) -> &str {
         // Checked to be UTF-8 when the event was decoded.
-        std::str::from_utf8(&self.segment.mapping[self.event_type.clone()]).unwrap_or("")
+        std::str::from_utf8(self.part(0, usize::from(self.type_len))).unwrap_or("")
+    }
+
+    /// Bytes `len` long at `skip` bytes into the body.
+    fn part(&self, skip: usize, len: usize) -> &[u8] {
+        let start = self.body + skip;
+        &self.segment.mapping[start..start + len]
     }
 
     #[must_use]
     pub fn data(&self) -> &[u8] {
-        &self.segment.mapping[self.data.clone()]
+        let skip = usize::from(self.type_len)
+            + usize::from(self.key_len)
+            + self.commit_len as usize
+            + self.metadata_len as usize;
+        self.part(skip, self.data_len as usize)
     }
 
     #[must_use]
     pub fn metadata(&self) -> &[u8] {
-        &self.segment.mapping[self.metadata.clone()]
+        let skip =
+            usize::from(self.type_len) + usize::from(self.key_len) + self.commit_len as usize;
+        self.part(skip, self.metadata_len as usize)
+    }
+
+    /// The event's key (`EventData::key`); empty when it has none.
+    #[must_use]
+    pub fn key(&self) -> &[u8] {
+        self.part(usize::from(self.type_len), usize::from(self.key_len))
+    }
+
+    /// The commit metadata of the append this event belongs to, on its first event only
+    /// (`is_append_begin`); empty elsewhere.
+    #[must_use]
+    pub fn commit_metadata(&self) -> &[u8] {
+        self.part(
+            usize::from(self.type_len) + usize::from(self.key_len),
+            self.commit_len as usize,
+        )
     }
 
     #[must_use]
@@ -119,7 +152,7 @@ impl std::fmt::Debug for RecordedEvent {
             .field("version", &self.version)
             .field("position", &self.position)
             .field("event_type", &self.event_type())
-            .field("data_len", &self.data.len())
+            .field("data_len", &self.data_len)
             .finish_non_exhaustive()
     }
 }
@@ -148,10 +181,7 @@ pub(crate) fn event_at(
             "event type is not UTF-8",
         ));
     }
-    let base = offset as usize;
-    let type_start = base + r.body_offset;
-    let metadata_start = type_start + r.event_type.len();
-    let data_start = metadata_start + r.metadata.len();
+    // Lengths checked by the decoder against the record's size, itself a `u32`.
     let event = RecordedEvent {
         segment: Arc::clone(segment),
         version: r.version,
@@ -161,9 +191,12 @@ pub(crate) fn event_at(
         id: r.event_id,
         flags: r.flags,
         control: r.control,
-        event_type: type_start..metadata_start,
-        metadata: metadata_start..data_start,
-        data: data_start..data_start + r.data.len(),
+        body: offset as usize + r.body_offset,
+        type_len: r.event_type.len() as u16,
+        key_len: r.key.len() as u16,
+        commit_len: r.commit_metadata.len() as u32,
+        metadata_len: r.metadata.len() as u32,
+        data_len: r.data.len() as u32,
     };
     Ok((event, offset + r.padded_bytes))
 }

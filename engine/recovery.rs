@@ -5,9 +5,11 @@ use crate::cache::decode_error;
 use crate::error::{Error, Result};
 use crate::format::checkpoint::{Checkpoint, CHECKPOINT_FILE_BYTES};
 use crate::format::index::{
-    locate, FLAG_BEGIN, FLAG_CONTROL, FLAG_END, INDEX_ENTRY_BYTES, INDEX_HEADER_BYTES,
+    locate, FLAG_BEGIN, FLAG_CONTROL, FLAG_END, FLAG_LINKED, INDEX_ENTRY_BYTES,
+    INDEX_HEADER_BYTES,
 };
 use crate::format::manifest::{Manifest, MANIFEST_BYTES};
+use crate::format::FORMAT_VERSION;
 use crate::format::segment::{
     decode_record, peek_record_header, RECORD_FLAG_BEGIN, RECORD_FLAG_END, RECORD_HEADER_BYTES,
 };
@@ -118,6 +120,7 @@ fn create_store(
         hash_key,
         index_entries_per_file: options.index_entries_per_file,
         created_us: now_us(),
+        format_version: FORMAT_VERSION,
     };
     for dir in [INDEX_DIR, STREAMS_DIR] {
         let p = root.join(dir);
@@ -160,6 +163,29 @@ fn create_store(
         .map_err(|e| Error::io("fsync folder", root, e))?;
     tracing::info!(path = %root.display(), "created a new store");
     Ok((manifest, checkpoint))
+}
+
+/// A store of an older format: raise `MANIFEST` to this build's version before anything new is
+/// written, so that an older build refuses the store instead of misreading what this one adds
+/// (segment-format.md §13). Atomic: a temporary file, synced, renamed, the folder synced.
+fn upgrade_manifest(backend: &dyn Backend, root: &Path, manifest: Manifest) -> Result<Manifest> {
+    let upgraded = Manifest {
+        format_version: FORMAT_VERSION,
+        ..manifest
+    };
+    let mpath = root.join(MANIFEST_FILE);
+    let tmp = root.join(format!("{MANIFEST_FILE}{TEMP_SUFFIX}"));
+    write_new_file(backend, &tmp, &upgraded.encode(), 0, MANIFEST_BYTES as u64)?;
+    backend
+        .rename(&tmp, &mpath)
+        .map_err(|e| Error::io("rename", &tmp, e))?;
+    // Durability: the new version is on disk before any file of that version is written.
+    backend
+        .sync_dir(root)
+        .map_err(|e| Error::io("fsync folder", root, e))?;
+    tracing::info!(path = %mpath.display(), from = manifest.format_version, to = FORMAT_VERSION,
+        "raised the store's format version");
+    Ok(upgraded)
 }
 
 fn write_new_file(
@@ -261,7 +287,11 @@ pub fn open(
             create_store(&*backend, root, &options)?
         }
         Some(bytes) => {
-            let manifest = Manifest::decode(&bytes).map_err(|e| decode_error(&mpath, 0, &e))?;
+            let mut manifest =
+                Manifest::decode(&bytes).map_err(|e| decode_error(&mpath, 0, &e))?;
+            if manifest.format_version < FORMAT_VERSION {
+                manifest = upgrade_manifest(&*backend, root, manifest)?;
+            }
             let cbytes = read_small(&*backend, &cpath, CHECKPOINT_FILE_BYTES as usize)?
                 .ok_or_else(|| Error::corrupt(&cpath, 0, "CHECKPOINT is missing"))?;
             let (checkpoint, slot_errors) =
@@ -422,7 +452,9 @@ fn verify_tail(shared: &Shared, from: u64, report: &mut RecoveryReport) -> Resul
             }
         }
         append_open = entry.flags & RECORD_FLAG_END == 0;
-        if !append_open {
+        // A multi-stream append is one unit: the head moves only past its last part
+        // (segment-format.md §14).
+        if !append_open && entry.flags & FLAG_LINKED == 0 {
             head = position;
         }
         position += 1;

@@ -64,11 +64,48 @@ impl<T> Slot<T> {
         let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
         *state = value;
         drop(state);
-        self.ready.notify_one();
+        // The appender and a producer watching the same slot may both wait.
+        self.ready.notify_all();
+    }
+}
+
+/// A look at an answer without taking it: whether it has come.
+pub struct Watch<T> {
+    slot: Arc<Slot<T>>,
+}
+
+impl<T> Watch<T> {
+    pub fn is_ready(&self) -> bool {
+        !matches!(
+            *self.slot.state.lock().unwrap_or_else(PoisonError::into_inner),
+            State::Waiting
+        )
+    }
+
+    /// Block until the answer has come (or the writer dropped the request).
+    pub fn wait_ready(&self) {
+        let mut state = self
+            .slot
+            .state
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        while matches!(*state, State::Waiting) {
+            state = self
+                .slot
+                .ready
+                .wait(state)
+                .unwrap_or_else(PoisonError::into_inner);
+        }
     }
 }
 
 impl<T> Answer<T> {
+    pub fn watch(&self) -> Watch<T> {
+        Watch {
+            slot: Arc::clone(&self.slot),
+        }
+    }
+
     /// Block until the answer comes; `None` if the writer dropped the request unanswered.
     pub fn wait(self) -> Option<T> {
         let mut state = self

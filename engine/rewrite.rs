@@ -108,6 +108,7 @@ impl Writer {
                     return Ok(AppendResult {
                         first_version: state.first_version,
                         last_version: version,
+                        changeset: state.changeset,
                         first_position: Position(0),
                         last_position: Position(0),
                     });
@@ -117,8 +118,7 @@ impl Writer {
             _ => None,
         };
         let covers_version = cut.map_or(version, |c| c - 1);
-        // The segment where a truncation keeps events (every other one before it goes); and
-        // the appends in the segments kept, which a rewritten segment 0 must not count again.
+        // The segment where a truncation keeps events (every other one before it goes).
         let keep = cut.map_or(0, |c| {
             state
                 .segments
@@ -126,10 +126,9 @@ impl Writer {
                 .position(|s| s.last_version >= c)
                 .unwrap_or(state.segments.len() - 1)
         });
-        let mut kept_appends = 0u64;
         // The position of the last event covered.
         let mut covers_position = 0;
-        for (index, s) in state.segments.iter().enumerate() {
+        for s in &state.segments {
             let mapped = self
                 .shared
                 .maps
@@ -154,9 +153,6 @@ impl Writer {
                     })?;
                 if r.is_event() && r.version == covers_version {
                     covers_position = r.position;
-                }
-                if index >= keep && r.control.is_none() && r.flags & RECORD_FLAG_BEGIN != 0 {
-                    kept_appends += 1;
                 }
                 at += r.padded_bytes;
             }
@@ -191,6 +187,7 @@ impl Writer {
                 return Ok(AppendResult {
                     first_version: cut,
                     last_version: version,
+                    changeset: state.changeset,
                     first_position: Position(0),
                     last_position: Position(0),
                 });
@@ -203,13 +200,14 @@ impl Writer {
             (last_number + 1).max(state.after_zero)
         };
         let position = self.head + 1;
-        let (op, first_version, record_version, event_type, metadata, data, event_id) =
+        let (op, first_version, record_version, event_type, event_key, metadata, data, event_id) =
             match &request.kind {
                 RewriteKind::Snapshot(e) => (
                     CONTROL_OP_SNAPSHOT,
                     version,
                     version,
                     e.event_type.as_bytes(),
+                    e.key.as_slice(),
                     e.metadata.as_slice(),
                     e.data.as_slice(),
                     e.id,
@@ -219,6 +217,7 @@ impl Writer {
                     version + 1,
                     version,
                     DELETE_EVENT_TYPE.as_bytes(),
+                    &[][..],
                     &[][..],
                     &[][..],
                     None,
@@ -232,15 +231,11 @@ impl Writer {
                         TRUNCATE_EVENT_TYPE.as_bytes(),
                         &[][..],
                         &[][..],
+                        &[][..],
                         None,
                     )
                 }
             };
-        let changeset = if cut.is_some() {
-            (changeset - kept_appends).max(1)
-        } else {
-            changeset
-        };
         let header = SegmentHeader {
             store_id: self.shared.manifest.store_id,
             stream_hash: key.hash,
@@ -261,6 +256,8 @@ impl Writer {
                 timestamp_us: now_us(),
                 event_id,
                 event_type,
+                key: event_key,
+                commit_metadata: &[],
                 metadata,
                 data,
                 control: Some(Control {
@@ -420,6 +417,7 @@ impl Writer {
         Ok(AppendResult {
             first_version: cut.unwrap_or(version),
             last_version: version,
+            changeset,
             first_position: Position(position),
             last_position: Position(position),
         })

@@ -2,9 +2,11 @@
 
 use crate::catalog::Probe;
 use crate::error::{Error, Result};
-use crate::format::segment::record_bytes_padded;
 use crate::layout::{parse_segment_file_name, STREAMS_DIR};
-use crate::limits::{APPEND_EVENTS_MAX, RECORD_OVERHEAD_MAX};
+use crate::changeset::{ChangesetIter, ChangesetPage};
+use crate::limits::PRODUCER_IN_FLIGHT_MAX_DEFAULT;
+use crate::producer::Producer;
+use crate::reply::Answer;
 use crate::options::Options;
 use crate::persistent::{PersistentSubscription, SubscriptionInfo, Target};
 use crate::read::{AllIter, StreamIter};
@@ -14,10 +16,10 @@ use crate::storage::real::RealBackend;
 use crate::storage::{Backend, EntryKind};
 use crate::subscription::{Filter, Start, Subscription};
 use crate::types::{
-    validate_event_type, validate_stream_id, AppendResult, Direction, EventData, ExpectedVersion,
-    Position,
+    validate_event_type, validate_stream_id, Append, AppendResult, Direction, EventData,
+    ExpectedVersion, Position,
 };
-use crate::writer::{AppendRequest, Request, RewriteKind, Writer};
+use crate::writer::{AppendRequest, Part, Request, RewriteKind, Writer};
 use crossbeam_channel::Sender;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -136,61 +138,138 @@ impl Store {
         expected: ExpectedVersion,
         events: impl IntoIterator<Item = EventData>,
     ) -> Result<AppendResult> {
+        self.append_with(Append::new(stream, expected, events))
+    }
+
+    /// Append with commit metadata (or anything else `Append` carries); as `append`.
+    ///
+    /// # Errors
+    /// As `append`, and `InvalidAppend` for oversized commit metadata or keys.
+    pub fn append_with(&self, append: Append) -> Result<AppendResult> {
+        let answer = self.send_append(vec![append], false, None)?;
+        self.wait_answer(answer)?.pop().ok_or_else(|| Error::Poisoned {
+            cause: "the writer answered an append with no result".into(),
+        })
+    }
+
+    /// Append to several streams at once, all or none (segment-format.md §14): each part's
+    /// expected version is checked, and only when every check passes are all parts committed,
+    /// at consecutive positions, in one durable batch. After a crash the store holds all of
+    /// them or none. Returns one result per part, in order.
+    ///
+    /// # Errors
+    /// As `append` for any part (nothing is then written); `InvalidAppend` when a stream is
+    /// named twice or no part is given.
+    pub fn append_multi(&self, parts: impl IntoIterator<Item = Append>) -> Result<Vec<AppendResult>> {
+        let parts: Vec<Append> = parts.into_iter().collect();
+        let answer = self.send_append(parts, false, None)?;
+        self.wait_answer(answer)
+    }
+
+    /// A producer of pipelined appends: submitted without waiting, committed in submission
+    /// order, and fail-stop (segment-format.md §14). At most `PRODUCER_IN_FLIGHT_MAX_DEFAULT`
+    /// appends are in flight.
+    #[must_use]
+    pub fn producer(&self) -> Producer {
+        Producer::new(self.clone(), PRODUCER_IN_FLIGHT_MAX_DEFAULT)
+    }
+
+    /// A producer with at most `in_flight_max` unanswered appends.
+    #[must_use]
+    pub fn producer_with(&self, in_flight_max: usize) -> Producer {
+        Producer::new(self.clone(), in_flight_max)
+    }
+
+    /// Check and queue an append of one or more parts (or a close).
+    pub(crate) fn send_append(
+        &self,
+        parts: Vec<Append>,
+        close: bool,
+        producer: Option<Arc<crate::producer::Link>>,
+    ) -> Result<Answer<Result<Vec<AppendResult>>>> {
         let shared = &self.inner.shared;
-        validate_stream_id(stream)?;
-        let events: Vec<EventData> = events.into_iter().collect();
-        if events.is_empty() {
-            return Err(Error::EmptyAppend);
-        }
-        if events.len() > APPEND_EVENTS_MAX {
-            return Err(Error::AppendTooLarge {
-                len: events.len(),
-                max: APPEND_EVENTS_MAX,
+        if parts.is_empty() {
+            return Err(Error::InvalidAppend {
+                reason: "a multi-stream append needs at least one part".into(),
             });
         }
-        let max = shared.options.event_bytes_max;
         let mut bytes = 0u64;
-        for e in &events {
-            validate_event_type(&e.event_type)?;
-            if e.size() > max {
-                return Err(Error::EventTooLarge { len: e.size(), max });
+        let mut seen = std::collections::HashSet::new();
+        let mut out = Vec::with_capacity(parts.len());
+        for part in parts {
+            if close {
+                validate_stream_id(&part.stream)?;
+            } else {
+                bytes += part.validate(
+                    shared.options.event_bytes_max,
+                    shared.options.segment_bytes,
+                )?;
             }
-            bytes += record_bytes_padded(e.event_type.len(), e.metadata.len(), e.data.len());
-        }
-        let room = shared.options.segment_bytes - RECORD_OVERHEAD_MAX as u64;
-        if bytes > room {
-            return Err(Error::AppendTooLarge {
-                len: usize::try_from(bytes).unwrap_or(usize::MAX),
-                max: usize::try_from(room).unwrap_or(usize::MAX),
+            if !seen.insert(part.stream.clone()) {
+                return Err(Error::InvalidAppend {
+                    reason: format!(
+                        "stream {:?} appears twice in one multi-stream append",
+                        part.stream
+                    ),
+                });
+            }
+            out.push(Part {
+                stream: Arc::from(part.stream.as_str()),
+                expected: part.expected,
+                events: part.events,
+                commit_metadata: part.commit_metadata,
             });
         }
         shared.check_poison()?;
         let (reply, answer) = crate::reply::slot();
-        let request = AppendRequest {
-            stream: Arc::from(stream),
-            expected,
-            events,
+        self.send(Request::Append(AppendRequest {
+            parts: out,
             bytes: usize::try_from(bytes).unwrap_or(usize::MAX),
-            close: false,
+            close,
+            producer,
             reply,
-        };
-        let sender = self.inner.sender.as_ref().ok_or(Error::Closed)?;
-        if sender.send(Request::Append(request)).is_err() {
-            // The channel outlives every handle, so only a dead writer can have closed it.
-            shared.check_poison()?;
-            return Err(Error::Poisoned {
-                cause: "the writer thread stopped".into(),
-            });
-        }
+        }))?;
+        Ok(answer)
+    }
+
+    pub(crate) fn wait_answer<T>(&self, answer: Answer<Result<T>>) -> Result<T> {
         match answer.wait() {
             Some(result) => result,
             None => {
-                shared.check_poison()?;
+                self.inner.shared.check_poison()?;
                 Err(Error::Poisoned {
                     cause: "the writer thread stopped".into(),
                 })
             }
         }
+    }
+
+    /// The changesets (appends) of a stream, from changeset number `from` on, each with its
+    /// events and commit metadata.
+    ///
+    /// # Errors
+    /// `StreamNotFound`, `StreamDeleted`, `InvalidStreamId`, `Corrupt`, `Io`.
+    pub fn read_changesets(&self, stream: &str, from: u64) -> Result<ChangesetIter> {
+        validate_stream_id(stream)?;
+        let shared = &self.inner.shared;
+        match shared.catalog.probe(shared, stream)? {
+            Probe::Found(meta) if meta.is_deleted() => Err(Error::StreamDeleted {
+                stream: stream.to_string(),
+            }),
+            Probe::Found(meta) if meta.version() > 0 => ChangesetIter::new(shared, &meta, from),
+            _ => Err(Error::StreamNotFound {
+                stream: stream.to_string(),
+            }),
+        }
+    }
+
+    /// Up to `limit` changesets of all streams in commit order, after `checkpoint`
+    /// (`Position::START` for the first page); go on from the page's `next_checkpoint`.
+    ///
+    /// # Errors
+    /// `Corrupt`, `Io`.
+    pub fn read_all_changesets(&self, checkpoint: Position, limit: usize) -> Result<ChangesetPage> {
+        crate::changeset::read_all(&self.inner.shared, checkpoint, limit)
     }
 
     /// Read a stream from `from_version` (inclusive) forward, or backward from it
@@ -266,18 +345,12 @@ impl Store {
     /// # Errors
     /// `StreamNotFound`, `StreamDeleted`, `InvalidStreamId`, `Poisoned`.
     pub fn close_stream(&self, stream: &str) -> Result<()> {
-        validate_stream_id(stream)?;
-        self.inner.shared.check_poison()?;
-        let (reply, answer) = crate::reply::slot();
-        self.send(Request::Append(AppendRequest {
-            stream: Arc::from(stream),
-            expected: ExpectedVersion::Any,
-            events: Vec::new(),
-            bytes: 0,
-            close: true,
-            reply,
-        }))?;
-        self.wait(answer).map(|_| ())
+        let answer = self.send_append(
+            vec![Append::new(stream, ExpectedVersion::Any, [])],
+            true,
+            None,
+        )?;
+        self.wait_answer(answer).map(|_| ())
     }
 
     /// Replace the stream's events up to its current version by one snapshot event that keeps
@@ -335,7 +408,7 @@ impl Store {
             kind,
             reply,
         }))?;
-        self.wait(answer)
+        self.wait_answer(answer)
     }
 
     fn send(&self, request: Request) -> Result<()> {
@@ -347,18 +420,6 @@ impl Store {
             });
         }
         Ok(())
-    }
-
-    fn wait(&self, answer: crate::reply::Answer<Result<AppendResult>>) -> Result<AppendResult> {
-        match answer.wait() {
-            Some(result) => result,
-            None => {
-                self.inner.shared.check_poison()?;
-                Err(Error::Poisoned {
-                    cause: "the writer thread stopped".into(),
-                })
-            }
-        }
     }
 
     /// Subscribe to every stream's events in global order: the stored ones from `from` (a

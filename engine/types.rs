@@ -1,7 +1,9 @@
 //! The public value types of the API.
 
 use crate::error::{Error, Result};
-use crate::limits::{EVENT_TYPE_BYTES_MAX, STREAM_ID_BYTES_MAX};
+use crate::limits::{
+    COMMIT_METADATA_BYTES_MAX, EVENT_TYPE_BYTES_MAX, KEY_BYTES_MAX, STREAM_ID_BYTES_MAX,
+};
 use std::fmt;
 
 /// What the caller believes about a stream before appending (optimistic concurrency).
@@ -15,6 +17,9 @@ pub enum ExpectedVersion {
     StreamExists,
     /// The stream must be at exactly this version (0 means: must not exist).
     Exact(u64),
+    /// The stream's last changeset (its number of appends) must be exactly this: the
+    /// serverless seed's `expected_last_changeset` (0 means: no append yet).
+    LastChangeset(u64),
 }
 
 impl fmt::Display for ExpectedVersion {
@@ -24,6 +29,7 @@ impl fmt::Display for ExpectedVersion {
             ExpectedVersion::NoStream => write!(f, "no stream"),
             ExpectedVersion::StreamExists => write!(f, "an existing stream"),
             ExpectedVersion::Exact(v) => write!(f, "version {v}"),
+            ExpectedVersion::LastChangeset(c) => write!(f, "last changeset {c}"),
         }
     }
 }
@@ -35,6 +41,7 @@ pub struct EventData {
     pub(crate) data: Vec<u8>,
     pub(crate) metadata: Vec<u8>,
     pub(crate) id: Option<[u8; 16]>,
+    pub(crate) key: Vec<u8>,
 }
 
 impl EventData {
@@ -44,7 +51,16 @@ impl EventData {
             data: data.into(),
             metadata: Vec::new(),
             id: None,
+            key: Vec::new(),
         }
+    }
+
+    /// Attach a key (up to `KEY_BYTES_MAX` bytes), such as the id of the entity the event
+    /// describes.
+    #[must_use]
+    pub fn key(mut self, key: impl Into<Vec<u8>>) -> EventData {
+        self.key = key.into();
+        self
     }
 
     /// Attach metadata bytes.
@@ -61,10 +77,109 @@ impl EventData {
         self
     }
 
-    /// Bytes this event counts against `event_bytes_max`: type, metadata and data.
+    /// Bytes this event counts against `event_bytes_max`: type, key, metadata and data.
     #[must_use]
     pub fn size(&self) -> usize {
-        self.event_type.len() + self.metadata.len() + self.data.len()
+        self.event_type.len() + self.key.len() + self.metadata.len() + self.data.len()
+    }
+
+    /// Check the type, key and size of one event.
+    pub(crate) fn validate(&self, event_bytes_max: usize) -> Result<()> {
+        validate_event_type(&self.event_type)?;
+        if self.key.len() > KEY_BYTES_MAX {
+            return Err(Error::InvalidAppend {
+                reason: format!(
+                    "event key of {} bytes, at most {KEY_BYTES_MAX}",
+                    self.key.len()
+                ),
+            });
+        }
+        if self.size() > event_bytes_max {
+            return Err(Error::EventTooLarge {
+                len: self.size(),
+                max: event_bytes_max,
+            });
+        }
+        Ok(())
+    }
+}
+
+/// One append to one stream: its events, what the caller expects of the stream, and the
+/// commit metadata stored once for the whole append (segment-format.md §14). Used by
+/// `Store::append_with`, `Store::append_multi` and `Producer::submit`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Append {
+    pub(crate) stream: String,
+    pub(crate) expected: ExpectedVersion,
+    pub(crate) events: Vec<EventData>,
+    pub(crate) commit_metadata: Vec<u8>,
+}
+
+impl Append {
+    pub fn new(
+        stream: impl Into<String>,
+        expected: ExpectedVersion,
+        events: impl IntoIterator<Item = EventData>,
+    ) -> Append {
+        Append {
+            stream: stream.into(),
+            expected,
+            events: events.into_iter().collect(),
+            commit_metadata: Vec::new(),
+        }
+    }
+
+    /// Commit metadata (who issued which command), stored once with the append and read back
+    /// with its changeset; at most `COMMIT_METADATA_BYTES_MAX` bytes.
+    #[must_use]
+    pub fn commit_metadata(mut self, metadata: impl Into<Vec<u8>>) -> Append {
+        self.commit_metadata = metadata.into();
+        self
+    }
+
+    #[must_use]
+    pub fn stream(&self) -> &str {
+        &self.stream
+    }
+
+    /// Check everything that can be checked before the writer sees it; return the bytes its
+    /// records take.
+    pub(crate) fn validate(&self, event_bytes_max: usize, segment_bytes: u64) -> Result<u64> {
+        use crate::format::segment::record_bytes_padded;
+        use crate::limits::{APPEND_EVENTS_MAX, RECORD_OVERHEAD_MAX};
+        validate_stream_id(&self.stream)?;
+        if self.events.is_empty() {
+            return Err(Error::EmptyAppend);
+        }
+        if self.events.len() > APPEND_EVENTS_MAX {
+            return Err(Error::AppendTooLarge {
+                len: self.events.len(),
+                max: APPEND_EVENTS_MAX,
+            });
+        }
+        if self.commit_metadata.len() > COMMIT_METADATA_BYTES_MAX {
+            return Err(Error::InvalidAppend {
+                reason: format!(
+                    "commit metadata of {} bytes, at most {COMMIT_METADATA_BYTES_MAX}",
+                    self.commit_metadata.len()
+                ),
+            });
+        }
+        let mut bytes = 0u64;
+        for (i, e) in self.events.iter().enumerate() {
+            e.validate(event_bytes_max)?;
+            // The commit metadata rides in the first record.
+            let commit = if i == 0 { self.commit_metadata.len() } else { 0 };
+            bytes += record_bytes_padded(e.size() + commit);
+        }
+        let room = segment_bytes - RECORD_OVERHEAD_MAX as u64;
+        if bytes > room {
+            return Err(Error::AppendTooLarge {
+                len: usize::try_from(bytes).unwrap_or(usize::MAX),
+                max: usize::try_from(room).unwrap_or(usize::MAX),
+            });
+        }
+        Ok(bytes)
     }
 }
 
@@ -73,6 +188,9 @@ impl EventData {
 pub struct AppendResult {
     pub first_version: u64,
     pub last_version: u64,
+    /// The append's changeset number in its stream (1, 2, 3, ...); for a close, the stream's
+    /// count of appends.
+    pub changeset: u64,
     pub first_position: Position,
     pub last_position: Position,
 }

@@ -4,7 +4,8 @@ use crate::catalog::{Probe, SegmentState, StreamMeta, StreamState};
 use crate::error::{Error, Result};
 use crate::format::checkpoint::Checkpoint;
 use crate::format::index::{
-    locate, IndexEntry, IndexHeader, FLAG_CONTROL, INDEX_ENTRY_BYTES, INDEX_HEADER_BYTES,
+    locate, IndexEntry, IndexHeader, FLAG_CONTROL, FLAG_LINKED, INDEX_ENTRY_BYTES,
+    INDEX_HEADER_BYTES,
 };
 use crate::format::segment::{
     encode_record, record_bytes_padded, segment_header_bytes, Control, RecordFields, SegmentHeader,
@@ -28,16 +29,26 @@ use std::io;
 use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
 
-/// One append, as sent by a caller to the writer.
-pub struct AppendRequest {
+/// One stream's part of an append.
+pub struct Part {
     pub stream: Arc<str>,
     pub expected: ExpectedVersion,
     pub events: Vec<EventData>,
+    pub commit_metadata: Vec<u8>,
+}
+
+/// One append (of one part, or of several: a multi-stream append, committed all or none), as
+/// sent by a caller to the writer.
+pub struct AppendRequest {
+    pub parts: Vec<Part>,
     /// Encoded bytes of the events (for the batch byte limit).
     pub bytes: usize,
-    /// Close the stream instead of appending (`events` is empty).
+    /// Close the stream instead of appending (one part, no events).
     pub close: bool,
-    pub reply: Reply<Result<AppendResult>>,
+    /// The producer that submitted it, for the fail-stop rule (segment-format.md §14).
+    pub producer: Option<Arc<crate::producer::Link>>,
+    /// One result per part, in order.
+    pub reply: Reply<Result<Vec<AppendResult>>>,
 }
 
 #[path = "rewrite.rs"]
@@ -114,8 +125,9 @@ struct Batch {
 }
 
 struct Planned {
-    reply: Reply<Result<AppendResult>>,
-    result: AppendResult,
+    reply: Reply<Result<Vec<AppendResult>>>,
+    result: Vec<AppendResult>,
+    producer: Option<Arc<crate::producer::Link>>,
 }
 
 pub struct Writer {
@@ -211,6 +223,9 @@ impl Writer {
             }
             if let Err(e) = self.shared.check_poison() {
                 for r in batch {
+                    if let Some(link) = &r.producer {
+                        link.fail(&e);
+                    }
                     r.reply.send(Err(e.duplicate()));
                 }
                 if let Some(r) = rewrite {
@@ -273,19 +288,32 @@ impl Writer {
         let mut touched: BTreeSet<Arc<str>> = BTreeSet::new();
         let mut batch = batch.into_iter();
         while let Some(request) = batch.next() {
-            match self.plan_one(
+            // Fail-stop: nothing of a producer is planned after one of its appends failed.
+            if let Some(cause) = request.producer.as_ref().and_then(|p| p.failure()) {
+                request.reply.send(Err(Error::ProducerFailed { cause }));
+                continue;
+            }
+            let outcome = self.plan(
                 &request,
                 timestamp_us,
                 &mut next_position,
                 &mut index_bytes,
                 &mut writes,
                 &mut write_of,
-            ) {
+            );
+            if let (Some(p), Ok(PlanOutcome::Done(Err(e))) | Err(e)) = (&request.producer, &outcome)
+            {
+                p.fail(e);
+            }
+            match outcome {
                 Ok(PlanOutcome::Planned(result)) => {
-                    touched.insert(Arc::clone(&request.stream));
+                    for part in &request.parts {
+                        touched.insert(Arc::clone(&part.stream));
+                    }
                     planned.push(Planned {
                         reply: request.reply,
                         result,
+                        producer: request.producer,
                     });
                 }
                 Ok(PlanOutcome::Done(result)) => {
@@ -354,9 +382,13 @@ impl Writer {
                 self.shared.poison(cause.clone());
                 self.shared.catalog.clear();
                 for p in planned {
-                    p.reply.send(Err(Error::Poisoned {
+                    let e = Error::Poisoned {
                         cause: cause.clone(),
-                    }));
+                    };
+                    if let Some(link) = &p.producer {
+                        link.fail(&e);
+                    }
+                    p.reply.send(Err(e));
                 }
                 self.streams.clear();
                 self.open_files = 0;
@@ -578,8 +610,10 @@ impl Writer {
         })
     }
 
+    /// Plan one request (segment-format.md §7 step 2, §14): check every part, then, when all
+    /// pass, assign versions, changesets and positions part after part.
     #[allow(clippy::too_many_arguments)]
-    fn plan_one(
+    fn plan(
         &mut self,
         request: &AppendRequest,
         timestamp_us: u64,
@@ -588,73 +622,135 @@ impl Writer {
         writes: &mut Vec<SegmentWrite>,
         write_of: &mut HashMap<(StreamKey, u32), usize>,
     ) -> Result<PlanOutcome> {
+        let shared = Arc::clone(&self.shared);
+        // Pass 1: load every part's stream and check it; nothing is assigned yet.
+        let mut retries: Vec<Option<AppendResult>> = Vec::with_capacity(request.parts.len());
+        let mut mismatch: Option<Error> = None;
+        for part in &request.parts {
+            let Some(ws) = self.stream(&part.stream)? else {
+                return Ok(PlanOutcome::Defer);
+            };
+            let current = ws.version;
+            let exists = current > 0;
+            if ws.deleted {
+                return Ok(PlanOutcome::Done(Err(Error::StreamDeleted {
+                    stream: part.stream.to_string(),
+                })));
+            }
+            if request.close {
+                if !exists {
+                    return Ok(PlanOutcome::Done(Err(Error::StreamNotFound {
+                        stream: part.stream.to_string(),
+                    })));
+                }
+                if ws.closed {
+                    // Closing twice is a no-op.
+                    return Ok(PlanOutcome::Done(Ok(vec![AppendResult {
+                        first_version: current,
+                        last_version: current,
+                        changeset: ws.changeset,
+                        first_position: Position(0),
+                        last_position: Position(0),
+                    }])));
+                }
+            } else if ws.closed {
+                return Ok(PlanOutcome::Done(Err(Error::StreamClosed {
+                    stream: part.stream.to_string(),
+                })));
+            }
+            let expected_ok = match part.expected {
+                ExpectedVersion::Any => true,
+                ExpectedVersion::NoStream => !exists,
+                ExpectedVersion::StreamExists => exists,
+                ExpectedVersion::Exact(v) => v == current,
+                ExpectedVersion::LastChangeset(c) => c == ws.changeset,
+            };
+            if expected_ok {
+                retries.push(None);
+                continue;
+            }
+            let (meta, changeset) = (Arc::clone(&ws.meta), ws.changeset);
+            let retry = retry_result(&shared, &meta, part, current, changeset)?;
+            if retry.is_none() && mismatch.is_none() {
+                mismatch = Some(Error::WrongExpectedVersion {
+                    stream: part.stream.to_string(),
+                    expected: part.expected,
+                    actual: exists.then_some(current),
+                    actual_changeset: changeset,
+                });
+            }
+            retries.push(retry);
+        }
+        if let Some(e) = mismatch {
+            return Ok(PlanOutcome::Done(Err(e)));
+        }
+        if retries.iter().all(Option::is_some) {
+            // Every part is already stored with these event ids: the original results.
+            return Ok(PlanOutcome::Done(Ok(retries.into_iter().flatten().collect())));
+        }
+        if retries.iter().any(Option::is_some) {
+            // Some parts would commit now, others were committed before: not a retry of one
+            // all-or-none commit.
+            let i = retries.iter().position(Option::is_some).unwrap_or(0);
+            let part = &request.parts[i];
+            let ws = self.streams.get(&part.stream);
+            return Ok(PlanOutcome::Done(Err(Error::WrongExpectedVersion {
+                stream: part.stream.to_string(),
+                expected: part.expected,
+                actual: ws.map(|w| w.version).filter(|v| *v > 0),
+                actual_changeset: ws.map_or(0, |w| w.changeset),
+            })));
+        }
+        // Pass 2: every part passed; assign and encode.
+        let last_part = request.parts.len() - 1;
+        let mut results = Vec::with_capacity(request.parts.len());
+        for (i, part) in request.parts.iter().enumerate() {
+            let linked = i < last_part;
+            results.push(self.encode_part(
+                part,
+                request.close,
+                linked,
+                timestamp_us,
+                next_position,
+                index_bytes,
+                writes,
+                write_of,
+            ));
+        }
+        Ok(PlanOutcome::Planned(results))
+    }
+
+    /// Encode one checked part of a request behind its stream's tail.
+    #[allow(clippy::too_many_arguments)]
+    fn encode_part(
+        &mut self,
+        part: &Part,
+        close: bool,
+        linked: bool,
+        timestamp_us: u64,
+        next_position: &mut u64,
+        index_bytes: &mut Vec<u8>,
+        writes: &mut Vec<SegmentWrite>,
+        write_of: &mut HashMap<(StreamKey, u32), usize>,
+    ) -> AppendResult {
         let store_id = self.shared.manifest.store_id;
         let segment_bytes = self.shared.options.segment_bytes;
-        let shared = Arc::clone(&self.shared);
-        let Some(ws) = self.stream(&request.stream)? else {
-            return Ok(PlanOutcome::Defer);
-        };
+        let ws = self
+            .streams
+            .get_mut(&part.stream)
+            .expect("pass 1 loaded every part's stream and nothing evicts within a batch");
         let current = ws.version;
-        let n = request.events.len() as u64;
-        let exists = current > 0;
-        if ws.deleted {
-            return Ok(PlanOutcome::Done(Err(Error::StreamDeleted {
-                stream: request.stream.to_string(),
-            })));
-        }
-        if request.close {
-            if !exists {
-                return Ok(PlanOutcome::Done(Err(Error::StreamNotFound {
-                    stream: request.stream.to_string(),
-                })));
-            }
-            if ws.closed {
-                // Closing twice is a no-op.
-                return Ok(PlanOutcome::Done(Ok(AppendResult {
-                    first_version: current,
-                    last_version: current,
-                    first_position: Position(0),
-                    last_position: Position(0),
-                })));
-            }
-        } else if ws.closed {
-            return Ok(PlanOutcome::Done(Err(Error::StreamClosed {
-                stream: request.stream.to_string(),
-            })));
-        }
-        let expected_ok = match request.expected {
-            ExpectedVersion::Any => true,
-            ExpectedVersion::NoStream => !exists,
-            ExpectedVersion::StreamExists => exists,
-            ExpectedVersion::Exact(v) => v == current,
-        };
-        if !expected_ok {
-            let retry_from = match request.expected {
-                ExpectedVersion::NoStream => Some(0),
-                ExpectedVersion::Exact(v) => Some(v),
-                _ => None,
-            };
-            if let Some(v) = retry_from {
-                if v < current && v + n <= current {
-                    if let Some(result) = idempotent_result(&shared, &ws.meta, v, &request.events)?
-                    {
-                        return Ok(PlanOutcome::Done(Ok(result)));
-                    }
-                }
-            }
-            return Ok(PlanOutcome::Done(Err(Error::WrongExpectedVersion {
-                stream: request.stream.to_string(),
-                expected: request.expected,
-                actual: exists.then_some(current),
-            })));
-        }
-        let append_bytes: u64 = if request.close {
+        let n = part.events.len() as u64;
+        let append_bytes: u64 = if close {
             CLOSE_RECORD_BYTES
         } else {
-            request
-                .events
+            part.events
                 .iter()
-                .map(|e| record_bytes_padded(e.event_type.len(), e.metadata.len(), e.data.len()))
+                .enumerate()
+                .map(|(i, e)| {
+                    let commit = if i == 0 { part.commit_metadata.len() } else { 0 };
+                    record_bytes_padded(e.size() + commit)
+                })
                 .sum()
         };
         // An append goes into one segment: roll when it does not fit behind the tail.
@@ -683,14 +779,14 @@ impl Writer {
                     segment: ws.segment,
                     first_version: ws.segment_first_version,
                     created_us: timestamp_us,
-                    stream_id: request.stream.to_string(),
+                    stream_id: part.stream.to_string(),
                 };
                 (kind, header.encode())
             });
             writes.push(SegmentWrite {
                 key,
                 segment: ws.segment,
-                stream: Arc::clone(&request.stream),
+                stream: Arc::clone(&part.stream),
                 offset: ws.tail,
                 create,
                 bytes: Vec::new(),
@@ -698,7 +794,8 @@ impl Writer {
             writes.len() - 1
         });
         let write = &mut writes[slot];
-        if request.close {
+        let linked_flag = if linked { FLAG_LINKED } else { 0 };
+        if close {
             // A control record: a position of its own, the version of the event before it.
             let position = *next_position;
             let offset = ws.tail;
@@ -712,6 +809,8 @@ impl Writer {
                     timestamp_us,
                     event_id: None,
                     event_type: CLOSE_EVENT_TYPE.as_bytes(),
+                    key: &[],
+                    commit_metadata: &[],
                     metadata: &[],
                     data: &[],
                     control: Some(Control {
@@ -731,26 +830,28 @@ impl Writer {
                 collision: key.collision,
                 segment: ws.segment,
                 offset: u32::try_from(offset).expect("segment_bytes fits in u32"),
-                flags: RECORD_FLAG_BEGIN | RECORD_FLAG_END | FLAG_CONTROL,
+                flags: RECORD_FLAG_BEGIN | RECORD_FLAG_END | FLAG_CONTROL | linked_flag,
             };
             index_bytes.extend_from_slice(&entry.encode(position));
             *next_position += 1;
             ws.closed = true;
-            return Ok(PlanOutcome::Planned(AppendResult {
+            return AppendResult {
                 first_version: current,
                 last_version: current,
+                changeset: ws.changeset,
                 first_position: Position(position),
                 last_position: Position(position),
-            }));
+            };
         }
         let changeset = ws.changeset + 1;
         let first_position = *next_position;
-        for (i, event) in request.events.iter().enumerate() {
+        for (i, event) in part.events.iter().enumerate() {
             let mut flags = 0;
             if i == 0 {
                 flags |= RECORD_FLAG_BEGIN;
             }
-            if i + 1 == request.events.len() {
+            let last = i + 1 == part.events.len();
+            if last {
                 flags |= RECORD_FLAG_END;
             }
             let position = *next_position;
@@ -765,6 +866,8 @@ impl Writer {
                     timestamp_us,
                     event_id: event.id,
                     event_type: event.event_type.as_bytes(),
+                    key: &event.key,
+                    commit_metadata: if i == 0 { &part.commit_metadata } else { &[] },
                     metadata: &event.metadata,
                     data: &event.data,
                     control: None,
@@ -777,19 +880,20 @@ impl Writer {
                 collision: key.collision,
                 segment: ws.segment,
                 offset: u32::try_from(offset).expect("segment_bytes fits in u32"),
-                flags,
+                flags: flags | if last { linked_flag } else { 0 },
             };
             index_bytes.extend_from_slice(&entry.encode(position));
             *next_position += 1;
         }
         ws.version = current + n;
         ws.changeset = changeset;
-        Ok(PlanOutcome::Planned(AppendResult {
+        AppendResult {
             first_version: current + 1,
             last_version: current + n,
+            changeset,
             first_position: Position(first_position),
             last_position: Position(*next_position - 1),
-        }))
+        }
     }
 
     /// Steps 3 and 4 of the commit protocol.
@@ -1032,8 +1136,8 @@ impl Writer {
 }
 
 enum PlanOutcome {
-    Planned(AppendResult),
-    Done(Result<AppendResult>),
+    Planned(Vec<AppendResult>),
+    Done(Result<Vec<AppendResult>>),
     Defer,
 }
 
@@ -1077,6 +1181,34 @@ fn create_segment(
     Ok(handle)
 }
 
+/// When a part that failed its expected version is a retry of an append already stored with
+/// the same event ids, the original result.
+fn retry_result(
+    shared: &Arc<Shared>,
+    meta: &Arc<StreamMeta>,
+    part: &Part,
+    current: u64,
+    changeset: u64,
+) -> Result<Option<AppendResult>> {
+    let n = part.events.len() as u64;
+    let from = match part.expected {
+        ExpectedVersion::NoStream => 0,
+        ExpectedVersion::Exact(v) => v,
+        ExpectedVersion::LastChangeset(0) => 0,
+        ExpectedVersion::LastChangeset(c) if c < changeset => {
+            match crate::changeset::version_before(shared, meta, c + 1)? {
+                Some(v) => v,
+                None => return Ok(None),
+            }
+        }
+        _ => return Ok(None),
+    };
+    if from >= current || from + n > current {
+        return Ok(None);
+    }
+    idempotent_result(shared, meta, from, &part.events)
+}
+
 /// When a retried append carries the ids of the events already stored after version `from`,
 /// the original result.
 fn idempotent_result(
@@ -1098,9 +1230,14 @@ fn idempotent_result(
         }
     }
     let (first, last) = (&stored[0], &stored[stored.len() - 1]);
+    if !first.is_append_begin() || !last.is_append_end() {
+        // The ids match events of another append: not this one stored before.
+        return Ok(None);
+    }
     Ok(Some(AppendResult {
         first_version: first.version(),
         last_version: last.version(),
+        changeset: first.changeset(),
         first_position: first.position(),
         last_position: last.position(),
     }))

@@ -8,7 +8,7 @@
 mod common;
 use common::*;
 use std::path::Path;
-use streamlog::{Direction, EventData, ExpectedVersion, Options, Position, Store};
+use streamlog::{Append, Direction, EventData, ExpectedVersion, Options, Position, Store};
 
 fn options() -> Options {
     Options {
@@ -107,16 +107,51 @@ fn a_version_1_store_opens_and_reads_back_exactly() {
         .collect();
     assert_eq!(big, (1..=big.len() as u64).rev().collect::<Vec<_>>());
     assert!(segment_path_of(dir.path(), "big", 1).exists());
-    // And it takes new appends.
+    // Opening raised the store to format 2 (segment-format.md §13): a build of format 1 now
+    // refuses it instead of misreading the records that follow.
+    let manifest = std::fs::read(dir.path().join("MANIFEST")).unwrap();
+    assert_eq!(u32::from_le_bytes(manifest[8..12].try_into().unwrap()), 2);
+    // The appends of version 1 read back as changesets, numbered from 1, whole.
+    let order_appends: Vec<usize> = appends()
+        .iter()
+        .filter(|(s, ..)| s == "order-1")
+        .map(|(_, _, e)| e.len())
+        .collect();
+    let changesets: Vec<_> = store
+        .read_changesets("order-1", 1)
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(
+        changesets.iter().map(|c| c.events().len()).collect::<Vec<_>>(),
+        order_appends
+    );
+    for (i, c) in changesets.iter().enumerate() {
+        assert_eq!(c.number(), i as u64 + 1);
+        assert!(c.is_whole() && c.commit_metadata().is_empty());
+    }
+    // And it takes new appends, of format 2 too.
     let v = store.stream_version("order-1").unwrap().unwrap();
-    store
-        .append(
-            "order-1",
-            ExpectedVersion::Exact(v),
-            [EventData::new("New", vec![1])],
+    let r = store
+        .append_with(
+            Append::new(
+                "order-1",
+                ExpectedVersion::LastChangeset(order_appends.len() as u64),
+                [EventData::new("New", vec![1]).key(b"line-1".to_vec())],
+            )
+            .commit_metadata(b"user=ann".to_vec()),
         )
         .unwrap();
+    assert_eq!((r.first_version, r.changeset), (v + 1, order_appends.len() as u64 + 1));
     drop(store);
     let store = Store::open_with(dir.path(), options()).unwrap();
     assert_eq!(store.stream_version("order-1").unwrap(), Some(v + 1));
+    let last = store
+        .read_changesets("order-1", r.changeset)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap();
+    assert_eq!(last.commit_metadata(), b"user=ann");
+    assert_eq!(last.events()[0].key(), b"line-1");
 }

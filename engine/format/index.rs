@@ -14,7 +14,10 @@ pub const FLAG_BEGIN: u8 = 0x01;
 pub const FLAG_END: u8 = 0x02;
 /// A stream control record (close, delete), not an event: readers of all streams skip it.
 pub const FLAG_CONTROL: u8 = 0x04;
-const FLAGS_KNOWN: u8 = FLAG_BEGIN | FLAG_END | FLAG_CONTROL;
+/// On an `END` entry: the atomic unit goes on at the next position (a multi-stream append,
+/// segment-format.md §14). Format 2.
+pub const FLAG_LINKED: u8 = 0x08;
+const FLAGS_KNOWN: u8 = FLAG_BEGIN | FLAG_END | FLAG_CONTROL | FLAG_LINKED;
 
 #[derive(Debug, Clone, Copy, FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned)]
 #[repr(C)]
@@ -158,7 +161,7 @@ impl IndexEntry {
                 computed,
             });
         }
-        if e.flags & !FLAGS_KNOWN != 0 {
+        if e.flags & !FLAGS_KNOWN != 0 || (e.flags & FLAG_LINKED != 0 && e.flags & FLAG_END == 0) {
             return Err(DecodeError::Invalid("index entry flags"));
         }
         Ok(IndexEntry {

@@ -29,6 +29,8 @@ pub struct Manifest {
     pub hash_key: [u8; 16],
     pub index_entries_per_file: u64,
     pub created_us: u64,
+    /// The newest format version any file of the store may have (segment-format.md §13).
+    pub format_version: u32,
 }
 
 impl Manifest {
@@ -36,7 +38,7 @@ impl Manifest {
     pub fn encode(&self) -> [u8; MANIFEST_BYTES] {
         let mut header = ManifestHeader {
             magic: MANIFEST_MAGIC,
-            format_version: FORMAT_VERSION.into(),
+            format_version: self.format_version.into(),
             reserved0: 0.into(),
             store_id: self.store_id.into(),
             hash_key: self.hash_key,
@@ -78,6 +80,7 @@ impl Manifest {
             hash_key: header.hash_key,
             index_entries_per_file: per_file,
             created_us: header.created_us.get(),
+            format_version: header.format_version.get(),
         })
     }
 }
@@ -93,6 +96,7 @@ mod tests {
             hash_key: [7; 16],
             index_entries_per_file: 1 << 20,
             created_us: 42,
+            format_version: FORMAT_VERSION,
         };
         let bytes = m.encode();
         assert_eq!(Manifest::decode(&bytes), Ok(m));

@@ -15,8 +15,10 @@ pub mod subscription;
 #[cfg(test)]
 mod doc_tests;
 
-/// The only format version this build writes and reads.
-pub const FORMAT_VERSION: u32 = 1;
+/// The format version this build writes (segment-format.md §13).
+pub const FORMAT_VERSION: u32 = 2;
+/// The oldest format version this build reads.
+pub const FORMAT_VERSION_OLDEST: u32 = 1;
 
 /// Round `n` up to the next multiple of 8.
 #[must_use]
@@ -66,7 +68,7 @@ impl std::fmt::Display for DecodeError {
 
 /// Check the format version of a header.
 pub(crate) fn check_version(found: u32) -> Result<(), DecodeError> {
-    if found == FORMAT_VERSION {
+    if (FORMAT_VERSION_OLDEST..=FORMAT_VERSION).contains(&found) {
         Ok(())
     } else if found > FORMAT_VERSION {
         Err(DecodeError::UnsupportedVersion { found })

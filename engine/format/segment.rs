@@ -1,7 +1,9 @@
 //! Segment files: a header naming the stream, then records (segment-format.md §5).
 
 use super::{align8, check_version, short, DecodeError, FORMAT_VERSION};
-use crate::limits::{EVENT_TYPE_BYTES_MAX, STREAM_ID_BYTES_MAX};
+use crate::limits::{
+    COMMIT_METADATA_BYTES_MAX, EVENT_TYPE_BYTES_MAX, KEY_BYTES_MAX, STREAM_ID_BYTES_MAX,
+};
 use zerocopy::little_endian::{U16, U32, U64};
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout, Unaligned};
 
@@ -260,16 +262,21 @@ pub struct RecordFields<'a> {
     pub timestamp_us: u64,
     pub event_id: Option<[u8; 16]>,
     pub event_type: &'a [u8],
+    /// The event's key (format 2); empty for none.
+    pub key: &'a [u8],
+    /// The append's commit metadata, on its `BEGIN` record only (format 2).
+    pub commit_metadata: &'a [u8],
     pub metadata: &'a [u8],
     pub data: &'a [u8],
     /// A control record's block; `None` for an event record.
     pub control: Option<Control>,
 }
 
-/// Bytes a record takes on disk, padding included.
+/// Bytes a record takes on disk, padding included, for `body_bytes` of type, key, commit
+/// metadata, metadata and data.
 #[must_use]
-pub fn record_bytes_padded(event_type_len: usize, metadata_len: usize, data_len: usize) -> u64 {
-    align8((RECORD_HEADER_BYTES + event_type_len + metadata_len + data_len) as u64)
+pub fn record_bytes_padded(body_bytes: usize) -> u64 {
+    align8((RECORD_HEADER_BYTES + body_bytes) as u64)
 }
 
 /// Append the encoding of one record (padded to 8 bytes) to `out`.
@@ -277,6 +284,9 @@ pub fn encode_record(fields: &RecordFields<'_>, out: &mut Vec<u8>) {
     assert!(!fields.event_type.is_empty() && fields.event_type.len() <= EVENT_TYPE_BYTES_MAX);
     assert!(fields.version >= 1 && fields.position >= 1 && fields.changeset >= 1);
     assert_eq!(fields.flags & !RECORD_FLAGS_KNOWN, 0);
+    assert!(fields.key.len() <= KEY_BYTES_MAX);
+    assert!(fields.commit_metadata.len() <= COMMIT_METADATA_BYTES_MAX);
+    assert!(fields.commit_metadata.is_empty() || fields.flags & RECORD_FLAG_BEGIN != 0);
     let control_bytes = if fields.control.is_some() {
         CONTROL_BLOCK_BYTES
     } else {
@@ -285,6 +295,8 @@ pub fn encode_record(fields: &RecordFields<'_>, out: &mut Vec<u8>) {
     let record_bytes = RECORD_HEADER_BYTES
         + control_bytes
         + fields.event_type.len()
+        + fields.key.len()
+        + fields.commit_metadata.len()
         + fields.metadata.len()
         + fields.data.len();
     let record_bytes_u32 = u32::try_from(record_bytes).expect("event size checked before");
@@ -304,9 +316,9 @@ pub fn encode_record(fields: &RecordFields<'_>, out: &mut Vec<u8>) {
         record_bytes: record_bytes_u32.into(),
         crc: 0.into(),
         type_len: (fields.event_type.len() as u16).into(),
-        key_len: 0.into(),
+        key_len: (fields.key.len() as u16).into(),
         metadata_len: (fields.metadata.len() as u32).into(),
-        commit_metadata_len: 0.into(),
+        commit_metadata_len: (fields.commit_metadata.len() as u32).into(),
         version: fields.version.into(),
         position: fields.position.into(),
         changeset: fields.changeset.into(),
@@ -318,6 +330,8 @@ pub fn encode_record(fields: &RecordFields<'_>, out: &mut Vec<u8>) {
         out.extend_from_slice(&c.encode());
     }
     out.extend_from_slice(fields.event_type);
+    out.extend_from_slice(fields.key);
+    out.extend_from_slice(fields.commit_metadata);
     out.extend_from_slice(fields.metadata);
     out.extend_from_slice(fields.data);
     let crc = record_crc(&out[start..]);
@@ -340,6 +354,8 @@ pub struct RecordView<'a> {
     pub timestamp_us: u64,
     pub event_id: Option<[u8; 16]>,
     pub event_type: &'a [u8],
+    pub key: &'a [u8],
+    pub commit_metadata: &'a [u8],
     pub metadata: &'a [u8],
     pub data: &'a [u8],
     /// Bytes to the next record (padding included).
@@ -403,10 +419,13 @@ pub fn decode_record(bytes: &[u8]) -> Result<RecordView<'_>, DecodeError> {
     let key_len = usize::from(h.key_len.get());
     let metadata_len = h.metadata_len.get() as usize;
     let commit_len = h.commit_metadata_len.get() as usize;
-    if key_len != 0 || commit_len != 0 {
-        return Err(DecodeError::Invalid(
-            "key or commit metadata in a version-1 record",
-        ));
+    if key_len > KEY_BYTES_MAX {
+        return Err(DecodeError::Invalid("key_len"));
+    }
+    if commit_len > COMMIT_METADATA_BYTES_MAX
+        || (commit_len != 0 && h.flags & RECORD_FLAG_BEGIN == 0)
+    {
+        return Err(DecodeError::Invalid("commit_metadata_len"));
     }
     if type_len == 0 {
         return Err(DecodeError::Invalid("empty event type"));
@@ -419,10 +438,12 @@ pub fn decode_record(bytes: &[u8]) -> Result<RecordView<'_>, DecodeError> {
         body = &body[CONTROL_BLOCK_BYTES..];
         body_offset += CONTROL_BLOCK_BYTES;
     }
-    if type_len + metadata_len > body.len() {
+    if type_len + key_len + commit_len + metadata_len > body.len() {
         return Err(DecodeError::Invalid("field lengths exceed record_bytes"));
     }
     let (event_type, rest) = body.split_at(type_len);
+    let (key, rest) = rest.split_at(key_len);
+    let (commit_metadata, rest) = rest.split_at(commit_len);
     let (metadata, data) = rest.split_at(metadata_len);
     let version = h.version.get();
     let position = h.position.get();
@@ -439,6 +460,8 @@ pub fn decode_record(bytes: &[u8]) -> Result<RecordView<'_>, DecodeError> {
         timestamp_us: h.timestamp_us.get(),
         event_id: (h.flags & RECORD_FLAG_HAS_ID != 0).then_some(h.event_id),
         event_type,
+        key,
+        commit_metadata,
         metadata,
         data,
         padded_bytes: align8(record_bytes as u64),
@@ -461,6 +484,8 @@ mod tests {
                 timestamp_us: 1_700_000_000_000_000,
                 event_id: Some([9; 16]),
                 event_type: b"OrderPlaced",
+                key: b"",
+                commit_metadata: b"",
                 metadata: b"{}",
                 data: b"{\"total\":12}",
                 control: None,

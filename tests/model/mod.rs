@@ -72,7 +72,7 @@ pub fn decode(bytes: &[u8], faults: bool) -> Vec<Op> {
         let op = match tag % 16 {
             0..=6 => {
                 let stream = c.next() % 4;
-                let expected = c.next() % 6;
+                let expected = c.next() % 8;
                 let shape = c.next();
                 let n = 1 + shape % 3;
                 let events = (0..n)
@@ -156,6 +156,8 @@ pub struct Harness {
     sim: SimBackend,
     store: Option<Store>,
     streams: BTreeMap<String, Vec<ModelEvent>>,
+    /// Appends committed per stream: its last changeset number.
+    changesets: BTreeMap<String, u64>,
     /// (stream, version) by position - 1.
     global: Vec<(String, u64)>,
     poisoned: bool,
@@ -196,6 +198,7 @@ impl Harness {
             store: Some(store),
             streams: BTreeMap::new(),
             global: Vec::new(),
+            changesets: BTreeMap::new(),
             poisoned: false,
             maybe: None,
             power_cut_armed: false,
@@ -259,7 +262,10 @@ impl Harness {
     ) -> Result<(), String> {
         let stream = format!("m-{stream}");
         let current = self.streams.get(&stream).map_or(0, Vec::len) as u64;
+        let changeset = self.changesets.get(&stream).copied().unwrap_or(0);
         let expected = match expected {
+            6 => ExpectedVersion::LastChangeset(changeset),
+            7 => ExpectedVersion::LastChangeset(changeset + 1),
             0 => ExpectedVersion::Any,
             1 => ExpectedVersion::NoStream,
             2 => ExpectedVersion::StreamExists,
@@ -288,6 +294,7 @@ impl Harness {
             ExpectedVersion::NoStream => current == 0,
             ExpectedVersion::StreamExists => current > 0,
             ExpectedVersion::Exact(v) => v == current,
+            ExpectedVersion::LastChangeset(c) => c == changeset,
         };
         let result = self
             .store()
@@ -296,6 +303,11 @@ impl Harness {
             Ok(r) => {
                 ensure!(ok, "{stream}: {expected:?} at version {current} succeeded");
                 ensure!(!self.poisoned, "an append succeeded on a poisoned handle");
+                ensure!(
+                    r.changeset == changeset + 1,
+                    "{stream}: changeset {} after {changeset}",
+                    r.changeset
+                );
                 ensure!(
                     r.first_version == current + 1
                         && r.last_version == current + model_events.len() as u64
@@ -312,14 +324,27 @@ impl Harness {
                 self.commit(&stream, stored.clone());
                 self.last = Some(LastAppend {
                     stream,
-                    expected: ExpectedVersion::Exact(current),
+                    // A retry checks the version, or the changeset when the append did.
+                    expected: if matches!(expected, ExpectedVersion::LastChangeset(_)) {
+                        ExpectedVersion::LastChangeset(changeset)
+                    } else {
+                        ExpectedVersion::Exact(current)
+                    },
                     events: stored,
                     result: r,
                 });
                 Ok(())
             }
-            Err(Error::WrongExpectedVersion { actual, .. }) => {
+            Err(Error::WrongExpectedVersion {
+                actual,
+                actual_changeset,
+                ..
+            }) => {
                 ensure!(!ok, "{stream}: {expected:?} at version {current} refused");
+                ensure!(
+                    actual_changeset == changeset,
+                    "{stream}: actual changeset {actual_changeset}, model {changeset}"
+                );
                 ensure!(
                     actual == (current > 0).then_some(current),
                     "{stream}: actual {actual:?}, model {current}"
@@ -350,6 +375,7 @@ impl Harness {
     }
 
     fn commit(&mut self, stream: &str, events: Vec<ModelEvent>) {
+        *self.changesets.entry(stream.to_string()).or_default() += 1;
         let entry = self.streams.entry(stream.to_string()).or_default();
         for e in events {
             entry.push(e);
