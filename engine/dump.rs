@@ -9,7 +9,7 @@ use crate::format::index::{
 use crate::format::manifest::{Manifest, MANIFEST_MAGIC};
 use crate::format::segment::{
     decode_record, peek_record_header, SegmentHeader, CONTROL_FLAG_CLOSED, CONTROL_OP_CLOSE,
-    CONTROL_OP_DELETE, SEGMENT_MAGIC,
+    CONTROL_OP_DELETE, CONTROL_OP_SNAPSHOT, SEGMENT_MAGIC,
 };
 use crate::format::subscription::{
     StoredTarget, SubscriptionCheckpoint, SubscriptionHeader, SUBSCRIPTION_MAGIC,
@@ -51,6 +51,22 @@ impl Dump {
 
 /// Data as text when printable, hex otherwise (at most `max` bytes shown).
 #[must_use]
+/// The names of an index entry's flags, for the listing.
+fn entry_flag_names(flags: u8) -> String {
+    use crate::format::index::{FLAG_BEGIN, FLAG_CONTROL, FLAG_END, FLAG_LINKED};
+    let names: Vec<&str> = [
+        (FLAG_BEGIN, "BEGIN"),
+        (FLAG_END, "END"),
+        (FLAG_CONTROL, "CONTROL"),
+        (FLAG_LINKED, "LINKED"),
+    ]
+    .iter()
+    .filter(|(bit, _)| flags & bit != 0)
+    .map(|(_, name)| *name)
+    .collect();
+    format!(" ({})", names.join("|"))
+}
+
 pub fn preview(bytes: &[u8], max: usize) -> String {
     let shown = &bytes[..bytes.len().min(max)];
     let more = if bytes.len() > max { "…" } else { "" };
@@ -157,8 +173,8 @@ fn dump_store(root: &Path, show_records: bool, d: &mut Dump) {
                     confirmed.insert((key, e.segment, u64::from(e.offset)), position);
                     last_entry = position;
                     if show_records {
-                        let _ = writeln!(d.text, "    position {position}: stream {:016x}-{:04x} segment {} offset {} flags {:#04x}",
-                            e.stream_hash, e.collision, e.segment, e.offset, e.flags);
+                        let _ = writeln!(d.text, "    position {position}: stream {:016x}-{:04x} segment {} offset {} flags {:#04x}{}",
+                            e.stream_hash, e.collision, e.segment, e.offset, e.flags, entry_flag_names(e.flags));
                     }
                 }
                 Err(e) if position <= head => d.corrupt(
@@ -468,12 +484,20 @@ fn dump_segment(
                     let _ = writeln!(d.text, "    @{at} v{} pos {} changeset {} flags {:#04x} type {:?} data {}B metadata {}B{} data={}",
                         r.version, r.position, r.changeset, r.flags, String::from_utf8_lossy(r.event_type), r.data.len(), r.metadata.len(),
                         if committed { "" } else { " UNACKNOWLEDGED" }, preview(r.data, 48));
+                    if !r.commit_metadata.is_empty() {
+                        let _ = writeln!(d.text, "      changeset {} commit metadata {}B {}",
+                            r.changeset, r.commit_metadata.len(), preview(r.commit_metadata, 64));
+                    }
+                    if !r.key.is_empty() {
+                        let _ = writeln!(d.text, "      key {}", preview(r.key, 64));
+                    }
                 }
                 let control = r.control.map(|c| {
                     let op = match c.op {
                         CONTROL_OP_CLOSE => "close",
                         CONTROL_OP_DELETE => "tombstone",
-                        _ => "snapshot",
+                        CONTROL_OP_SNAPSHOT => "snapshot",
+                        _ => "truncate",
                     };
                     if show_records {
                         let _ = writeln!(d.text, "      {op}: covers version {} and position {}{}{}",
@@ -486,7 +510,8 @@ fn dump_segment(
                 });
                 records.push(json!({"offset": at, "version": r.version, "position": r.position, "changeset": r.changeset,
                     "flags": r.flags, "event_type": String::from_utf8_lossy(r.event_type), "data_bytes": r.data.len(),
-                    "metadata_bytes": r.metadata.len(), "committed": committed, "crc_ok": true, "control": control}));
+                    "metadata_bytes": r.metadata.len(), "key": preview(r.key, 64),
+                    "commit_metadata": preview(r.commit_metadata, 256), "committed": committed, "crc_ok": true, "control": control}));
                 at += r.padded_bytes;
             }
             Err(e) => {

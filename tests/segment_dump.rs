@@ -4,7 +4,7 @@
 mod common;
 use common::*;
 use std::process::Command;
-use streamlog::{EventData, ExpectedVersion, Store};
+use streamlog::{Append, EventData, ExpectedVersion, Store};
 
 fn dump(args: &[&str]) -> (i32, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_segment-dump"))
@@ -204,4 +204,33 @@ fn snapshots_tombstones_and_closes_are_shown_and_are_not_corruption() {
         text.contains("versions up to 2") && !text.contains("\"$truncate\""),
         "{text}"
     );
+}
+
+#[test]
+fn changesets_keys_and_multi_stream_appends_are_shown() {
+    let root = tempfile::tempdir().unwrap();
+    let dir = root.path();
+    let store = Store::open(dir).unwrap();
+    store
+        .append_multi([
+            Append::new(
+                "cart-1",
+                ExpectedVersion::NoStream,
+                [EventData::new("ItemAdded", b"{}".to_vec()).key(b"sku-77".to_vec())],
+            )
+            .commit_metadata(b"user=ann cmd=checkout".to_vec()),
+            Append::new("stock-77", ExpectedVersion::Any, [event(1)]),
+        ])
+        .unwrap();
+    drop(store);
+    let (code, text) = dump(&[dir.to_str().unwrap()]);
+    assert_eq!(code, 0, "{text}");
+    assert!(
+        text.contains("changeset 1 commit metadata 21B \"user=ann cmd=checkout\""),
+        "{text}"
+    );
+    assert!(text.contains("key \"sku-77\""), "{text}");
+    assert!(text.contains("(BEGIN|END|LINKED)"), "{text}");
+    let (_, json) = dump(&["--json", dir.to_str().unwrap()]);
+    assert!(json.contains("user=ann cmd=checkout"), "{json}");
 }

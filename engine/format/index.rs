@@ -215,6 +215,26 @@ mod tests {
     }
 
     #[test]
+    fn linked_is_only_valid_on_an_end_entry() {
+        let e = IndexEntry {
+            stream_hash: 1,
+            collision: 0,
+            segment: 0,
+            offset: 64,
+            flags: FLAG_BEGIN | FLAG_END | FLAG_LINKED,
+        };
+        assert_eq!(IndexEntry::decode(&e.encode(5), 5), Ok(e));
+        let bad = IndexEntry {
+            flags: FLAG_BEGIN | FLAG_LINKED,
+            ..e
+        };
+        assert_eq!(
+            IndexEntry::decode(&bad.encode(5), 5),
+            Err(DecodeError::Invalid("index entry flags"))
+        );
+    }
+
+    #[test]
     fn locate_maps_positions_to_files_and_slots() {
         assert_eq!(locate(1, 64), (0, 64));
         assert_eq!(locate(64, 64), (0, 64 + 63 * 24));

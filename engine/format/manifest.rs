@@ -1,6 +1,6 @@
 //! `MANIFEST`: the store's identity (segment-format.md §2).
 
-use super::{check_version, short, DecodeError, FORMAT_VERSION};
+use super::{check_version, short, DecodeError};
 use zerocopy::little_endian::{U32, U64};
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout, Unaligned};
 
@@ -96,7 +96,7 @@ mod tests {
             hash_key: [7; 16],
             index_entries_per_file: 1 << 20,
             created_us: 42,
-            format_version: FORMAT_VERSION,
+            format_version: crate::format::FORMAT_VERSION,
         };
         let bytes = m.encode();
         assert_eq!(Manifest::decode(&bytes), Ok(m));

@@ -515,6 +515,42 @@ mod tests {
     }
 
     #[test]
+    fn keys_and_commit_metadata_round_trip_on_the_begin_record_only() {
+        let fields = |flags, commit: &'static [u8]| RecordFields {
+            flags,
+            version: 1,
+            position: 1,
+            changeset: 1,
+            timestamp_us: 0,
+            event_id: None,
+            event_type: b"T",
+            key: b"sku-1",
+            commit_metadata: commit,
+            metadata: b"m",
+            data: b"data",
+            control: None,
+        };
+        let mut bytes = Vec::new();
+        encode_record(&fields(RECORD_FLAG_BEGIN, b"user=ann"), &mut bytes);
+        let r = decode_record(&bytes).unwrap();
+        assert_eq!(
+            (r.event_type, r.key, r.commit_metadata, r.metadata, r.data),
+            (&b"T"[..], &b"sku-1"[..], &b"user=ann"[..], &b"m"[..], &b"data"[..])
+        );
+        // Commit metadata on a record that does not begin its append is refused, even with a
+        // valid CRC.
+        let mut bytes = Vec::new();
+        encode_record(&fields(RECORD_FLAG_BEGIN, b"x"), &mut bytes);
+        bytes[3] = RECORD_FLAG_END;
+        let crc = record_crc(&bytes[..RECORD_HEADER_BYTES + 1 + 5 + 1 + 1 + 4]);
+        bytes[8..12].copy_from_slice(&crc.to_le_bytes());
+        assert_eq!(
+            decode_record(&bytes),
+            Err(DecodeError::Invalid("commit_metadata_len"))
+        );
+    }
+
+    #[test]
     fn zeros_and_truncations_never_decode() {
         assert_eq!(decode_record(&[0u8; 256]), Err(DecodeError::BadMagic));
         let mut bytes = Vec::new();
