@@ -47,6 +47,9 @@ pub struct StreamState {
     /// Counts the rewrites of segment 0 seen by this process: a reader holding an older state
     /// reads on from the new one.
     pub generation: u64,
+    /// The position of the base record of a rewritten segment 0 (segment-format.md §12); 0
+    /// when it was never rewritten. A keys file written for another base is stale (§15).
+    pub base_position: u64,
 }
 
 impl Default for StreamState {
@@ -60,6 +63,7 @@ impl Default for StreamState {
             closed: false,
             deleted: false,
             generation: 0,
+            base_position: 0,
         }
     }
 }
@@ -470,10 +474,11 @@ fn load_state(
         closed: base_closed || last_scan.closed,
         deleted,
         generation: 0,
+        base_position: base.map_or(0, |(_, position)| position),
     })
 }
 
-/// The base record opening a rewritten segment 0, with the changeset count it carries.
+/// The base record opening a rewritten segment 0, with its position.
 fn read_base(shared: &Shared, path: &PathBuf, header_bytes: u64) -> Result<Option<(Control, u64)>> {
     let Some(bytes) = map_whole(shared, path)? else {
         return Ok(None);
@@ -481,8 +486,8 @@ fn read_base(shared: &Shared, path: &PathBuf, header_bytes: u64) -> Result<Optio
     decode_base(&bytes, header_bytes, path)
 }
 
-/// The base record at `header_bytes` of segment 0's `bytes`, with the changeset count it
-/// carries; `None` when segment 0 was never rewritten. A damaged one is `Corrupt`.
+/// The base record at `header_bytes` of segment 0's `bytes`, with its position; `None` when
+/// segment 0 was never rewritten. A damaged one is `Corrupt`.
 fn decode_base(bytes: &[u8], header_bytes: u64, path: &PathBuf) -> Result<Option<(Control, u64)>> {
     let Some(slice) = bytes.get(header_bytes as usize..) else {
         return Ok(None);
@@ -502,7 +507,7 @@ fn decode_base(bytes: &[u8], header_bytes: u64, path: &PathBuf) -> Result<Option
                     "base record without next_segment",
                 ));
             }
-            Ok(Some((c, r.changeset)))
+            Ok(Some((c, r.position)))
         }
         _ => Ok(None),
     }

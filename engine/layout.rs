@@ -51,6 +51,26 @@ pub fn segment_path(root: &Path, key: StreamKey, segment: u32) -> PathBuf {
     fanout_dir(root, key.hash).join(segment_file_name(key, segment))
 }
 
+/// The keys file of a stream (segment-format.md §15).
+#[must_use]
+pub fn keys_path(root: &Path, key: StreamKey) -> PathBuf {
+    fanout_dir(root, key.hash).join(format!("{:016x}-{:04x}.keys", key.hash, key.collision))
+}
+
+/// Parse a keys file name back into its stream key.
+#[must_use]
+pub fn parse_keys_file_name(name: &str) -> Option<StreamKey> {
+    let stem = name.strip_suffix(".keys")?;
+    let (h, c) = stem.split_once('-')?;
+    if h.len() != 16 || c.len() != 4 {
+        return None;
+    }
+    Some(StreamKey {
+        hash: u64::from_str_radix(h, 16).ok()?,
+        collision: u16::from_str_radix(c, 16).ok()?,
+    })
+}
+
 /// Parse a segment file name back into its stream key and segment number.
 #[must_use]
 pub fn parse_segment_file_name(name: &str) -> Option<(StreamKey, u32)> {

@@ -31,6 +31,7 @@ mod error;
 pub mod format;
 #[doc(hidden)]
 pub mod killpoint;
+mod keys;
 pub mod layout;
 pub mod limits;
 pub mod mapping;

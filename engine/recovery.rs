@@ -400,6 +400,8 @@ fn verify_tail(shared: &Shared, from: u64, report: &mut RecoveryReport) -> Resul
     let mut position = from + 1;
     let mut append_open = false;
     let mut seen = 0u64;
+    // Keyed records after the checkpoint: (position, stream, version) (segment-format.md §15).
+    let mut keyed: Vec<(u64, StreamKey, u64)> = Vec::new();
     loop {
         let (file, _) = locate(position, per_file);
         if shared
@@ -438,7 +440,7 @@ fn verify_tail(shared: &Shared, from: u64, report: &mut RecoveryReport) -> Resul
         };
         // A removed event's record is gone (or replaced) once its stream was rewritten: the
         // base record of the stream's segment 0 vouches for it (segment-format.md §12).
-        if let Err(reason) = verify_record(
+        match verify_record(
             shared,
             key,
             entry.segment,
@@ -446,9 +448,13 @@ fn verify_tail(shared: &Shared, from: u64, report: &mut RecoveryReport) -> Resul
             position,
             entry.flags,
         )? {
-            if crate::catalog::base_covers(shared, key)? < position {
-                report.stop_reason = format!("record of position {position}: {reason}");
-                break;
+            Ok(Some(version)) => keyed.push((position, key, version)),
+            Ok(None) => {}
+            Err(reason) => {
+                if crate::catalog::base_covers(shared, key)? < position {
+                    report.stop_reason = format!("record of position {position}: {reason}");
+                    break;
+                }
             }
         }
         append_open = entry.flags & RECORD_FLAG_END == 0;
@@ -460,7 +466,46 @@ fn verify_tail(shared: &Shared, from: u64, report: &mut RecoveryReport) -> Resul
         position += 1;
     }
     report.cut_positions = seen.saturating_sub(head - from);
+    let mut newest: std::collections::HashMap<StreamKey, u64> = std::collections::HashMap::new();
+    for (p, key, version) in keyed {
+        if p <= head {
+            let v = newest.entry(key).or_insert(0);
+            *v = (*v).max(version);
+        }
+    }
+    for (key, version) in newest {
+        check_keys_file(shared, key, version)?;
+    }
     Ok(head)
+}
+
+/// A stream kept keyed records after the checkpoint: its keys file must hold an entry for the
+/// newest of them (a decoded prefix that reaches it holds the earlier ones too). If it does not
+/// (its writes were not durable), mark it stale, creating it if missing, so that it is rebuilt
+/// from the stream (segment-format.md §15). Made durable by recovery's `syncfs`.
+fn check_keys_file(shared: &Shared, key: StreamKey, version: u64) -> Result<()> {
+    use crate::format::keys::{decode_entries, KeysHeader};
+    let path = crate::layout::keys_path(&shared.root, key);
+    let bytes = crate::storage::read_whole(&*shared.backend, &path)
+        .map_err(|e| Error::io("read keys file", &path, e))?;
+    if let Some(bytes) = &bytes {
+        if KeysHeader::decode(bytes).is_ok_and(|h| !h.stale)
+            && decode_entries(bytes).0.iter().any(|e| e.version == version)
+        {
+            return Ok(());
+        }
+    }
+    tracing::warn!(path = %path.display(), version, "keys file lacks entries of kept records; marked stale");
+    let f = match shared.backend.open(&path, OpenMode::ReadWrite) {
+        Ok(f) => f,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => shared
+            .backend
+            .open(&path, OpenMode::CreateNew)
+            .map_err(|e| Error::io("create keys file", &path, e))?,
+        Err(e) => return Err(Error::io("open keys file", &path, e)),
+    };
+    f.write_all_at(&crate::keys::header(shared, key, 0, true), 0)
+        .map_err(|e| Error::io("write keys file", &path, e))
 }
 
 fn verify_record(
@@ -470,7 +515,7 @@ fn verify_record(
     offset: u64,
     position: u64,
     flags: u8,
-) -> Result<std::result::Result<(), String>> {
+) -> Result<std::result::Result<Option<u64>, String>> {
     // An I/O error stops the open: it says nothing about the bytes, and cutting on it would
     // throw acknowledged appends away (found by the model property test with faults).
     let segment_at = |min_len: u64| match shared.maps.segment(key, segment, min_len) {
@@ -500,6 +545,7 @@ fn verify_record(
         Ok(r) => r,
         Err(e) => return Ok(Err(e.to_string())),
     };
+    let keyed = (r.is_event() && !r.key.is_empty()).then_some(r.version);
     if r.position != position {
         return Ok(Err(format!("record holds position {}", r.position)));
     }
@@ -515,7 +561,7 @@ fn verify_record(
             remove_replaced_segments(shared, key, c.next_segment)?;
         }
     }
-    Ok(Ok(()))
+    Ok(Ok(keyed))
 }
 
 /// A rewrite of segment 0 after the checkpoint: the segments it replaced may remain if the

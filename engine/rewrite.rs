@@ -10,6 +10,7 @@ use super::{Handle, Writer};
 use crate::error::{Error, Result};
 use crate::format::index::{locate, IndexEntry, FLAG_CONTROL};
 use crate::format::removals::Removal;
+use crate::format::keys::KEYS_HEADER_BYTES;
 use crate::format::segment::{
     decode_record, encode_record, Control, RecordFields, SegmentHeader, CONTROL_FLAG_CLOSED,
     CONTROL_OP_DELETE, CONTROL_OP_SNAPSHOT, CONTROL_OP_TRUNCATE, RECORD_FLAG_BEGIN,
@@ -111,6 +112,7 @@ impl Writer {
                         changeset: state.changeset,
                         first_position: Position(0),
                         last_position: Position(0),
+                        duplicates: 0,
                     });
                 }
                 Some(cut)
@@ -181,6 +183,11 @@ impl Writer {
             guard.first_version = cut;
             guard.generation += 1;
             drop(guard);
+            if let Some(ws) = self.streams.get_mut(stream) {
+                // The removed events leave the key map (the keys file's entries for them are
+                // skipped by version from now on).
+                ws.keys.map.retain(|_, e| e.version >= cut);
+            }
             if keep == 0 {
                 // No whole segment before the version: nothing to free.
                 self.shared.changed();
@@ -190,6 +197,7 @@ impl Writer {
                     changeset: state.changeset,
                     first_position: Position(0),
                     last_position: Position(0),
+                    duplicates: 0,
                 });
             }
         }
@@ -358,6 +366,7 @@ impl Writer {
             deleted,
             // Set under the state lock below, from the state it replaces.
             generation: 0,
+            base_position: position,
         };
         {
             // Readers map this stream's segments under its state lock: none maps the new
@@ -402,6 +411,30 @@ impl Writer {
                 Err(e) => return Err(fatal(Error::io("remove segment", &path, e))),
             }
         }
+        // The keys file follows the new state (segment-format.md §15): rebuilt from it (a
+        // snapshot leaves at most its own entry, a truncation the kept events'), or removed.
+        // A crash before this leaves a file naming the old base record: stale, rebuilt later.
+        let snapshot_keyed = matches!(&request.kind, RewriteKind::Snapshot(e) if !e.key.is_empty());
+        let had_keys = self.streams.get(stream).is_some_and(|ws| ws.keys.exists);
+        if had_keys || snapshot_keyed {
+            let entries = if deleted {
+                Vec::new()
+            } else {
+                crate::keys::scan(&self.shared, &meta, &meta.snapshot())
+                    .map_err(fatal)?
+                    .ok_or_else(|| {
+                        fatal(Error::corrupt(&seg0, 0, "stream changed during its rewrite"))
+                    })?
+            };
+            let len = crate::keys::write_file(&self.shared, key, position, &entries).map_err(fatal)?;
+            if let Some(ws) = self.streams.get_mut(stream) {
+                ws.keys = super::WriterKeys {
+                    map: crate::keys::newest(entries),
+                    len: len.max(KEYS_HEADER_BYTES as u64),
+                    exists: len > 0,
+                };
+            }
+        }
         self.sync_dir_or_fs(&fanout).map_err(fatal)?;
         if let Some(ws) = self.streams.get_mut(stream) {
             ws.after_zero = next_segment;
@@ -420,6 +453,7 @@ impl Writer {
             changeset,
             first_position: Position(position),
             last_position: Position(position),
+            duplicates: 0,
         })
     }
 

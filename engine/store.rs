@@ -9,7 +9,7 @@ use crate::producer::Producer;
 use crate::reply::Answer;
 use crate::options::Options;
 use crate::persistent::{PersistentSubscription, SubscriptionInfo, Target};
-use crate::read::{AllIter, StreamIter};
+use crate::read::{AllIter, RecordedEvent, StreamIter};
 use crate::recovery::{self, RecoveryReport};
 use crate::shared::Shared;
 use crate::storage::real::RealBackend;
@@ -218,6 +218,7 @@ impl Store {
                 expected: part.expected,
                 events: part.events,
                 commit_metadata: part.commit_metadata,
+                deduplicate: part.deduplicate,
             });
         }
         shared.check_poison()?;
@@ -257,6 +258,26 @@ impl Store {
                 stream: stream.to_string(),
             }),
             Probe::Found(meta) if meta.version() > 0 => ChangesetIter::new(shared, &meta, from),
+            _ => Err(Error::StreamNotFound {
+                stream: stream.to_string(),
+            }),
+        }
+    }
+
+    /// The surface of a stream: its newest event for each key (`EventData::key`), in version
+    /// order, read through the stream's keys index (segment-format.md §15), not by scanning the
+    /// stream. Events before a snapshot or a truncation are not part of it.
+    ///
+    /// # Errors
+    /// `StreamNotFound`, `StreamDeleted`, `InvalidStreamId`, `Corrupt`, `Io`.
+    pub fn surface(&self, stream: &str) -> Result<Vec<RecordedEvent>> {
+        validate_stream_id(stream)?;
+        let shared = &self.inner.shared;
+        match shared.catalog.probe(shared, stream)? {
+            Probe::Found(meta) if meta.is_deleted() => Err(Error::StreamDeleted {
+                stream: stream.to_string(),
+            }),
+            Probe::Found(meta) if meta.version() > 0 => crate::keys::surface(shared, &meta),
             _ => Err(Error::StreamNotFound {
                 stream: stream.to_string(),
             }),

@@ -113,6 +113,7 @@ pub struct Append {
     pub(crate) expected: ExpectedVersion,
     pub(crate) events: Vec<EventData>,
     pub(crate) commit_metadata: Vec<u8>,
+    pub(crate) deduplicate: bool,
 }
 
 impl Append {
@@ -126,7 +127,17 @@ impl Append {
             expected,
             events: events.into_iter().collect(),
             commit_metadata: Vec::new(),
+            deduplicate: false,
         }
+    }
+
+    /// Drop each keyed event whose type, metadata and data equal those of the newest event of
+    /// its key in the stream (segment-format.md §15). An append whose events are all dropped
+    /// writes nothing and returns the newest duplicate's version.
+    #[must_use]
+    pub fn deduplicate(mut self) -> Append {
+        self.deduplicate = true;
+        self
     }
 
     /// Commit metadata (who issued which command), stored once with the append and read back
@@ -191,6 +202,10 @@ pub struct AppendResult {
     /// The append's changeset number in its stream (1, 2, 3, ...); for a close, the stream's
     /// count of appends.
     pub changeset: u64,
+    /// Events dropped as duplicates of the newest event of their key (`Append::deduplicate`).
+    /// When every event was dropped, nothing was written and the versions, changeset and
+    /// positions are those of the newest duplicate.
+    pub duplicates: u32,
     pub first_position: Position,
     pub last_position: Position,
 }

@@ -13,10 +13,13 @@ use crate::format::segment::{
     RECORD_HEADER_BYTES,
 };
 use crate::layout::{
-    fanout_dir, index_path, segment_path, StreamKey, CHECKPOINT_FILE, INDEX_DIR, STREAMS_DIR,
+    fanout_dir, index_path, keys_path, segment_path, StreamKey, CHECKPOINT_FILE, INDEX_DIR,
+    STREAMS_DIR,
 };
 use crate::limits::CHECKPOINT_INTERVAL_POSITIONS;
 use crate::options::SyncMode;
+use crate::format::keys::{content_hash, KeyEntry, KEYS_HEADER_BYTES};
+use crate::keys::{KeyMap, Loaded};
 use crate::persistent::Entry;
 use crate::reply::Reply;
 use crate::shared::Shared;
@@ -35,6 +38,8 @@ pub struct Part {
     pub expected: ExpectedVersion,
     pub events: Vec<EventData>,
     pub commit_metadata: Vec<u8>,
+    /// Drop keyed events whose content equals the newest of their key (segment-format.md §15).
+    pub deduplicate: bool,
 }
 
 /// One append (of one part, or of several: a multi-stream append, committed all or none), as
@@ -90,6 +95,57 @@ struct WriterStream {
     after_zero: u32,
     closed: bool,
     deleted: bool,
+    keys: WriterKeys,
+}
+
+/// The writer's view of a stream's keys file (segment-format.md §15).
+struct WriterKeys {
+    /// The newest event of each key, including the batch being planned.
+    map: KeyMap,
+    /// Where the next entry goes.
+    len: u64,
+    /// The file exists (else the next keyed event creates it).
+    exists: bool,
+}
+
+impl WriterKeys {
+    fn none() -> WriterKeys {
+        WriterKeys {
+            map: KeyMap::new(),
+            len: KEYS_HEADER_BYTES as u64,
+            exists: false,
+        }
+    }
+}
+
+/// Entries planned for one stream's keys file in this batch.
+struct KeysWrite {
+    key: StreamKey,
+    offset: u64,
+    /// The file must be created, with a header naming this base record (segment-format.md §15).
+    create: Option<u64>,
+    bytes: Vec<u8>,
+}
+
+/// What planning a batch accumulates.
+#[derive(Default)]
+struct Planning {
+    next_position: u64,
+    index_bytes: Vec<u8>,
+    writes: Vec<SegmentWrite>,
+    write_of: HashMap<(StreamKey, u32), usize>,
+    keys_writes: Vec<KeysWrite>,
+    keys_of: HashMap<StreamKey, usize>,
+}
+
+/// What pass 1 of planning decided for one part.
+struct PartPlan {
+    /// Which events are written (de-duplication drops the others).
+    keep: Vec<bool>,
+    /// The content hash of each keyed event.
+    hashes: Vec<Option<[u8; 16]>>,
+    /// When every event was dropped: the result to return (the newest duplicate).
+    all_dropped: Option<AppendResult>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -116,9 +172,7 @@ type AckWritten = (Arc<Entry>, (u64, u64));
 /// One planned batch, ready to be written.
 struct Batch {
     first_position: u64,
-    next_position: u64,
-    index_bytes: Vec<u8>,
-    writes: Vec<SegmentWrite>,
+    planning: Planning,
     planned: Vec<Planned>,
     touched: BTreeSet<Arc<str>>,
     acks: Vec<Arc<Entry>>,
@@ -280,10 +334,10 @@ impl Writer {
     fn commit(&mut self, batch: Vec<AppendRequest>, acks: Vec<Arc<Entry>>) {
         let timestamp_us = now_us();
         let first_position = self.head + 1;
-        let mut next_position = first_position;
-        let mut index_bytes: Vec<u8> = Vec::new();
-        let mut writes: Vec<SegmentWrite> = Vec::new();
-        let mut write_of: HashMap<(StreamKey, u32), usize> = HashMap::new();
+        let mut planning = Planning {
+            next_position: first_position,
+            ..Planning::default()
+        };
         let mut planned: Vec<Planned> = Vec::new();
         let mut touched: BTreeSet<Arc<str>> = BTreeSet::new();
         let mut batch = batch.into_iter();
@@ -293,14 +347,7 @@ impl Writer {
                 request.reply.send(Err(Error::ProducerFailed { cause }));
                 continue;
             }
-            let outcome = self.plan(
-                &request,
-                timestamp_us,
-                &mut next_position,
-                &mut index_bytes,
-                &mut writes,
-                &mut write_of,
-            );
+            let outcome = self.plan(&request, timestamp_us, &mut planning);
             if let (Some(p), Ok(PlanOutcome::Done(Err(e))) | Err(e)) = (&request.producer, &outcome)
             {
                 p.fail(e);
@@ -337,9 +384,7 @@ impl Writer {
         }
         self.finish(Batch {
             first_position,
-            next_position,
-            index_bytes,
-            writes,
+            planning,
             planned,
             touched,
             acks,
@@ -349,9 +394,7 @@ impl Writer {
     fn finish(&mut self, batch: Batch) {
         let Batch {
             first_position,
-            next_position,
-            index_bytes,
-            writes,
+            planning,
             planned,
             touched,
             acks,
@@ -360,8 +403,8 @@ impl Writer {
             self.drop_uncreated();
             return;
         }
-        let last_position = next_position - 1;
-        match self.write_and_sync(first_position, last_position, &index_bytes, writes, &acks) {
+        let last_position = planning.next_position - 1;
+        match self.write_and_sync(first_position, last_position, planning, &acks) {
             Ok(written) => {
                 crate::killpoint::reached("batch-synced");
                 if !planned.is_empty() {
@@ -508,6 +551,7 @@ impl Writer {
                         after_zero: 1,
                         closed: false,
                         deleted: false,
+                        keys: WriterKeys::none(),
                     }
                 }
             };
@@ -570,6 +614,7 @@ impl Writer {
                 .remove_file(&path)
                 .map_err(|e| Error::io("remove segment", &path, e))?;
         }
+        let keys = self.load_keys(&meta, &state)?;
         let mut file = None;
         if create.is_none() {
             let path = segment_path(&self.shared.root, key, segment);
@@ -606,25 +651,64 @@ impl Writer {
             after_zero: state.after_zero,
             closed: state.closed,
             deleted: state.deleted,
+            keys,
             meta,
         })
     }
 
+    /// The writer's view of a stream's keys file: entries of unacknowledged batches cut, a
+    /// stale file rebuilt from the stream (segment-format.md §15).
+    fn load_keys(&self, meta: &Arc<StreamMeta>, state: &StreamState) -> Result<WriterKeys> {
+        let path = keys_path(&self.shared.root, meta.key);
+        match crate::keys::load(&self.shared, meta.key, state)? {
+            Loaded::Missing => Ok(WriterKeys::none()),
+            Loaded::Fresh { map, end, len } => {
+                if len > end {
+                    tracing::warn!(path = %path.display(), offset = end, bytes = len - end,
+                        "cutting key entries of an unacknowledged batch");
+                    let f = self
+                        .shared
+                        .backend
+                        .open(&path, OpenMode::ReadWrite)
+                        .map_err(|e| Error::io("open keys file", &path, e))?;
+                    // Durability: made durable by the next batch's sync, before anything
+                    // written after it is acknowledged.
+                    f.set_len(end)
+                        .map_err(|e| Error::io("cut keys file", &path, e))?;
+                }
+                Ok(WriterKeys {
+                    map,
+                    len: end,
+                    exists: true,
+                })
+            }
+            Loaded::Stale(why) => {
+                tracing::warn!(path = %path.display(), %why, "rebuilding a stale keys file from its stream");
+                let entries = crate::keys::scan(&self.shared, meta, state)?.ok_or_else(|| {
+                    Error::corrupt(&path, 0, "stream rewritten while the writer rebuilt its keys")
+                })?;
+                let len = crate::keys::write_file(&self.shared, meta.key, state.base_position, &entries)?;
+                Ok(WriterKeys {
+                    map: crate::keys::newest(entries),
+                    len: len.max(KEYS_HEADER_BYTES as u64),
+                    exists: len > 0,
+                })
+            }
+        }
+    }
+
     /// Plan one request (segment-format.md §7 step 2, §14): check every part, then, when all
     /// pass, assign versions, changesets and positions part after part.
-    #[allow(clippy::too_many_arguments)]
     fn plan(
         &mut self,
         request: &AppendRequest,
         timestamp_us: u64,
-        next_position: &mut u64,
-        index_bytes: &mut Vec<u8>,
-        writes: &mut Vec<SegmentWrite>,
-        write_of: &mut HashMap<(StreamKey, u32), usize>,
+        planning: &mut Planning,
     ) -> Result<PlanOutcome> {
         let shared = Arc::clone(&self.shared);
         // Pass 1: load every part's stream and check it; nothing is assigned yet.
         let mut retries: Vec<Option<AppendResult>> = Vec::with_capacity(request.parts.len());
+        let mut plans: Vec<PartPlan> = Vec::with_capacity(request.parts.len());
         let mut mismatch: Option<Error> = None;
         for part in &request.parts {
             let Some(ws) = self.stream(&part.stream)? else {
@@ -651,6 +735,7 @@ impl Writer {
                         changeset: ws.changeset,
                         first_position: Position(0),
                         last_position: Position(0),
+                        duplicates: 0,
                     }])));
                 }
             } else if ws.closed {
@@ -665,6 +750,7 @@ impl Writer {
                 ExpectedVersion::Exact(v) => v == current,
                 ExpectedVersion::LastChangeset(c) => c == ws.changeset,
             };
+            plans.push(plan_keys(&shared, ws, part));
             if expected_ok {
                 retries.push(None);
                 continue;
@@ -701,37 +787,46 @@ impl Writer {
                 actual_changeset: ws.map_or(0, |w| w.changeset),
             })));
         }
-        // Pass 2: every part passed; assign and encode.
-        let last_part = request.parts.len() - 1;
+        if !request.close && plans.iter().all(|p| p.all_dropped.is_some()) {
+            // Every event is a duplicate of the newest of its key: nothing to write.
+            return Ok(PlanOutcome::Done(Ok(plans
+                .into_iter()
+                .filter_map(|p| p.all_dropped)
+                .collect())));
+        }
+        // Pass 2: every part passed; assign and encode. The last part that writes anything
+        // ends the atomic unit.
+        let last_written = plans
+            .iter()
+            .rposition(|p| p.all_dropped.is_none())
+            .unwrap_or(0);
         let mut results = Vec::with_capacity(request.parts.len());
-        for (i, part) in request.parts.iter().enumerate() {
-            let linked = i < last_part;
-            results.push(self.encode_part(
-                part,
-                request.close,
-                linked,
-                timestamp_us,
-                next_position,
-                index_bytes,
-                writes,
-                write_of,
-            ));
+        for (i, (part, plan)) in request.parts.iter().zip(plans).enumerate() {
+            let result = match plan.all_dropped {
+                Some(r) if !request.close => r,
+                _ => self.encode_part(
+                    part,
+                    &plan,
+                    request.close,
+                    i < last_written,
+                    timestamp_us,
+                    planning,
+                ),
+            };
+            results.push(result);
         }
         Ok(PlanOutcome::Planned(results))
     }
 
     /// Encode one checked part of a request behind its stream's tail.
-    #[allow(clippy::too_many_arguments)]
     fn encode_part(
         &mut self,
         part: &Part,
+        plan: &PartPlan,
         close: bool,
         linked: bool,
         timestamp_us: u64,
-        next_position: &mut u64,
-        index_bytes: &mut Vec<u8>,
-        writes: &mut Vec<SegmentWrite>,
-        write_of: &mut HashMap<(StreamKey, u32), usize>,
+        planning: &mut Planning,
     ) -> AppendResult {
         let store_id = self.shared.manifest.store_id;
         let segment_bytes = self.shared.options.segment_bytes;
@@ -740,14 +835,20 @@ impl Writer {
             .get_mut(&part.stream)
             .expect("pass 1 loaded every part's stream and nothing evicts within a batch");
         let current = ws.version;
-        let n = part.events.len() as u64;
+        let kept: Vec<(usize, &EventData)> = part
+            .events
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| plan.keep[*i])
+            .collect();
+        let n = kept.len() as u64;
+        let duplicates = u32::try_from(part.events.len() - kept.len()).unwrap_or(u32::MAX);
         let append_bytes: u64 = if close {
             CLOSE_RECORD_BYTES
         } else {
-            part.events
-                .iter()
+            kept.iter()
                 .enumerate()
-                .map(|(i, e)| {
+                .map(|(i, (_, e))| {
                     let commit = if i == 0 { part.commit_metadata.len() } else { 0 };
                     record_bytes_padded(e.size() + commit)
                 })
@@ -770,34 +871,38 @@ impl Writer {
             "append size checked before queueing"
         );
         let key = ws.meta.key;
-        let slot = *write_of.entry((key, ws.segment)).or_insert_with(|| {
-            let create = ws.create.take().map(|kind| {
-                let header = SegmentHeader {
-                    store_id,
-                    stream_hash: key.hash,
-                    collision: key.collision,
+        let writes = &mut planning.writes;
+        let slot = *planning
+            .write_of
+            .entry((key, ws.segment))
+            .or_insert_with(|| {
+                let create = ws.create.take().map(|kind| {
+                    let header = SegmentHeader {
+                        store_id,
+                        stream_hash: key.hash,
+                        collision: key.collision,
+                        segment: ws.segment,
+                        first_version: ws.segment_first_version,
+                        created_us: timestamp_us,
+                        stream_id: part.stream.to_string(),
+                    };
+                    (kind, header.encode())
+                });
+                writes.push(SegmentWrite {
+                    key,
                     segment: ws.segment,
-                    first_version: ws.segment_first_version,
-                    created_us: timestamp_us,
-                    stream_id: part.stream.to_string(),
-                };
-                (kind, header.encode())
+                    stream: Arc::clone(&part.stream),
+                    offset: ws.tail,
+                    create,
+                    bytes: Vec::new(),
+                });
+                writes.len() - 1
             });
-            writes.push(SegmentWrite {
-                key,
-                segment: ws.segment,
-                stream: Arc::clone(&part.stream),
-                offset: ws.tail,
-                create,
-                bytes: Vec::new(),
-            });
-            writes.len() - 1
-        });
-        let write = &mut writes[slot];
+        let write = &mut planning.writes[slot];
         let linked_flag = if linked { FLAG_LINKED } else { 0 };
         if close {
             // A control record: a position of its own, the version of the event before it.
-            let position = *next_position;
+            let position = planning.next_position;
             let offset = ws.tail;
             let before = write.bytes.len();
             encode_record(
@@ -832,8 +937,10 @@ impl Writer {
                 offset: u32::try_from(offset).expect("segment_bytes fits in u32"),
                 flags: RECORD_FLAG_BEGIN | RECORD_FLAG_END | FLAG_CONTROL | linked_flag,
             };
-            index_bytes.extend_from_slice(&entry.encode(position));
-            *next_position += 1;
+            planning
+                .index_bytes
+                .extend_from_slice(&entry.encode(position));
+            planning.next_position += 1;
             ws.closed = true;
             return AppendResult {
                 first_version: current,
@@ -841,26 +948,29 @@ impl Writer {
                 changeset: ws.changeset,
                 first_position: Position(position),
                 last_position: Position(position),
+                duplicates: 0,
             };
         }
         let changeset = ws.changeset + 1;
-        let first_position = *next_position;
-        for (i, event) in part.events.iter().enumerate() {
+        let first_position = planning.next_position;
+        let mut key_bytes = Vec::new();
+        for (i, (original, event)) in kept.iter().enumerate() {
             let mut flags = 0;
             if i == 0 {
                 flags |= RECORD_FLAG_BEGIN;
             }
-            let last = i + 1 == part.events.len();
+            let last = i + 1 == kept.len();
             if last {
                 flags |= RECORD_FLAG_END;
             }
-            let position = *next_position;
+            let position = planning.next_position;
+            let version = current + 1 + i as u64;
             let offset = ws.tail;
             let before = write.bytes.len();
             encode_record(
                 &RecordFields {
                     flags,
-                    version: current + 1 + i as u64,
+                    version,
                     position,
                     changeset,
                     timestamp_us,
@@ -875,15 +985,52 @@ impl Writer {
                 &mut write.bytes,
             );
             ws.tail += (write.bytes.len() - before) as u64;
+            let offset = u32::try_from(offset).expect("segment_bytes fits in u32");
             let entry = IndexEntry {
                 stream_hash: key.hash,
                 collision: key.collision,
                 segment: ws.segment,
-                offset: u32::try_from(offset).expect("segment_bytes fits in u32"),
+                offset,
                 flags: flags | if last { linked_flag } else { 0 },
             };
-            index_bytes.extend_from_slice(&entry.encode(position));
-            *next_position += 1;
+            planning
+                .index_bytes
+                .extend_from_slice(&entry.encode(position));
+            planning.next_position += 1;
+            if let Some(hash) = plan.hashes[*original] {
+                let entry = KeyEntry {
+                    key: event.key.clone(),
+                    version,
+                    position,
+                    changeset,
+                    segment: ws.segment,
+                    offset,
+                    content_hash: hash,
+                };
+                entry.encode(&mut key_bytes);
+                ws.keys.map.insert(event.key.clone(), entry);
+            }
+        }
+        if !key_bytes.is_empty() {
+            let keys_writes = &mut planning.keys_writes;
+            let k = *planning.keys_of.entry(key).or_insert_with(|| {
+                let base_position = ws
+                    .meta
+                    .state
+                    .read()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .base_position;
+                keys_writes.push(KeysWrite {
+                    key,
+                    offset: ws.keys.len,
+                    create: (!ws.keys.exists).then_some(base_position),
+                    bytes: Vec::new(),
+                });
+                keys_writes.len() - 1
+            });
+            ws.keys.len += key_bytes.len() as u64;
+            ws.keys.exists = true;
+            planning.keys_writes[k].bytes.extend_from_slice(&key_bytes);
         }
         ws.version = current + n;
         ws.changeset = changeset;
@@ -892,7 +1039,8 @@ impl Writer {
             last_version: current + n,
             changeset,
             first_position: Position(first_position),
-            last_position: Position(*next_position - 1),
+            last_position: Position(planning.next_position - 1),
+            duplicates,
         }
     }
 
@@ -901,10 +1049,15 @@ impl Writer {
         &mut self,
         first_position: u64,
         last_position: u64,
-        index_bytes: &[u8],
-        writes: Vec<SegmentWrite>,
+        planning: Planning,
         acks: &[Arc<Entry>],
     ) -> Result<Vec<AckWritten>> {
+        let Planning {
+            index_bytes,
+            writes,
+            keys_writes,
+            ..
+        } = planning;
         let root = self.shared.root.clone();
         let backend = Arc::clone(&self.shared.backend);
         let fdatasync = self.shared.options.sync == SyncMode::Fdatasync;
@@ -966,6 +1119,50 @@ impl Writer {
                             .map_err(|e| Error::io("fdatasync", &path, e))?;
                     }
                 }
+            }
+        }
+        // Key entries (segment-format.md §15), after the segments: a new stream's fan-out
+        // folder exists by now.
+        for w in keys_writes {
+            let path = keys_path(&root, w.key);
+            let handle: Handle = if let Some(base_position) = w.create {
+                let h = self.with_descriptor(|| {
+                    match backend.open(&path, OpenMode::CreateNew) {
+                        Ok(h) => Ok(Arc::from(h)),
+                        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                            // Left by an unacknowledged batch: start it over.
+                            let h: Handle = Arc::from(
+                                backend
+                                    .open(&path, OpenMode::ReadWrite)
+                                    .map_err(|e| Error::io("open keys file", &path, e))?,
+                            );
+                            h.set_len(0)
+                                .map_err(|e| Error::io("cut keys file", &path, e))?;
+                            Ok(h)
+                        }
+                        Err(e) => Err(Error::io("create keys file", &path, e)),
+                    }
+                })?;
+                h.write_all_at(
+                    &crate::keys::header(&self.shared, w.key, base_position, false),
+                    0,
+                )
+                .map_err(|e| Error::io("write keys file", &path, e))?;
+                dirs_to_sync.insert(fanout_dir(&root, w.key.hash));
+                h
+            } else {
+                self.with_descriptor(|| {
+                    backend
+                        .open(&path, OpenMode::ReadWrite)
+                        .map(Arc::from)
+                        .map_err(|e| Error::io("open keys file", &path, e))
+                })?
+            };
+            handle
+                .write_all_at(&w.bytes, w.offset)
+                .map_err(|e| Error::io("write keys file", &path, e))?;
+            if fdatasync {
+                to_sync.push((handle, path));
             }
         }
         // Index entries, split at index file boundaries.
@@ -1235,10 +1432,72 @@ fn idempotent_result(
         return Ok(None);
     }
     Ok(Some(AppendResult {
+        duplicates: 0,
         first_version: first.version(),
         last_version: last.version(),
         changeset: first.changeset(),
         first_position: first.position(),
         last_position: last.position(),
     }))
+}
+
+/// Pass 1 for the keys of one part: the content hash of each keyed event and, when the append
+/// asks for de-duplication, which events repeat the newest of their key (segment-format.md §15).
+fn plan_keys(shared: &Shared, ws: &WriterStream, part: &Part) -> PartPlan {
+    let mut keep = Vec::with_capacity(part.events.len());
+    let mut hashes = Vec::with_capacity(part.events.len());
+    // The newest of each key among this part's kept events.
+    let mut overlay: HashMap<&[u8], [u8; 16]> = HashMap::new();
+    let mut newest_duplicate: Option<&KeyEntry> = None;
+    for e in &part.events {
+        if e.key.is_empty() {
+            keep.push(true);
+            hashes.push(None);
+            continue;
+        }
+        let hash = content_hash(
+            &shared.manifest.hash_key,
+            e.event_type.as_bytes(),
+            &e.metadata,
+            &e.data,
+        );
+        hashes.push(Some(hash));
+        if part.deduplicate {
+            let stored = ws.keys.map.get(&e.key);
+            let newest = overlay
+                .get(e.key.as_slice())
+                .copied()
+                .or_else(|| stored.map(|k| k.content_hash));
+            if newest == Some(hash) {
+                keep.push(false);
+                if let Some(k) = stored.filter(|_| !overlay.contains_key(e.key.as_slice())) {
+                    if newest_duplicate.is_none_or(|d| d.version < k.version) {
+                        newest_duplicate = Some(k);
+                    }
+                }
+                continue;
+            }
+            overlay.insert(&e.key, hash);
+        }
+        keep.push(true);
+    }
+    let all_dropped = if keep.iter().any(|k| *k) {
+        None
+    } else {
+        // Every event is dropped, so none matched an earlier event of this part: each matched
+        // a stored (or planned) one.
+        newest_duplicate.map(|d| AppendResult {
+            first_version: d.version,
+            last_version: d.version,
+            changeset: d.changeset,
+            first_position: Position(d.position),
+            last_position: Position(d.position),
+            duplicates: u32::try_from(part.events.len()).unwrap_or(u32::MAX),
+        })
+    };
+    PartPlan {
+        keep,
+        hashes,
+        all_dropped,
+    }
 }

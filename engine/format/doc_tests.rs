@@ -3,6 +3,7 @@
 
 use super::checkpoint::CheckpointSlot;
 use super::index::{IndexEntryRaw, IndexFileHeader};
+use super::keys::{KeyEntryRaw, KeysFileHeader};
 use super::manifest::ManifestHeader;
 use super::removals::{RemovalRaw, RemovalsHeader};
 use super::segment::{ControlBlockRaw, RecordHeader, SegmentFileHeader};
@@ -140,4 +141,15 @@ fn removals_match_document() {
     let record = fields!(RemovalRaw: magic, collision, reserved0, stream_hash, covers_version,
         covers_position, created_us, reserved1, crc);
     check(&t[1], &record, size_of::<RemovalRaw>());
+}
+
+#[test]
+fn keys_file_matches_document() {
+    let t = tables_under("## 15. Keyed events");
+    let header = fields!(KeysFileHeader: magic, format_version, flags, store_id, stream_hash,
+        collision, reserved0, base_position, created_us, reserved1, crc);
+    check(&t[0], &header, size_of::<KeysFileHeader>());
+    let entry = fields!(KeyEntryRaw: magic, key_len, offset, version, position, changeset,
+        segment, crc, content_hash);
+    check(&t[1], &entry, size_of::<KeyEntryRaw>());
 }

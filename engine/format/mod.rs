@@ -7,6 +7,7 @@
 
 pub mod checkpoint;
 pub mod index;
+pub mod keys;
 pub mod manifest;
 pub mod removals;
 pub mod segment;

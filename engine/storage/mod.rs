@@ -138,6 +138,23 @@ pub fn read_prefix(backend: &dyn Backend, path: &Path, len: usize) -> io::Result
     Ok(Some(buf))
 }
 
+/// A whole file; `None` when it does not exist.
+///
+/// # Errors
+/// The OS error other than `NotFound`.
+pub fn read_whole(backend: &dyn Backend, path: &Path) -> io::Result<Option<Vec<u8>>> {
+    let file = match backend.open(path, OpenMode::Read) {
+        Ok(f) => f,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    let len = usize::try_from(file.len()?).unwrap_or(usize::MAX);
+    let mut buf = vec![0u8; len];
+    let n = read_full(&*file, &mut buf, 0)?;
+    buf.truncate(n);
+    Ok(Some(buf))
+}
+
 /// Read until `buf` is full or the file ends (`read_at` may return less); the bytes read.
 ///
 /// # Errors
