@@ -122,7 +122,9 @@ where
 
 /// The changesets of one stream from a changeset number on (`Store::read_changesets`).
 pub struct ChangesetIter {
-    events: Peekable<StreamIter>,
+    /// Before the first `next`: the stream read, still open to options.
+    unstarted: Option<StreamIter>,
+    events: Option<Peekable<StreamIter>>,
     from: u64,
 }
 
@@ -130,10 +132,28 @@ impl ChangesetIter {
     pub(crate) fn new(shared: &Arc<Shared>, meta: &Arc<StreamMeta>, from: u64) -> Result<Self> {
         let start = start_version(shared, meta, from)?;
         Ok(ChangesetIter {
-            events: StreamIter::new(Arc::clone(shared), meta, start, Direction::Forward)
-                .peekable(),
+            unstarted: Some(StreamIter::new(
+                Arc::clone(shared),
+                meta,
+                start,
+                Direction::Forward,
+            )),
+            events: None,
             from,
         })
+    }
+
+    /// Skip invalidated changesets (`Store::invalidate`) as of this call; the invalidation
+    /// events themselves are still yielded, as changesets of their own. Call it before
+    /// iterating; afterwards it changes nothing.
+    ///
+    /// # Errors
+    /// `Corrupt` or `Io` reading `REMOVALS`.
+    pub fn skip_invalidated(mut self) -> Result<ChangesetIter> {
+        if let Some(it) = self.unstarted.take() {
+            self.unstarted = Some(it.skip_invalidated()?);
+        }
+        Ok(self)
     }
 }
 
@@ -141,8 +161,12 @@ impl Iterator for ChangesetIter {
     type Item = Result<Changeset>;
 
     fn next(&mut self) -> Option<Result<Changeset>> {
+        if let Some(it) = self.unstarted.take() {
+            self.events = Some(it.peekable());
+        }
+        let events = self.events.as_mut()?;
         loop {
-            match next_group(&mut self.events)? {
+            match next_group(events)? {
                 Ok(c) if c.number() < self.from => continue,
                 other => return Some(other),
             }

@@ -9,7 +9,7 @@ use crate::format::index::{
 use crate::format::manifest::{Manifest, MANIFEST_MAGIC};
 use crate::format::segment::{
     decode_record, peek_record_header, SegmentHeader, CONTROL_FLAG_CLOSED, CONTROL_OP_CLOSE,
-    CONTROL_OP_DELETE, CONTROL_OP_SNAPSHOT, SEGMENT_MAGIC,
+    CONTROL_OP_DELETE, CONTROL_OP_INVALIDATE, CONTROL_OP_SNAPSHOT, SEGMENT_MAGIC,
 };
 use crate::format::subscription::{
     StoredTarget, SubscriptionCheckpoint, SubscriptionHeader, SUBSCRIPTION_MAGIC,
@@ -243,16 +243,27 @@ fn dump_store(root: &Path, show_records: bool, d: &mut Dump) {
                         }
                         break;
                     };
-                    if show_records {
+                    let invalidation = r.kind == crate::format::removals::REMOVAL_KIND_INVALIDATE;
+                    if show_records && invalidation {
+                        let _ = writeln!(d.text, "    invalidation of key {:016x}-{:04x}: changeset {}, by the event at position {}",
+                            r.stream_hash, r.collision, r.covers_version, r.covers_position);
+                    } else if show_records {
                         let _ = writeln!(d.text, "    truncation of key {:016x}-{:04x}: versions up to {}, positions up to {}",
                             r.stream_hash, r.collision, r.covers_version, r.covers_position);
                     }
-                    d.json.push(json!({"kind": "truncation", "stream_hash": r.stream_hash, "collision": r.collision,
-                        "covers_version": r.covers_version, "covers_position": r.covers_position}));
+                    d.json.push(
+                        json!({"kind": if invalidation { "invalidation" } else { "truncation" },
+                        "stream_hash": r.stream_hash, "collision": r.collision,
+                        "covers_version": r.covers_version, "covers_position": r.covers_position}),
+                    );
                     count += 1;
                     at += REMOVAL_BYTES as usize;
                 }
-                let _ = writeln!(d.text, "{}: {count} truncations", rpath.display());
+                let _ = writeln!(
+                    d.text,
+                    "{}: {count} truncations and invalidations",
+                    rpath.display()
+                );
             }
             Err(e) => d.corrupt(&rpath, 0, format!("removals header: {e}")),
         }
@@ -485,8 +496,13 @@ fn dump_segment(
                         r.version, r.position, r.changeset, r.flags, String::from_utf8_lossy(r.event_type), r.data.len(), r.metadata.len(),
                         if committed { "" } else { " UNACKNOWLEDGED" }, preview(r.data, 48));
                     if !r.commit_metadata.is_empty() {
-                        let _ = writeln!(d.text, "      changeset {} commit metadata {}B {}",
-                            r.changeset, r.commit_metadata.len(), preview(r.commit_metadata, 64));
+                        let _ = writeln!(
+                            d.text,
+                            "      changeset {} commit metadata {}B {}",
+                            r.changeset,
+                            r.commit_metadata.len(),
+                            preview(r.commit_metadata, 64)
+                        );
                     }
                     if !r.key.is_empty() {
                         let _ = writeln!(d.text, "      key {}", preview(r.key, 64));
@@ -497,16 +513,22 @@ fn dump_segment(
                         CONTROL_OP_CLOSE => "close",
                         CONTROL_OP_DELETE => "tombstone",
                         CONTROL_OP_SNAPSHOT => "snapshot",
+                        CONTROL_OP_INVALIDATE => "invalidate",
                         _ => "truncate",
                     };
                     if show_records {
+                        if c.op == CONTROL_OP_INVALIDATE {
+                            let _ = writeln!(d.text, "      invalidates changeset {}", c.target_changeset);
+                        } else {
                         let _ = writeln!(d.text, "      {op}: covers version {} and position {}{}{}",
                             c.covers_version, c.covers_position,
                             if c.next_segment > 0 { format!(", next segment {}", c.next_segment) } else { String::new() },
                             if c.flags & CONTROL_FLAG_CLOSED != 0 { ", stream closed" } else { "" });
+                        }
                     }
                     json!({"op": op, "covers_version": c.covers_version, "covers_position": c.covers_position,
-                        "next_segment": c.next_segment, "closed": c.flags & CONTROL_FLAG_CLOSED != 0})
+                        "next_segment": c.next_segment, "closed": c.flags & CONTROL_FLAG_CLOSED != 0,
+                        "target_changeset": c.target_changeset})
                 });
                 records.push(json!({"offset": at, "version": r.version, "position": r.position, "changeset": r.changeset,
                     "flags": r.flags, "event_type": String::from_utf8_lossy(r.event_type), "data_bytes": r.data.len(),

@@ -97,7 +97,9 @@ fn damage_at(bytes: &[u8], at: usize, committed: u64) -> Option<String> {
     if let Ok((raw, _)) = KeyEntryRaw::ref_from_prefix(&bytes[at..]) {
         let v = raw.version.get();
         if raw.magic.get() == KEY_ENTRY_MAGIC && (1..=committed).contains(&v) {
-            return Some(format!("entry of committed version {v} at {at} does not decode"));
+            return Some(format!(
+                "entry of committed version {v} at {at} does not decode"
+            ));
         }
     }
     let mut next = at + 8;
@@ -130,13 +132,16 @@ fn map_segments(
     }
     let mut out = Vec::with_capacity(state.segments.len());
     for s in &state.segments {
-        let m = shared.maps.segment(meta.key, s.number, s.end)?.ok_or_else(|| {
-            Error::corrupt(
-                crate::layout::segment_path(&shared.root, meta.key, s.number),
-                0,
-                "segment holding committed events is missing",
-            )
-        })?;
+        let m = shared
+            .maps
+            .segment(meta.key, s.number, s.end)?
+            .ok_or_else(|| {
+                Error::corrupt(
+                    crate::layout::segment_path(&shared.root, meta.key, s.number),
+                    0,
+                    "segment holding committed events is missing",
+                )
+            })?;
         out.push(m);
     }
     Ok(Some(out))
@@ -157,9 +162,8 @@ pub fn scan(
         let bytes = &mapped.mapping[..];
         let mut at = s.header_bytes;
         while at < s.end {
-            let r = decode_record(&bytes[at as usize..s.end as usize]).map_err(|e| {
-                Error::corrupt(&mapped.path, at, format!("committed record: {e}"))
-            })?;
+            let r = decode_record(&bytes[at as usize..s.end as usize])
+                .map_err(|e| Error::corrupt(&mapped.path, at, format!("committed record: {e}")))?;
             if r.is_event()
                 && !r.key.is_empty()
                 && r.version >= state.first_version
@@ -218,8 +222,7 @@ pub fn write_file(
     f.write_all_at(&bytes, 0)
         .map_err(|e| Error::io("write keys file", &tmp, e))?;
     // Durability: the entries are on disk before the name points to them.
-    f.sync_data()
-        .map_err(|e| Error::io("fdatasync", &tmp, e))?;
+    f.sync_data().map_err(|e| Error::io("fdatasync", &tmp, e))?;
     backend
         .rename(&tmp, &path)
         .map_err(|e| Error::io("rename keys file", &tmp, e))?;

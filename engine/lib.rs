@@ -29,9 +29,9 @@ mod changeset;
 pub mod dump;
 mod error;
 pub mod format;
+mod keys;
 #[doc(hidden)]
 pub mod killpoint;
-mod keys;
 pub mod layout;
 pub mod limits;
 pub mod mapping;

@@ -139,9 +139,18 @@ impl RecordedEvent {
             .map(|c| (c.covers_version, Position(c.covers_position)))
     }
 
+    /// For an invalidation event (`Store::invalidate`): the changeset it marks invalid. Its
+    /// data is the reason given.
+    #[must_use]
+    pub fn invalidates(&self) -> Option<u64> {
+        self.control
+            .filter(|c| c.op == crate::format::segment::CONTROL_OP_INVALIDATE)
+            .map(|c| c.target_changeset)
+    }
+
     /// True for a stream control record; readers never yield one.
     pub(crate) fn is_control(&self) -> bool {
-        self.control.is_some_and(|c| !c.is_snapshot())
+        self.control.is_some_and(|c| !c.is_event())
     }
 }
 
@@ -216,6 +225,8 @@ pub struct StreamIter {
     offset: u64,
     backward_offsets: Vec<u64>,
     failed: bool,
+    /// With `skip_invalidated`: the stream's invalidated changesets.
+    invalid: Option<std::collections::BTreeMap<u64, u64>>,
 }
 
 impl StreamIter {
@@ -243,7 +254,19 @@ impl StreamIter {
             offset: 0,
             backward_offsets: Vec::new(),
             failed: false,
+            invalid: None,
         }
+    }
+
+    /// Skip the events of changesets invalidated (`Store::invalidate`) when this is called;
+    /// the invalidation events themselves are still yielded.
+    ///
+    /// # Errors
+    /// `Corrupt` or `Io` reading `REMOVALS`.
+    pub fn skip_invalidated(mut self) -> Result<StreamIter> {
+        let all = self.shared.removals.invalidations(&self.shared)?;
+        self.invalid = Some(all.get(&self.key).cloned().unwrap_or_default());
+        Ok(self)
     }
 
     fn map_segment(&self, index: usize) -> Result<Arc<MappedSegment>> {
@@ -393,15 +416,26 @@ impl Iterator for StreamIter {
         if self.failed {
             return None;
         }
-        match self.next_event() {
-            Ok(Some(e)) => Some(Ok(e)),
-            Ok(None) => None,
-            Err(e) => {
-                self.failed = true;
-                Some(Err(e))
-            }
+        loop {
+            return match self.next_event() {
+                Ok(Some(e)) if is_invalidated(self.invalid.as_ref(), &e) => continue,
+                Ok(Some(e)) => Some(Ok(e)),
+                Ok(None) => None,
+                Err(e) => {
+                    self.failed = true;
+                    Some(Err(e))
+                }
+            };
         }
     }
+}
+
+/// Whether `event` belongs to a changeset in `invalid` (never an invalidation event itself).
+fn is_invalidated(
+    invalid: Option<&std::collections::BTreeMap<u64, u64>>,
+    event: &RecordedEvent,
+) -> bool {
+    invalid.is_some_and(|m| event.invalidates().is_none() && m.contains_key(&event.changeset))
 }
 
 /// The events of versions `from ..` (at most `count`) of a stream.
@@ -440,6 +474,8 @@ pub struct AllIter {
     /// The truncations (`REMOVALS`), read when the first window is loaded: events they removed
     /// may still be in the segments.
     removals: Option<Arc<std::collections::HashMap<StreamKey, crate::removals::Covers>>>,
+    /// With `skip_invalidated`: every stream's invalidated changesets.
+    invalid: Option<Arc<crate::removals::Invalidations>>,
 }
 
 struct Slot {
@@ -478,7 +514,18 @@ impl AllIter {
             failed: false,
             covers: std::collections::HashMap::new(),
             removals: None,
+            invalid: None,
         }
+    }
+
+    /// Skip the events of changesets invalidated (`Store::invalidate`) when this is called;
+    /// the invalidation events themselves are still yielded.
+    ///
+    /// # Errors
+    /// `Corrupt` or `Io` reading `REMOVALS`.
+    pub fn skip_invalidated(mut self) -> Result<AllIter> {
+        self.invalid = Some(self.shared.removals.invalidations(&self.shared)?);
+        Ok(self)
     }
 
     /// Forward: the position after the last one this iterator covers (its head when made).
@@ -797,6 +844,9 @@ impl AllIter {
                 slot.offset,
                 "append boundaries differ between index and record",
             ));
+        }
+        if is_invalidated(self.invalid.as_ref().and_then(|m| m.get(&key)), &event) {
+            return Ok(None);
         }
         Ok(Some(event))
     }

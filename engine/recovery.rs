@@ -5,14 +5,13 @@ use crate::cache::decode_error;
 use crate::error::{Error, Result};
 use crate::format::checkpoint::{Checkpoint, CHECKPOINT_FILE_BYTES};
 use crate::format::index::{
-    locate, FLAG_BEGIN, FLAG_CONTROL, FLAG_END, FLAG_LINKED, INDEX_ENTRY_BYTES,
-    INDEX_HEADER_BYTES,
+    locate, FLAG_BEGIN, FLAG_CONTROL, FLAG_END, FLAG_LINKED, INDEX_ENTRY_BYTES, INDEX_HEADER_BYTES,
 };
 use crate::format::manifest::{Manifest, MANIFEST_BYTES};
-use crate::format::FORMAT_VERSION;
 use crate::format::segment::{
     decode_record, peek_record_header, RECORD_FLAG_BEGIN, RECORD_FLAG_END, RECORD_HEADER_BYTES,
 };
+use crate::format::FORMAT_VERSION;
 use crate::layout::{
     index_path, parse_index_file_name, StreamKey, CHECKPOINT_FILE, INDEX_DIR, LOCK_FILE,
     MANIFEST_FILE, STREAMS_DIR, TEMP_SUFFIX,
@@ -287,8 +286,7 @@ pub fn open(
             create_store(&*backend, root, &options)?
         }
         Some(bytes) => {
-            let mut manifest =
-                Manifest::decode(&bytes).map_err(|e| decode_error(&mpath, 0, &e))?;
+            let mut manifest = Manifest::decode(&bytes).map_err(|e| decode_error(&mpath, 0, &e))?;
             if manifest.format_version < FORMAT_VERSION {
                 manifest = upgrade_manifest(&*backend, root, manifest)?;
             }
@@ -400,8 +398,10 @@ fn verify_tail(shared: &Shared, from: u64, report: &mut RecoveryReport) -> Resul
     let mut position = from + 1;
     let mut append_open = false;
     let mut seen = 0u64;
-    // Keyed records after the checkpoint: (position, stream, version) (segment-format.md §15).
+    // Keyed records after the checkpoint: (position, stream, version) (segment-format.md §15);
+    // invalidation events: (stream, changeset, position) (§16).
     let mut keyed: Vec<(u64, StreamKey, u64)> = Vec::new();
+    let mut invalidations: Vec<(StreamKey, u64, u64)> = Vec::new();
     loop {
         let (file, _) = locate(position, per_file);
         if shared
@@ -448,8 +448,14 @@ fn verify_tail(shared: &Shared, from: u64, report: &mut RecoveryReport) -> Resul
             position,
             entry.flags,
         )? {
-            Ok(Some(version)) => keyed.push((position, key, version)),
-            Ok(None) => {}
+            Ok(v) => {
+                if let Some(version) = v.keyed {
+                    keyed.push((position, key, version));
+                }
+                if let Some(changeset) = v.invalidates {
+                    invalidations.push((key, changeset, position));
+                }
+            }
             Err(reason) => {
                 if crate::catalog::base_covers(shared, key)? < position {
                     report.stop_reason = format!("record of position {position}: {reason}");
@@ -476,7 +482,21 @@ fn verify_tail(shared: &Shared, from: u64, report: &mut RecoveryReport) -> Resul
     for (key, version) in newest {
         check_keys_file(shared, key, version)?;
     }
+    invalidations.retain(|(_, _, p)| *p <= head);
+    // After a clean close nothing follows the head, in the index or in `REMOVALS`.
+    if !report.clean || !invalidations.is_empty() {
+        crate::removals::recover(shared, head, &invalidations)?;
+    }
     Ok(head)
+}
+
+/// What recovery learns from a verified record.
+#[derive(Default)]
+struct Verified {
+    /// A keyed event: its version.
+    keyed: Option<u64>,
+    /// An invalidation event: the changeset it invalidates.
+    invalidates: Option<u64>,
 }
 
 /// A stream kept keyed records after the checkpoint: its keys file must hold an entry for the
@@ -515,7 +535,7 @@ fn verify_record(
     offset: u64,
     position: u64,
     flags: u8,
-) -> Result<std::result::Result<Option<u64>, String>> {
+) -> Result<std::result::Result<Verified, String>> {
     // An I/O error stops the open: it says nothing about the bytes, and cutting on it would
     // throw acknowledged appends away (found by the model property test with faults).
     let segment_at = |min_len: u64| match shared.maps.segment(key, segment, min_len) {
@@ -545,7 +565,13 @@ fn verify_record(
         Ok(r) => r,
         Err(e) => return Ok(Err(e.to_string())),
     };
-    let keyed = (r.is_event() && !r.key.is_empty()).then_some(r.version);
+    let verified = Verified {
+        keyed: (r.is_event() && !r.key.is_empty()).then_some(r.version),
+        invalidates: r
+            .control
+            .filter(|c| c.op == crate::format::segment::CONTROL_OP_INVALIDATE)
+            .map(|c| c.target_changeset),
+    };
     if r.position != position {
         return Ok(Err(format!("record holds position {}", r.position)));
     }
@@ -561,7 +587,7 @@ fn verify_record(
             remove_replaced_segments(shared, key, c.next_segment)?;
         }
     }
-    Ok(Ok(keyed))
+    Ok(Ok(verified))
 }
 
 /// A rewrite of segment 0 after the checkpoint: the segments it replaced may remain if the

@@ -1,20 +1,25 @@
-//! The log of stream truncations, `REMOVALS` (segment-format.md §12): which versions and
-//! positions of which streams `truncate_before` removed. Loaded on first use; a truncation is
-//! committed by its record here.
+//! The log of stream truncations and invalidations, `REMOVALS` (segment-format.md §12, §16):
+//! which versions and positions of which streams `truncate_before` removed, and which changesets
+//! were invalidated. Loaded on first use; a truncation is committed by its record here, an
+//! invalidation by its batch.
 
 use crate::error::{Error, Result};
 use crate::format::removals::{
     decode_header, encode_header, Removal, REMOVALS_HEADER_BYTES, REMOVAL_BYTES,
+    REMOVAL_KIND_INVALIDATE, REMOVAL_KIND_TRUNCATE,
 };
 use crate::layout::{StreamKey, REMOVALS_FILE, TEMP_SUFFIX};
 use crate::options::SyncMode;
 use crate::shared::Shared;
 use crate::storage::{FileHandle, OpenMode};
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 /// What was removed from one stream: (covers_version, covers_position).
 pub type Covers = (u64, u64);
+
+/// The invalidated changesets of each stream, with the position of each invalidation event.
+pub type Invalidations = HashMap<StreamKey, BTreeMap<u64, u64>>;
 
 #[derive(Default)]
 pub struct Removals {
@@ -24,6 +29,8 @@ pub struct Removals {
 struct Loaded {
     /// Replaced whole on each append (they are rare), so that readers can hold it.
     map: Arc<HashMap<StreamKey, Covers>>,
+    /// Likewise.
+    invalid: Arc<Invalidations>,
     /// Where the next record goes: after the last valid one.
     end: u64,
     file: Option<Arc<dyn FileHandle>>,
@@ -46,6 +53,61 @@ impl Removals {
     pub fn map(&self, shared: &Shared) -> Result<Arc<HashMap<StreamKey, Covers>>> {
         let guard = self.load(shared)?;
         Ok(Arc::clone(&guard.as_ref().expect("loaded above").map))
+    }
+
+    /// Drop what was loaded: the next use reads the file again (after recovery changed it).
+    pub fn forget(&self) {
+        *lock(&self.loaded) = None;
+    }
+
+    /// Every invalidation, as one map (shared, not copied).
+    pub fn invalidations(&self, shared: &Shared) -> Result<Arc<Invalidations>> {
+        let guard = self.load(shared)?;
+        Ok(Arc::clone(&guard.as_ref().expect("loaded above").invalid))
+    }
+
+    /// Writer only: write invalidation records in the batch being written, without syncing:
+    /// the batch's sync makes them durable. Returns the file to `fdatasync` in that mode.
+    pub fn write_in_batch(
+        &self,
+        shared: &Shared,
+        records: &[Removal],
+    ) -> Result<Option<Arc<dyn FileHandle>>> {
+        if records.is_empty() {
+            return Ok(None);
+        }
+        let mut guard = self.load(shared)?;
+        let loaded = guard.as_mut().expect("loaded above");
+        let path = shared.root.join(REMOVALS_FILE);
+        let file = match &loaded.file {
+            Some(f) => Arc::clone(f),
+            None => {
+                let f = open_or_create(shared)?;
+                loaded.file = Some(Arc::clone(&f));
+                f
+            }
+        };
+        let mut bytes = Vec::with_capacity(records.len() * REMOVAL_BYTES as usize);
+        for r in records {
+            bytes.extend_from_slice(&r.encode());
+        }
+        file.write_all_at(&bytes, loaded.end)
+            .map_err(|e| Error::io("write invalidation", &path, e))?;
+        loaded.end += bytes.len() as u64;
+        Ok(Some(file))
+    }
+
+    /// Writer only: the batch holding these invalidation records was published.
+    pub fn published(&self, records: &[Removal]) {
+        let mut guard = lock(&self.loaded);
+        // Not loaded: the first load reads them from the file.
+        if let Some(loaded) = guard.as_mut() {
+            let mut invalid = (*loaded.invalid).clone();
+            for r in records {
+                add_invalidation(&mut invalid, r);
+            }
+            loaded.invalid = Arc::new(invalid);
+        }
     }
 
     /// What truncations removed from `key`.
@@ -85,6 +147,7 @@ impl Removals {
         };
         let mut map = (*loaded.map).clone();
         let c = map.entry(key).or_insert((0, 0));
+        debug_assert_eq!(removal.kind, REMOVAL_KIND_TRUNCATE);
         c.0 = c.0.max(removal.covers_version);
         c.1 = c.1.max(removal.covers_position);
         loaded.map = Arc::new(map);
@@ -99,6 +162,7 @@ fn load(shared: &Shared) -> Result<Loaded> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             return Ok(Loaded {
                 map: Arc::new(HashMap::new()),
+                invalid: Arc::new(HashMap::new()),
                 end: REMOVALS_HEADER_BYTES,
                 file: None,
             })
@@ -117,6 +181,9 @@ fn load(shared: &Shared) -> Result<Loaded> {
         return Err(Error::corrupt(&path, 16, "removals file of another store"));
     }
     let mut map: HashMap<StreamKey, Covers> = HashMap::new();
+    let mut invalid = Invalidations::new();
+    // Invalidations of batches not published yet are added when they are.
+    let head = shared.head();
     let mut at = REMOVALS_HEADER_BYTES;
     // Records until the first that does not decode: a torn tail is an unacknowledged
     // truncation, and the next append overwrites it.
@@ -124,6 +191,13 @@ fn load(shared: &Shared) -> Result<Loaded> {
         let Ok(r) = Removal::decode(slice) else {
             break;
         };
+        at += REMOVAL_BYTES;
+        if r.kind == REMOVAL_KIND_INVALIDATE {
+            if r.covers_position <= head {
+                add_invalidation(&mut invalid, &r);
+            }
+            continue;
+        }
         let c = map
             .entry(StreamKey {
                 hash: r.stream_hash,
@@ -132,13 +206,84 @@ fn load(shared: &Shared) -> Result<Loaded> {
             .or_insert((0, 0));
         c.0 = c.0.max(r.covers_version);
         c.1 = c.1.max(r.covers_position);
-        at += REMOVAL_BYTES;
     }
     Ok(Loaded {
         map: Arc::new(map),
+        invalid: Arc::new(invalid),
         end: at,
         file: None,
     })
+}
+
+fn add_invalidation(invalid: &mut Invalidations, r: &Removal) {
+    invalid
+        .entry(StreamKey {
+            hash: r.stream_hash,
+            collision: r.collision,
+        })
+        .or_default()
+        .insert(r.covers_version, r.covers_position);
+}
+
+/// Recovery (segment-format.md §16): cut the invalidation records of batches after the head,
+/// then add the records that the kept invalidation events lack. `kept` holds (stream, changeset,
+/// position) of the invalidation events in the kept index tail. Made durable by recovery's
+/// `syncfs`.
+pub fn recover(shared: &Shared, head: u64, kept: &[(StreamKey, u64, u64)]) -> Result<()> {
+    let path = shared.root.join(REMOVALS_FILE);
+    let bytes = crate::storage::read_whole(&*shared.backend, &path)
+        .map_err(|e| Error::io("read", &path, e))?;
+    let mut present = std::collections::HashSet::new();
+    if let Some(bytes) = &bytes {
+        if decode_header(bytes).is_err() {
+            // A torn creation holds nothing: `open_or_create` renames a synced file into place.
+            return Err(Error::corrupt(&path, 0, "removals header does not decode"));
+        }
+        let mut at = REMOVALS_HEADER_BYTES;
+        while let Some(slice) = bytes.get(at as usize..(at + REMOVAL_BYTES) as usize) {
+            let Ok(r) = Removal::decode(slice) else {
+                break;
+            };
+            if r.kind == REMOVAL_KIND_INVALIDATE && r.covers_position > head {
+                break;
+            }
+            if r.kind == REMOVAL_KIND_INVALIDATE {
+                present.insert(r.covers_position);
+            }
+            at += REMOVAL_BYTES;
+        }
+        if at < bytes.len() as u64 {
+            tracing::warn!(path = %path.display(), offset = at, "cutting records of an unacknowledged batch");
+            let f = shared
+                .backend
+                .open(&path, OpenMode::ReadWrite)
+                .map_err(|e| Error::io("open", &path, e))?;
+            f.set_len(at)
+                .map_err(|e| Error::io("cut removals", &path, e))?;
+        }
+    }
+    let missing: Vec<Removal> = kept
+        .iter()
+        .filter(|(_, _, position)| !present.contains(position))
+        .map(|(key, changeset, position)| Removal {
+            kind: REMOVAL_KIND_INVALIDATE,
+            stream_hash: key.hash,
+            collision: key.collision,
+            covers_version: *changeset,
+            covers_position: *position,
+            created_us: crate::types::now_us(),
+        })
+        .collect();
+    if !missing.is_empty() {
+        tracing::warn!(
+            records = missing.len(),
+            "adding invalidation records their batch did not make durable"
+        );
+        shared.removals.write_in_batch(shared, &missing)?;
+    }
+    // Loaded above with the checkpoint's head, not the recovered one.
+    shared.removals.forget();
+    Ok(())
 }
 
 /// Open `REMOVALS` for writing, creating it durably (temporary file, synced, renamed, folder

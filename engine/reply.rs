@@ -77,7 +77,11 @@ pub struct Watch<T> {
 impl<T> Watch<T> {
     pub fn is_ready(&self) -> bool {
         !matches!(
-            *self.slot.state.lock().unwrap_or_else(PoisonError::into_inner),
+            *self
+                .slot
+                .state
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner),
             State::Waiting
         )
     }

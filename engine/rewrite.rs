@@ -9,8 +9,8 @@
 use super::{Handle, Writer};
 use crate::error::{Error, Result};
 use crate::format::index::{locate, IndexEntry, FLAG_CONTROL};
-use crate::format::removals::Removal;
 use crate::format::keys::KEYS_HEADER_BYTES;
+use crate::format::removals::Removal;
 use crate::format::segment::{
     decode_record, encode_record, Control, RecordFields, SegmentHeader, CONTROL_FLAG_CLOSED,
     CONTROL_OP_DELETE, CONTROL_OP_SNAPSHOT, CONTROL_OP_TRUNCATE, RECORD_FLAG_BEGIN,
@@ -167,6 +167,7 @@ impl Writer {
                 .append(
                     &self.shared,
                     Removal {
+                        kind: crate::format::removals::REMOVAL_KIND_TRUNCATE,
                         stream_hash: key.hash,
                         collision: key.collision,
                         covers_version,
@@ -274,6 +275,7 @@ impl Writer {
                     next_segment,
                     covers_version,
                     covers_position,
+                    target_changeset: 0,
                 }),
             },
             &mut bytes,
@@ -423,10 +425,15 @@ impl Writer {
                 crate::keys::scan(&self.shared, &meta, &meta.snapshot())
                     .map_err(fatal)?
                     .ok_or_else(|| {
-                        fatal(Error::corrupt(&seg0, 0, "stream changed during its rewrite"))
+                        fatal(Error::corrupt(
+                            &seg0,
+                            0,
+                            "stream changed during its rewrite",
+                        ))
                     })?
             };
-            let len = crate::keys::write_file(&self.shared, key, position, &entries).map_err(fatal)?;
+            let len =
+                crate::keys::write_file(&self.shared, key, position, &entries).map_err(fatal)?;
             if let Some(ws) = self.streams.get_mut(stream) {
                 ws.keys = super::WriterKeys {
                     map: crate::keys::newest(entries),

@@ -1,16 +1,16 @@
 //! `Store`: the public handle.
 
 use crate::catalog::Probe;
+use crate::changeset::{ChangesetIter, ChangesetPage};
 use crate::error::{Error, Result};
 use crate::layout::{parse_segment_file_name, STREAMS_DIR};
-use crate::changeset::{ChangesetIter, ChangesetPage};
 use crate::limits::PRODUCER_IN_FLIGHT_MAX_DEFAULT;
-use crate::producer::Producer;
-use crate::reply::Answer;
 use crate::options::Options;
 use crate::persistent::{PersistentSubscription, SubscriptionInfo, Target};
+use crate::producer::Producer;
 use crate::read::{AllIter, RecordedEvent, StreamIter};
 use crate::recovery::{self, RecoveryReport};
+use crate::reply::Answer;
 use crate::shared::Shared;
 use crate::storage::real::RealBackend;
 use crate::storage::{Backend, EntryKind};
@@ -147,9 +147,11 @@ impl Store {
     /// As `append`, and `InvalidAppend` for oversized commit metadata or keys.
     pub fn append_with(&self, append: Append) -> Result<AppendResult> {
         let answer = self.send_append(vec![append], false, None)?;
-        self.wait_answer(answer)?.pop().ok_or_else(|| Error::Poisoned {
-            cause: "the writer answered an append with no result".into(),
-        })
+        self.wait_answer(answer)?
+            .pop()
+            .ok_or_else(|| Error::Poisoned {
+                cause: "the writer answered an append with no result".into(),
+            })
     }
 
     /// Append to several streams at once, all or none (segment-format.md §14): each part's
@@ -160,7 +162,10 @@ impl Store {
     /// # Errors
     /// As `append` for any part (nothing is then written); `InvalidAppend` when a stream is
     /// named twice or no part is given.
-    pub fn append_multi(&self, parts: impl IntoIterator<Item = Append>) -> Result<Vec<AppendResult>> {
+    pub fn append_multi(
+        &self,
+        parts: impl IntoIterator<Item = Append>,
+    ) -> Result<Vec<AppendResult>> {
         let parts: Vec<Append> = parts.into_iter().collect();
         let answer = self.send_append(parts, false, None)?;
         self.wait_answer(answer)
@@ -187,6 +192,17 @@ impl Store {
         close: bool,
         producer: Option<Arc<crate::producer::Link>>,
     ) -> Result<Answer<Result<Vec<AppendResult>>>> {
+        self.send_request(parts, close, None, producer)
+    }
+
+    /// Check and queue a request of one or more parts, a close or an invalidation.
+    fn send_request(
+        &self,
+        parts: Vec<Append>,
+        close: bool,
+        invalidate: Option<u64>,
+        producer: Option<Arc<crate::producer::Link>>,
+    ) -> Result<Answer<Result<Vec<AppendResult>>>> {
         let shared = &self.inner.shared;
         if parts.is_empty() {
             return Err(Error::InvalidAppend {
@@ -200,10 +216,8 @@ impl Store {
             if close {
                 validate_stream_id(&part.stream)?;
             } else {
-                bytes += part.validate(
-                    shared.options.event_bytes_max,
-                    shared.options.segment_bytes,
-                )?;
+                bytes +=
+                    part.validate(shared.options.event_bytes_max, shared.options.segment_bytes)?;
             }
             if !seen.insert(part.stream.clone()) {
                 return Err(Error::InvalidAppend {
@@ -227,10 +241,40 @@ impl Store {
             parts: out,
             bytes: usize::try_from(bytes).unwrap_or(usize::MAX),
             close,
+            invalidate,
             producer,
             reply,
         }))?;
         Ok(answer)
+    }
+
+    /// Mark changeset `changeset` of `stream` invalid without removing it (segment-format.md
+    /// §16): an invalidation event (type `$invalidate`, the reason as its data, see
+    /// `RecordedEvent::invalidates`) is appended to the stream, so subscribers learn of it, and
+    /// readers that ask (`skip_invalidated`) skip the changeset's events. Invalidating a
+    /// changeset again returns the first invalidation. Returns once durable.
+    ///
+    /// # Errors
+    /// `InvalidAppend` when the stream has no such changeset (or it was removed, or is an
+    /// invalidation itself); `StreamNotFound`, `StreamClosed`, `StreamDeleted`,
+    /// `EventTooLarge` for a long reason, `Poisoned`.
+    pub fn invalidate(
+        &self,
+        stream: &str,
+        changeset: u64,
+        reason: impl Into<Vec<u8>>,
+    ) -> Result<AppendResult> {
+        let part = Append::new(
+            stream,
+            ExpectedVersion::StreamExists,
+            [EventData::new(crate::writer::INVALIDATE_EVENT_TYPE, reason)],
+        );
+        let answer = self.send_request(vec![part], false, Some(changeset), None)?;
+        self.wait_answer(answer)?
+            .pop()
+            .ok_or_else(|| Error::Poisoned {
+                cause: "the writer answered an append with no result".into(),
+            })
     }
 
     pub(crate) fn wait_answer<T>(&self, answer: Answer<Result<T>>) -> Result<T> {

@@ -30,6 +30,7 @@ pub enum Start {
 pub struct Filter {
     stream_prefix: Option<String>,
     event_type: Option<String>,
+    skip_invalidated: bool,
 }
 
 impl Filter {
@@ -50,6 +51,15 @@ impl Filter {
     #[must_use]
     pub fn event_type(mut self, event_type: impl Into<String>) -> Filter {
         self.event_type = Some(event_type.into()).filter(|t: &String| !t.is_empty());
+        self
+    }
+
+    /// Skip the events of invalidated changesets (`Store::invalidate`), as known when each
+    /// stored event is read; the invalidation events are still delivered. A read option: a
+    /// persistent subscription does not store it.
+    #[must_use]
+    pub fn skip_invalidated(mut self) -> Filter {
+        self.skip_invalidated = true;
         self
     }
 
@@ -193,11 +203,16 @@ impl Subscription {
                     if *next > self.shared.head() {
                         return Ok(None);
                     }
-                    *iter = Some(AllIter::new(
+                    let it = AllIter::new(
                         Arc::clone(&self.shared),
                         Position(*next),
                         Direction::Forward,
-                    ));
+                    );
+                    *iter = Some(if self.filter.skip_invalidated {
+                        it.skip_invalidated()?
+                    } else {
+                        it
+                    });
                 }
                 Source::Stream { stream, next, iter } => {
                     if let Some(it) = iter {

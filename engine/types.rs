@@ -180,7 +180,11 @@ impl Append {
         for (i, e) in self.events.iter().enumerate() {
             e.validate(event_bytes_max)?;
             // The commit metadata rides in the first record.
-            let commit = if i == 0 { self.commit_metadata.len() } else { 0 };
+            let commit = if i == 0 {
+                self.commit_metadata.len()
+            } else {
+                0
+            };
             bytes += record_bytes_padded(e.size() + commit);
         }
         let room = segment_bytes - RECORD_OVERHEAD_MAX as u64;

@@ -1,31 +1,34 @@
 //! The group-commit writer thread (segment-format.md §7). It owns every write of the store.
 
 use crate::catalog::{Probe, SegmentState, StreamMeta, StreamState};
+use crate::changeset::ChangesetIter;
 use crate::error::{Error, Result};
 use crate::format::checkpoint::Checkpoint;
 use crate::format::index::{
     locate, IndexEntry, IndexHeader, FLAG_CONTROL, FLAG_LINKED, INDEX_ENTRY_BYTES,
     INDEX_HEADER_BYTES,
 };
+use crate::format::keys::{content_hash, KeyEntry, KEYS_HEADER_BYTES};
+use crate::format::removals::{Removal, REMOVAL_KIND_INVALIDATE};
 use crate::format::segment::{
     encode_record, record_bytes_padded, segment_header_bytes, Control, RecordFields, SegmentHeader,
-    CONTROL_BLOCK_BYTES, CONTROL_FLAG_CLOSED, CONTROL_OP_CLOSE, RECORD_FLAG_BEGIN, RECORD_FLAG_END,
-    RECORD_HEADER_BYTES,
+    CONTROL_BLOCK_BYTES, CONTROL_FLAG_CLOSED, CONTROL_OP_CLOSE, CONTROL_OP_INVALIDATE,
+    RECORD_FLAG_BEGIN, RECORD_FLAG_END, RECORD_HEADER_BYTES,
 };
+use crate::keys::{KeyMap, Loaded};
 use crate::layout::{
     fanout_dir, index_path, keys_path, segment_path, StreamKey, CHECKPOINT_FILE, INDEX_DIR,
     STREAMS_DIR,
 };
 use crate::limits::CHECKPOINT_INTERVAL_POSITIONS;
 use crate::options::SyncMode;
-use crate::format::keys::{content_hash, KeyEntry, KEYS_HEADER_BYTES};
-use crate::keys::{KeyMap, Loaded};
 use crate::persistent::Entry;
+use crate::read::AllIter;
 use crate::reply::Reply;
 use crate::shared::Shared;
 use crate::storage::{FileHandle, OpenMode};
 use crate::types::now_us;
-use crate::types::{AppendResult, EventData, ExpectedVersion, Position};
+use crate::types::{AppendResult, Direction, EventData, ExpectedVersion, Position};
 use crossbeam_channel::Receiver;
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::io;
@@ -50,6 +53,9 @@ pub struct AppendRequest {
     pub bytes: usize,
     /// Close the stream instead of appending (one part, no events).
     pub close: bool,
+    /// Invalidate this changeset of the stream instead of appending (one part, whose one
+    /// event's data is the reason; segment-format.md §16).
+    pub invalidate: Option<u64>,
     /// The producer that submitted it, for the fail-stop rule (segment-format.md §14).
     pub producer: Option<Arc<crate::producer::Link>>,
     /// One result per part, in order.
@@ -73,6 +79,8 @@ type Handle = Arc<dyn FileHandle>;
 
 /// The event type of a close record (segment-format.md §12).
 pub const CLOSE_EVENT_TYPE: &str = "$close";
+/// The event type of an invalidation event (segment-format.md §16).
+pub const INVALIDATE_EVENT_TYPE: &str = "$invalidate";
 /// Bytes of a close record, padding included.
 const CLOSE_RECORD_BYTES: u64 = crate::format::align8(
     (RECORD_HEADER_BYTES + CONTROL_BLOCK_BYTES + CLOSE_EVENT_TYPE.len()) as u64,
@@ -136,6 +144,8 @@ struct Planning {
     write_of: HashMap<(StreamKey, u32), usize>,
     keys_writes: Vec<KeysWrite>,
     keys_of: HashMap<StreamKey, usize>,
+    /// `REMOVALS` records of the batch's invalidations (segment-format.md §16).
+    invalidations: Vec<Removal>,
 }
 
 /// What pass 1 of planning decided for one part.
@@ -404,12 +414,14 @@ impl Writer {
             return;
         }
         let last_position = planning.next_position - 1;
+        let invalidations = planning.invalidations.clone();
         match self.write_and_sync(first_position, last_position, planning, &acks) {
             Ok(written) => {
                 crate::killpoint::reached("batch-synced");
                 if !planned.is_empty() {
                     self.publish(&touched, last_position);
                 }
+                self.shared.removals.published(&invalidations);
                 for (entry, acked) in written {
                     entry.made_durable(acked);
                 }
@@ -685,9 +697,14 @@ impl Writer {
             Loaded::Stale(why) => {
                 tracing::warn!(path = %path.display(), %why, "rebuilding a stale keys file from its stream");
                 let entries = crate::keys::scan(&self.shared, meta, state)?.ok_or_else(|| {
-                    Error::corrupt(&path, 0, "stream rewritten while the writer rebuilt its keys")
+                    Error::corrupt(
+                        &path,
+                        0,
+                        "stream rewritten while the writer rebuilt its keys",
+                    )
                 })?;
-                let len = crate::keys::write_file(&self.shared, meta.key, state.base_position, &entries)?;
+                let len =
+                    crate::keys::write_file(&self.shared, meta.key, state.base_position, &entries)?;
                 Ok(WriterKeys {
                     map: crate::keys::newest(entries),
                     len: len.max(KEYS_HEADER_BYTES as u64),
@@ -743,6 +760,31 @@ impl Writer {
                     stream: part.stream.to_string(),
                 })));
             }
+            if let Some(target) = request.invalidate {
+                if !exists {
+                    return Ok(PlanOutcome::Done(Err(Error::StreamNotFound {
+                        stream: part.stream.to_string(),
+                    })));
+                }
+                let meta = Arc::clone(&ws.meta);
+                let key = meta.key;
+                if let Some(outcome) =
+                    self.check_invalidation(&meta, target, &part.stream, planning)?
+                {
+                    return Ok(outcome);
+                }
+                if planning.invalidations.iter().any(|r| {
+                    r.stream_hash == key.hash
+                        && r.collision == key.collision
+                        && r.covers_version == target
+                }) {
+                    // Being invalidated in this batch: answer once that is published.
+                    return Ok(PlanOutcome::Defer);
+                }
+            }
+            let Some(ws) = self.streams.get_mut(&part.stream) else {
+                return Ok(PlanOutcome::Defer);
+            };
             let expected_ok = match part.expected {
                 ExpectedVersion::Any => true,
                 ExpectedVersion::NoStream => !exists,
@@ -772,7 +814,10 @@ impl Writer {
         }
         if retries.iter().all(Option::is_some) {
             // Every part is already stored with these event ids: the original results.
-            return Ok(PlanOutcome::Done(Ok(retries.into_iter().flatten().collect())));
+            return Ok(PlanOutcome::Done(Ok(retries
+                .into_iter()
+                .flatten()
+                .collect())));
         }
         if retries.iter().any(Option::is_some) {
             // Some parts would commit now, others were committed before: not a retry of one
@@ -804,6 +849,12 @@ impl Writer {
         for (i, (part, plan)) in request.parts.iter().zip(plans).enumerate() {
             let result = match plan.all_dropped {
                 Some(r) if !request.close => r,
+                _ if request.invalidate.is_some() => self.encode_invalidation(
+                    part,
+                    request.invalidate.unwrap_or(0),
+                    timestamp_us,
+                    planning,
+                ),
                 _ => self.encode_part(
                     part,
                     &plan,
@@ -818,6 +869,135 @@ impl Writer {
         Ok(PlanOutcome::Planned(results))
     }
 
+    /// Whether `target` can be invalidated now: `Some` with the answer when it cannot (or was
+    /// already), `None` when it can (segment-format.md §16).
+    fn check_invalidation(
+        &self,
+        meta: &Arc<StreamMeta>,
+        target: u64,
+        stream: &str,
+        planning: &Planning,
+    ) -> Result<Option<PlanOutcome>> {
+        let invalid = |reason: String| {
+            Ok(Some(PlanOutcome::Done(Err(Error::InvalidAppend {
+                reason,
+            }))))
+        };
+        let published = meta.snapshot().changeset;
+        let planned = self.streams.get(stream).map_or(published, |w| w.changeset);
+        if target == 0 || target > planned {
+            return invalid(format!("stream {stream:?} has no changeset {target}"));
+        }
+        if target > published {
+            // Planned in this batch: its events cannot be read yet.
+            return Ok(Some(PlanOutcome::Defer));
+        }
+        let _ = planning;
+        let invalidations = self.shared.removals.invalidations(&self.shared)?;
+        if let Some(position) = invalidations.get(&meta.key).and_then(|m| m.get(&target)) {
+            // Invalidated before: the first invalidation's result (a retry after a lost reply).
+            let event = AllIter::new(
+                Arc::clone(&self.shared),
+                Position(*position),
+                Direction::Forward,
+            )
+            .next()
+            .transpose()?
+            .filter(|e| e.position().get() == *position && e.invalidates() == Some(target))
+            .ok_or_else(|| {
+                Error::corrupt(
+                    &self.shared.root,
+                    0,
+                    format!("invalidation event at position {position} is missing"),
+                )
+            })?;
+            return Ok(Some(PlanOutcome::Done(Ok(vec![AppendResult {
+                first_version: event.version(),
+                last_version: event.version(),
+                changeset: event.changeset(),
+                first_position: event.position(),
+                last_position: event.position(),
+                duplicates: 0,
+            }]))));
+        }
+        match ChangesetIter::new(&self.shared, meta, target)?
+            .next()
+            .transpose()?
+        {
+            Some(c) if c.number() == target && c.events()[0].invalidates().is_none() => Ok(None),
+            Some(c) if c.number() == target => invalid(format!(
+                "changeset {target} of {stream:?} is an invalidation itself"
+            )),
+            _ => invalid(format!(
+                "changeset {target} of {stream:?} was removed by a snapshot or a truncation"
+            )),
+        }
+    }
+
+    /// Encode an invalidation event and its `REMOVALS` record (segment-format.md §16).
+    fn encode_invalidation(
+        &mut self,
+        part: &Part,
+        target: u64,
+        timestamp_us: u64,
+        planning: &mut Planning,
+    ) -> AppendResult {
+        let reason = part.events.first().map_or(&[][..], |e| e.data.as_slice());
+        let ws = self
+            .streams
+            .get(&part.stream)
+            .expect("pass 1 loaded every part's stream and nothing evicts within a batch");
+        let key = ws.meta.key;
+        let (version, changeset, position) =
+            (ws.version + 1, ws.changeset + 1, planning.next_position);
+        let plan = PartPlan {
+            keep: vec![true],
+            hashes: vec![None],
+            all_dropped: None,
+        };
+        // The record is an event like any other but for its control block.
+        let part = Part {
+            stream: Arc::clone(&part.stream),
+            expected: ExpectedVersion::Any,
+            events: vec![EventData::new(INVALIDATE_EVENT_TYPE, reason.to_vec())],
+            commit_metadata: Vec::new(),
+            deduplicate: false,
+        };
+        let result = self.encode_part_with(
+            &part,
+            &plan,
+            false,
+            false,
+            timestamp_us,
+            planning,
+            Some(Control {
+                op: CONTROL_OP_INVALIDATE,
+                flags: 0,
+                next_segment: 0,
+                covers_version: 0,
+                covers_position: 0,
+                target_changeset: target,
+            }),
+        );
+        debug_assert_eq!(
+            (
+                result.first_version,
+                result.changeset,
+                result.first_position.get()
+            ),
+            (version, changeset, position)
+        );
+        planning.invalidations.push(Removal {
+            kind: REMOVAL_KIND_INVALIDATE,
+            stream_hash: key.hash,
+            collision: key.collision,
+            covers_version: target,
+            covers_position: position,
+            created_us: timestamp_us,
+        });
+        result
+    }
+
     /// Encode one checked part of a request behind its stream's tail.
     fn encode_part(
         &mut self,
@@ -827,6 +1007,21 @@ impl Writer {
         linked: bool,
         timestamp_us: u64,
         planning: &mut Planning,
+    ) -> AppendResult {
+        self.encode_part_with(part, plan, close, linked, timestamp_us, planning, None)
+    }
+
+    /// Encode one checked part of a request behind its stream's tail.
+    #[allow(clippy::too_many_arguments)]
+    fn encode_part_with(
+        &mut self,
+        part: &Part,
+        plan: &PartPlan,
+        close: bool,
+        linked: bool,
+        timestamp_us: u64,
+        planning: &mut Planning,
+        control: Option<Control>,
     ) -> AppendResult {
         let store_id = self.shared.manifest.store_id;
         let segment_bytes = self.shared.options.segment_bytes;
@@ -849,7 +1044,11 @@ impl Writer {
             kept.iter()
                 .enumerate()
                 .map(|(i, (_, e))| {
-                    let commit = if i == 0 { part.commit_metadata.len() } else { 0 };
+                    let commit = if i == 0 {
+                        part.commit_metadata.len()
+                    } else {
+                        0
+                    };
                     record_bytes_padded(e.size() + commit)
                 })
                 .sum()
@@ -924,6 +1123,7 @@ impl Writer {
                         next_segment: 0,
                         covers_version: 0,
                         covers_position: 0,
+                        target_changeset: 0,
                     }),
                 },
                 &mut write.bytes,
@@ -980,7 +1180,7 @@ impl Writer {
                     commit_metadata: if i == 0 { &part.commit_metadata } else { &[] },
                     metadata: &event.metadata,
                     data: &event.data,
-                    control: None,
+                    control,
                 },
                 &mut write.bytes,
             );
@@ -1056,6 +1256,7 @@ impl Writer {
             index_bytes,
             writes,
             keys_writes,
+            invalidations,
             ..
         } = planning;
         let root = self.shared.root.clone();
@@ -1163,6 +1364,16 @@ impl Writer {
                 .map_err(|e| Error::io("write keys file", &path, e))?;
             if fdatasync {
                 to_sync.push((handle, path));
+            }
+        }
+        // Invalidation records ride the batch's sync (segment-format.md §16).
+        if let Some(f) = self
+            .shared
+            .removals
+            .write_in_batch(&self.shared, &invalidations)?
+        {
+            if fdatasync {
+                to_sync.push((f, root.join(crate::layout::REMOVALS_FILE)));
             }
         }
         // Index entries, split at index file boundaries.

@@ -8,8 +8,8 @@ use std::path::Path;
 use std::sync::Arc;
 use streamlog::storage::sim::SimBackend;
 use streamlog::{
-    Append, AppendResult, Direction, Error, EventData, ExpectedVersion, Options, Position,
-    Store, SyncMode,
+    Append, AppendResult, Direction, Error, EventData, ExpectedVersion, Options, Position, Store,
+    SyncMode,
 };
 
 fn small_segments() -> Options {
@@ -76,7 +76,10 @@ fn changesets_carry_numbers_commit_metadata_and_keys_and_survive_reopen() {
                 assert_eq!(c.stream_id(), "order-1");
                 assert_eq!(c.first_version(), first_version);
                 assert_eq!(c.events().len(), n);
-                assert_eq!(c.commit_metadata(), format!("cmd-{}", number - 1).as_bytes());
+                assert_eq!(
+                    c.commit_metadata(),
+                    format!("cmd-{}", number - 1).as_bytes()
+                );
                 for (k, e) in c.events().iter().enumerate() {
                     assert_eq!(e.changeset(), number);
                     assert_eq!(e.key(), format!("line-{k}").as_bytes());
@@ -95,7 +98,11 @@ fn changesets_carry_numbers_commit_metadata_and_keys_and_survive_reopen() {
     let store = Store::open_with(dir.path(), small_segments()).unwrap();
     check(&store);
     let v = store.stream_version("order-1").unwrap().unwrap();
-    match store.append("order-1", ExpectedVersion::LastChangeset(59), events("x", 1)) {
+    match store.append(
+        "order-1",
+        ExpectedVersion::LastChangeset(59),
+        events("x", 1),
+    ) {
         Err(Error::WrongExpectedVersion {
             actual,
             actual_changeset,
@@ -132,8 +139,7 @@ fn bad_appends_get_typed_errors() {
     ));
     assert!(matches!(
         store.append_with(
-            Append::new("s", ExpectedVersion::Any, events("a", 1))
-                .commit_metadata(vec![0; 65537])
+            Append::new("s", ExpectedVersion::Any, events("a", 1)).commit_metadata(vec![0; 65537])
         ),
         Err(Error::InvalidAppend { .. })
     ));
@@ -177,8 +183,10 @@ fn read_all_changesets_pages_through_every_append_in_commit_order() {
     // A multi-stream append is one changeset per stream, in order.
     let multi = store
         .append_multi([
-            Append::new("s-1", ExpectedVersion::Any, events("m1", 2)).commit_metadata(b"mc".to_vec()),
-            Append::new("s-2", ExpectedVersion::Any, events("m2", 1)).commit_metadata(b"mc".to_vec()),
+            Append::new("s-1", ExpectedVersion::Any, events("m1", 2))
+                .commit_metadata(b"mc".to_vec()),
+            Append::new("s-2", ExpectedVersion::Any, events("m2", 1))
+                .commit_metadata(b"mc".to_vec()),
         ])
         .unwrap();
     appended.push(("s-1".into(), multi[0].changeset, "mc".into(), 2));
@@ -385,12 +393,20 @@ fn multi_store(sim: &SimBackend, options: &Options) -> Store {
     .unwrap();
     for i in 0..30u64 {
         if i < 10 {
-            store.append("old", ExpectedVersion::Any, [event(i)]).unwrap();
+            store
+                .append("old", ExpectedVersion::Any, [event(i)])
+                .unwrap();
         }
         store
-            .append("roll", ExpectedVersion::Any, [EventData::new("Big", vec![1; 2000])])
+            .append(
+                "roll",
+                ExpectedVersion::Any,
+                [EventData::new("Big", vec![1; 2000])],
+            )
             .unwrap();
-        store.append("bystander", ExpectedVersion::Any, [event(i)]).unwrap();
+        store
+            .append("bystander", ExpectedVersion::Any, [event(i)])
+            .unwrap();
     }
     store
 }
@@ -417,8 +433,10 @@ fn a_multi_stream_append_is_atomic_under_power_loss_at_every_call() {
                 for (part, view) in multi_parts().iter().zip(v.iter_mut()) {
                     assert_eq!(part.stream(), view.0);
                 }
-                v[0].1.extend((0..2).map(|i| format!("old-new/{i}").into_bytes()));
-                v[1].1.extend((0..3).map(|i| format!("fresh/{i}").into_bytes()));
+                v[0].1
+                    .extend((0..2).map(|i| format!("old-new/{i}").into_bytes()));
+                v[1].1
+                    .extend((0..3).map(|i| format!("fresh/{i}").into_bytes()));
                 v[2].1.extend([vec![9u8; 6000], vec![9u8; 6000]]);
                 v
             };
@@ -427,12 +445,9 @@ fn a_multi_stream_append_is_atomic_under_power_loss_at_every_call() {
             drop(store);
             let disk = sim.reboot();
             let what = format!("{sync:?} cut at call {cut}");
-            let store = Store::open_with_backend(
-                Path::new("/sim/store"),
-                options.clone(),
-                Arc::new(disk),
-            )
-            .unwrap_or_else(|e| panic!("{what}: reopen: {e}"));
+            let store =
+                Store::open_with_backend(Path::new("/sim/store"), options.clone(), Arc::new(disk))
+                    .unwrap_or_else(|e| panic!("{what}: reopen: {e}"));
             let after = multi_view(&store);
             if after == new_state {
                 saw_new = true;
@@ -463,7 +478,10 @@ fn a_multi_stream_append_is_atomic_under_power_loss_at_every_call() {
 fn multi_child() {
     use std::io::Write;
     let dir = std::env::var("STREAMLOG_MULTI_DIR").unwrap();
-    let first: u64 = std::env::var("STREAMLOG_MULTI_FIRST").unwrap().parse().unwrap();
+    let first: u64 = std::env::var("STREAMLOG_MULTI_FIRST")
+        .unwrap()
+        .parse()
+        .unwrap();
     let store = Store::open_with(&dir, small_segments()).unwrap();
     let mut out = std::io::stdout();
     for i in first.. {
@@ -529,10 +547,16 @@ fn multi_stream_appends_survive_kill_9() {
         }
         let whole: Vec<(u64, u64)> = (0..3).flat_map(|k| (0..=k).map(move |j| (k, j))).collect();
         for (i, got) in &parts {
-            assert_eq!(got, &whole, "cycle {cycle}: multi-stream append {i} is partial");
+            assert_eq!(
+                got, &whole,
+                "cycle {cycle}: multi-stream append {i} is partial"
+            );
         }
         for i in &acknowledged {
-            assert!(parts.contains_key(i), "cycle {cycle}: acknowledged {i} lost");
+            assert!(
+                parts.contains_key(i),
+                "cycle {cycle}: acknowledged {i} lost"
+            );
         }
         next = parts.keys().max().map_or(next, |m| m + 1).max(next);
     }
@@ -588,7 +612,10 @@ fn a_producer_commits_in_submission_order_and_stops_at_the_first_failure() {
             Err(e) => assert!(matches!(e, Error::ProducerFailed { .. })),
         }
     }
-    assert!(matches!(producer.flush(), Err(Error::ProducerFailed { .. })));
+    assert!(matches!(
+        producer.flush(),
+        Err(Error::ProducerFailed { .. })
+    ));
     assert!(matches!(
         producer.submit(Append::new("q", ExpectedVersion::Any, [event(0)])),
         Err(Error::ProducerFailed { .. })
@@ -626,7 +653,9 @@ fn a_producers_committed_appends_are_a_prefix_through_io_errors() {
         let sim = SimBackend::new(call);
         let store =
             Store::open_with_backend(path, small_segments(), Arc::new(sim.clone())).unwrap();
-        store.append("warm", ExpectedVersion::Any, [event(0)]).unwrap();
+        store
+            .append("warm", ExpectedVersion::Any, [event(0)])
+            .unwrap();
         sim.fail_call_after(call, std::io::ErrorKind::Other);
         let mut producer = store.producer_with(8);
         let mut pending = Vec::new();
@@ -666,7 +695,10 @@ fn a_producers_committed_appends_are_a_prefix_through_io_errors() {
             "call {call}: acknowledged {acknowledged:?}, stored {stored:?}"
         );
         // Acknowledged appends are a prefix too.
-        assert_eq!(acknowledged, (0..acknowledged.len() as u64).collect::<Vec<_>>());
+        assert_eq!(
+            acknowledged,
+            (0..acknowledged.len() as u64).collect::<Vec<_>>()
+        );
         if !fired {
             assert_eq!(stored.len(), 40);
             break;

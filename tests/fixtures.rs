@@ -123,7 +123,10 @@ fn a_version_1_store_opens_and_reads_back_exactly() {
         .map(Result::unwrap)
         .collect();
     assert_eq!(
-        changesets.iter().map(|c| c.events().len()).collect::<Vec<_>>(),
+        changesets
+            .iter()
+            .map(|c| c.events().len())
+            .collect::<Vec<_>>(),
         order_appends
     );
     for (i, c) in changesets.iter().enumerate() {
@@ -142,7 +145,10 @@ fn a_version_1_store_opens_and_reads_back_exactly() {
             .commit_metadata(b"user=ann".to_vec()),
         )
         .unwrap();
-    assert_eq!((r.first_version, r.changeset), (v + 1, order_appends.len() as u64 + 1));
+    assert_eq!(
+        (r.first_version, r.changeset),
+        (v + 1, order_appends.len() as u64 + 1)
+    );
     drop(store);
     let store = Store::open_with(dir.path(), options()).unwrap();
     assert_eq!(store.stream_version("order-1").unwrap(), Some(v + 1));

@@ -8,9 +8,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 use streamlog::storage::sim::SimBackend;
-use streamlog::{
-    Append, Direction, Error, EventData, ExpectedVersion, Options, Store, SyncMode,
-};
+use streamlog::{Append, Direction, Error, EventData, ExpectedVersion, Options, Store, SyncMode};
 
 fn small_segments() -> Options {
     Options {
@@ -82,11 +80,16 @@ fn the_surface_is_the_newest_event_of_each_key_and_survives_reopen() {
         let e = if i % 5 == 4 {
             EventData::new("Note", vec![b'x'; 700])
         } else {
-            keyed(&format!("k{}", (i * 7) % 12), &format!("{i}:{}", "y".repeat(600)))
+            keyed(
+                &format!("k{}", (i * 7) % 12),
+                &format!("{i}:{}", "y".repeat(600)),
+            )
         };
         store.append("cart", ExpectedVersion::Any, [e]).unwrap();
     }
-    store.append("plain", ExpectedVersion::Any, [event(1)]).unwrap();
+    store
+        .append("plain", ExpectedVersion::Any, [event(1)])
+        .unwrap();
     assert!(segment_path_of(dir.path(), "cart", 2).exists());
     let want = surface_by_scan(&store, "cart");
     assert_eq!(want.len(), 12);
@@ -122,21 +125,39 @@ fn deduplication_drops_events_equal_to_the_newest_of_their_key() {
         .append_with(Append::new("s", ExpectedVersion::Any, [keyed("a", "1")]).deduplicate())
         .unwrap();
     assert_eq!(
-        (again.first_version, again.changeset, again.first_position, again.duplicates),
-        (first.first_version, first.changeset, first.first_position, 1)
+        (
+            again.first_version,
+            again.changeset,
+            again.first_position,
+            again.duplicates
+        ),
+        (
+            first.first_version,
+            first.changeset,
+            first.first_position,
+            1
+        )
     );
     assert_eq!(store.head_position(), head);
     // Metadata is content too; without the flag nothing is dropped; another stream is another
     // surface.
     let meta = store
         .append_with(
-            Append::new("s", ExpectedVersion::Any, [keyed("a", "1").metadata(b"m".to_vec())])
-                .deduplicate(),
+            Append::new(
+                "s",
+                ExpectedVersion::Any,
+                [keyed("a", "1").metadata(b"m".to_vec())],
+            )
+            .deduplicate(),
         )
         .unwrap();
     assert_eq!(meta.duplicates, 0);
     let plain = store
-        .append("s", ExpectedVersion::Any, [keyed("a", "1").metadata(b"m".to_vec())])
+        .append(
+            "s",
+            ExpectedVersion::Any,
+            [keyed("a", "1").metadata(b"m".to_vec())],
+        )
         .unwrap();
     assert_eq!(plain.first_version, meta.first_version + 1);
     let other = store
@@ -169,7 +190,10 @@ fn deduplication_drops_events_equal_to_the_newest_of_their_key() {
         .unwrap()
         .map(|e| e.unwrap().data().to_vec())
         .collect();
-    assert_eq!(data, vec![b"x".to_vec(), b"y".to_vec(), b"x".to_vec(), b"u".to_vec()]);
+    assert_eq!(
+        data,
+        vec![b"x".to_vec(), b"y".to_vec(), b"x".to_vec(), b"u".to_vec()]
+    );
     assert_eq!(surface(&store, "s"), surface_by_scan(&store, "s"));
     // Expected versions are still checked first.
     assert!(matches!(
@@ -204,14 +228,21 @@ fn snapshots_truncations_and_deletes_keep_the_surface_right() {
     let store = Store::open_with(dir.path(), small_segments()).unwrap();
     for i in 0..40u64 {
         store
-            .append("s", ExpectedVersion::Any, [keyed(&format!("k{}", i % 4), &i.to_string())])
+            .append(
+                "s",
+                ExpectedVersion::Any,
+                [keyed(&format!("k{}", i % 4), &i.to_string())],
+            )
             .unwrap();
     }
     // A truncation: events before it leave the surface.
     store.truncate_before("s", 39).unwrap();
     assert_eq!(
         surface(&store, "s"),
-        vec![("k2".into(), 39, "38".into()), ("k3".into(), 40, "39".into())]
+        vec![
+            ("k2".into(), 39, "38".into()),
+            ("k3".into(), 40, "39".into())
+        ]
     );
     // Dedup no longer sees the removed events.
     let r = store
@@ -240,7 +271,10 @@ fn snapshots_truncations_and_deletes_keep_the_surface_right() {
     let store = Store::open_with(dir.path(), small_segments()).unwrap();
     assert_eq!(surface(&store, "s"), surface_by_scan(&store, "s"));
     store.delete_stream("s").unwrap();
-    assert!(matches!(store.surface("s"), Err(Error::StreamDeleted { .. })));
+    assert!(matches!(
+        store.surface("s"),
+        Err(Error::StreamDeleted { .. })
+    ));
     assert!(!keys_file(dir.path(), "s").exists());
 }
 
@@ -250,7 +284,11 @@ fn a_damaged_keys_file_is_rebuilt_and_the_surface_stays_right() {
     let store = Store::open(dir.path()).unwrap();
     for i in 0..20u64 {
         store
-            .append("s", ExpectedVersion::Any, [keyed(&format!("k{}", i % 3), &i.to_string())])
+            .append(
+                "s",
+                ExpectedVersion::Any,
+                [keyed(&format!("k{}", i % 3), &i.to_string())],
+            )
             .unwrap();
     }
     let want = surface_by_scan(&store, "s");
@@ -289,8 +327,8 @@ fn the_surface_survives_power_loss_at_every_call() {
         loop {
             cut += 1;
             let sim = SimBackend::new(cut * 13 + 1);
-            let store = Store::open_with_backend(path, options.clone(), Arc::new(sim.clone()))
-                .unwrap();
+            let store =
+                Store::open_with_backend(path, options.clone(), Arc::new(sim.clone())).unwrap();
             store
                 .append("warm", ExpectedVersion::Any, [keyed("w", "0")])
                 .unwrap();
@@ -300,9 +338,9 @@ fn the_surface_survives_power_loss_at_every_call() {
             for i in 0..12u64 {
                 let stream = format!("s{}", i % 2);
                 let e = keyed(&format!("k{}", i % 3), &format!("{}", i / 2));
-                match store.append_with(
-                    Append::new(&stream, ExpectedVersion::Any, [e]).deduplicate(),
-                ) {
+                match store
+                    .append_with(Append::new(&stream, ExpectedVersion::Any, [e]).deduplicate())
+                {
                     Ok(_) => acknowledged = Some((stream, i)),
                     Err(_) => {
                         finished = false;
@@ -338,7 +376,11 @@ fn the_surface_survives_power_loss_at_every_call() {
             store
                 .append("s0", ExpectedVersion::Any, [keyed("k0", "later")])
                 .unwrap();
-            assert_eq!(surface(&store, "s0"), surface_by_scan(&store, "s0"), "{what}");
+            assert_eq!(
+                surface(&store, "s0"),
+                surface_by_scan(&store, "s0"),
+                "{what}"
+            );
             if finished {
                 break;
             }

@@ -199,7 +199,10 @@ fn snapshots_tombstones_and_closes_are_shown_and_are_not_corruption() {
         text.contains("\"$delete\"") && text.contains("\"$close\""),
         "{text}"
     );
-    assert!(text.contains("REMOVALS: 1 truncations"), "{text}");
+    assert!(
+        text.contains("REMOVALS: 1 truncations and invalidations"),
+        "{text}"
+    );
     assert!(
         text.contains("versions up to 2") && !text.contains("\"$truncate\""),
         "{text}"

@@ -117,7 +117,7 @@ fn segment_and_record_match_document() {
         metadata_len, commit_metadata_len, version, position, changeset, timestamp_us, event_id);
     check(&r[0], &record, size_of::<RecordHeader>());
     let control = fields!(ControlBlockRaw: op, control_flags, reserved0, next_segment,
-        covers_version, covers_position, reserved1);
+        covers_version, covers_position, target_changeset);
     check(&r[1], &control, size_of::<ControlBlockRaw>());
 }
 
@@ -138,8 +138,8 @@ fn removals_match_document() {
     let header =
         fields!(RemovalsHeader: magic, format_version, reserved0, store_id, reserved1, crc);
     check(&t[0], &header, size_of::<RemovalsHeader>());
-    let record = fields!(RemovalRaw: magic, collision, reserved0, stream_hash, covers_version,
-        covers_position, created_us, reserved1, crc);
+    let record = fields!(RemovalRaw: magic, collision, kind, reserved0, stream_hash,
+        covers_version, covers_position, created_us, reserved1, crc);
     check(&t[1], &record, size_of::<RemovalRaw>());
 }
 

@@ -153,8 +153,8 @@ impl KeyEntry {
     /// # Errors
     /// `BadMagic` for zeros, `Short`, `BadChecksum` for a torn entry, `Invalid`.
     pub fn decode(bytes: &[u8]) -> Result<(KeyEntry, usize), DecodeError> {
-        let (raw, rest) = KeyEntryRaw::ref_from_prefix(bytes)
-            .map_err(|_| short(KEY_ENTRY_BYTES, bytes.len()))?;
+        let (raw, rest) =
+            KeyEntryRaw::ref_from_prefix(bytes).map_err(|_| short(KEY_ENTRY_BYTES, bytes.len()))?;
         if raw.magic.get() != KEY_ENTRY_MAGIC {
             return Err(DecodeError::BadMagic);
         }
@@ -217,7 +217,12 @@ pub fn decode_entries(bytes: &[u8]) -> (Vec<KeyEntry>, u64) {
 /// The content hash of an event: SipHash-1-3, 128 bits, keyed with the store's hash key, over
 /// the type, metadata and data, each preceded by its length (segment-format.md §15).
 #[must_use]
-pub fn content_hash(hash_key: &[u8; 16], event_type: &[u8], metadata: &[u8], data: &[u8]) -> [u8; 16] {
+pub fn content_hash(
+    hash_key: &[u8; 16],
+    event_type: &[u8],
+    metadata: &[u8],
+    data: &[u8],
+) -> [u8; 16] {
     use siphasher::sip128::{Hasher128, SipHasher13};
     use std::hash::Hasher;
     let mut h = SipHasher13::new_with_key(hash_key);

@@ -8,6 +8,11 @@ pub const REMOVALS_MAGIC: [u8; 8] = *b"SLREMOV\0";
 pub const REMOVALS_HEADER_BYTES: u64 = 64;
 pub const REMOVAL_BYTES: u64 = 48;
 pub const REMOVAL_MAGIC: u16 = 0x4D52;
+/// A truncation (`truncate_before`).
+pub const REMOVAL_KIND_TRUNCATE: u8 = 0;
+/// An invalidation: `covers_version` is the changeset, `covers_position` the position of the
+/// invalidation event (segment-format.md §16).
+pub const REMOVAL_KIND_INVALIDATE: u8 = 1;
 
 #[derive(Debug, Clone, Copy, FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned)]
 #[repr(C)]
@@ -26,7 +31,8 @@ const _: () = assert!(size_of::<RemovalsHeader>() == REMOVALS_HEADER_BYTES as us
 pub struct RemovalRaw {
     pub magic: U16,
     pub collision: U16,
-    pub reserved0: U32,
+    pub kind: u8,
+    pub reserved0: [u8; 3],
     pub stream_hash: U64,
     pub covers_version: U64,
     pub covers_position: U64,
@@ -40,6 +46,7 @@ const _: () = assert!(size_of::<RemovalRaw>() == REMOVAL_BYTES as usize);
 /// of it at or below `covers_position`, is removed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Removal {
+    pub kind: u8,
     pub stream_hash: u64,
     pub collision: u16,
     pub covers_version: u64,
@@ -80,7 +87,8 @@ impl Removal {
         let mut r = RemovalRaw {
             magic: REMOVAL_MAGIC.into(),
             collision: self.collision.into(),
-            reserved0: 0.into(),
+            kind: self.kind,
+            reserved0: [0; 3],
             stream_hash: self.stream_hash.into(),
             covers_version: self.covers_version.into(),
             covers_position: self.covers_position.into(),
@@ -111,10 +119,11 @@ impl Removal {
                 computed,
             });
         }
-        if r.reserved0.get() != 0 || r.reserved1.get() != 0 {
+        if r.reserved0 != [0; 3] || r.reserved1.get() != 0 || r.kind > REMOVAL_KIND_INVALIDATE {
             return Err(DecodeError::Invalid("removal reserved bytes"));
         }
         Ok(Removal {
+            kind: r.kind,
             stream_hash: r.stream_hash.get(),
             collision: r.collision.get(),
             covers_version: r.covers_version.get(),
@@ -131,6 +140,7 @@ mod tests {
     #[test]
     fn round_trip_and_every_flip_is_caught() {
         let r = Removal {
+            kind: REMOVAL_KIND_INVALIDATE,
             stream_hash: 7,
             collision: 1,
             covers_version: 9,

@@ -24,6 +24,8 @@ pub const CONTROL_OP_SNAPSHOT: u8 = 3;
 /// The stream's events up to `covers_version` are removed (`truncate_before`); this record
 /// opens a rewritten segment 0 that holds no event.
 pub const CONTROL_OP_TRUNCATE: u8 = 4;
+/// An invalidation event: the changeset `target_changeset` is invalid (segment-format.md §16).
+pub const CONTROL_OP_INVALIDATE: u8 = 5;
 /// Control flag: the stream is closed (a snapshot of a closed stream keeps it closed).
 pub const CONTROL_FLAG_CLOSED: u8 = 0x01;
 pub const RECORD_FLAG_BEGIN: u8 = 0x01;
@@ -78,7 +80,7 @@ pub struct ControlBlockRaw {
     pub next_segment: U32,
     pub covers_version: U64,
     pub covers_position: U64,
-    pub reserved1: U64,
+    pub target_changeset: U64,
 }
 const _: () = assert!(size_of::<ControlBlockRaw>() == CONTROL_BLOCK_BYTES);
 
@@ -94,6 +96,8 @@ pub struct Control {
     pub covers_version: u64,
     /// Every position of this stream at or below this one was removed (0: none).
     pub covers_position: u64,
+    /// `CONTROL_OP_INVALIDATE`: the changeset it invalidates; 0 otherwise.
+    pub target_changeset: u64,
 }
 
 impl Control {
@@ -105,7 +109,7 @@ impl Control {
             next_segment: self.next_segment.into(),
             covers_version: self.covers_version.into(),
             covers_position: self.covers_position.into(),
-            reserved1: 0.into(),
+            target_changeset: self.target_changeset.into(),
         };
         let mut out = [0u8; CONTROL_BLOCK_BYTES];
         out.copy_from_slice(raw.as_bytes());
@@ -115,14 +119,14 @@ impl Control {
     fn decode(bytes: &[u8]) -> Result<Control, DecodeError> {
         let (raw, _) = ControlBlockRaw::ref_from_prefix(bytes)
             .map_err(|_| short(CONTROL_BLOCK_BYTES, bytes.len()))?;
-        if !(CONTROL_OP_CLOSE..=CONTROL_OP_TRUNCATE).contains(&raw.op) {
+        if !(CONTROL_OP_CLOSE..=CONTROL_OP_INVALIDATE).contains(&raw.op) {
             return Err(DecodeError::Invalid("unknown control op"));
         }
-        if raw.control_flags & !CONTROL_FLAG_CLOSED != 0
-            || raw.reserved0.get() != 0
-            || raw.reserved1.get() != 0
-        {
+        if raw.control_flags & !CONTROL_FLAG_CLOSED != 0 || raw.reserved0.get() != 0 {
             return Err(DecodeError::Invalid("control block reserved bits"));
+        }
+        if (raw.op == CONTROL_OP_INVALIDATE) != (raw.target_changeset.get() != 0) {
+            return Err(DecodeError::Invalid("target_changeset"));
         }
         Ok(Control {
             op: raw.op,
@@ -130,6 +134,7 @@ impl Control {
             next_segment: raw.next_segment.get(),
             covers_version: raw.covers_version.get(),
             covers_position: raw.covers_position.get(),
+            target_changeset: raw.target_changeset.get(),
         })
     }
 
@@ -137,6 +142,13 @@ impl Control {
     #[must_use]
     pub fn is_snapshot(&self) -> bool {
         self.op == CONTROL_OP_SNAPSHOT
+    }
+
+    /// True for the control records that are events of their stream: snapshots and
+    /// invalidations (they take a version, readers yield them).
+    #[must_use]
+    pub fn is_event(&self) -> bool {
+        matches!(self.op, CONTROL_OP_SNAPSHOT | CONTROL_OP_INVALIDATE)
     }
 
     /// True for the records that open a rewritten segment 0 (segment-format.md §12).
@@ -371,7 +383,7 @@ impl RecordView<'_> {
     /// True when the record is an event of its stream (an event, or a snapshot).
     #[must_use]
     pub fn is_event(&self) -> bool {
-        self.control.is_none_or(|c| c.is_snapshot())
+        self.control.is_none_or(|c| c.is_event())
     }
 }
 
@@ -535,7 +547,13 @@ mod tests {
         let r = decode_record(&bytes).unwrap();
         assert_eq!(
             (r.event_type, r.key, r.commit_metadata, r.metadata, r.data),
-            (&b"T"[..], &b"sku-1"[..], &b"user=ann"[..], &b"m"[..], &b"data"[..])
+            (
+                &b"T"[..],
+                &b"sku-1"[..],
+                &b"user=ann"[..],
+                &b"m"[..],
+                &b"data"[..]
+            )
         );
         // Commit metadata on a record that does not begin its append is refused, even with a
         // valid CRC.
