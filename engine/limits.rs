@@ -11,6 +11,10 @@ pub const KEY_BYTES_MAX: usize = 1024;
 pub const COMMIT_METADATA_BYTES_MAX: usize = 64 << 10;
 /// Default bound of appends a `Producer` has submitted and not seen answered.
 pub const PRODUCER_IN_FLIGHT_MAX_DEFAULT: usize = 4096;
+/// Most positions the indexer reads before it syncs and checkpoints (segment-format.md §17).
+pub const INDEXER_CHUNK_POSITIONS: u64 = 1 << 20;
+/// Postings an indexed read fetches at a time.
+pub const INDEX_READ_CHUNK_POSTINGS: u64 = 65_536;
 /// Default largest event (type + metadata + data), in bytes.
 pub const EVENT_BYTES_MAX_DEFAULT: usize = 1 << 20;
 /// Hard ceiling for the `event_bytes_max` option.

@@ -476,6 +476,8 @@ pub struct AllIter {
     removals: Option<Arc<std::collections::HashMap<StreamKey, crate::removals::Covers>>>,
     /// With `skip_invalidated`: every stream's invalidated changesets.
     invalid: Option<Arc<crate::removals::Invalidations>>,
+    /// Read only these positions (increasing), not a range: an index's postings (§17).
+    list: Option<std::collections::VecDeque<u64>>,
 }
 
 struct Slot {
@@ -515,7 +517,23 @@ impl AllIter {
             covers: std::collections::HashMap::new(),
             removals: None,
             invalid: None,
+            list: None,
         }
+    }
+
+    /// Read no further than `position` (forward).
+    pub(crate) fn stop_at(&mut self, position: u64) {
+        self.last = self.last.min(position);
+    }
+
+    /// Read the events at these positions (increasing, at most the head), through the same
+    /// windows as a range: what an index by category or type names (segment-format.md §17).
+    pub(crate) fn at_positions(shared: Arc<Shared>, positions: Vec<u64>) -> AllIter {
+        let head = shared.head();
+        let mut it = AllIter::new(shared, Position::START, Direction::Forward);
+        debug_assert!(positions.windows(2).all(|w| w[0] < w[1]));
+        it.list = Some(positions.into_iter().filter(|p| *p <= head).collect());
+        it
     }
 
     /// Skip the events of changesets invalidated (`Store::invalidate`) when this is called;
@@ -535,16 +553,24 @@ impl AllIter {
     }
 
     fn done_loading(&self) -> bool {
-        self.next == 0 || self.next > self.last
+        match &self.list {
+            Some(list) => list.is_empty(),
+            None => self.next == 0 || self.next > self.last,
+        }
     }
 
     /// The index entries of the next window, in yield order; stops early at an entry that does
     /// not decode (its error becomes `pending`).
     fn entries(&mut self) -> Vec<Entry> {
         let span = READ_ALL_WINDOW_POSITIONS;
-        let positions: Box<dyn Iterator<Item = u64>> = match self.direction {
-            Direction::Forward => Box::new(self.next..=self.last.min(self.next + span - 1)),
-            Direction::Backward => {
+        let listed: Vec<u64>;
+        let positions: Box<dyn Iterator<Item = u64>> = match (&self.list, self.direction) {
+            (Some(list), _) => {
+                listed = list.iter().take(span as usize).copied().collect();
+                Box::new(listed.into_iter())
+            }
+            (None, Direction::Forward) => Box::new(self.next..=self.last.min(self.next + span - 1)),
+            (None, Direction::Backward) => {
                 Box::new((self.next.saturating_sub(span - 1).max(1)..=self.next).rev())
             }
         };
@@ -733,6 +759,10 @@ impl AllIter {
     }
 
     fn advance(&mut self, loaded: u64) {
+        if let Some(list) = &mut self.list {
+            list.drain(..(loaded as usize).min(list.len()));
+            return;
+        }
         match self.direction {
             Direction::Forward => self.next += loaded,
             Direction::Backward => self.next -= loaded,

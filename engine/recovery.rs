@@ -249,6 +249,9 @@ pub fn open(
             CHECKPOINT_FILE,
             INDEX_DIR,
             STREAMS_DIR,
+            crate::layout::REMOVALS_FILE,
+            crate::layout::SUBSCRIPTIONS_DIR,
+            crate::projection::PROJECTIONS_DIR,
         ]
         .contains(&name.as_str())
         {

@@ -33,6 +33,8 @@ pub struct Shared {
     pub subscriptions: Registry,
     /// The truncations of streams, loaded on first use.
     pub removals: crate::removals::Removals,
+    /// The indexes by category and event type (segment-format.md §17).
+    pub indexes: crate::projection::Indexes,
     /// Rewritten streams seen by this process: the last position each rewrite removed
     /// (segment-format.md §12). Lets `read_all` skip a removed event without opening its
     /// stream's segment 0. Bounded; a miss costs one read of the base record.
@@ -71,6 +73,7 @@ impl Shared {
             closed: AtomicBool::new(false),
             subscriptions: Registry::default(),
             removals: crate::removals::Removals::default(),
+            indexes: crate::projection::Indexes::default(),
             removed: Mutex::new(std::collections::HashMap::new()),
             _lock: lock,
         }

@@ -4,10 +4,11 @@ use crate::catalog::Probe;
 use crate::changeset::{ChangesetIter, ChangesetPage};
 use crate::error::{Error, Result};
 use crate::layout::{parse_segment_file_name, STREAMS_DIR};
-use crate::limits::PRODUCER_IN_FLIGHT_MAX_DEFAULT;
+use crate::limits::{PRODUCER_IN_FLIGHT_MAX_DEFAULT, STREAM_ID_BYTES_MAX};
 use crate::options::Options;
 use crate::persistent::{PersistentSubscription, SubscriptionInfo, Target};
 use crate::producer::Producer;
+use crate::projection::{IndexStatus, IndexedIter, Selector};
 use crate::read::{AllIter, RecordedEvent, StreamIter};
 use crate::recovery::{self, RecoveryReport};
 use crate::reply::Answer;
@@ -36,6 +37,7 @@ struct Inner {
     shared: Arc<Shared>,
     sender: Option<Sender<Request>>,
     writer: Option<JoinHandle<()>>,
+    indexer: Option<JoinHandle<()>>,
     recovery: RecoveryReport,
 }
 
@@ -46,8 +48,12 @@ impl Drop for Inner {
         if let Some(w) = self.writer.take() {
             let _ = w.join();
         }
-        // Live subscribers waiting for the next batch learn that none will come.
+        // Live subscribers waiting for the next batch learn that none will come; so does the
+        // indexer, which stops.
         self.shared.close();
+        if let Some(i) = self.indexer.take() {
+            let _ = i.join();
+        }
     }
 }
 
@@ -104,11 +110,23 @@ impl Store {
                 }
             })
             .map_err(|e| Error::io("start writer thread", dir.as_ref(), e))?;
+        let indexer = if shared.options.indexes {
+            let thread_shared = Arc::clone(&shared);
+            Some(
+                std::thread::Builder::new()
+                    .name("streamlog-indexer".into())
+                    .spawn(move || crate::projection::run(&thread_shared))
+                    .map_err(|e| Error::io("start indexer thread", dir.as_ref(), e))?,
+            )
+        } else {
+            None
+        };
         Ok(Store {
             inner: Arc::new(Inner {
                 shared,
                 sender: Some(tx),
                 writer: Some(handle),
+                indexer,
                 recovery,
             }),
         })
@@ -326,6 +344,79 @@ impl Store {
                 stream: stream.to_string(),
             }),
         }
+    }
+
+    /// The events of one category (streams whose id starts with `category` and a `-`: `order`
+    /// holds `order-42`), in global order from `from`: read through the category's index up to
+    /// what the indexer has reached, then by filtering the global order up to the head of the
+    /// call, so the result is complete either way (segment-format.md §17).
+    ///
+    /// # Errors
+    /// `InvalidStreamId` for an empty category, one holding a `-`, or a too long one; `Corrupt`,
+    /// `Io`.
+    pub fn read_category(&self, category: &str, from: Position) -> Result<IndexedIter> {
+        if category.is_empty() || category.contains('-') || category.len() > STREAM_ID_BYTES_MAX {
+            return Err(Error::InvalidStreamId {
+                reason: "a category is a non-empty stream id prefix without '-'",
+            });
+        }
+        IndexedIter::new(
+            Arc::clone(&self.inner.shared),
+            Selector::Category(category.to_string()),
+            from,
+        )
+    }
+
+    /// The events of one type, in global order from `from`, read through the type's index
+    /// (as `read_category`).
+    ///
+    /// # Errors
+    /// `InvalidEventType`, `Corrupt`, `Io`.
+    pub fn read_event_type(&self, event_type: &str, from: Position) -> Result<IndexedIter> {
+        validate_event_type(event_type)?;
+        IndexedIter::new(
+            Arc::clone(&self.inner.shared),
+            Selector::EventType(event_type.to_string()),
+            from,
+        )
+    }
+
+    /// How far the indexer is (segment-format.md §17): its durable position, the head, the lag.
+    ///
+    /// # Errors
+    /// `Corrupt` or `Io` reading the indexes.
+    pub fn index_status(&self) -> Result<IndexStatus> {
+        let shared = &self.inner.shared;
+        shared.indexes.status(shared)
+    }
+
+    /// Wait until every event at or below `position` is indexed, at most `timeout`; whether it
+    /// is. `false` at once when the indexer stopped or is off.
+    ///
+    /// # Errors
+    /// `Corrupt` or `Io` reading the indexes.
+    pub fn wait_indexed(&self, position: Position, timeout: std::time::Duration) -> Result<bool> {
+        let shared = &self.inner.shared;
+        if self.inner.indexer.is_none() {
+            return Ok(shared.indexes.status(shared)?.indexed >= position);
+        }
+        shared.indexes.wait_indexed(shared, position.get(), timeout)
+    }
+
+    /// Throw the indexes away and rebuild them from the global order: returns once they are
+    /// reset; the indexer then catches up in the background (`index_status`).
+    ///
+    /// # Errors
+    /// `InvalidOptions` when the store was opened with `indexes` off; `Poisoned` when the
+    /// indexer stopped on an I/O error.
+    pub fn rebuild_indexes(&self) -> Result<()> {
+        if self.inner.indexer.is_none() {
+            return Err(Error::InvalidOptions {
+                reason: "the store was opened with indexes off".into(),
+            });
+        }
+        let shared = &self.inner.shared;
+        shared.indexes.rebuild(shared)
     }
 
     /// Up to `limit` changesets of all streams in commit order, after `checkpoint`

@@ -7,6 +7,7 @@
 
 use crate::catalog::Probe;
 use crate::error::{Error, Result};
+use crate::projection::{IndexedIter, Selector};
 use crate::read::{AllIter, RecordedEvent, StreamIter};
 use crate::shared::Shared;
 use crate::types::{validate_event_type, Direction, Position};
@@ -45,6 +46,29 @@ impl Filter {
     pub fn stream_prefix(mut self, prefix: impl Into<String>) -> Filter {
         self.stream_prefix = Some(prefix.into()).filter(|p: &String| !p.is_empty());
         self
+    }
+
+    /// Only events of one category: streams whose id starts with `category` and a `-`
+    /// (`order` holds `order-42`). The same as the prefix `"<category>-"`; such a subscription
+    /// catches up through the category's index (segment-format.md §17).
+    #[must_use]
+    pub fn category(self, category: &str) -> Filter {
+        self.stream_prefix(format!("{category}-"))
+    }
+
+    /// The index that can serve this filter: a category (a prefix `c-` where `c` holds no
+    /// `-`), else an event type. The whole filter is still applied to what it yields.
+    pub(crate) fn selector(&self) -> Option<Selector> {
+        let category = self
+            .stream_prefix
+            .as_deref()
+            .and_then(|p| p.strip_suffix('-'))
+            .filter(|c| !c.is_empty() && !c.contains('-'));
+        match (category, &self.event_type) {
+            (Some(c), _) => Some(Selector::Category(c.to_string())),
+            (None, Some(t)) => Some(Selector::EventType(t.clone())),
+            _ => None,
+        }
     }
 
     /// Only events of this type.
@@ -99,11 +123,35 @@ impl Filter {
     }
 }
 
+/// How an all-streams subscription reads stored events: the global order, or an index by
+/// category or type when its filter names one (segment-format.md §17).
+enum Reader {
+    Plain(AllIter),
+    Indexed(IndexedIter),
+}
+
+impl Reader {
+    fn next(&mut self) -> Option<Result<RecordedEvent>> {
+        match self {
+            Reader::Plain(it) => it.next(),
+            Reader::Indexed(it) => it.next(),
+        }
+    }
+
+    /// Once exhausted, every position before this one was read or skipped.
+    fn end(&self) -> u64 {
+        match self {
+            Reader::Plain(it) => it.end(),
+            Reader::Indexed(it) => it.end() + 1,
+        }
+    }
+}
+
 enum Source {
     All {
         /// The next position to deliver (or to skip, when filtered out).
         next: u64,
-        iter: Option<AllIter>,
+        iter: Option<Reader>,
     },
     Stream {
         stream: String,
@@ -203,15 +251,31 @@ impl Subscription {
                     if *next > self.shared.head() {
                         return Ok(None);
                     }
-                    let it = AllIter::new(
-                        Arc::clone(&self.shared),
-                        Position(*next),
-                        Direction::Forward,
-                    );
-                    *iter = Some(if self.filter.skip_invalidated {
-                        it.skip_invalidated()?
-                    } else {
-                        it
+                    *iter = Some(match self.filter.selector() {
+                        Some(selector) => {
+                            let it = IndexedIter::new(
+                                Arc::clone(&self.shared),
+                                selector,
+                                Position(*next),
+                            )?;
+                            Reader::Indexed(if self.filter.skip_invalidated {
+                                it.skip_invalidated()
+                            } else {
+                                it
+                            })
+                        }
+                        None => {
+                            let it = AllIter::new(
+                                Arc::clone(&self.shared),
+                                Position(*next),
+                                Direction::Forward,
+                            );
+                            Reader::Plain(if self.filter.skip_invalidated {
+                                it.skip_invalidated()?
+                            } else {
+                                it
+                            })
+                        }
                     });
                 }
                 Source::Stream { stream, next, iter } => {

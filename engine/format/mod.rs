@@ -9,6 +9,7 @@ pub mod checkpoint;
 pub mod index;
 pub mod keys;
 pub mod manifest;
+pub mod projection;
 pub mod removals;
 pub mod segment;
 pub mod subscription;
