@@ -13,6 +13,11 @@ pub const COMMIT_METADATA_BYTES_MAX: usize = 64 << 10;
 pub const PRODUCER_IN_FLIGHT_MAX_DEFAULT: usize = 4096;
 /// Most positions the indexer reads before it syncs and checkpoints (segment-format.md §17).
 pub const INDEXER_CHUNK_POSITIONS: u64 = 1 << 20;
+/// The indexer lets commits accumulate until this many positions wait...
+pub const INDEXER_BATCH_POSITIONS: u64 = 65_536;
+/// ...or the oldest waiting one is this old (ms): each chunk costs two syncs, which the writer
+/// competes with, so chunks of a few positions would halve W2 (measured).
+pub const INDEXER_DELAY_MS: u64 = 50;
 /// Postings an indexed read fetches at a time.
 pub const INDEX_READ_CHUNK_POSTINGS: u64 = 65_536;
 /// Default largest event (type + metadata + data), in bytes.

@@ -46,8 +46,8 @@ pub struct Options {
     /// (`PersistentSubscription::with_in_flight_max` sets it per subscriber).
     pub subscription_in_flight_max: usize,
     /// Keep the indexes by category and event type with a background indexer
-    /// (segment-format.md §17). Off, reads by category or type scan the global order past
-    /// what was indexed before.
+    /// (segment-format.md §17). Off by default (as EventStoreDB's system projections are): reads
+    /// by category or type then scan the global order past what was indexed before.
     pub indexes: bool,
 }
 
@@ -64,7 +64,7 @@ impl Default for Options {
             open_files_max: OPEN_FILES_MAX_DEFAULT,
             streams_cached_max: STREAMS_CACHED_MAX_DEFAULT,
             subscription_in_flight_max: crate::limits::SUBSCRIPTION_IN_FLIGHT_MAX_DEFAULT,
-            indexes: true,
+            indexes: false,
         }
     }
 }

@@ -8,7 +8,9 @@ use crate::format::projection::{
     POSTING_BYTES, POSTING_POSITION_MAX,
 };
 use crate::layout::{CHECKPOINT_FILE, TEMP_SUFFIX};
-use crate::limits::{INDEXER_CHUNK_POSITIONS, INDEX_READ_CHUNK_POSTINGS};
+use crate::limits::{
+    INDEXER_BATCH_POSITIONS, INDEXER_CHUNK_POSITIONS, INDEXER_DELAY_MS, INDEX_READ_CHUNK_POSTINGS,
+};
 use crate::options::SyncMode;
 use crate::read::{AllIter, RecordedEvent};
 use crate::shared::Shared;
@@ -72,6 +74,8 @@ pub struct Indexes {
     indexed: AtomicU64,
     progress: Condvar,
     rebuild: AtomicBool,
+    /// Someone waits for the indexer (`wait_indexed`): index now, do not accumulate.
+    waited_for: AtomicBool,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -131,6 +135,18 @@ impl Indexes {
     pub fn wait_indexed(&self, shared: &Shared, position: u64, timeout: Duration) -> Result<bool> {
         let deadline = Instant::now() + timeout;
         let mut state = self.load(shared)?;
+        if self.indexed.load(Ordering::Acquire) < position {
+            self.waited_for.store(true, Ordering::Release);
+            shared.changed();
+        }
+        // Whatever the outcome, the indexer goes back to accumulating.
+        struct Done<'a>(&'a AtomicBool);
+        impl Drop for Done<'_> {
+            fn drop(&mut self) {
+                self.0.store(false, Ordering::Release);
+            }
+        }
+        let _done = Done(&self.waited_for);
         loop {
             if self.indexed.load(Ordering::Acquire) >= position {
                 return Ok(true);
@@ -310,6 +326,8 @@ pub fn run(shared: &Arc<Shared>) {
         indexes.set_error(&e);
         return;
     }
+    // When the oldest position not indexed yet was first seen.
+    let mut waiting_since: Option<Instant> = None;
     loop {
         if shared.is_closed() {
             return;
@@ -321,9 +339,21 @@ pub fn run(shared: &Arc<Shared>) {
             let indexed = indexes.indexed.load(Ordering::Acquire);
             let head = shared.head();
             if indexed >= head {
+                waiting_since = None;
                 shared.wait_change(seen, None);
                 continue;
             }
+            // Let commits accumulate into one chunk: two syncs per chunk, however large.
+            let since = *waiting_since.get_or_insert_with(Instant::now);
+            let deadline = since + Duration::from_millis(INDEXER_DELAY_MS);
+            if head - indexed < INDEXER_BATCH_POSITIONS
+                && Instant::now() < deadline
+                && !indexes.waited_for.load(Ordering::Acquire)
+            {
+                shared.wait_change(seen, Some(deadline));
+                continue;
+            }
+            waiting_since = None;
             index_chunk(
                 shared,
                 indexed + 1,
@@ -455,9 +485,7 @@ fn index_chunk(shared: &Arc<Shared>, from: u64, to: u64) -> Result<()> {
             .sync_dir(&shared.root)
             .map_err(|e| Error::io("fsync directory", &shared.root, e))?;
     }
-    write_checkpoint(shared, to)?;
-    crate::killpoint::reached("indexer-checkpoint");
-    Ok(())
+    write_checkpoint(shared, to)
 }
 
 fn ensure_dir(shared: &Shared, dir: &Path, dirs: &mut BTreeSet<PathBuf>) -> Result<()> {

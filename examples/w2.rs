@@ -1,11 +1,13 @@
 //! W2 outside criterion, for profiling: 64 threads append one 256-byte event per call for a fixed
 //! time, each to its own stream unless fewer streams are given (thread t writes stream t mod n).
-//! `cargo run --release --example w2 -- [threads] [seconds] [streams]`.
+//! `cargo run --release --example w2 -- [threads] [seconds] [streams]`. With the indexer on (the
+//! default; `STREAMLOG_INDEXES=0` turns it off) it also samples the indexer's lag every 10 ms
+//! and reports its median and maximum, and how long the indexer takes to catch up at the end.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use streamlog::{EventData, ExpectedVersion, Store};
+use streamlog::{EventData, ExpectedVersion, Options, Store};
 
 fn main() {
     let mut args = std::env::args().skip(1);
@@ -17,7 +19,15 @@ fn main() {
         .unwrap_or(threads)
         .max(1);
     let dir = tempfile::tempdir().expect("temporary folder");
-    let store = Store::open(dir.path()).expect("open");
+    let indexes = std::env::var("STREAMLOG_INDEXES").map_or(true, |v| v != "0");
+    let store = Store::open_with(
+        dir.path(),
+        Options {
+            indexes,
+            ..Options::default()
+        },
+    )
+    .expect("open");
     let event = || EventData::new("Bench", vec![0xab; 256]).metadata(vec![0xcd; 32]);
     for t in 0..streams {
         store
@@ -41,7 +51,13 @@ fn main() {
             })
         })
         .collect();
-    std::thread::sleep(Duration::from_secs(seconds));
+    let mut lags = Vec::new();
+    while start.elapsed() < Duration::from_secs(seconds) {
+        std::thread::sleep(Duration::from_millis(10));
+        if indexes {
+            lags.push(store.index_status().expect("status").lag);
+        }
+    }
     stop.store(true, Ordering::Relaxed);
     for w in workers {
         w.join().expect("worker");
@@ -49,7 +65,22 @@ fn main() {
     let elapsed = start.elapsed().as_secs_f64();
     let n = count.load(Ordering::Relaxed);
     println!(
-        "{threads} writers, {streams} streams: {n} appends in {elapsed:.2} s = {:.0} events/s",
+        "{threads} writers, {streams} streams, indexer {}: {n} appends in {elapsed:.2} s = {:.0} events/s",
+        if indexes { "on" } else { "off" },
         n as f64 / elapsed
     );
+    if indexes {
+        let caught = Instant::now();
+        store
+            .wait_indexed(store.head_position(), Duration::from_secs(60))
+            .expect("wait");
+        lags.sort_unstable();
+        println!(
+            "indexer lag over {} samples: median {} positions, max {}; caught up {:.1} ms after the writers stopped",
+            lags.len(),
+            lags[lags.len() / 2],
+            lags[lags.len() - 1],
+            caught.elapsed().as_secs_f64() * 1000.0
+        );
+    }
 }
