@@ -215,6 +215,13 @@ fn dump_store(root: &Path, show_records: bool, d: &mut Dump) {
                 .and_then(|n| n.to_str())
                 .unwrap_or_default()
                 .to_string();
+            if crate::layout::parse_keys_file_name(&name).is_some() {
+                match read(&p) {
+                    Ok(bytes) => dump_keys(&p, &bytes, show_records, d),
+                    Err(e) => d.corrupt(&p, 0, format!("cannot read: {e}")),
+                }
+                continue;
+            }
             if parse_segment_file_name(&name).is_none() {
                 d.note(format!("ignored file {}", p.display()));
                 continue;
@@ -266,6 +273,37 @@ fn dump_store(root: &Path, show_records: bool, d: &mut Dump) {
                 );
             }
             Err(e) => d.corrupt(&rpath, 0, format!("removals header: {e}")),
+        }
+    }
+    // The indexes by category and type (segment-format.md §17).
+    let pdir = root.join(crate::projection::PROJECTIONS_DIR);
+    if pdir.is_dir() {
+        let cpath = pdir.join(crate::layout::CHECKPOINT_FILE);
+        let indexed = match read(&cpath).map(|b| Checkpoint::decode_file(&b)) {
+            Ok(Ok((c, _))) => {
+                let _ = writeln!(
+                    d.text,
+                    "{}: indexes reach position {}",
+                    cpath.display(),
+                    c.head
+                );
+                Some(c.head)
+            }
+            Ok(Err(e)) => {
+                d.corrupt(&cpath, 0, format!("indexer checkpoint: {e}"));
+                None
+            }
+            Err(_) => Some(0),
+        };
+        for p in list(&pdir) {
+            if p.extension().is_some_and(|e| e == "pos") {
+                match read(&p) {
+                    Ok(bytes) => dump_postings(&p, &bytes, indexed, show_records, d),
+                    Err(e) => d.corrupt(&p, 0, format!("cannot read: {e}")),
+                }
+            } else if p != cpath {
+                d.note(format!("ignored file {}", p.display()));
+            }
         }
     }
     // Persistent subscriptions (segment-format.md §11).
@@ -404,9 +442,138 @@ fn dump_file(
         dump_segment(path, bytes, show_records, view, d);
     } else if magic == SUBSCRIPTION_MAGIC {
         dump_subscription(path, bytes, d);
+    } else if magic == crate::format::keys::KEYS_MAGIC {
+        dump_keys(path, bytes, show_records, d);
+    } else if magic == crate::format::projection::POSTINGS_MAGIC {
+        dump_postings(path, bytes, None, show_records, d);
     } else {
         d.corrupt(path, 0, "not a streamlog file (unknown magic)");
     }
+}
+
+/// A keys file (segment-format.md §15): derived data, so damage is a note (the engine rebuilds
+/// it), not corruption.
+fn dump_keys(path: &Path, bytes: &[u8], show_records: bool, d: &mut Dump) {
+    use crate::format::keys::{decode_entries, KeysHeader};
+    let header = match KeysHeader::decode(bytes) {
+        Ok(h) => h,
+        Err(e) => {
+            d.note(format!(
+                "{}: keys file header does not decode ({e}); the writer rebuilds it from the stream",
+                path.display()
+            ));
+            return;
+        }
+    };
+    let (entries, end) = decode_entries(bytes);
+    let _ = writeln!(
+        d.text,
+        "{}: keys of stream {:016x}-{:04x}, {} entries, base record at position {}{}",
+        path.display(),
+        header.stream_hash,
+        header.collision,
+        entries.len(),
+        header.base_position,
+        if header.stale {
+            ", STALE (rebuilt at next use)"
+        } else {
+            ""
+        }
+    );
+    if show_records {
+        for e in &entries {
+            let _ = writeln!(
+                d.text,
+                "    key {} v{} pos {} changeset {} at segment {} offset {}",
+                preview(&e.key, 64),
+                e.version,
+                e.position,
+                e.changeset,
+                e.segment,
+                e.offset
+            );
+        }
+    }
+    if end < bytes.len() as u64 {
+        d.note(format!(
+            "{}: {} bytes after the last entry that decodes (an unacknowledged batch's, cut at the next use)",
+            path.display(),
+            bytes.len() as u64 - end
+        ));
+    }
+    d.json.push(
+        json!({"kind": "keys", "path": path, "stream_hash": header.stream_hash,
+        "collision": header.collision, "entries": entries.len(), "stale": header.stale,
+        "base_position": header.base_position}),
+    );
+}
+
+/// A postings file of the indexes (segment-format.md §17): derived data too.
+fn dump_postings(
+    path: &Path,
+    bytes: &[u8],
+    indexed: Option<u64>,
+    show_records: bool,
+    d: &mut Dump,
+) {
+    use crate::format::projection::{decode_posting, PostingsHeader};
+    let header = match PostingsHeader::decode(bytes) {
+        Ok(h) => h,
+        Err(e) => {
+            d.note(format!(
+                "{}: postings header does not decode ({e}): an interrupted creation, removed at the next load",
+                path.display()
+            ));
+            return;
+        }
+    };
+    let start = header.header_bytes() as usize;
+    let mut positions = Vec::new();
+    let mut stray = 0u64;
+    for chunk in bytes.get(start..).unwrap_or_default().chunks(8) {
+        match <[u8; 8]>::try_from(chunk)
+            .ok()
+            .and_then(|b| decode_posting(header.id, b))
+        {
+            Some(p) if indexed.is_none_or(|i| p <= i) => positions.push(p),
+            _ => stray += 1,
+        }
+    }
+    let _ = writeln!(
+        d.text,
+        "{}: {} {:?}: {} postings{}",
+        path.display(),
+        match header.kind {
+            crate::format::projection::IndexKind::Category => "category",
+            crate::format::projection::IndexKind::EventType => "event type",
+        },
+        header.name,
+        positions.len(),
+        match (positions.first(), positions.last()) {
+            (Some(a), Some(b)) => format!(", positions {a}..={b}"),
+            _ => String::new(),
+        }
+    );
+    if show_records {
+        let shown: Vec<String> = positions.iter().take(32).map(u64::to_string).collect();
+        let _ = writeln!(
+            d.text,
+            "    {}{}",
+            shown.join(" "),
+            if positions.len() > 32 { " …" } else { "" }
+        );
+    }
+    if stray > 0 {
+        d.note(format!(
+            "{}: {stray} postings past the indexer's checkpoint or failing their check; cut at the next load",
+            path.display()
+        ));
+    }
+    d.json.push(
+        json!({"kind": "postings", "path": path, "name": header.name,
+        "category": header.kind == crate::format::projection::IndexKind::Category,
+        "postings": positions.len()}),
+    );
 }
 
 fn dump_subscription(path: &Path, bytes: &[u8], d: &mut Dump) {

@@ -237,3 +237,43 @@ fn changesets_keys_and_multi_stream_appends_are_shown() {
     let (_, json) = dump(&["--json", dir.to_str().unwrap()]);
     assert!(json.contains("user=ann cmd=checkout"), "{json}");
 }
+
+#[test]
+fn keys_files_and_indexes_are_shown() {
+    let root = tempfile::tempdir().unwrap();
+    let dir = root.path();
+    let store = Store::open_with(
+        dir,
+        streamlog::Options {
+            indexes: true,
+            ..streamlog::Options::default()
+        },
+    )
+    .unwrap();
+    for i in 0..6u64 {
+        store
+            .append(
+                &format!("order-{}", i % 2),
+                ExpectedVersion::Any,
+                [EventData::new("Placed", vec![1]).key(format!("sku-{i}").into_bytes())],
+            )
+            .unwrap();
+    }
+    assert!(store
+        .wait_indexed(store.head_position(), std::time::Duration::from_secs(30))
+        .unwrap());
+    drop(store);
+    let (code, text) = dump(&[dir.to_str().unwrap()]);
+    assert_eq!(code, 0, "{text}");
+    assert!(
+        text.contains("3 entries, base record at position 0"),
+        "{text}"
+    );
+    assert!(text.contains("key \"sku-4\" v3"), "{text}");
+    assert!(text.contains("indexes reach position 6"), "{text}");
+    assert!(
+        text.contains("category \"order\": 6 postings, positions 1..=6"),
+        "{text}"
+    );
+    assert!(text.contains("event type \"Placed\": 6 postings"), "{text}");
+}

@@ -5,6 +5,9 @@
 use libfuzzer_sys::fuzz_target;
 use streamlog::format::checkpoint::Checkpoint;
 use streamlog::format::index::{IndexEntry, IndexHeader};
+use streamlog::format::keys::{decode_entries, KeysHeader};
+use streamlog::format::projection::{decode_posting, PostingsHeader};
+use streamlog::format::removals::Removal;
 use streamlog::format::manifest::Manifest;
 use streamlog::format::segment::{decode_record, peek_record_header, SegmentHeader};
 use streamlog::format::subscription::{SubscriptionCheckpoint, SubscriptionHeader};
@@ -26,6 +29,13 @@ fuzz_target!(|data: &[u8]| {
                 Err(_) => break,
             }
         }
+    }
+    let _ = KeysHeader::decode(data);
+    let _ = decode_entries(data);
+    let _ = PostingsHeader::decode(data);
+    let _ = Removal::decode(data);
+    for chunk in data.chunks_exact(8) {
+        let _ = decode_posting(position, chunk.try_into().unwrap_or([0; 8]));
     }
     let _ = peek_record_header(data);
     let mut at = 0;
