@@ -35,7 +35,14 @@ fn category(c: &mut Criterion) {
     let dir =
         tempfile::tempdir_in(std::env::var("STREAMLOG_BENCH_DIR").unwrap_or_else(|_| ".".into()))
             .unwrap();
-    let store = Store::open_with(dir.path(), Options::default()).unwrap();
+    let store = Store::open_with(
+        dir.path(),
+        Options {
+            indexes: true,
+            ..Options::default()
+        },
+    )
+    .unwrap();
     // 10,000 streams written in appends of 100 events: 100 of them (1%) in category `rare`.
     let started = Instant::now();
     let mut producer = store.producer();
