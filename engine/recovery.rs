@@ -371,7 +371,7 @@ pub fn open(
     // (a folder entry made by a batch that failed before its sync) are durable before anything
     // new is written: one `syncfs` whatever the sync mode, so no folder is missed.
     cfile.sync_fs().map_err(|e| Error::io("syncfs", root, e))?;
-    if report.cut_positions > 0 || !report.clean {
+    if report.cut_positions > 0 || (!report.clean && !created) {
         tracing::warn!(checkpoint_head = report.checkpoint_head, head, cut = report.cut_positions,
             reason = %report.stop_reason, "recovered after an unclean close");
     }
