@@ -150,18 +150,23 @@ fn create_store(
     backend
         .rename(&tmp, &cpath)
         .map_err(|e| Error::io("rename", &tmp, e))?;
+    // Durability: the manifest appears last; a store without it is recreated from scratch.
+    put_manifest(backend, root, &manifest)?;
+    tracing::info!(path = %root.display(), "created a new store");
+    Ok((manifest, checkpoint))
+}
+
+/// Write `MANIFEST` atomically: a temporary file, synced, renamed, the folder synced.
+fn put_manifest(backend: &dyn Backend, root: &Path, manifest: &Manifest) -> Result<()> {
     let mpath = root.join(MANIFEST_FILE);
     let tmp = root.join(format!("{MANIFEST_FILE}{TEMP_SUFFIX}"));
     write_new_file(backend, &tmp, &manifest.encode(), 0, MANIFEST_BYTES as u64)?;
-    // Durability: the manifest appears last; a store without it is recreated from scratch.
     backend
         .rename(&tmp, &mpath)
         .map_err(|e| Error::io("rename", &tmp, e))?;
     backend
         .sync_dir(root)
-        .map_err(|e| Error::io("fsync folder", root, e))?;
-    tracing::info!(path = %root.display(), "created a new store");
-    Ok((manifest, checkpoint))
+        .map_err(|e| Error::io("fsync folder", root, e))
 }
 
 /// A store of an older format: raise `MANIFEST` to this build's version before anything new is
@@ -172,17 +177,9 @@ fn upgrade_manifest(backend: &dyn Backend, root: &Path, manifest: Manifest) -> R
         format_version: FORMAT_VERSION,
         ..manifest
     };
-    let mpath = root.join(MANIFEST_FILE);
-    let tmp = root.join(format!("{MANIFEST_FILE}{TEMP_SUFFIX}"));
-    write_new_file(backend, &tmp, &upgraded.encode(), 0, MANIFEST_BYTES as u64)?;
-    backend
-        .rename(&tmp, &mpath)
-        .map_err(|e| Error::io("rename", &tmp, e))?;
     // Durability: the new version is on disk before any file of that version is written.
-    backend
-        .sync_dir(root)
-        .map_err(|e| Error::io("fsync folder", root, e))?;
-    tracing::info!(path = %mpath.display(), from = manifest.format_version, to = FORMAT_VERSION,
+    put_manifest(backend, root, &upgraded)?;
+    tracing::info!(path = %root.display(), from = manifest.format_version, to = FORMAT_VERSION,
         "raised the store's format version");
     Ok(upgraded)
 }

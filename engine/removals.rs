@@ -36,6 +36,18 @@ struct Loaded {
     file: Option<Arc<dyn FileHandle>>,
 }
 
+impl Loaded {
+    /// The file, opened (and created durably when missing) on first write.
+    fn writable(&mut self, shared: &Shared) -> Result<Arc<dyn FileHandle>> {
+        if let Some(f) = &self.file {
+            return Ok(Arc::clone(f));
+        }
+        let f = open_or_create(shared)?;
+        self.file = Some(Arc::clone(&f));
+        Ok(f)
+    }
+}
+
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
@@ -79,14 +91,7 @@ impl Removals {
         let mut guard = self.load(shared)?;
         let loaded = guard.as_mut().expect("loaded above");
         let path = shared.root.join(REMOVALS_FILE);
-        let file = match &loaded.file {
-            Some(f) => Arc::clone(f),
-            None => {
-                let f = open_or_create(shared)?;
-                loaded.file = Some(Arc::clone(&f));
-                f
-            }
-        };
+        let file = loaded.writable(shared)?;
         let mut bytes = Vec::with_capacity(records.len() * REMOVAL_BYTES as usize);
         for r in records {
             bytes.extend_from_slice(&r.encode());
@@ -122,14 +127,7 @@ impl Removals {
         let mut guard = self.load(shared)?;
         let loaded = guard.as_mut().expect("loaded above");
         let path = shared.root.join(REMOVALS_FILE);
-        let file = match &loaded.file {
-            Some(f) => Arc::clone(f),
-            None => {
-                let f = open_or_create(shared)?;
-                loaded.file = Some(Arc::clone(&f));
-                f
-            }
-        };
+        let file = loaded.writable(shared)?;
         file.write_all_at(&removal.encode(), loaded.end)
             .map_err(|e| Error::io("write removal", &path, e))?;
         // Durability: the truncation is committed by this sync.

@@ -60,6 +60,18 @@ impl<T> Drop for Reply<T> {
 }
 
 impl<T> Slot<T> {
+    /// The state, once it is no longer `Waiting`. No spinning: the waiter sleeps.
+    fn ready(&self) -> std::sync::MutexGuard<'_, State<T>> {
+        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        while matches!(*state, State::Waiting) {
+            state = self
+                .ready
+                .wait(state)
+                .unwrap_or_else(PoisonError::into_inner);
+        }
+        state
+    }
+
     fn set(&self, value: State<T>) {
         let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
         *state = value;
@@ -88,18 +100,7 @@ impl<T> Watch<T> {
 
     /// Block until the answer has come (or the writer dropped the request).
     pub fn wait_ready(&self) {
-        let mut state = self
-            .slot
-            .state
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        while matches!(*state, State::Waiting) {
-            state = self
-                .slot
-                .ready
-                .wait(state)
-                .unwrap_or_else(PoisonError::into_inner);
-        }
+        drop(self.slot.ready());
     }
 }
 
@@ -112,18 +113,7 @@ impl<T> Answer<T> {
 
     /// Block until the answer comes; `None` if the writer dropped the request unanswered.
     pub fn wait(self) -> Option<T> {
-        let mut state = self
-            .slot
-            .state
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        while matches!(*state, State::Waiting) {
-            state = self
-                .slot
-                .ready
-                .wait(state)
-                .unwrap_or_else(PoisonError::into_inner);
-        }
+        let mut state = self.slot.ready();
         match std::mem::replace(&mut *state, State::Taken) {
             State::Ready(value) => Some(value),
             State::Dropped | State::Taken | State::Waiting => None,

@@ -12,15 +12,6 @@ use streamlog::{
     SyncMode,
 };
 
-fn small_segments() -> Options {
-    Options {
-        segment_bytes: 64 << 10,
-        event_bytes_max: 16 << 10,
-        index_entries_per_file: 64,
-        ..Options::default()
-    }
-}
-
 fn events(tag: &str, n: usize) -> Vec<EventData> {
     (0..n)
         .map(|i| EventData::new("E", format!("{tag}/{i}").into_bytes()))
@@ -503,38 +494,20 @@ fn multi_child() {
 #[test]
 fn multi_stream_appends_survive_kill_9() {
     use std::collections::HashMap;
-    use std::io::{BufRead, BufReader};
-    use std::process::{Command, Stdio};
     let root = tempfile::tempdir().unwrap();
     let dir = root.path().join("store");
     let mut next = 0u64;
     let mut acknowledged = Vec::new();
     for cycle in 0..4u64 {
-        let mut child = Command::new(std::env::current_exe().unwrap())
-            .args(["--ignored", "--exact", "multi_child", "--nocapture"])
-            .env("STREAMLOG_MULTI_DIR", &dir)
-            .env("STREAMLOG_MULTI_FIRST", next.to_string())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let kill_after = 50 + cycle * 37;
-        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        let mut count = 0;
-        while count < kill_after {
-            let Some(Ok(line)) = lines.next() else { break };
-            if let Some(i) = line.strip_prefix("DONE ") {
-                acknowledged.push(i.parse::<u64>().unwrap());
-                count += 1;
-            }
-        }
-        child.kill().unwrap();
-        for line in lines.map_while(Result::ok) {
-            if let Some(i) = line.strip_prefix("DONE ") {
-                acknowledged.push(i.parse::<u64>().unwrap());
-            }
-        }
-        child.wait().unwrap();
+        acknowledged.extend(acknowledged_before_kill(
+            "multi_child",
+            &[
+                ("STREAMLOG_MULTI_DIR", dir.display().to_string()),
+                ("STREAMLOG_MULTI_FIRST", next.to_string()),
+            ],
+            50 + cycle * 37,
+            "DONE ",
+        ));
         let store = Store::open_with(&dir, small_segments()).unwrap();
         check_invariants(&store);
         // How many events of each multi-stream append are stored, by append number.

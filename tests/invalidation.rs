@@ -2,6 +2,8 @@
 //! that readers can skip by, idempotent, typed errors, and all or nothing across power cuts and
 //! kill -9.
 
+mod common;
+use common::acknowledged_before_kill;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -302,38 +304,20 @@ fn invalidation_child() {
 /// wholly there or wholly absent, and every acknowledged one is there.
 #[test]
 fn invalidations_survive_kill_9() {
-    use std::io::{BufRead, BufReader};
-    use std::process::{Command, Stdio};
     let root = tempfile::tempdir().unwrap();
     let dir = root.path().join("store");
     let mut next = 0u64;
     let mut acknowledged = Vec::new();
     for cycle in 0..4u64 {
-        let mut child = Command::new(std::env::current_exe().unwrap())
-            .args(["--ignored", "--exact", "invalidation_child", "--nocapture"])
-            .env("STREAMLOG_INV_DIR", &dir)
-            .env("STREAMLOG_INV_FIRST", next.to_string())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let kill_after = 20 + cycle * 13;
-        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        let mut count = 0;
-        while count < kill_after {
-            let Some(Ok(line)) = lines.next() else { break };
-            if let Some(i) = line.strip_prefix("DONE ") {
-                acknowledged.push(i.parse::<u64>().unwrap());
-                count += 1;
-            }
-        }
-        child.kill().unwrap();
-        for line in lines.map_while(Result::ok) {
-            if let Some(i) = line.strip_prefix("DONE ") {
-                acknowledged.push(i.parse::<u64>().unwrap());
-            }
-        }
-        child.wait().unwrap();
+        acknowledged.extend(acknowledged_before_kill(
+            "invalidation_child",
+            &[
+                ("STREAMLOG_INV_DIR", dir.display().to_string()),
+                ("STREAMLOG_INV_FIRST", next.to_string()),
+            ],
+            20 + cycle * 13,
+            "DONE ",
+        ));
         let store = Store::open(&dir).unwrap();
         let mut last = next;
         for i in next.. {

@@ -10,15 +10,6 @@ use std::sync::Arc;
 use streamlog::storage::sim::SimBackend;
 use streamlog::{Append, Direction, Error, EventData, ExpectedVersion, Options, Store, SyncMode};
 
-fn small_segments() -> Options {
-    Options {
-        segment_bytes: 64 << 10,
-        event_bytes_max: 16 << 10,
-        index_entries_per_file: 64,
-        ..Options::default()
-    }
-}
-
 fn keyed(key: &str, data: &str) -> EventData {
     EventData::new("Set", data.as_bytes().to_vec()).key(key.as_bytes().to_vec())
 }

@@ -1,7 +1,7 @@
 //! Helpers shared by the integration tests.
 #![allow(dead_code)]
 
-use streamlog::{Direction, EventData, Position, Store};
+use streamlog::{Direction, EventData, Options, Position, Store};
 
 pub fn event(i: u64) -> EventData {
     EventData::new(format!("Type{}", i % 3), format!("data-{i}").into_bytes())
@@ -156,4 +156,53 @@ pub fn events_with_whole_appends(
         "{what}: an append is visible in part"
     );
     by_position
+}
+
+/// Run the ignored test `child` of this test binary in a child process with `envs`, collect the
+/// numbers it prints after `prefix` (one acknowledged operation per line), kill it with SIGKILL
+/// once `kill_after` of them came, and return every number it printed before it died.
+pub fn acknowledged_before_kill(
+    child: &str,
+    envs: &[(&str, String)],
+    kill_after: u64,
+    prefix: &str,
+) -> Vec<u64> {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+    let mut cmd = Command::new(std::env::current_exe().unwrap());
+    cmd.args(["--ignored", "--exact", child, "--nocapture"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null());
+    for (k, v) in envs {
+        cmd.env(k, v);
+    }
+    let mut process = cmd.spawn().unwrap();
+    let mut lines = BufReader::new(process.stdout.take().unwrap()).lines();
+    let mut out = Vec::new();
+    while (out.len() as u64) < kill_after {
+        let Some(Ok(line)) = lines.next() else { break };
+        if let Some(n) = line.strip_prefix(prefix) {
+            out.push(n.trim().parse().unwrap());
+        }
+    }
+    process.kill().unwrap();
+    // What it printed before it died was acknowledged too.
+    for line in lines.map_while(Result::ok) {
+        if let Some(n) = line.strip_prefix(prefix) {
+            out.push(n.trim().parse().unwrap());
+        }
+    }
+    process.wait().unwrap();
+    out
+}
+
+/// Small segments (64 KiB), events up to 16 KiB, index files of 64 entries: rolls and new files
+/// come after a few events.
+pub fn small_segments() -> Options {
+    Options {
+        segment_bytes: 64 << 10,
+        event_bytes_max: 16 << 10,
+        index_entries_per_file: 64,
+        ..Options::default()
+    }
 }
