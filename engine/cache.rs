@@ -141,7 +141,18 @@ impl MapCache {
             ));
         }
         let needed = crate::format::index::INDEX_HEADER_BYTES + header.capacity * INDEX_ENTRY_BYTES;
-        if len < needed {
+        let sparse_ragged = header.sparse
+            && (len - crate::format::index::INDEX_HEADER_BYTES)
+                % crate::format::index::INDEX_SPARSE_ENTRY_BYTES
+                != 0;
+        if sparse_ragged {
+            return Err(Error::corrupt(
+                &path,
+                len,
+                "compacted index file of a ragged length",
+            ));
+        }
+        if !header.sparse && len < needed {
             return Err(Error::corrupt(
                 &path,
                 len,
@@ -156,17 +167,24 @@ impl MapCache {
     }
 
     /// The decoded index entry of `position`, or the reason it does not decode.
+    /// The index entry of `position`: `Ok(Ok(None))` when index compaction removed it (its event
+    /// was removed by a snapshot or a delete; segment-format.md §4).
     pub fn index_entry(
         &self,
         position: u64,
-    ) -> Result<std::result::Result<IndexEntry, crate::format::DecodeError>> {
+    ) -> Result<std::result::Result<Option<IndexEntry>, crate::format::DecodeError>> {
         let (file, offset) = crate::format::index::locate(position, self.entries_per_file);
         let mapping = self.index_file(file)?;
+        let header_bytes = crate::format::index::INDEX_HEADER_BYTES as usize;
+        // The header was checked when the file was mapped; byte 12 holds `entry_bytes`.
+        if u64::from(mapping[12]) == crate::format::index::INDEX_SPARSE_ENTRY_BYTES {
+            return Ok(crate::format::index::sparse_lookup(
+                &mapping[header_bytes..],
+                position,
+            ));
+        }
         let at = offset as usize;
-        Ok(IndexEntry::decode(
-            &mapping[at..at + INDEX_ENTRY_BYTES as usize],
-            position,
-        ))
+        Ok(IndexEntry::decode(&mapping[at..at + INDEX_ENTRY_BYTES as usize], position).map(Some))
     }
 
     /// Forget a mapped index file (after the writer or recovery changed its length).

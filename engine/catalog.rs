@@ -219,7 +219,9 @@ pub fn confirmed(
         return Ok(false);
     }
     match shared.maps.index_entry(position)? {
-        Ok(e) => Ok(e.stream_hash == key.hash
+        // Compacted away: the event was removed with its stream's old segments.
+        Ok(None) => Ok(false),
+        Ok(Some(e)) => Ok(e.stream_hash == key.hash
             && e.collision == key.collision
             && e.segment == segment
             && u64::from(e.offset) == offset),
@@ -667,20 +669,25 @@ pub fn read_header(shared: &Shared, path: &PathBuf) -> Result<Option<SegmentHead
 /// The last position of stream `key` that a rewrite (snapshot, delete) removed: the
 /// `covers_position` of the base record opening its segment 0; 0 when there is none.
 pub fn base_covers(shared: &Shared, key: StreamKey) -> Result<u64> {
+    Ok(base_control(shared, key)?.map_or(0, |c| c.covers_position))
+}
+
+/// The control block of the base record of the stream's segment 0, when it was rewritten.
+pub fn base_control(shared: &Shared, key: StreamKey) -> Result<Option<Control>> {
     let path = segment_path(&shared.root, key, 0);
     // One read holds the header and a tombstone or a small snapshot whole.
     let Some(prefix) = read_prefix(shared, &path, BASE_PREFIX_BYTES)? else {
-        return Ok(0);
+        return Ok(None);
     };
     let Ok(header) = SegmentHeader::decode(&prefix) else {
-        return Ok(0);
+        return Ok(None);
     };
     let header_bytes = header.header_bytes();
     let slice = prefix.get(header_bytes as usize..).unwrap_or_default();
     let whole = match peek_record_header(slice) {
         Some(h) if h.kind == RECORD_KIND_CONTROL => h.record_bytes.get() as usize <= slice.len(),
         // An event first: segment 0 was never rewritten.
-        _ => return Ok(0),
+        _ => return Ok(None),
     };
     // A large snapshot does not fit in the prefix: map the file.
     let base = if whole {
@@ -688,7 +695,7 @@ pub fn base_covers(shared: &Shared, key: StreamKey) -> Result<u64> {
     } else {
         read_base(shared, &path, header_bytes)?
     };
-    Ok(base.map_or(0, |(c, _)| c.covers_position))
+    Ok(base.map(|(c, _)| c))
 }
 
 /// The base record of a segment 0 whose first bytes are `bytes` (header and first record

@@ -155,7 +155,49 @@ fn dump_store(root: &Path, show_records: bool, d: &mut Dump) {
             continue;
         };
         dump_file(p, &bytes, false, None, d);
-        if IndexHeader::decode(&bytes).is_err() || per_file == 0 {
+        let Ok(header) = IndexHeader::decode(&bytes) else {
+            continue;
+        };
+        if per_file == 0 {
+            continue;
+        }
+        if header.sparse {
+            // A compacted file: only live entries, each with its position.
+            let entries = bytes.get(INDEX_HEADER_BYTES as usize..).unwrap_or_default();
+            let mut previous = 0;
+            for chunk in entries.chunks(crate::format::index::INDEX_SPARSE_ENTRY_BYTES as usize) {
+                let position = chunk
+                    .get(..8)
+                    .map_or(0, |b| u64::from_le_bytes(b.try_into().unwrap_or([0; 8])));
+                let decoded = chunk
+                    .get(8..)
+                    .ok_or(crate::format::DecodeError::Invalid("ragged"))
+                    .and_then(|raw| IndexEntry::decode(raw, position));
+                match decoded {
+                    Ok(e) if position > previous => {
+                        previous = position;
+                        let key = StreamKey {
+                            hash: e.stream_hash,
+                            collision: e.collision,
+                        };
+                        confirmed.insert((key, e.segment, u64::from(e.offset)), position);
+                        last_entry = position;
+                        if show_records {
+                            let _ = writeln!(d.text, "    position {position}: stream {:016x}-{:04x} segment {} offset {} flags {:#04x}{}",
+                                e.stream_hash, e.collision, e.segment, e.offset, e.flags, entry_flag_names(e.flags));
+                        }
+                    }
+                    Ok(_) => d.corrupt(
+                        p,
+                        0,
+                        format!("compacted entries out of order at position {position}"),
+                    ),
+                    Err(e) => {
+                        d.corrupt(p, 0, format!("compacted entry of position {position}: {e}"))
+                    }
+                }
+            }
+            last_entry = last_entry.max((n + 1) * per_file);
             continue;
         }
         for slot in 0..per_file {
@@ -428,13 +470,22 @@ fn dump_file(
             Ok(h) => {
                 let _ = writeln!(
                     d.text,
-                    "{}: index file {}, positions {}..={}",
+                    "{}: index file {}, positions {}..={}{}",
                     path.display(),
                     h.file_number,
                     h.first_position,
-                    h.first_position + h.capacity - 1
+                    h.first_position + h.capacity - 1,
+                    if h.sparse {
+                        format!(
+                            ", compacted: {} live entries",
+                            (bytes.len() as u64).saturating_sub(64)
+                                / crate::format::index::INDEX_SPARSE_ENTRY_BYTES
+                        )
+                    } else {
+                        String::new()
+                    }
                 );
-                d.json.push(json!({"kind": "index", "path": path, "file_number": h.file_number, "first_position": h.first_position, "capacity": h.capacity}));
+                d.json.push(json!({"kind": "index", "path": path, "file_number": h.file_number, "first_position": h.first_position, "capacity": h.capacity, "compacted": h.sparse}));
             }
             Err(e) => d.corrupt(path, 0, format!("index header: {e}")),
         }

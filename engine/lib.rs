@@ -26,6 +26,7 @@
 mod cache;
 mod catalog;
 mod changeset;
+mod compact;
 pub mod dump;
 mod error;
 pub mod format;
@@ -51,6 +52,7 @@ mod types;
 mod writer;
 
 pub use changeset::{Changeset, ChangesetIter, ChangesetPage};
+pub use compact::IndexCompaction;
 pub use error::{Error, Result};
 pub use options::{Options, SyncMode};
 pub use persistent::{Acker, PersistentSubscription, SubscriptionInfo, Target};

@@ -20,6 +20,10 @@ pub const INDEXER_BATCH_POSITIONS: u64 = 65_536;
 pub const INDEXER_DELAY_MS: u64 = 50;
 /// Postings an indexed read fetches at a time.
 pub const INDEX_READ_CHUNK_POSTINGS: u64 = 65_536;
+/// Index compaction rewrites a file when at least this share of its entries (percent) belong to
+/// removed events: a compacted entry takes 32 bytes, a dense one 24, so below half removed the
+/// gain is small.
+pub const INDEX_COMPACT_MIN_REMOVED_PERCENT: u64 = 50;
 /// Default largest event (type + metadata + data), in bytes.
 pub const EVENT_BYTES_MAX_DEFAULT: usize = 1 << 20;
 /// Hard ceiling for the `event_bytes_max` option.

@@ -577,7 +577,22 @@ impl AllIter {
         let mut entries = Vec::new();
         for position in positions {
             let entry = match self.shared.maps.index_entry(position) {
-                Ok(Ok(e)) => e,
+                Ok(Ok(Some(e))) => e,
+                // Removed by a rewrite and compacted away (segment-format.md §4): skipped.
+                Ok(Ok(None)) => {
+                    entries.push(Entry {
+                        position,
+                        key: StreamKey {
+                            hash: 0,
+                            collision: 0,
+                        },
+                        segment: 0,
+                        offset: 0,
+                        flags: 0,
+                        skip: true,
+                    });
+                    continue;
+                }
                 Ok(Err(e)) => {
                     let (file, at) = crate::format::index::locate(
                         position,

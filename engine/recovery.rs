@@ -356,6 +356,9 @@ pub fn open(
             .sync_data()
             .map_err(|e| Error::io("fsync checkpoint", &cpath, e))?;
         shared.publish(head);
+        shared
+            .checkpoint_head
+            .store(head, std::sync::atomic::Ordering::Release);
         return Ok((shared, fresh, report));
     }
     cut_index_after(&shared, head)?;
@@ -373,6 +376,9 @@ pub fn open(
             reason = %report.stop_reason, "recovered after an unclean close");
     }
     shared.publish(head);
+    shared
+        .checkpoint_head
+        .store(head, std::sync::atomic::Ordering::Release);
     Ok((shared, fresh, report))
 }
 
@@ -415,7 +421,16 @@ fn verify_tail(shared: &Shared, from: u64, report: &mut RecoveryReport) -> Resul
         }
         let first_of_file = locate(position, per_file).1 == INDEX_HEADER_BYTES;
         let entry = match shared.maps.index_entry(position) {
-            Ok(Ok(e)) => e,
+            Ok(Ok(Some(e))) => e,
+            // Compaction only touches files the checkpoint covers whole.
+            Ok(Ok(None)) => {
+                let (file, at) = locate(position, per_file);
+                return Err(Error::corrupt(
+                    index_path(&shared.root, file),
+                    at,
+                    format!("position {position} after the checkpoint is in a compacted file"),
+                ));
+            }
             Ok(Err(e)) => {
                 report.stop_reason = format!("index entry of position {position}: {e}");
                 break;
@@ -625,11 +640,20 @@ fn restore_index_lengths(shared: &Shared, committed: u64) -> Result<bool> {
         Err(e) => return Err(Error::io("list folder", &dir, e)),
     };
     let mut extended = false;
-    for (name, _) in names {
+    for (name, kind) in names {
+        let path = dir.join(&name);
+        if name.ends_with(TEMP_SUFFIX) && kind == EntryKind::File {
+            // An index compaction that did not reach its rename (segment-format.md §4).
+            tracing::warn!(path = %path.display(), "removing the file of an interrupted index compaction");
+            shared
+                .backend
+                .remove_file(&path)
+                .map_err(|e| Error::io("remove temporary file", &path, e))?;
+            continue;
+        }
         let Some(file) = parse_index_file_name(&name) else {
             continue;
         };
-        let path = dir.join(&name);
         let f = shared
             .backend
             .open(&path, OpenMode::ReadWrite)
@@ -637,6 +661,15 @@ fn restore_index_lengths(shared: &Shared, committed: u64) -> Result<bool> {
         let len = f
             .len()
             .map_err(|e| Error::io("stat index file", &path, e))?;
+        // A compacted file is short by design, and wholly below the checkpoint.
+        let mut head = [0u8; INDEX_HEADER_BYTES as usize];
+        let n = crate::storage::read_full(&*f, &mut head, 0)
+            .map_err(|e| Error::io("read index file", &path, e))?;
+        if n == head.len()
+            && crate::format::index::IndexHeader::decode(&head).is_ok_and(|h| h.sparse)
+        {
+            continue;
+        }
         let first = file * per_file + 1;
         let committed_end = if committed < first {
             INDEX_HEADER_BYTES

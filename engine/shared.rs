@@ -33,6 +33,11 @@ pub struct Shared {
     pub subscriptions: Registry,
     /// The truncations of streams, loaded on first use.
     pub removals: crate::removals::Removals,
+    /// The head claimed by the newest checkpoint made durable: index files wholly at or below
+    /// it can be compacted (recovery never reads them again).
+    pub checkpoint_head: std::sync::atomic::AtomicU64,
+    /// One index compaction at a time.
+    pub compacting: Mutex<()>,
     /// The indexes by category and event type (segment-format.md §17).
     pub indexes: crate::projection::Indexes,
     /// Rewritten streams seen by this process: the last position each rewrite removed
@@ -74,6 +79,8 @@ impl Shared {
             subscriptions: Registry::default(),
             removals: crate::removals::Removals::default(),
             indexes: crate::projection::Indexes::default(),
+            checkpoint_head: std::sync::atomic::AtomicU64::new(head),
+            compacting: Mutex::new(()),
             removed: Mutex::new(std::collections::HashMap::new()),
             _lock: lock,
         }

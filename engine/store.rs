@@ -2,6 +2,7 @@
 
 use crate::catalog::Probe;
 use crate::changeset::{ChangesetIter, ChangesetPage};
+use crate::compact::IndexCompaction;
 use crate::error::{Error, Result};
 use crate::layout::{parse_segment_file_name, STREAMS_DIR};
 use crate::limits::{PRODUCER_IN_FLIGHT_MAX_DEFAULT, STREAM_ID_BYTES_MAX};
@@ -417,6 +418,18 @@ impl Store {
         }
         let shared = &self.inner.shared;
         shared.indexes.rebuild(shared)
+    }
+
+    /// Give back the index space of events removed by snapshots and deletes: every index file
+    /// that the durable checkpoint covers whole, and of whose entries at least half belong to
+    /// removed events, is rewritten with only its live entries (segment-format.md §4). Atomic
+    /// per file (a synced temporary file renamed over the old one); readers are not disturbed.
+    /// Truncated events keep their entries (their records stay on disk).
+    ///
+    /// # Errors
+    /// `Io` (a failed write or sync poisons the store, as any), `Corrupt`, `Poisoned`.
+    pub fn compact_index(&self) -> Result<IndexCompaction> {
+        crate::compact::compact_index(&self.inner.shared)
     }
 
     /// Up to `limit` changesets of all streams in commit order, after `checkpoint`

@@ -418,6 +418,10 @@ impl Writer {
         match self.write_and_sync(first_position, last_position, planning, &acks) {
             Ok(written) => {
                 crate::killpoint::reached("batch-synced");
+                // The checkpoint written in this batch is durable now.
+                self.shared
+                    .checkpoint_head
+                    .fetch_max(self.checkpoint_head, std::sync::atomic::Ordering::AcqRel);
                 if !planned.is_empty() {
                     self.publish(&touched, last_position);
                 }
@@ -1491,6 +1495,7 @@ impl Writer {
                     file_number,
                     first_position: file_number * per_file + 1,
                     capacity: per_file,
+                    sparse: false,
                 };
                 h.write_all_at(&header.encode(), 0)
                     .map_err(|e| Error::io("write index header", &path, e))?;

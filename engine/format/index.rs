@@ -7,6 +7,8 @@ use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout, Unaligned};
 pub const INDEX_MAGIC: [u8; 8] = *b"SLINDEX\0";
 pub const INDEX_HEADER_BYTES: u64 = 64;
 pub const INDEX_ENTRY_BYTES: u64 = 24;
+/// A compacted index file's entries: the position, then the entry (segment-format.md §4).
+pub const INDEX_SPARSE_ENTRY_BYTES: u64 = 32;
 pub const INDEX_ENTRY_MAGIC: u8 = 0xA7;
 /// First event of its append.
 pub const FLAG_BEGIN: u8 = 0x01;
@@ -54,6 +56,8 @@ pub struct IndexHeader {
     pub file_number: u64,
     pub first_position: u64,
     pub capacity: u64,
+    /// A compacted file: only live entries, each with its position (`entry_bytes` 32).
+    pub sparse: bool,
 }
 
 impl IndexHeader {
@@ -62,7 +66,12 @@ impl IndexHeader {
         let mut h = IndexFileHeader {
             magic: INDEX_MAGIC,
             format_version: FORMAT_VERSION.into(),
-            entry_bytes: (INDEX_ENTRY_BYTES as u32).into(),
+            entry_bytes: (if self.sparse {
+                INDEX_SPARSE_ENTRY_BYTES
+            } else {
+                INDEX_ENTRY_BYTES
+            } as u32)
+                .into(),
             store_id: self.store_id.into(),
             file_number: self.file_number.into(),
             first_position: self.first_position.into(),
@@ -92,14 +101,17 @@ impl IndexHeader {
             });
         }
         check_version(h.format_version.get())?;
-        if u64::from(h.entry_bytes.get()) != INDEX_ENTRY_BYTES {
-            return Err(DecodeError::Invalid("entry_bytes"));
-        }
+        let sparse = match u64::from(h.entry_bytes.get()) {
+            INDEX_ENTRY_BYTES => false,
+            INDEX_SPARSE_ENTRY_BYTES => true,
+            _ => return Err(DecodeError::Invalid("entry_bytes")),
+        };
         let header = IndexHeader {
             store_id: h.store_id.get(),
             file_number: h.file_number.get(),
             first_position: h.first_position.get(),
             capacity: h.capacity.get(),
+            sparse,
         };
         let expected_first = header
             .file_number
@@ -174,6 +186,48 @@ impl IndexEntry {
     }
 }
 
+/// The 32 bytes of a compacted file's entry for `position`.
+#[must_use]
+pub fn encode_sparse(position: u64, entry: &IndexEntry) -> [u8; INDEX_SPARSE_ENTRY_BYTES as usize] {
+    let mut out = [0u8; INDEX_SPARSE_ENTRY_BYTES as usize];
+    out[..8].copy_from_slice(&position.to_le_bytes());
+    out[8..].copy_from_slice(&entry.encode(position));
+    out
+}
+
+/// The entry of `position` in a compacted file's entries (`bytes` after the header, sorted by
+/// position): `None` when compaction removed it. A binary search.
+///
+/// # Errors
+/// The entry's `DecodeError` when it is damaged; `Invalid` when the entries are not sorted.
+pub fn sparse_lookup(bytes: &[u8], position: u64) -> Result<Option<IndexEntry>, DecodeError> {
+    let n = bytes.len() / INDEX_SPARSE_ENTRY_BYTES as usize;
+    let at = |i: usize| {
+        let start = i * INDEX_SPARSE_ENTRY_BYTES as usize;
+        let mut p = [0u8; 8];
+        p.copy_from_slice(&bytes[start..start + 8]);
+        (u64::from_le_bytes(p), start)
+    };
+    let (mut low, mut high) = (0usize, n);
+    while low < high {
+        let mid = low + (high - low) / 2;
+        let (p, start) = at(mid);
+        match p.cmp(&position) {
+            std::cmp::Ordering::Less => low = mid + 1,
+            std::cmp::Ordering::Greater => high = mid,
+            std::cmp::Ordering::Equal => {
+                // The CRC binds the position: a damaged position field fails here.
+                return IndexEntry::decode(
+                    &bytes[start + 8..start + INDEX_SPARSE_ENTRY_BYTES as usize],
+                    position,
+                )
+                .map(Some);
+            }
+        }
+    }
+    Ok(None)
+}
+
 /// Which index file holds `position`, and the byte offset of its entry there.
 #[must_use]
 pub fn locate(position: u64, entries_per_file: u64) -> (u64, u64) {
@@ -215,6 +269,43 @@ mod tests {
     }
 
     #[test]
+    fn sparse_files_find_their_entries_and_miss_the_removed_ones() {
+        let e = IndexEntry {
+            stream_hash: 5,
+            collision: 0,
+            segment: 1,
+            offset: 64,
+            flags: FLAG_BEGIN | FLAG_END,
+        };
+        let mut bytes = Vec::new();
+        for p in [3u64, 7, 8, 20] {
+            bytes.extend_from_slice(&encode_sparse(p, &e));
+        }
+        for p in [3u64, 7, 8, 20] {
+            assert_eq!(sparse_lookup(&bytes, p), Ok(Some(e)), "{p}");
+        }
+        for p in [1u64, 4, 9, 21] {
+            assert_eq!(sparse_lookup(&bytes, p), Ok(None), "{p}");
+        }
+        // A flipped bit in a position field: the entry found under it fails its CRC, or the
+        // entry is not found.
+        let mut bad = bytes.clone();
+        bad[32] ^= 0x02; // position 7 becomes 5
+        assert!(
+            sparse_lookup(&bad, 7).unwrap_or(None).is_none() || sparse_lookup(&bad, 7).is_err()
+        );
+        assert!(sparse_lookup(&bad, 5).is_err());
+        let h = IndexHeader {
+            store_id: 1,
+            file_number: 0,
+            first_position: 1,
+            capacity: 64,
+            sparse: true,
+        };
+        assert_eq!(IndexHeader::decode(&h.encode()), Ok(h));
+    }
+
+    #[test]
     fn linked_is_only_valid_on_an_end_entry() {
         let e = IndexEntry {
             stream_hash: 1,
@@ -248,6 +339,7 @@ mod tests {
             file_number: 2,
             first_position: 129,
             capacity: 64,
+            sparse: false,
         };
         assert_eq!(IndexHeader::decode(&h.encode()), Ok(h));
         let bad = IndexHeader {
