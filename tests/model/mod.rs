@@ -17,7 +17,7 @@ use std::path::Path;
 use std::sync::Arc;
 use streamlog::storage::sim::SimBackend;
 use streamlog::{
-    AppendResult, Direction, Error, EventData, ExpectedVersion, Options, Position, Store,
+    Append, AppendResult, Direction, Error, EventData, ExpectedVersion, Options, Position, Store,
 };
 
 /// One operation, decoded from a few bytes so that fuzzers and property tests share it.
@@ -31,6 +31,12 @@ pub enum Op {
     },
     /// The last append again, as after a lost reply.
     Retry,
+    /// A multi-stream append of two parts, all or none.
+    Multi {
+        streams: (u8, u8),
+        expected: (u8, u8),
+        lens: (u8, u8),
+    },
     ReadStream {
         stream: u8,
         from: u8,
@@ -86,6 +92,11 @@ pub fn decode(bytes: &[u8], faults: bool) -> Vec<Op> {
                 }
             }
             7 => Op::Retry,
+            11 => Op::Multi {
+                streams: (c.next() % 4, c.next() % 4),
+                expected: (c.next() % 8, c.next() % 8),
+                lens: (1 + c.next() % 3, 1 + c.next() % 3),
+            },
             8 | 9 => {
                 let stream = c.next() % 4;
                 let from = c.next();
@@ -138,10 +149,10 @@ struct ModelEvent {
     position: u64,
 }
 
-/// An append whose outcome is unknown until the next open.
+/// An append (of one part, or of the parts of a multi-stream append) whose outcome is unknown
+/// until the next open: all of it is there, or none.
 struct Maybe {
-    stream: String,
-    events: Vec<ModelEvent>,
+    parts: Vec<(String, Vec<ModelEvent>)>,
 }
 
 struct LastAppend {
@@ -229,6 +240,11 @@ impl Harness {
                 with_ids,
             } => self.append(*stream, *expected, events, *with_ids),
             Op::Retry => self.retry(),
+            Op::Multi {
+                streams,
+                expected,
+                lens,
+            } => self.multi(*streams, *expected, *lens),
             Op::ReadStream {
                 stream,
                 from,
@@ -357,8 +373,7 @@ impl Harness {
                 if !self.poisoned && ok {
                     // The append that met the fault: its outcome is settled at the next open.
                     self.maybe = Some(Maybe {
-                        stream,
-                        events: model_events,
+                        parts: vec![(stream, model_events)],
                     });
                 }
                 self.poisoned = true;
@@ -371,6 +386,116 @@ impl Harness {
                 Ok(())
             }
             Err(e) => Err(format!("{stream}: unexpected error {e}")),
+        }
+    }
+
+    /// The expectation coded by `code` for a stream at `current` with `changeset` appends.
+    fn expectation(code: u8, current: u64, changeset: u64) -> (ExpectedVersion, bool) {
+        let e = match code {
+            6 => ExpectedVersion::LastChangeset(changeset),
+            7 => ExpectedVersion::LastChangeset(changeset + 1),
+            0 => ExpectedVersion::Any,
+            1 => ExpectedVersion::NoStream,
+            2 => ExpectedVersion::StreamExists,
+            3 => ExpectedVersion::Exact(current),
+            4 => ExpectedVersion::Exact(current + 1),
+            _ => ExpectedVersion::Exact(current.saturating_sub(1)),
+        };
+        let ok = match e {
+            ExpectedVersion::Any => true,
+            ExpectedVersion::NoStream => current == 0,
+            ExpectedVersion::StreamExists => current > 0,
+            ExpectedVersion::Exact(v) => v == current,
+            ExpectedVersion::LastChangeset(c) => c == changeset,
+        };
+        (e, ok)
+    }
+
+    /// A multi-stream append: both parts or neither (segment-format.md §14).
+    fn multi(
+        &mut self,
+        streams: (u8, u8),
+        expected: (u8, u8),
+        lens: (u8, u8),
+    ) -> Result<(), String> {
+        self.last = None;
+        let names = [format!("m-{}", streams.0), format!("m-{}", streams.1)];
+        let mut parts = Vec::new();
+        let mut model_parts = Vec::new();
+        let mut all_ok = true;
+        for (i, (name, (code, len))) in names
+            .iter()
+            .zip([(expected.0, lens.0), (expected.1, lens.1)])
+            .enumerate()
+        {
+            let current = self.streams.get(name).map_or(0, Vec::len) as u64;
+            let changeset = self.changesets.get(name).copied().unwrap_or(0);
+            let (e, ok) = Self::expectation(code, current, changeset);
+            all_ok &= ok;
+            let events: Vec<ModelEvent> = (0..len)
+                .map(|k| {
+                    self.counter += 1;
+                    ModelEvent {
+                        event_type: format!("M{i}"),
+                        data: vec![k; 10 + usize::from(k)],
+                        id: None,
+                        position: 0,
+                    }
+                })
+                .collect();
+            parts.push(Append::new(name.clone(), e, events.iter().map(event_of)));
+            model_parts.push((name.clone(), events));
+        }
+        let result = self.store().append_multi(parts);
+        if names[0] == names[1] {
+            ensure!(
+                matches!(result, Err(Error::InvalidAppend { .. })),
+                "a stream twice in one multi-stream append: {result:?}"
+            );
+            return Ok(());
+        }
+        match result {
+            Ok(rs) => {
+                ensure!(
+                    all_ok,
+                    "multi-stream append succeeded against its expectations"
+                );
+                ensure!(!self.poisoned, "an append succeeded on a poisoned handle");
+                let mut next = self.global.len() as u64 + 1;
+                for ((name, mut events), r) in model_parts.into_iter().zip(rs) {
+                    ensure!(
+                        r.first_position.get() == next
+                            && r.last_position.get() == next + events.len() as u64 - 1,
+                        "{name}: {r:?}, expected from position {next}"
+                    );
+                    for e in &mut events {
+                        e.position = next;
+                        next += 1;
+                    }
+                    self.commit(&name, events);
+                }
+                Ok(())
+            }
+            Err(Error::WrongExpectedVersion { .. }) => {
+                ensure!(
+                    !all_ok,
+                    "multi-stream append refused though every part passed"
+                );
+                Ok(())
+            }
+            Err(Error::Poisoned { .. }) => {
+                ensure!(self.faulty(), "poisoned with no fault injected");
+                if !self.poisoned && all_ok {
+                    self.maybe = Some(Maybe { parts: model_parts });
+                }
+                self.poisoned = true;
+                Ok(())
+            }
+            Err(Error::Io { .. }) => {
+                ensure!(self.faulty(), "I/O error with no fault injected");
+                Ok(())
+            }
+            Err(e) => Err(format!("multi-stream append: unexpected error {e}")),
         }
     }
 
@@ -559,27 +684,36 @@ impl Harness {
         let Some(maybe) = self.maybe.take() else {
             return Ok(());
         };
-        let current = self.streams.get(&maybe.stream).map_or(0, Vec::len) as u64;
-        let stored = self
-            .store()
-            .stream_version(&maybe.stream)
-            .map_err(|e| format!("{}: {e}", maybe.stream))?
-            .unwrap_or(0);
-        let n = maybe.events.len() as u64;
-        if stored == current {
-            return Ok(());
+        let mut present = Vec::new();
+        for (stream, events) in &maybe.parts {
+            let current = self.streams.get(stream).map_or(0, Vec::len) as u64;
+            let stored = self
+                .store()
+                .stream_version(stream)
+                .map_err(|e| format!("{stream}: {e}"))?
+                .unwrap_or(0);
+            let n = events.len() as u64;
+            ensure!(
+                stored == current || stored == current + n,
+                "{stream}: version {stored} after a failed append of {n} at version {current}"
+            );
+            present.push(stored != current);
         }
         ensure!(
-            stored == current + n,
-            "{}: version {stored} after a failed append of {n} at version {current}",
-            maybe.stream
+            present.iter().all(|p| *p) || present.iter().all(|p| !*p),
+            "a failed multi-stream append is there in part: {present:?}"
         );
-        let head = self.global.len() as u64;
-        let mut events = maybe.events;
-        for (i, e) in events.iter_mut().enumerate() {
-            e.position = head + 1 + i as u64;
+        if !present.first().copied().unwrap_or(false) {
+            return Ok(());
         }
-        self.commit(&maybe.stream, events);
+        let mut next = self.global.len() as u64 + 1;
+        for (stream, mut events) in maybe.parts {
+            for e in &mut events {
+                e.position = next;
+                next += 1;
+            }
+            self.commit(&stream, events);
+        }
         Ok(())
     }
 
