@@ -49,8 +49,33 @@ impl Dump {
     }
 }
 
-/// Data as text when printable, hex otherwise (at most `max` bytes shown).
-#[must_use]
+/// An index entry read by the listing: it confirms its record, and is shown.
+fn note_entry(
+    confirmed: &mut Confirmations,
+    position: u64,
+    e: &IndexEntry,
+    show_records: bool,
+    d: &mut Dump,
+) {
+    let key = StreamKey {
+        hash: e.stream_hash,
+        collision: e.collision,
+    };
+    confirmed.insert((key, e.segment, u64::from(e.offset)), position);
+    if show_records {
+        let _ = writeln!(
+            d.text,
+            "    position {position}: stream {:016x}-{:04x} segment {} offset {} flags {:#04x}{}",
+            e.stream_hash,
+            e.collision,
+            e.segment,
+            e.offset,
+            e.flags,
+            entry_flag_names(e.flags)
+        );
+    }
+}
+
 /// The names of an index entry's flags, for the listing.
 fn entry_flag_names(flags: u8) -> String {
     use crate::format::index::{FLAG_BEGIN, FLAG_CONTROL, FLAG_END, FLAG_LINKED};
@@ -67,6 +92,8 @@ fn entry_flag_names(flags: u8) -> String {
     format!(" ({})", names.join("|"))
 }
 
+/// Data as text when printable, hex otherwise (at most `max` bytes shown).
+#[must_use]
 pub fn preview(bytes: &[u8], max: usize) -> String {
     let shown = &bytes[..bytes.len().min(max)];
     let more = if bytes.len() > max { "…" } else { "" };
@@ -176,16 +203,8 @@ fn dump_store(root: &Path, show_records: bool, d: &mut Dump) {
                 match decoded {
                     Ok(e) if position > previous => {
                         previous = position;
-                        let key = StreamKey {
-                            hash: e.stream_hash,
-                            collision: e.collision,
-                        };
-                        confirmed.insert((key, e.segment, u64::from(e.offset)), position);
+                        note_entry(&mut confirmed, position, &e, show_records, d);
                         last_entry = position;
-                        if show_records {
-                            let _ = writeln!(d.text, "    position {position}: stream {:016x}-{:04x} segment {} offset {} flags {:#04x}{}",
-                                e.stream_hash, e.collision, e.segment, e.offset, e.flags, entry_flag_names(e.flags));
-                        }
                     }
                     Ok(_) => d.corrupt(
                         p,
@@ -208,16 +227,8 @@ fn dump_store(root: &Path, show_records: bool, d: &mut Dump) {
             };
             match IndexEntry::decode(raw, position) {
                 Ok(e) => {
-                    let key = StreamKey {
-                        hash: e.stream_hash,
-                        collision: e.collision,
-                    };
-                    confirmed.insert((key, e.segment, u64::from(e.offset)), position);
+                    note_entry(&mut confirmed, position, &e, show_records, d);
                     last_entry = position;
-                    if show_records {
-                        let _ = writeln!(d.text, "    position {position}: stream {:016x}-{:04x} segment {} offset {} flags {:#04x}{}",
-                            e.stream_hash, e.collision, e.segment, e.offset, e.flags, entry_flag_names(e.flags));
-                    }
                 }
                 Err(e) if position <= head => d.corrupt(
                     p,

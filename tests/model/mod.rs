@@ -279,16 +279,7 @@ impl Harness {
         let stream = format!("m-{stream}");
         let current = self.streams.get(&stream).map_or(0, Vec::len) as u64;
         let changeset = self.changesets.get(&stream).copied().unwrap_or(0);
-        let expected = match expected {
-            6 => ExpectedVersion::LastChangeset(changeset),
-            7 => ExpectedVersion::LastChangeset(changeset + 1),
-            0 => ExpectedVersion::Any,
-            1 => ExpectedVersion::NoStream,
-            2 => ExpectedVersion::StreamExists,
-            3 => ExpectedVersion::Exact(current),
-            4 => ExpectedVersion::Exact(current + 1),
-            _ => ExpectedVersion::Exact(current.saturating_sub(1)),
-        };
+        let (expected, ok) = Self::expectation(expected, current, changeset);
         let model_events: Vec<ModelEvent> = events
             .iter()
             .map(|(t, len)| {
@@ -305,13 +296,6 @@ impl Harness {
                 }
             })
             .collect();
-        let ok = match expected {
-            ExpectedVersion::Any => true,
-            ExpectedVersion::NoStream => current == 0,
-            ExpectedVersion::StreamExists => current > 0,
-            ExpectedVersion::Exact(v) => v == current,
-            ExpectedVersion::LastChangeset(c) => c == changeset,
-        };
         let result = self
             .store()
             .append(&stream, expected, model_events.iter().map(event_of));
