@@ -429,6 +429,11 @@ impl Store {
     /// # Errors
     /// `Io` (a failed write or sync poisons the store, as any), `Corrupt`, `Poisoned`.
     pub fn compact_index(&self) -> Result<IndexCompaction> {
+        // First a durable checkpoint of the head: the files it covers can be compacted.
+        self.inner.shared.check_poison()?;
+        let (reply, answer) = crate::reply::slot();
+        self.send(Request::Checkpoint(reply))?;
+        self.wait_answer(answer)?;
         crate::compact::compact_index(&self.inner.shared)
     }
 

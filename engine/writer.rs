@@ -62,6 +62,12 @@ pub struct AppendRequest {
     pub reply: Reply<Result<Vec<AppendResult>>>,
 }
 
+/// What the writer runs alone, after the batch before it.
+enum Alone {
+    Rewrite(RewriteRequest),
+    Checkpoint(Reply<Result<u64>>),
+}
+
 #[path = "rewrite.rs"]
 mod rewrite;
 pub use rewrite::{RewriteKind, RewriteRequest};
@@ -73,6 +79,9 @@ pub enum Request {
     Ack(Arc<Entry>),
     /// A snapshot or a delete: run alone, after the batch before it.
     Rewrite(RewriteRequest),
+    /// Write and sync a checkpoint claiming the head now (before an index compaction, which
+    /// touches only what a durable checkpoint covers); answers that head.
+    Checkpoint(Reply<Result<u64>>),
 }
 
 type Handle = Arc<dyn FileHandle>;
@@ -271,7 +280,11 @@ impl Writer {
                     // (segment-format.md §11), so acks cannot flood a batch.
                     Request::Ack(e) => acks.push(e),
                     Request::Rewrite(r) => {
-                        rewrite = Some(r);
+                        rewrite = Some(Alone::Rewrite(r));
+                        break;
+                    }
+                    Request::Checkpoint(r) => {
+                        rewrite = Some(Alone::Checkpoint(r));
                         break;
                     }
                 }
@@ -292,20 +305,23 @@ impl Writer {
                     }
                     r.reply.send(Err(e.duplicate()));
                 }
-                if let Some(r) = rewrite {
-                    r.reply.send(Err(e.duplicate()));
+                match rewrite {
+                    Some(Alone::Rewrite(r)) => r.reply.send(Err(e.duplicate())),
+                    Some(Alone::Checkpoint(r)) => r.send(Err(e.duplicate())),
+                    None => {}
                 }
                 // Waiters on durable acks see the poison.
                 self.shared.changed();
                 continue;
             }
             self.commit(batch, acks);
-            if let Some(r) = rewrite {
-                // The batch before it may have poisoned the store.
-                match self.shared.check_poison() {
-                    Ok(()) => self.rewrite(r),
-                    Err(e) => r.reply.send(Err(e)),
-                }
+            // The batch before it may have poisoned the store.
+            match (rewrite, self.shared.check_poison()) {
+                (Some(Alone::Rewrite(r)), Ok(())) => self.rewrite(r),
+                (Some(Alone::Rewrite(r)), Err(e)) => r.reply.send(Err(e)),
+                (Some(Alone::Checkpoint(r)), Ok(())) => r.send(self.durable_checkpoint()),
+                (Some(Alone::Checkpoint(r)), Err(e)) => r.send(Err(e)),
+                (None, _) => {}
             }
         }
         if self.shared.check_poison().is_ok() {
@@ -315,6 +331,28 @@ impl Writer {
                 })
             }) {
                 tracing::warn!(error = %e, "clean checkpoint at close failed; the next open verifies the tail");
+            }
+        }
+    }
+
+    /// A checkpoint claiming the published head, synced: every published batch is durable.
+    /// A failure poisons the store, as any failed sync.
+    fn durable_checkpoint(&mut self) -> Result<u64> {
+        let result = self.write_checkpoint(false).and_then(|()| {
+            self.checkpoint_file.sync_data().map_err(|e| {
+                Error::io("sync checkpoint", self.shared.root.join(CHECKPOINT_FILE), e)
+            })
+        });
+        match result {
+            Ok(()) => {
+                self.shared
+                    .checkpoint_head
+                    .fetch_max(self.checkpoint_head, std::sync::atomic::Ordering::AcqRel);
+                Ok(self.checkpoint_head)
+            }
+            Err(e) => {
+                self.shared.poison(format!("{e}"));
+                Err(e)
             }
         }
     }
@@ -1412,12 +1450,7 @@ impl Writer {
         }
         // The checkpoint claims the head of the previous, completed sync: true even if this
         // sync tears (segment-format.md §3).
-        let checkpoint_due = match self.shared.options.sync {
-            SyncMode::SyncFs => self.head > self.checkpoint_head,
-            SyncMode::Fdatasync => {
-                self.head >= self.checkpoint_head + CHECKPOINT_INTERVAL_POSITIONS
-            }
-        };
+        let checkpoint_due = self.head >= self.checkpoint_head + CHECKPOINT_INTERVAL_POSITIONS;
         if checkpoint_due {
             self.write_checkpoint(false)?;
             if fdatasync {
