@@ -91,7 +91,11 @@ impl Producer {
                 oldest.wait_ready();
             }
         }
-        self.in_flight.retain(|w| !w.is_ready());
+        // Answers come batch by batch, in submission order within what commits: drop the
+        // answered ones from the front (one answered early behind an open one waits its turn).
+        while self.in_flight.front().is_some_and(Watch::is_ready) {
+            self.in_flight.pop_front();
+        }
         let answer = match self
             .store
             .send_append(vec![append], false, Some(Arc::clone(&self.link)))
