@@ -26,6 +26,23 @@ pub const POINTS: [(&str, &str); 5] = [
     ),
 ];
 
+/// Where a snapshot, a delete or a truncation may die (segment-format.md §12); reached only by
+/// workloads that rewrite streams, so the writer's kill test does not list them.
+pub const REWRITE_POINTS: [(&str, &str); 3] = [
+    (
+        "rewrite-written",
+        "the new segment 0 and its index entry are synced under a temporary name",
+    ),
+    (
+        "rewrite-renamed",
+        "the rename committed the rewrite, the old segments are still there",
+    ),
+    (
+        "rewrite-removed",
+        "the old segments are removed, nothing answered yet",
+    ),
+];
+
 #[cfg(feature = "kill-points")]
 #[allow(unsafe_code)]
 pub fn reached(name: &'static str) {
@@ -34,7 +51,10 @@ pub fn reached(name: &'static str) {
     static TARGET: OnceLock<Option<(String, u64)>> = OnceLock::new();
     static COUNT: AtomicU64 = AtomicU64::new(0);
     debug_assert!(
-        POINTS.iter().any(|(n, _)| *n == name),
+        POINTS
+            .iter()
+            .chain(&REWRITE_POINTS)
+            .any(|(n, _)| *n == name),
         "unknown kill point {name}"
     );
     let target = TARGET.get_or_init(|| {

@@ -340,6 +340,7 @@ impl Writer {
                 .map_err(|e| fatal(Error::io("syncfs", &root, e)))?;
         }
         drop(file);
+        crate::killpoint::reached("rewrite-written");
         let seg0 = segment_path(&root, key, 0);
         let fanout = fanout_dir(&root, key.hash);
         let deleted = matches!(request.kind, RewriteKind::Delete);
@@ -381,6 +382,7 @@ impl Writer {
                 .rename(&tmp, &seg0)
                 .map_err(|e| fatal(Error::io("rename", &tmp, e)))?;
             self.sync_dir_or_fs(&fanout).map_err(fatal)?;
+            crate::killpoint::reached("rewrite-renamed");
             // Committed: publish the head (the base record's position), then the new state;
             // no cached mapping of the old files outlives the old state.
             self.head = position;
@@ -443,6 +445,7 @@ impl Writer {
             }
         }
         self.sync_dir_or_fs(&fanout).map_err(fatal)?;
+        crate::killpoint::reached("rewrite-removed");
         if let Some(ws) = self.streams.get_mut(stream) {
             ws.after_zero = next_segment;
             if cut.is_none() {

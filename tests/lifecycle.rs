@@ -599,6 +599,112 @@ fn lifecycle_child() {
     }
 }
 
+/// After a `lifecycle_child` died: each stream it worked on is wholly in its old state or its
+/// new one, the new one when the operation was acknowledged; every event reads.
+fn check_lifecycle_children(
+    store: &Store,
+    streams: std::ops::RangeInclusive<u64>,
+    done: &[u64],
+    what: &str,
+) {
+    for i in streams {
+        let stream = format!("life-{i}");
+        let acknowledged = done.contains(&i);
+        let view = stream_view(store, &stream);
+        let new_state = match i % 4 {
+            0 => view
+                .as_ref()
+                .is_ok_and(|v| v.len() == 1 && v[0].1 == i.to_le_bytes().to_vec()),
+            1 => view.as_ref().is_err_and(|e| e.contains("deleted")),
+            3 => view
+                .as_ref()
+                .is_ok_and(|v| v.first().is_some_and(|e| e.0 == 10)),
+            _ => {
+                view.as_ref().is_ok_and(|v| v.len() >= 20)
+                    && matches!(
+                        store.append(&stream, ExpectedVersion::Any, [event(1)]),
+                        Err(Error::StreamClosed { .. })
+                    )
+            }
+        };
+        if acknowledged {
+            assert!(new_state, "{what}: acknowledged operation on {stream} lost");
+        } else if !new_state {
+            // The old state: the stream reads whole.
+            view.unwrap_or_else(|e| panic!("{what}: {stream}: {e}"));
+        }
+    }
+    for e in store.read_all(Position::START, Direction::Forward).unwrap() {
+        e.unwrap_or_else(|e| panic!("{what}: read_all: {e}"));
+    }
+}
+
+/// A process killed at each named point of a rewrite (`engine/killpoint.rs`,
+/// `REWRITE_POINTS`), the n-th time, for n = 1, 2, 3 (a snapshot, a delete, then the next
+/// rewrite): after reopening, every stream is wholly old or wholly new, acknowledged operations
+/// hold, a deleted stream keeps no replaced segment once used, and the store goes on. Needs
+/// `--features kill-points`.
+#[cfg(feature = "kill-points")]
+#[test]
+fn kill_at_rewrite_points() {
+    use std::io::{BufRead, BufReader};
+    use std::os::unix::process::ExitStatusExt;
+    use std::process::{Command, Stdio};
+    let root = tempfile::tempdir().unwrap();
+    let dir = root.path().join("store");
+    let mut next = 0u64;
+    let mut done = Vec::new();
+    let mut kills = 0;
+    for (point, what) in streamlog::killpoint::REWRITE_POINTS {
+        for n in 1..=3 {
+            let mut child = Command::new(std::env::current_exe().unwrap())
+                .args(["--ignored", "--exact", "lifecycle_child", "--nocapture"])
+                .env("STREAMLOG_LIFE_DIR", &dir)
+                .env("STREAMLOG_LIFE_FIRST", next.to_string())
+                .env("STREAMLOG_KILL_AT", format!("{point}:{n}"))
+                .stdout(Stdio::piped())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap();
+            let mut started = None;
+            for line in BufReader::new(child.stdout.take().unwrap())
+                .lines()
+                .map_while(Result::ok)
+            {
+                if let Some(i) = line.strip_prefix("START ") {
+                    started = Some(i.parse::<u64>().unwrap());
+                } else if let Some(i) = line.strip_prefix("DONE ") {
+                    done.push(i.parse::<u64>().unwrap());
+                }
+            }
+            let status = child.wait().unwrap();
+            assert_eq!(
+                status.signal(),
+                Some(libc::SIGKILL),
+                "{point}:{n} ({what}) was never reached: {status}"
+            );
+            kills += 1;
+            let store = Store::open_with(&dir, small_segments()).unwrap();
+            let last = started.unwrap_or(next);
+            check_lifecycle_children(&store, next..=last, &done, &format!("{point}:{n}"));
+            // A deleted stream: once used, none of its replaced segments remains.
+            let victim = format!("life-{last}");
+            if last % 4 == 1 && store.read_stream(&victim, 1, Direction::Forward).is_err() {
+                let _ = store.append(&victim, ExpectedVersion::Any, [event(2)]);
+                let seg1 = segment_path_of(&dir, &victim, 1);
+                assert!(!seg1.exists(), "{point}:{n}: {} remains", seg1.display());
+            }
+            drop(store);
+            // The next child starts on a fresh multiple of 4 (a snapshot first).
+            next = (last + 4) / 4 * 4;
+        }
+    }
+    println!(
+        "{kills} kills inside rewrites, {} acknowledged operations",
+        done.len()
+    );
+}
+
 /// kill -9 of a process in the middle of snapshots, deletes and closes: every acknowledged
 /// operation holds after reopening, the one in flight left its stream wholly old or wholly
 /// new, and every stream reads without error.
@@ -647,39 +753,7 @@ fn lifecycle_operations_survive_kill_9() {
         child.wait().unwrap();
         let store = Store::open_with(&dir, small_segments()).unwrap();
         let last = started.unwrap_or(next);
-        for i in next..=last {
-            let stream = format!("life-{i}");
-            let acknowledged = done.contains(&i);
-            let view = stream_view(&store, &stream);
-            let new_state = match i % 4 {
-                0 => view
-                    .as_ref()
-                    .is_ok_and(|v| v.len() == 1 && v[0].1 == i.to_le_bytes().to_vec()),
-                1 => view.as_ref().is_err_and(|e| e.contains("deleted")),
-                3 => view
-                    .as_ref()
-                    .is_ok_and(|v| v.first().is_some_and(|e| e.0 == 10)),
-                _ => {
-                    view.as_ref().is_ok_and(|v| v.len() >= 20)
-                        && matches!(
-                            store.append(&stream, ExpectedVersion::Any, [event(1)]),
-                            Err(Error::StreamClosed { .. })
-                        )
-                }
-            };
-            if acknowledged {
-                assert!(
-                    new_state,
-                    "cycle {cycle}: acknowledged operation on {stream} lost"
-                );
-            } else if !new_state {
-                // The old state: the stream reads whole.
-                view.unwrap_or_else(|e| panic!("cycle {cycle}: {stream}: {e}"));
-            }
-        }
-        for e in store.read_all(Position::START, Direction::Forward).unwrap() {
-            e.unwrap_or_else(|e| panic!("cycle {cycle}: read_all: {e}"));
-        }
+        check_lifecycle_children(&store, next..=last, &done, &format!("cycle {cycle}"));
         // The child may have died while appending to the stream after the last one it
         // started: the next child starts past it.
         next = last + 2;
