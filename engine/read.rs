@@ -31,13 +31,15 @@ pub struct RecordedEvent {
     flags: u8,
     control: Option<Control>,
     /// Where the body (type, key, commit metadata, metadata, data) starts in the mapping, and
-    /// the lengths of its parts: smaller than five ranges, and a `RecordedEvent` is made per
-    /// event read.
+    /// where its parts start in it: smaller than five ranges (a `RecordedEvent` is made per
+    /// event read), and the data and metadata, read most, are one addition away.
     body: usize,
     type_len: u16,
     key_len: u16,
-    commit_len: u32,
-    metadata_len: u32,
+    /// Offset of the metadata from `body`; the commit metadata ends there.
+    metadata_at: u32,
+    /// Offset of the data from `body`; the metadata ends there.
+    data_at: u32,
     data_len: u32,
 }
 
@@ -71,18 +73,15 @@ impl RecordedEvent {
 
     #[must_use]
     pub fn data(&self) -> &[u8] {
-        let skip = usize::from(self.type_len)
-            + usize::from(self.key_len)
-            + self.commit_len as usize
-            + self.metadata_len as usize;
-        self.part(skip, self.data_len as usize)
+        self.part(self.data_at as usize, self.data_len as usize)
     }
 
     #[must_use]
     pub fn metadata(&self) -> &[u8] {
-        let skip =
-            usize::from(self.type_len) + usize::from(self.key_len) + self.commit_len as usize;
-        self.part(skip, self.metadata_len as usize)
+        self.part(
+            self.metadata_at as usize,
+            (self.data_at - self.metadata_at) as usize,
+        )
     }
 
     /// The event's key (`EventData::key`); empty when it has none.
@@ -95,10 +94,8 @@ impl RecordedEvent {
     /// (`is_append_begin`); empty elsewhere.
     #[must_use]
     pub fn commit_metadata(&self) -> &[u8] {
-        self.part(
-            usize::from(self.type_len) + usize::from(self.key_len),
-            self.commit_len as usize,
-        )
+        let at = usize::from(self.type_len) + usize::from(self.key_len);
+        self.part(at, self.metadata_at as usize - at)
     }
 
     #[must_use]
@@ -203,8 +200,9 @@ pub(crate) fn event_at(
         body: offset as usize + r.body_offset,
         type_len: r.event_type.len() as u16,
         key_len: r.key.len() as u16,
-        commit_len: r.commit_metadata.len() as u32,
-        metadata_len: r.metadata.len() as u32,
+        metadata_at: (r.event_type.len() + r.key.len() + r.commit_metadata.len()) as u32,
+        data_at: (r.event_type.len() + r.key.len() + r.commit_metadata.len() + r.metadata.len())
+            as u32,
         data_len: r.data.len() as u32,
     };
     Ok((event, offset + r.padded_bytes))
