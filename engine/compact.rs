@@ -14,6 +14,7 @@ use crate::shared::Shared;
 use crate::storage::OpenMode;
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
+use std::sync::Arc;
 
 /// What `Store::compact_index` did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -180,5 +181,50 @@ fn entries_of<'a>(
                 })
                 .filter(move |(p, _)| *p <= last),
         )
+    }
+}
+
+/// The writer removed `events` events by a snapshot or a delete. Once enough have been removed
+/// (`INDEX_AUTO_COMPACT_REMOVED_MIN`, at least half an index file), compact the index in a
+/// background thread, off the writer's path; the store joins it when it closes. It compacts
+/// what the last durable checkpoint covers.
+pub fn note_removed(shared: &Arc<Shared>, events: u64) {
+    let threshold = crate::limits::INDEX_AUTO_COMPACT_REMOVED_MIN
+        .max(shared.manifest.index_entries_per_file / 2);
+    let removed = shared
+        .removed_since_compaction
+        .fetch_add(events, Ordering::AcqRel)
+        + events;
+    if removed < threshold {
+        return;
+    }
+    let mut slot = shared
+        .compactor
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    if slot.as_ref().is_some_and(|h| !h.is_finished()) {
+        return;
+    }
+    if let Some(done) = slot.take() {
+        let _ = done.join();
+    }
+    shared.removed_since_compaction.store(0, Ordering::Release);
+    let background = Arc::clone(shared);
+    let spawned = std::thread::Builder::new()
+        .name("streamlog-compact".into())
+        .spawn(move || match compact_index(&background) {
+            Ok(r) if r.files > 0 => tracing::info!(
+                files = r.files,
+                removed = r.entries_removed,
+                bytes_before = r.bytes_before,
+                bytes_after = r.bytes_after,
+                "index compacted in the background"
+            ),
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "background index compaction failed"),
+        });
+    match spawned {
+        Ok(handle) => *slot = Some(handle),
+        Err(e) => tracing::warn!(error = %e, "could not start the background index compaction"),
     }
 }

@@ -24,6 +24,9 @@ pub const INDEX_READ_CHUNK_POSTINGS: u64 = 65_536;
 /// removed events: a compacted entry takes 32 bytes, a dense one 24, so below half removed the
 /// gain is small.
 pub const INDEX_COMPACT_MIN_REMOVED_PERCENT: u64 = 50;
+/// Events removed by snapshots and deletes after which the index is compacted in the
+/// background (at least half an index file's worth).
+pub const INDEX_AUTO_COMPACT_REMOVED_MIN: u64 = 65_536;
 /// Default largest event (type + metadata + data), in bytes.
 pub const EVENT_BYTES_MAX_DEFAULT: usize = 1 << 20;
 /// Hard ceiling for the `event_bytes_max` option.

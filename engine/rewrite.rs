@@ -457,6 +457,13 @@ impl Writer {
             }
         }
         self.shared.changed();
+        if cut.is_none() {
+            // A snapshot or a delete: its events' index entries can be compacted away.
+            crate::compact::note_removed(
+                &self.shared,
+                (version + 1).saturating_sub(state.first_version),
+            );
+        }
         Ok(AppendResult {
             first_version: cut.unwrap_or(version),
             last_version: version,

@@ -38,6 +38,10 @@ pub struct Shared {
     pub checkpoint_head: std::sync::atomic::AtomicU64,
     /// One index compaction at a time.
     pub compacting: Mutex<()>,
+    /// Events removed by snapshots and deletes since the last background compaction started.
+    pub removed_since_compaction: AtomicU64,
+    /// The background compaction thread, joined when the store closes.
+    pub compactor: Mutex<Option<std::thread::JoinHandle<()>>>,
     /// The indexes by category and event type (segment-format.md §17).
     pub indexes: crate::projection::Indexes,
     /// Rewritten streams seen by this process: the last position each rewrite removed
@@ -81,6 +85,8 @@ impl Shared {
             indexes: crate::projection::Indexes::default(),
             checkpoint_head: std::sync::atomic::AtomicU64::new(head),
             compacting: Mutex::new(()),
+            removed_since_compaction: AtomicU64::new(0),
+            compactor: Mutex::new(None),
             removed: Mutex::new(std::collections::HashMap::new()),
             _lock: lock,
         }

@@ -49,6 +49,16 @@ impl Drop for Inner {
         if let Some(w) = self.writer.take() {
             let _ = w.join();
         }
+        // A background index compaction still running holds the store (and its lock).
+        let compactor = self
+            .shared
+            .compactor
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
+        if let Some(c) = compactor {
+            let _ = c.join();
+        }
         // Live subscribers waiting for the next batch learn that none will come; so does the
         // indexer, which stops.
         self.shared.close();

@@ -1012,3 +1012,39 @@ fn index_compaction_is_safe_under_power_loss_at_every_call() {
         println!("{sync:?}: {cut} cut points");
     }
 }
+
+/// Once snapshots and deletes have removed enough events (65,536), the index is compacted in
+/// the background, and closing the store waits for it.
+#[test]
+fn the_index_is_compacted_in_the_background_after_enough_removals() {
+    let root = tempfile::tempdir().unwrap();
+    let dir = root.path();
+    let options = Options {
+        index_entries_per_file: 4096,
+        ..small_segments()
+    };
+    let store = Store::open_with(dir, options.clone()).unwrap();
+    let streams = 720u64;
+    for s in 0..streams {
+        store
+            .append(
+                &format!("s-{s}"),
+                ExpectedVersion::Any,
+                (0..100).map(|i| EventData::new("E", vec![(i % 251) as u8; 8])),
+            )
+            .unwrap();
+    }
+    let before = index_bytes(dir);
+    // 660 x 100 = 66,000 removed events: past the threshold.
+    for s in 0..660 {
+        store.delete_stream(&format!("s-{s}")).unwrap();
+    }
+    let survivors: Vec<(String, u64)> = all_positions(&store);
+    assert_eq!(survivors.len(), 60 * 100);
+    drop(store);
+    let after = index_bytes(dir);
+    assert!(after * 2 < before, "index {before} -> {after} bytes");
+    let store = Store::open_with(dir, options).unwrap();
+    assert_eq!(all_positions(&store), survivors);
+    assert_eq!(stream_view(&store, "s-700").unwrap().len(), 100);
+}
