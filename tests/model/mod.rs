@@ -28,6 +28,10 @@ pub enum Op {
         expected: u8,
         events: Vec<(u8, u16)>,
         with_ids: bool,
+        /// The events carry keys (`k0`, `k1`, from their type).
+        keyed: bool,
+        /// The append asks for de-duplication.
+        dedup: bool,
     },
     /// The last append again, as after a lost reply.
     Retry,
@@ -89,6 +93,8 @@ pub fn decode(bytes: &[u8], faults: bool) -> Vec<Op> {
                     expected,
                     events,
                     with_ids: shape & 0x80 != 0,
+                    keyed: shape & 0x40 != 0,
+                    dedup: shape & 0x20 != 0,
                 }
             }
             7 => Op::Retry,
@@ -147,6 +153,7 @@ struct ModelEvent {
     data: Vec<u8>,
     id: Option<[u8; 16]>,
     position: u64,
+    key: Option<u8>,
 }
 
 /// An append (of one part, or of the parts of a multi-stream append) whose outcome is unknown
@@ -179,7 +186,10 @@ pub struct Harness {
 }
 
 fn event_of(e: &ModelEvent) -> EventData {
-    let d = EventData::new(e.event_type.clone(), e.data.clone());
+    let mut d = EventData::new(e.event_type.clone(), e.data.clone());
+    if let Some(k) = e.key {
+        d = d.key(vec![b'k', b'0' + k]);
+    }
     match e.id {
         Some(id) => d.id(id),
         None => d,
@@ -238,7 +248,9 @@ impl Harness {
                 expected,
                 events,
                 with_ids,
-            } => self.append(*stream, *expected, events, *with_ids),
+                keyed,
+                dedup,
+            } => self.append(*stream, *expected, events, *with_ids, *keyed, *dedup),
             Op::Retry => self.retry(),
             Op::Multi {
                 streams,
@@ -269,12 +281,15 @@ impl Harness {
         }
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn append(
         &mut self,
         stream: u8,
         expected: u8,
         events: &[(u8, u16)],
         with_ids: bool,
+        keyed: bool,
+        dedup: bool,
     ) -> Result<(), String> {
         let stream = format!("m-{stream}");
         let current = self.streams.get(&stream).map_or(0, Vec::len) as u64;
@@ -286,21 +301,76 @@ impl Harness {
                 self.counter += 1;
                 ModelEvent {
                     event_type: format!("T{t}"),
-                    data: vec![*t; usize::from(*len) % 3000],
+                    // Keyed events take few shapes, so that some repeat the newest of their key.
+                    data: if keyed {
+                        vec![*t; usize::from(*len % 3) * 16]
+                    } else {
+                        vec![*t; usize::from(*len) % 3000]
+                    },
                     id: with_ids.then(|| {
                         let mut id = [0u8; 16];
                         id[..4].copy_from_slice(&self.counter.to_le_bytes());
                         id
                     }),
                     position: 0,
+                    key: keyed.then_some(t % 2),
                 }
             })
             .collect();
-        let result = self
-            .store()
-            .append(&stream, expected, model_events.iter().map(event_of));
+        // De-duplication (segment-format.md §15): an event equal to the newest of its key (in
+        // the stream, or earlier in this append) is dropped.
+        let all_events = model_events.clone();
+        let mut newest: BTreeMap<u8, (String, Vec<u8>, u64)> = BTreeMap::new();
+        for (v, e) in self.streams.get(&stream).into_iter().flatten().enumerate() {
+            if let Some(k) = e.key {
+                newest.insert(k, (e.event_type.clone(), e.data.clone(), v as u64 + 1));
+            }
+        }
+        let mut newest_duplicate = 0u64;
+        let model_events: Vec<ModelEvent> = if dedup {
+            let mut kept = Vec::new();
+            for e in model_events {
+                let Some(k) = e.key else {
+                    kept.push(e);
+                    continue;
+                };
+                match newest.get(&k) {
+                    Some((t, d, v)) if *t == e.event_type && *d == e.data => {
+                        newest_duplicate = newest_duplicate.max(*v);
+                    }
+                    _ => {
+                        newest.insert(k, (e.event_type.clone(), e.data.clone(), u64::MAX));
+                        kept.push(e);
+                    }
+                }
+            }
+            kept
+        } else {
+            model_events
+        };
+        let dropped = (all_events.len() - model_events.len()) as u32;
+        let mut request = Append::new(&stream, expected, all_events.iter().map(event_of));
+        if dedup {
+            request = request.deduplicate();
+        }
+        let result = self.store().append_with(request);
         match result {
+            Ok(r) if ok && model_events.is_empty() => {
+                // Every event repeats the newest of its key: nothing written.
+                ensure!(!self.poisoned, "an append succeeded on a poisoned handle");
+                ensure!(
+                    r.duplicates == dropped && r.last_version == newest_duplicate,
+                    "{stream}: all duplicates, result {r:?}, model newest {newest_duplicate}"
+                );
+                self.last = None;
+                Ok(())
+            }
             Ok(r) => {
+                ensure!(
+                    r.duplicates == dropped,
+                    "{stream}: {} dropped, model {dropped}",
+                    r.duplicates
+                );
                 ensure!(ok, "{stream}: {expected:?} at version {current} succeeded");
                 ensure!(!self.poisoned, "an append succeeded on a poisoned handle");
                 ensure!(
@@ -322,7 +392,8 @@ impl Harness {
                     e.position = r.first_position.get() + i as u64;
                 }
                 self.commit(&stream, stored.clone());
-                self.last = Some(LastAppend {
+                // A retry of an append that dropped events is not modelled.
+                self.last = (dropped == 0).then(|| LastAppend {
                     stream,
                     // A retry checks the version, or the changeset when the append did.
                     expected: if matches!(expected, ExpectedVersion::LastChangeset(_)) {
@@ -354,7 +425,7 @@ impl Harness {
             }
             Err(Error::Poisoned { .. }) => {
                 ensure!(self.faulty(), "{stream}: poisoned with no fault injected");
-                if !self.poisoned && ok {
+                if !self.poisoned && ok && !model_events.is_empty() {
                     // The append that met the fault: its outcome is settled at the next open.
                     self.maybe = Some(Maybe {
                         parts: vec![(stream, model_events)],
@@ -424,6 +495,7 @@ impl Harness {
                         data: vec![k; 10 + usize::from(k)],
                         id: None,
                         position: 0,
+                        key: None,
                     }
                 })
                 .collect();
@@ -748,6 +820,25 @@ impl Harness {
                 "{stream}: version {v:?}, model {}",
                 events.len()
             );
+            // The surface (segment-format.md §15): the newest event of each key.
+            let mut newest: BTreeMap<u8, u64> = BTreeMap::new();
+            for (i, e) in events.iter().enumerate() {
+                if let Some(k) = e.key {
+                    newest.insert(k, i as u64 + 1);
+                }
+            }
+            let mut want: Vec<(Vec<u8>, u64)> = newest
+                .into_iter()
+                .map(|(k, v)| (vec![b'k', b'0' + k], v))
+                .collect();
+            want.sort_by_key(|(_, v)| *v);
+            let got: Vec<(Vec<u8>, u64)> = store
+                .surface(stream)
+                .map_err(|e| format!("{stream}: surface: {e}"))?
+                .iter()
+                .map(|e| (e.key().to_vec(), e.version()))
+                .collect();
+            ensure!(got == want, "{stream}: surface {got:?}, model {want:?}");
         }
         Ok(())
     }
