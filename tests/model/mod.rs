@@ -393,7 +393,7 @@ impl Harness {
                 }
                 self.commit(&stream, stored.clone());
                 // A retry of an append that dropped events is not modelled.
-                self.last = (dropped == 0).then(|| LastAppend {
+                self.last = (dropped == 0).then_some(LastAppend {
                     stream,
                     // A retry checks the version, or the changeset when the append did.
                     expected: if matches!(expected, ExpectedVersion::LastChangeset(_)) {
