@@ -1649,10 +1649,11 @@ fn retry_result(
         }
         _ => return Ok(None),
     };
-    if from >= current || from + n > current {
+    // A de-duplicating append may have stored fewer events than it was given.
+    if from >= current || (from + n > current && !part.deduplicate) {
         return Ok(None);
     }
-    idempotent_result(shared, meta, from, &part.events)
+    idempotent_result(shared, meta, from, &part.events, part.deduplicate)
 }
 
 /// When a retried append carries the ids of the events already stored after version `from`,
@@ -1662,18 +1663,36 @@ fn idempotent_result(
     meta: &Arc<StreamMeta>,
     from: u64,
     events: &[EventData],
+    deduplicate: bool,
 ) -> Result<Option<AppendResult>> {
     if events.iter().any(|e| e.id.is_none()) {
         return Ok(None);
     }
-    let stored = crate::read::read_versions(shared, meta, from + 1, events.len())?;
-    if stored.len() != events.len() {
+    let mut stored = crate::read::read_versions(shared, meta, from + 1, events.len())?;
+    // The stored append ends at its first `END` record.
+    if let Some(end) = stored
+        .iter()
+        .position(crate::read::RecordedEvent::is_append_end)
+    {
+        stored.truncate(end + 1);
+    }
+    if stored.is_empty() || (!deduplicate && stored.len() != events.len()) {
         return Ok(None);
     }
-    for (event, record) in events.iter().zip(&stored) {
-        if record.id() != event.id {
-            return Ok(None);
+    // Each stored event is the next given event with its id; a given event passed over was
+    // dropped as a duplicate when the append was first made, so it has a key.
+    let mut given = events.iter();
+    for record in &stored {
+        loop {
+            match given.next() {
+                Some(e) if e.id == record.id() => break,
+                Some(e) if deduplicate && !e.key.is_empty() => {}
+                _ => return Ok(None),
+            }
         }
+    }
+    if given.any(|e| !deduplicate || e.key.is_empty()) {
+        return Ok(None);
     }
     let (first, last) = (&stored[0], &stored[stored.len() - 1]);
     if !first.is_append_begin() || !last.is_append_end() {
@@ -1681,7 +1700,7 @@ fn idempotent_result(
         return Ok(None);
     }
     Ok(Some(AppendResult {
-        duplicates: 0,
+        duplicates: u32::try_from(events.len() - stored.len()).unwrap_or(u32::MAX),
         first_version: first.version(),
         last_version: last.version(),
         changeset: first.changeset(),

@@ -186,6 +186,23 @@ fn deduplication_drops_events_equal_to_the_newest_of_their_key() {
         vec![b"x".to_vec(), b"y".to_vec(), b"x".to_vec(), b"u".to_vec()]
     );
     assert_eq!(surface(&store, "s"), surface_by_scan(&store, "s"));
+    // A retry (the same event ids, after a lost reply) of an append that dropped some events
+    // returns the first result, and writes nothing.
+    let v = store.stream_version("s").unwrap().unwrap();
+    let retried = vec![
+        keyed("b", "x").id([1; 16]), // equal to the newest of b: dropped
+        keyed("c", "new").id([2; 16]),
+    ];
+    let first = store
+        .append_with(Append::new("s", ExpectedVersion::Exact(v), retried.clone()).deduplicate())
+        .unwrap();
+    assert_eq!((first.duplicates, first.first_version), (1, v + 1));
+    let head = store.head_position();
+    let again = store
+        .append_with(Append::new("s", ExpectedVersion::Exact(v), retried).deduplicate())
+        .unwrap();
+    assert_eq!(again, first);
+    assert_eq!(store.head_position(), head);
     // Expected versions are still checked first.
     assert!(matches!(
         store.append_with(

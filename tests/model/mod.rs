@@ -165,7 +165,9 @@ struct Maybe {
 struct LastAppend {
     stream: String,
     expected: ExpectedVersion,
+    /// The events given (a de-duplicating append may have stored fewer).
     events: Vec<ModelEvent>,
+    dedup: bool,
     result: AppendResult,
 }
 
@@ -391,9 +393,9 @@ impl Harness {
                 for (i, e) in stored.iter_mut().enumerate() {
                     e.position = r.first_position.get() + i as u64;
                 }
-                self.commit(&stream, stored.clone());
+                self.commit(&stream, stored);
                 // A retry of an append that dropped events is not modelled.
-                self.last = (dropped == 0).then_some(LastAppend {
+                self.last = Some(LastAppend {
                     stream,
                     // A retry checks the version, or the changeset when the append did.
                     expected: if matches!(expected, ExpectedVersion::LastChangeset(_)) {
@@ -401,7 +403,8 @@ impl Harness {
                     } else {
                         ExpectedVersion::Exact(current)
                     },
-                    events: stored,
+                    events: all_events,
+                    dedup,
                     result: r,
                 });
                 Ok(())
@@ -569,11 +572,15 @@ impl Harness {
             return Ok(());
         };
         let with_ids = last.events.iter().all(|e| e.id.is_some());
-        let result = self.store().append(
-            &last.stream,
+        let mut request = Append::new(
+            last.stream.clone(),
             last.expected,
             last.events.iter().map(event_of),
         );
+        if last.dedup {
+            request = request.deduplicate();
+        }
+        let result = self.store().append_with(request);
         match result {
             Ok(again) => {
                 ensure!(with_ids, "a retry without ids succeeded");
