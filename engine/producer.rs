@@ -57,12 +57,7 @@ impl Pending {
     /// # Errors
     /// As `Store::append`, and `ProducerFailed` when an earlier append of the producer failed.
     pub fn wait(self) -> Result<AppendResult> {
-        self.store
-            .wait_answer(self.answer)?
-            .pop()
-            .ok_or_else(|| Error::Poisoned {
-                cause: "the writer answered an append with no result".into(),
-            })
+        self.store.wait_one(self.answer)
     }
 }
 

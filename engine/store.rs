@@ -176,11 +176,7 @@ impl Store {
     /// As `append`, and `InvalidAppend` for oversized commit metadata or keys.
     pub fn append_with(&self, append: Append) -> Result<AppendResult> {
         let answer = self.send_append(vec![append], false, None)?;
-        self.wait_answer(answer)?
-            .pop()
-            .ok_or_else(|| Error::Poisoned {
-                cause: "the writer answered an append with no result".into(),
-            })
+        self.wait_one(answer)
     }
 
     /// Append to several streams at once, all or none (segment-format.md §14): each part's
@@ -299,6 +295,14 @@ impl Store {
             [EventData::new(crate::writer::INVALIDATE_EVENT_TYPE, reason)],
         );
         let answer = self.send_request(vec![part], false, Some(changeset), None)?;
+        self.wait_one(answer)
+    }
+
+    /// The result of a request of one part.
+    pub(crate) fn wait_one(
+        &self,
+        answer: Answer<Result<Vec<AppendResult>>>,
+    ) -> Result<AppendResult> {
         self.wait_answer(answer)?
             .pop()
             .ok_or_else(|| Error::Poisoned {

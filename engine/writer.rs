@@ -325,25 +325,25 @@ impl Writer {
             }
         }
         if self.shared.check_poison().is_ok() {
-            if let Err(e) = self.write_checkpoint(true).and_then(|()| {
-                self.checkpoint_file.sync_data().map_err(|e| {
-                    Error::io("sync checkpoint", self.shared.root.join(CHECKPOINT_FILE), e)
-                })
-            }) {
+            if let Err(e) = self.sync_checkpoint(true) {
                 tracing::warn!(error = %e, "clean checkpoint at close failed; the next open verifies the tail");
             }
         }
     }
 
+    /// Write a checkpoint claiming the published head (every published batch is durable) and
+    /// `fdatasync` it.
+    fn sync_checkpoint(&mut self, clean: bool) -> Result<()> {
+        self.write_checkpoint(clean)?;
+        self.checkpoint_file
+            .sync_data()
+            .map_err(|e| Error::io("sync checkpoint", self.shared.root.join(CHECKPOINT_FILE), e))
+    }
+
     /// A checkpoint claiming the published head, synced: every published batch is durable.
     /// A failure poisons the store, as any failed sync.
     fn durable_checkpoint(&mut self) -> Result<u64> {
-        let result = self.write_checkpoint(false).and_then(|()| {
-            self.checkpoint_file.sync_data().map_err(|e| {
-                Error::io("sync checkpoint", self.shared.root.join(CHECKPOINT_FILE), e)
-            })
-        });
-        match result {
+        match self.sync_checkpoint(false) {
             Ok(()) => {
                 self.shared
                     .checkpoint_head
@@ -809,19 +809,10 @@ impl Writer {
                     })));
                 }
                 let meta = Arc::clone(&ws.meta);
-                let key = meta.key;
                 if let Some(outcome) =
                     self.check_invalidation(&meta, target, &part.stream, planning)?
                 {
                     return Ok(outcome);
-                }
-                if planning.invalidations.iter().any(|r| {
-                    r.stream_hash == key.hash
-                        && r.collision == key.collision
-                        && r.covers_version == target
-                }) {
-                    // Being invalidated in this batch: answer once that is published.
-                    return Ok(PlanOutcome::Defer);
                 }
             }
             let Some(ws) = self.streams.get_mut(&part.stream) else {
@@ -893,6 +884,7 @@ impl Writer {
                 Some(r) if !request.close => r,
                 _ if request.invalidate.is_some() => self.encode_invalidation(
                     part,
+                    &plan,
                     request.invalidate.unwrap_or(0),
                     timestamp_us,
                     planning,
@@ -930,11 +922,15 @@ impl Writer {
         if target == 0 || target > planned {
             return invalid(format!("stream {stream:?} has no changeset {target}"));
         }
-        if target > published {
-            // Planned in this batch: its events cannot be read yet.
+        let key = meta.key;
+        let in_batch = planning.invalidations.iter().any(|r| {
+            r.stream_hash == key.hash && r.collision == key.collision && r.covers_version == target
+        });
+        if target > published || in_batch {
+            // Planned in this batch (the changeset, or its invalidation): answer once that is
+            // published.
             return Ok(Some(PlanOutcome::Defer));
         }
-        let _ = planning;
         let invalidations = self.shared.removals.invalidations(&self.shared)?;
         if let Some(position) = invalidations.get(&meta.key).and_then(|m| m.get(&target)) {
             // Invalidated before: the first invalidation's result (a retry after a lost reply).
@@ -980,11 +976,11 @@ impl Writer {
     fn encode_invalidation(
         &mut self,
         part: &Part,
+        plan: &PartPlan,
         target: u64,
         timestamp_us: u64,
         planning: &mut Planning,
     ) -> AppendResult {
-        let reason = part.events.first().map_or(&[][..], |e| e.data.as_slice());
         let ws = self
             .streams
             .get(&part.stream)
@@ -992,22 +988,12 @@ impl Writer {
         let key = ws.meta.key;
         let (version, changeset, position) =
             (ws.version + 1, ws.changeset + 1, planning.next_position);
-        let plan = PartPlan {
-            keep: vec![true],
-            hashes: vec![None],
-            all_dropped: None,
-        };
-        // The record is an event like any other but for its control block.
-        let part = Part {
-            stream: Arc::clone(&part.stream),
-            expected: ExpectedVersion::Any,
-            events: vec![EventData::new(INVALIDATE_EVENT_TYPE, reason.to_vec())],
-            commit_metadata: Vec::new(),
-            deduplicate: false,
-        };
+        // The request's one event (type `$invalidate`, the reason as data) is encoded like any
+        // other but for its control block.
+        debug_assert!(part.events.len() == 1 && part.events[0].event_type == INVALIDATE_EVENT_TYPE);
         let result = self.encode_part_with(
-            &part,
-            &plan,
+            part,
+            plan,
             false,
             false,
             timestamp_us,
