@@ -981,13 +981,6 @@ impl Writer {
         timestamp_us: u64,
         planning: &mut Planning,
     ) -> AppendResult {
-        let ws = self
-            .streams
-            .get(&part.stream)
-            .expect("pass 1 loaded every part's stream and nothing evicts within a batch");
-        let key = ws.meta.key;
-        let (version, changeset, position) =
-            (ws.version + 1, ws.changeset + 1, planning.next_position);
         // The request's one event (type `$invalidate`, the reason as data) is encoded like any
         // other but for its control block.
         debug_assert!(part.events.len() == 1 && part.events[0].event_type == INVALIDATE_EVENT_TYPE);
@@ -1007,20 +1000,18 @@ impl Writer {
                 target_changeset: target,
             }),
         );
-        debug_assert_eq!(
-            (
-                result.first_version,
-                result.changeset,
-                result.first_position.get()
-            ),
-            (version, changeset, position)
-        );
+        let key = self
+            .streams
+            .get(&part.stream)
+            .expect("pass 1 loaded every part's stream and nothing evicts within a batch")
+            .meta
+            .key;
         planning.invalidations.push(Removal {
             kind: REMOVAL_KIND_INVALIDATE,
             stream_hash: key.hash,
             collision: key.collision,
             covers_version: target,
-            covers_position: position,
+            covers_position: result.first_position.get(),
             created_us: timestamp_us,
         });
         result
