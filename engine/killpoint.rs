@@ -6,7 +6,7 @@
 //! Without the feature, `reached` compiles to nothing.
 
 /// Where the writer or recovery may die: (name, what has happened when it is reached).
-pub const POINTS: [(&str, &str); 5] = [
+pub const POINTS: [(&str, &str); 7] = [
     (
         "segment-created",
         "a new segment file exists, its header not yet written",
@@ -19,6 +19,14 @@ pub const POINTS: [(&str, &str); 5] = [
     (
         "batch-published",
         "a batch is visible to readers, no caller answered",
+    ),
+    (
+        "journal-flushed",
+        "the files the journal covers are synced, the checkpoint naming it not yet written",
+    ),
+    (
+        "journal-replayed",
+        "recovery wrote the journal's frames in place, not yet synced",
     ),
     (
         "recovery-cut",

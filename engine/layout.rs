@@ -6,6 +6,7 @@ pub const LOCK_FILE: &str = "LOCK";
 pub const MANIFEST_FILE: &str = "MANIFEST";
 pub const CHECKPOINT_FILE: &str = "CHECKPOINT";
 pub const REMOVALS_FILE: &str = "REMOVALS";
+pub const JOURNAL_FILE: &str = "JOURNAL";
 pub const INDEX_DIR: &str = "index";
 pub const STREAMS_DIR: &str = "streams";
 pub const SUBSCRIPTIONS_DIR: &str = "subscriptions";

@@ -63,6 +63,14 @@ pub const CACHE_BOUND_MIN: usize = 4;
 pub const STREAMS_CACHED_MAX_DEFAULT: usize = 100_000;
 /// How many positions the writer lets pass between two checkpoints under `SyncMode::Fdatasync`.
 pub const CHECKPOINT_INTERVAL_POSITIONS: u64 = 65_536;
+/// Default size the journal may reach before the writer flushes the files it covers and starts
+/// it over (segment-format.md §18): the most a crash leaves to replay.
+pub const JOURNAL_BYTES_DEFAULT: u64 = 8 << 20;
+/// Smallest `journal_bytes`: room for a few ordinary batches between two flushes.
+pub const JOURNAL_BYTES_MIN: u64 = 64 << 10;
+/// The journal is filled with zeros this far ahead of its frames, so that the `fdatasync` of
+/// a frame changes no file size (and writes no inode) except once per this many bytes.
+pub const JOURNAL_GROW_BYTES: u64 = 1 << 20;
 /// Stream hashes sharing one value get collision numbers below this bound.
 pub const STREAM_COLLISIONS_MAX: u16 = 1024;
 /// Most bytes a segment header plus one record's header and padding can add to an event.

@@ -4,16 +4,23 @@ use crate::error::{Error, Result};
 use crate::limits::{
     BATCH_APPENDS_MAX_DEFAULT, BATCH_BYTES_MAX_DEFAULT, CACHE_BOUND_MIN, EVENT_BYTES_MAX_CEILING,
     EVENT_BYTES_MAX_DEFAULT, INDEX_ENTRIES_PER_FILE_DEFAULT, INDEX_ENTRIES_PER_FILE_MIN,
-    MAPPED_SEGMENTS_MAX_DEFAULT, OPEN_FILES_MAX_DEFAULT, RECORD_OVERHEAD_MAX,
-    SEGMENT_BYTES_DEFAULT, SEGMENT_BYTES_MAX, SEGMENT_BYTES_MIN, STREAMS_CACHED_MAX_DEFAULT,
+    JOURNAL_BYTES_DEFAULT, JOURNAL_BYTES_MIN, MAPPED_SEGMENTS_MAX_DEFAULT, OPEN_FILES_MAX_DEFAULT,
+    RECORD_OVERHEAD_MAX, SEGMENT_BYTES_DEFAULT, SEGMENT_BYTES_MAX, SEGMENT_BYTES_MIN,
+    STREAMS_CACHED_MAX_DEFAULT,
 };
 
 /// How the writer makes a batch durable (segment-format.md §7, step 4).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SyncMode {
+    /// The default. The batch's writes go to their files unsynced and, as one frame, to the
+    /// journal (segment-format.md §18), which alone is `fdatasync`ed: one sync of one
+    /// preallocated file per batch, whatever the number of streams it touched. The files the
+    /// journal covers are made durable by one `syncfs` when the journal is full (option
+    /// `journal_bytes`), before a stream is rewritten, and at close; recovery replays the
+    /// journal. See the README for the figures behind the default.
+    Journal,
     /// One `syncfs(2)` per batch over the store's file system: one call, whatever the number of
-    /// files and new directory entries the batch touched. The default; see the README for the
-    /// figures behind it.
+    /// files and new directory entries the batch touched; no journal.
     SyncFs,
     /// `fdatasync(2)` of every file the batch wrote, then `fsync(2)` of every folder that gained
     /// an entry. Touches only the store's files, so it suits a file system shared with other busy
@@ -26,6 +33,9 @@ pub enum SyncMode {
 pub struct Options {
     /// How batches are made durable.
     pub sync: SyncMode,
+    /// Under `SyncMode::Journal`, the size the journal reaches before the files it covers are
+    /// flushed and it starts over: what a crash may leave to replay.
+    pub journal_bytes: u64,
     /// Largest event (type + metadata + data) in bytes.
     pub event_bytes_max: usize,
     /// Size at which a stream's segment is sealed and the next one started.
@@ -54,7 +64,8 @@ pub struct Options {
 impl Default for Options {
     fn default() -> Options {
         Options {
-            sync: SyncMode::SyncFs,
+            sync: SyncMode::Journal,
+            journal_bytes: JOURNAL_BYTES_DEFAULT,
             event_bytes_max: EVENT_BYTES_MAX_DEFAULT,
             segment_bytes: SEGMENT_BYTES_DEFAULT,
             index_entries_per_file: INDEX_ENTRIES_PER_FILE_DEFAULT,
@@ -90,6 +101,12 @@ impl Options {
         {
             return bad(format!(
                 "index_entries_per_file must be {INDEX_ENTRIES_PER_FILE_MIN}..={}",
+                u32::MAX
+            ));
+        }
+        if !(JOURNAL_BYTES_MIN..=u64::from(u32::MAX)).contains(&self.journal_bytes) {
+            return bad(format!(
+                "journal_bytes must be {JOURNAL_BYTES_MIN}..={}",
                 u32::MAX
             ));
         }

@@ -510,6 +510,8 @@ fn write_checkpoint(shared: &Shared, indexed: u64) -> Result<()> {
         sequence,
         head: indexed,
         clean: false,
+        journal_sequence: 0,
+        journal_offset: 0,
     };
     match shared.backend.open(&path, OpenMode::ReadWrite) {
         Ok(f) => {

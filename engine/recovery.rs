@@ -40,6 +40,8 @@ pub struct RecoveryReport {
     pub cut_positions: u64,
     /// Why the scan of the tail stopped.
     pub stop_reason: String,
+    /// Journal frames replayed (segment-format.md §18).
+    pub replayed_frames: u64,
 }
 
 fn random_bytes<const N: usize>(backend: &dyn Backend) -> Result<[u8; N]> {
@@ -137,6 +139,9 @@ fn create_store(
         sequence: 1,
         head: 0,
         clean: false,
+        // Journal frames are numbered from 1.
+        journal_sequence: 1,
+        journal_offset: crate::format::journal::JOURNAL_HEADER_BYTES,
     };
     let cpath = root.join(CHECKPOINT_FILE);
     let tmp = root.join(format!("{CHECKPOINT_FILE}{TEMP_SUFFIX}"));
@@ -184,7 +189,7 @@ fn upgrade_manifest(backend: &dyn Backend, root: &Path, manifest: Manifest) -> R
     Ok(upgraded)
 }
 
-fn write_new_file(
+pub(crate) fn write_new_file(
     backend: &dyn Backend,
     path: &Path,
     bytes: &[u8],
@@ -244,6 +249,7 @@ pub fn open(
             LOCK_FILE,
             MANIFEST_FILE,
             CHECKPOINT_FILE,
+            crate::layout::JOURNAL_FILE,
             INDEX_DIR,
             STREAMS_DIR,
             crate::layout::REMOVALS_FILE,
@@ -326,6 +332,21 @@ pub fn open(
         checkpoint.head,
         lock,
     ));
+    // Step 3a (segment-format.md §18): the batches after the checkpoint that only the journal
+    // made durable are written in place again, then made durable in place before anything
+    // (the fresh checkpoint below) stops naming their frames.
+    let replayed = crate::journal::replay(
+        &shared,
+        checkpoint.journal_sequence,
+        checkpoint.journal_offset,
+    )?;
+    report.replayed_frames = replayed.frames;
+    if replayed.frames > 0 {
+        crate::killpoint::reached("journal-replayed");
+        backend
+            .sync_fs(root)
+            .map_err(|e| Error::io("syncfs", root, e))?;
+    }
     let extended = restore_index_lengths(&shared, checkpoint.head)?;
     let head = verify_tail(&shared, checkpoint.head, &mut report)?;
     report.head = head;
@@ -334,12 +355,16 @@ pub fn open(
         sequence: checkpoint.sequence + 1,
         head,
         clean: false,
+        // The journal starts over; a store of format 1 or 2 starts numbering frames at 1.
+        journal_sequence: replayed.next_sequence.max(1),
+        journal_offset: crate::format::journal::JOURNAL_HEADER_BYTES,
     };
     let cfile = backend
         .open(&cpath, OpenMode::ReadWrite)
         .map_err(|e| Error::io("open checkpoint", &cpath, e))?;
     if !created
         && checkpoint.clean
+        && replayed.frames == 0
         && !extended
         && head == checkpoint.head
         && report.cut_positions == 0

@@ -55,6 +55,14 @@ enum Failure {
 
 impl Writer {
     pub(super) fn rewrite(&mut self, request: RewriteRequest) {
+        // A rewrite changes files outside any journal frame: first flush, so that no frame
+        // written before it is ever replayed over what it wrote (segment-format.md §18).
+        if self.journal_dirty() {
+            if let Err(e) = self.durable_checkpoint() {
+                request.reply.send(Err(e));
+                return;
+            }
+        }
         match self.try_rewrite(&request) {
             Ok(result) => request.reply.send(Ok(result)),
             Err(Failure::Refused(e)) => request.reply.send(Err(e)),
@@ -303,7 +311,7 @@ impl Writer {
         let mut dirs_to_sync = BTreeSet::new();
         let (file_number, offset) = locate(position, self.shared.manifest.index_entries_per_file);
         let index = self
-            .index_file(file_number, &mut dirs_to_sync)
+            .index_file(file_number, &mut dirs_to_sync, &mut None)
             .map_err(fatal)?;
         let entry = IndexEntry {
             stream_hash: key.hash,

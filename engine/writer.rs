@@ -8,6 +8,7 @@ use crate::format::index::{
     locate, IndexEntry, IndexHeader, FLAG_CONTROL, FLAG_LINKED, INDEX_ENTRY_BYTES,
     INDEX_HEADER_BYTES,
 };
+use crate::format::journal::{FrameBuilder, Target};
 use crate::format::keys::{content_hash, KeyEntry, KEYS_HEADER_BYTES};
 use crate::format::removals::{Removal, REMOVAL_KIND_INVALIDATE};
 use crate::format::segment::{
@@ -223,6 +224,14 @@ pub struct Writer {
     /// after `evict`, counted up as files are cached, not down when a roll drops one. Keeps
     /// the writer from scanning every cached stream on every batch.
     open_files: usize,
+    /// Under `SyncMode::Journal`: the journal (segment-format.md §18).
+    journal: Option<crate::journal::Journal>,
+    /// The journal sequence every checkpoint names (the next frame's), in every sync mode.
+    journal_sequence: u64,
+    /// Planning changed a file outside any journal frame (a cut of an unacknowledged tail, a
+    /// rebuilt keys file, a removed leftover segment): the next batch is synced in place with
+    /// `syncfs`, so that no replay can ever apply frames to a file in another state.
+    unjournaled: std::cell::Cell<bool>,
 }
 
 impl Writer {
@@ -239,6 +248,14 @@ impl Writer {
                 .map_err(|e| Error::io("open checkpoint", &path, e))?,
         );
         let head = shared.head();
+        let journal = if shared.options.sync == SyncMode::Journal {
+            Some(crate::journal::Journal::open(
+                &shared,
+                checkpoint.journal_sequence,
+            )?)
+        } else {
+            None
+        };
         Ok(Writer {
             shared,
             rx,
@@ -252,6 +269,9 @@ impl Writer {
             carry: VecDeque::new(),
             creating: std::collections::HashSet::new(),
             open_files: 0,
+            journal,
+            journal_sequence: checkpoint.journal_sequence,
+            unjournaled: std::cell::Cell::new(false),
         })
     }
 
@@ -325,19 +345,44 @@ impl Writer {
             }
         }
         if self.shared.check_poison().is_ok() {
-            if let Err(e) = self.sync_checkpoint(true) {
-                tracing::warn!(error = %e, "clean checkpoint at close failed; the next open verifies the tail");
+            match self.sync_checkpoint(true) {
+                Ok(()) => {
+                    if let Some(j) = &mut self.journal {
+                        j.shrink();
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "clean checkpoint at close failed; the next open verifies the tail");
+                }
             }
         }
     }
 
-    /// Write a checkpoint claiming the published head (every published batch is durable) and
-    /// `fdatasync` it.
+    /// Write a checkpoint claiming the published head (every published batch is durable in
+    /// place) and `fdatasync` it. Under the journal, first make the files its frames cover
+    /// durable (a flush, segment-format.md §18): after this, no frame before it is replayed.
     fn sync_checkpoint(&mut self, clean: bool) -> Result<()> {
-        self.write_checkpoint(clean)?;
+        if self.journal_dirty() {
+            self.checkpoint_file
+                .sync_fs()
+                .map_err(|e| Error::io("syncfs", &self.shared.root, e))?;
+            crate::killpoint::reached("journal-flushed");
+        }
+        self.write_checkpoint(self.head, clean)?;
         self.checkpoint_file
             .sync_data()
-            .map_err(|e| Error::io("sync checkpoint", self.shared.root.join(CHECKPOINT_FILE), e))
+            .map_err(|e| Error::io("sync checkpoint", self.shared.root.join(CHECKPOINT_FILE), e))?;
+        if let Some(j) = &mut self.journal {
+            j.restart();
+        }
+        Ok(())
+    }
+
+    /// Journal frames were written since the last flush.
+    pub(crate) fn journal_dirty(&self) -> bool {
+        self.journal
+            .as_ref()
+            .is_some_and(crate::journal::Journal::dirty)
     }
 
     /// A checkpoint claiming the published head, synced: every published batch is durable.
@@ -357,12 +402,19 @@ impl Writer {
         }
     }
 
-    fn write_checkpoint(&mut self, clean: bool) -> Result<()> {
+    fn write_checkpoint(&mut self, head: u64, clean: bool) -> Result<()> {
+        if let Some(j) = &self.journal {
+            self.journal_sequence = j.sequence();
+        }
         let c = Checkpoint {
             store_id: self.shared.manifest.store_id,
             sequence: self.checkpoint_sequence + 1,
-            head: self.head,
+            head,
             clean,
+            // Replay starts with the next frame, at the start of the journal: a checkpoint is
+            // written under the journal only once every frame before is flushed.
+            journal_sequence: self.journal_sequence,
+            journal_offset: crate::format::journal::JOURNAL_HEADER_BYTES,
         };
         self.checkpoint_file
             .write_all_at(&c.encode(), c.slot_offset())
@@ -643,6 +695,7 @@ impl Writer {
                         .backend
                         .remove_file(&path)
                         .map_err(|e| Error::io("remove segment", &path, e))?;
+                    self.unjournaled.set(true);
                 }
                 Ok(None) => break,
                 Err(e) => return Err(Error::io("stat segment", &path, e)),
@@ -667,6 +720,7 @@ impl Writer {
                 .backend
                 .remove_file(&path)
                 .map_err(|e| Error::io("remove segment", &path, e))?;
+            self.unjournaled.set(true);
         }
         let keys = self.load_keys(&meta, &state)?;
         let mut file = None;
@@ -689,6 +743,7 @@ impl Writer {
                 handle
                     .set_len(tail)
                     .map_err(|e| Error::io("cut segment", &path, e))?;
+                self.unjournaled.set(true);
             }
             file = Some(handle);
         }
@@ -729,6 +784,7 @@ impl Writer {
                     // written after it is acknowledged.
                     f.set_len(end)
                         .map_err(|e| Error::io("cut keys file", &path, e))?;
+                    self.unjournaled.set(true);
                 }
                 Ok(WriterKeys {
                     map,
@@ -747,6 +803,7 @@ impl Writer {
                 })?;
                 let len =
                     crate::keys::write_file(&self.shared, meta.key, state.base_position, &entries)?;
+                self.unjournaled.set(true);
                 Ok(WriterKeys {
                     map: crate::keys::newest(entries),
                     len: len.max(KEYS_HEADER_BYTES as u64),
@@ -1283,6 +1340,14 @@ impl Writer {
         let fdatasync = self.shared.options.sync == SyncMode::Fdatasync;
         let mut to_sync: Vec<(Handle, PathBuf)> = Vec::new();
         let mut dirs_to_sync: BTreeSet<PathBuf> = BTreeSet::new();
+        // Under the journal, every write below is also added to the batch's frame, unless the
+        // batch carries what the journal does not hold (subscription acks, `REMOVALS` records)
+        // or follows a change planning made outside any frame: such a batch is synced in place.
+        let mut frame = (self.journal.is_some()
+            && acks.is_empty()
+            && invalidations.is_empty()
+            && !self.unjournaled.get())
+        .then(FrameBuilder::new);
         // Open descriptors stay within the cache bound, even in a batch that touches more
         // streams than that (fault-matrix row 16).
         let open_max = self.shared.options.open_files_max;
@@ -1314,6 +1379,10 @@ impl Writer {
                         handle
                             .write_all_at(header, 0)
                             .map_err(|e| Error::io("write segment header", &path, e))?;
+                        if let Some(f) = &mut frame {
+                            f.create(segment_target(w.key, w.segment));
+                            f.write(segment_target(w.key, w.segment), 0, header);
+                        }
                     }
                     let ws = self
                         .streams
@@ -1329,6 +1398,9 @@ impl Writer {
             handle
                 .write_all_at(&w.bytes, w.offset)
                 .map_err(|e| Error::io("write segment", &path, e))?;
+            if let Some(f) = &mut frame {
+                f.write(segment_target(w.key, w.segment), w.offset, &w.bytes);
+            }
             if fdatasync {
                 to_sync.push((handle, path));
                 if to_sync.len() >= open_max / 2 {
@@ -1363,11 +1435,13 @@ impl Writer {
                         Err(e) => Err(Error::io("create keys file", &path, e)),
                     }
                 })?;
-                h.write_all_at(
-                    &crate::keys::header(&self.shared, w.key, base_position, false),
-                    0,
-                )
-                .map_err(|e| Error::io("write keys file", &path, e))?;
+                let header = crate::keys::header(&self.shared, w.key, base_position, false);
+                h.write_all_at(&header, 0)
+                    .map_err(|e| Error::io("write keys file", &path, e))?;
+                if let Some(f) = &mut frame {
+                    f.create(keys_target(w.key));
+                    f.write(keys_target(w.key), 0, &header);
+                }
                 dirs_to_sync.insert(fanout_dir(&root, w.key.hash));
                 h
             } else {
@@ -1381,6 +1455,9 @@ impl Writer {
             handle
                 .write_all_at(&w.bytes, w.offset)
                 .map_err(|e| Error::io("write keys file", &path, e))?;
+            if let Some(f) = &mut frame {
+                f.write(keys_target(w.key), w.offset, &w.bytes);
+            }
             if fdatasync {
                 to_sync.push((handle, path));
             }
@@ -1404,11 +1481,14 @@ impl Writer {
             let room = per_file - (offset - INDEX_HEADER_BYTES) / INDEX_ENTRY_BYTES;
             let count = room.min(last_position - position + 1);
             let bytes = &index_bytes[done..done + (count * INDEX_ENTRY_BYTES) as usize];
-            let handle = self.index_file(file_number, &mut dirs_to_sync)?;
+            let handle = self.index_file(file_number, &mut dirs_to_sync, &mut frame)?;
             let path = index_path(&root, file_number);
             handle
                 .write_all_at(bytes, offset)
                 .map_err(|e| Error::io("write index", &path, e))?;
+            if let Some(f) = &mut frame {
+                f.write(Target::Index { file_number }, offset, bytes);
+            }
             if fdatasync {
                 to_sync.push((handle, path));
             }
@@ -1425,11 +1505,15 @@ impl Writer {
                 written.push((Arc::clone(entry), acked));
             }
         }
+        if self.journal.is_some() {
+            self.sync_under_journal(frame, first_position, last_position)?;
+            return Ok(written);
+        }
         // The checkpoint claims the head of the previous, completed sync: true even if this
         // sync tears (segment-format.md §3).
         let checkpoint_due = self.head >= self.checkpoint_head + CHECKPOINT_INTERVAL_POSITIONS;
         if checkpoint_due {
-            self.write_checkpoint(false)?;
+            self.write_checkpoint(self.head, false)?;
             if fdatasync {
                 to_sync.push((
                     Arc::clone(&self.checkpoint_file),
@@ -1461,6 +1545,50 @@ impl Writer {
         Ok(written)
     }
 
+    /// Step 4 under `SyncMode::Journal` (segment-format.md §18): the batch's frame is written
+    /// to the journal and the journal alone is synced. A batch without a frame, or whose frame
+    /// the journal cannot hold, is synced in place by one `syncfs`, followed by a checkpoint
+    /// naming it (a flush).
+    fn sync_under_journal(
+        &mut self,
+        frame: Option<FrameBuilder>,
+        first_position: u64,
+        last_position: u64,
+    ) -> Result<()> {
+        let store_id = self.shared.manifest.store_id;
+        if let Some(frame) = frame {
+            let journal = self
+                .journal
+                .as_ref()
+                .expect("a frame is built under the journal");
+            if journal.can_hold(frame.len()) {
+                if !journal.fits(frame.len()) {
+                    // Full: flush what the frames cover, start over (this batch's own writes
+                    // stay covered by its frame).
+                    self.sync_checkpoint(false)?;
+                }
+                let journal = self.journal.as_mut().expect("checked above");
+                let sealed =
+                    frame.finish(store_id, journal.sequence(), first_position, last_position);
+                return journal.append(&sealed);
+            }
+        }
+        crate::killpoint::reached("batch-written");
+        // Durability: this batch, and every file the journal covers, in place.
+        self.checkpoint_file
+            .sync_fs()
+            .map_err(|e| Error::io("syncfs", &self.shared.root, e))?;
+        self.unjournaled.set(false);
+        self.write_checkpoint(last_position, false)?;
+        self.checkpoint_file
+            .sync_data()
+            .map_err(|e| Error::io("sync checkpoint", self.shared.root.join(CHECKPOINT_FILE), e))?;
+        if let Some(j) = &mut self.journal {
+            j.restart();
+        }
+        Ok(())
+    }
+
     fn close_cached_files(&mut self) {
         tracing::warn!("out of file descriptors: closing the cached segment files");
         for s in self.streams.values_mut() {
@@ -1485,6 +1613,7 @@ impl Writer {
         &mut self,
         file_number: u64,
         dirs_to_sync: &mut BTreeSet<PathBuf>,
+        frame: &mut Option<FrameBuilder>,
     ) -> Result<Handle> {
         if let Some(h) = self.index_files.get(&file_number) {
             return Ok(Arc::clone(h));
@@ -1512,6 +1641,12 @@ impl Writer {
                 // Full length up front (a hole): a reader maps the file once.
                 h.set_len(INDEX_HEADER_BYTES + per_file * INDEX_ENTRY_BYTES)
                     .map_err(|e| Error::io("size index file", &path, e))?;
+                if let Some(f) = frame {
+                    let target = Target::Index { file_number };
+                    f.create(target);
+                    f.write(target, 0, &header.encode());
+                    f.extend(target, INDEX_HEADER_BYTES + per_file * INDEX_ENTRY_BYTES);
+                }
                 dirs_to_sync.insert(self.shared.root.join(INDEX_DIR));
                 h
             }
@@ -1555,6 +1690,21 @@ impl Writer {
                 }),
             }
         }
+    }
+}
+
+fn segment_target(key: StreamKey, segment: u32) -> Target {
+    Target::Segment {
+        hash: key.hash,
+        collision: key.collision,
+        segment,
+    }
+}
+
+fn keys_target(key: StreamKey) -> Target {
+    Target::Keys {
+        hash: key.hash,
+        collision: key.collision,
     }
 }
 

@@ -407,7 +407,7 @@ fn multi_store(sim: &SimBackend, options: &Options) -> Store {
 /// streams are untouched, and the store goes on.
 #[test]
 fn a_multi_stream_append_is_atomic_under_power_loss_at_every_call() {
-    for sync in [SyncMode::SyncFs, SyncMode::Fdatasync] {
+    for sync in [SyncMode::SyncFs, SyncMode::Fdatasync, SyncMode::Journal] {
         let options = Options {
             sync,
             ..small_segments()

@@ -44,6 +44,8 @@ fn seed() -> u64 {
 fn child_options() -> Options {
     Options {
         segment_bytes: 64 << 10,
+        // The smallest journal: flushes (and their kill point) come every few dozen batches.
+        journal_bytes: 64 << 10,
         event_bytes_max: 16 << 10,
         ..Options::default()
     }
@@ -192,18 +194,19 @@ fn kill_at_named_points() {
     let mut acked: Vec<Ack> = Vec::new();
     let mut cycle = 0;
     for (point, what) in streamlog::killpoint::POINTS {
-        // Recovery runs once per open.
-        let nths: &[u64] = if point == "recovery-cut" {
-            &[1]
-        } else {
-            &[1, 5, 23]
+        // Recovery runs once per open, and does its work only after an unclean close (a clean
+        // one leaves nothing to replay, verify, cut or sync): die mid-batch first, or (for the
+        // replay) just after a batch's frame is durable.
+        let before = match point {
+            "recovery-cut" => Some("batch-written:3"),
+            "journal-replayed" => Some("batch-synced:3"),
+            _ => None,
         };
+        let nths: &[u64] = if before.is_some() { &[1] } else { &[1, 5, 23] };
         for n in nths {
             let mut specs = vec![format!("{point}:{n}")];
-            if point == "recovery-cut" {
-                // Recovery does its work only after an unclean close (a clean one leaves nothing
-                // to verify, cut or sync): die mid-batch first.
-                specs.insert(0, "batch-written:3".to_string());
+            if let Some(before) = before {
+                specs.insert(0, before.to_string());
             }
             for spec in &specs {
                 let mut child = spawn_child(&dir, Some(spec));

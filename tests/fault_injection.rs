@@ -109,7 +109,7 @@ fn run(sync: SyncMode, kind: ErrorKind, fault_at: u64) -> bool {
 
 #[test]
 fn every_io_call_of_a_workload_fails_once_in_turn() {
-    for sync in [SyncMode::SyncFs, SyncMode::Fdatasync] {
+    for sync in [SyncMode::SyncFs, SyncMode::Fdatasync, SyncMode::Journal] {
         // EIO, ENOSPC, and a short write (half of it lands, then ENOSPC).
         for kind in [
             ErrorKind::Other,

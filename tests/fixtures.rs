@@ -1,6 +1,7 @@
-//! Stores written by earlier builds keep opening (fault-matrix row 18). `tests/fixtures/v1` was
-//! written by format version 1 with `generate_v1_fixture` below and is committed as it was
-//! written; the test opens a copy and reads back exactly what the generator appended.
+//! Stores written by earlier builds keep opening (fault-matrix row 18). `tests/fixtures/v1` and
+//! `tests/fixtures/v2` were written by format versions 1 and 2 with `generate_v1_fixture` below
+//! and are committed as they were written; the tests open a copy and read back exactly what the
+//! generator appended.
 //!
 //! To write a fixture for a new format version: `STREAMLOG_FIXTURE_OUT=tests/fixtures/vN
 //! cargo test --test fixtures -- --ignored generate_v1_fixture` (then rename the test).
@@ -76,7 +77,19 @@ fn generate_v1_fixture() {
 
 #[test]
 fn a_version_1_store_opens_and_reads_back_exactly() {
-    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/v1");
+    an_old_store_opens_and_reads_back_exactly("v1");
+}
+
+/// Written by the format-2 build (commit 1832193) with the same generator, before the journal.
+#[test]
+fn a_version_2_store_opens_and_reads_back_exactly() {
+    an_old_store_opens_and_reads_back_exactly("v2");
+}
+
+fn an_old_store_opens_and_reads_back_exactly(version: &str) {
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(version);
     let dir = tempfile::tempdir().unwrap();
     copy_dir(&fixture, dir.path());
     let store = Store::open_with(dir.path(), options()).unwrap();
@@ -107,10 +120,10 @@ fn a_version_1_store_opens_and_reads_back_exactly() {
         .collect();
     assert_eq!(big, (1..=big.len() as u64).rev().collect::<Vec<_>>());
     assert!(segment_path_of(dir.path(), "big", 1).exists());
-    // Opening raised the store to format 2 (segment-format.md §13): a build of format 1 now
+    // Opening raised the store to the current format (segment-format.md §13): an older build now
     // refuses it instead of misreading the records that follow.
     let manifest = std::fs::read(dir.path().join("MANIFEST")).unwrap();
-    assert_eq!(u32::from_le_bytes(manifest[8..12].try_into().unwrap()), 2);
+    assert_eq!(u32::from_le_bytes(manifest[8..12].try_into().unwrap()), 3);
     // The appends of version 1 read back as changesets, numbered from 1, whole.
     let order_appends: Vec<usize> = appends()
         .iter()

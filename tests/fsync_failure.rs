@@ -172,6 +172,11 @@ fn fdatasync_failure_poisons_and_reopen_recovers() {
 }
 
 #[test]
+fn journal_fdatasync_failure_poisons_and_reopen_recovers() {
+    poison_then_recover(SyncMode::Journal);
+}
+
+#[test]
 fn concurrent_waiters_of_a_failing_batch_all_get_the_error() {
     let dir = tempfile::tempdir().unwrap();
     let backend = Arc::new(FailingSync::default());

@@ -230,7 +230,7 @@ fn an_invalidation_is_atomic_under_power_loss_at_every_call() {
             .map(String::from)
             .collect::<Vec<_>>(),
     );
-    for sync in [SyncMode::SyncFs, SyncMode::Fdatasync] {
+    for sync in [SyncMode::SyncFs, SyncMode::Fdatasync, SyncMode::Journal] {
         let options = Options {
             sync,
             ..Options::default()

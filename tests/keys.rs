@@ -326,7 +326,7 @@ fn a_damaged_keys_file_is_rebuilt_and_the_surface_stays_right() {
 #[test]
 fn the_surface_survives_power_loss_at_every_call() {
     let path = Path::new("/sim/store");
-    for sync in [SyncMode::SyncFs, SyncMode::Fdatasync] {
+    for sync in [SyncMode::SyncFs, SyncMode::Fdatasync, SyncMode::Journal] {
         let options = Options {
             sync,
             ..small_segments()

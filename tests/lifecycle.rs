@@ -375,7 +375,7 @@ fn check_old_or_new(store: &Store, op: &str, ok: bool, old: &View, bystander: &V
 #[test]
 fn every_lifecycle_operation_is_atomic_under_power_loss_at_every_call() {
     let path = Path::new("/sim/store");
-    for sync in [SyncMode::SyncFs, SyncMode::Fdatasync] {
+    for sync in [SyncMode::SyncFs, SyncMode::Fdatasync, SyncMode::Journal] {
         let options = Options {
             sync,
             ..small_segments()
@@ -964,7 +964,7 @@ fn index_compaction_gives_back_the_space_of_removed_events() {
 #[test]
 fn index_compaction_is_safe_under_power_loss_at_every_call() {
     let path = Path::new("/sim/store");
-    for sync in [SyncMode::SyncFs, SyncMode::Fdatasync] {
+    for sync in [SyncMode::SyncFs, SyncMode::Fdatasync, SyncMode::Journal] {
         let options = Options {
             sync,
             index_entries_per_file: 64,

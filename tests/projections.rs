@@ -327,7 +327,7 @@ fn postings_after_recovery(
 #[test]
 fn the_indexer_survives_power_loss_at_every_call() {
     let path = Path::new("/sim/store");
-    for sync in [SyncMode::SyncFs, SyncMode::Fdatasync] {
+    for sync in [SyncMode::SyncFs, SyncMode::Fdatasync, SyncMode::Journal] {
         let opts = Options {
             sync,
             ..options(true)

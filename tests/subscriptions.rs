@@ -728,7 +728,7 @@ fn a_damaged_subscription_file_is_corrupt_and_a_torn_slot_falls_back() {
 fn flushed_acks_survive_power_loss_and_a_failed_ack_write_poisons() {
     use streamlog::storage::sim::SimBackend;
     use streamlog::SyncMode;
-    for sync in [SyncMode::SyncFs, SyncMode::Fdatasync] {
+    for sync in [SyncMode::SyncFs, SyncMode::Fdatasync, SyncMode::Journal] {
         let options = || Options {
             sync,
             ..Options::default()

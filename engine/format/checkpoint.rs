@@ -20,7 +20,9 @@ pub struct CheckpointSlot {
     pub store_id: U64,
     pub sequence: U64,
     pub head: U64,
-    pub reserved: [u8; 20],
+    pub journal_sequence: U64,
+    pub journal_offset: U64,
+    pub reserved: [u8; 4],
     pub crc: U32,
 }
 const _: () = assert!(size_of::<CheckpointSlot>() == CHECKPOINT_SLOT_BYTES);
@@ -31,6 +33,10 @@ pub struct Checkpoint {
     pub sequence: u64,
     pub head: u64,
     pub clean: bool,
+    /// The journal frame replay starts with (segment-format.md §18); 0: nothing to replay.
+    pub journal_sequence: u64,
+    /// Where in `JOURNAL` that frame starts.
+    pub journal_offset: u64,
 }
 
 impl Checkpoint {
@@ -49,7 +55,9 @@ impl Checkpoint {
             store_id: self.store_id.into(),
             sequence: self.sequence.into(),
             head: self.head.into(),
-            reserved: [0; 20],
+            journal_sequence: self.journal_sequence.into(),
+            journal_offset: self.journal_offset.into(),
+            reserved: [0; 4],
             crc: 0.into(),
         };
         slot.crc = crc32c::crc32c(&slot.as_bytes()[..60]).into();
@@ -71,6 +79,9 @@ impl Checkpoint {
             sequence: slot.sequence.get(),
             head: slot.head.get(),
             clean: slot.flags.get() & CHECKPOINT_FLAG_CLEAN != 0,
+            // Zeros in a format-1 or -2 slot: nothing to replay.
+            journal_sequence: slot.journal_sequence.get(),
+            journal_offset: slot.journal_offset.get(),
         })
     }
 
@@ -113,12 +124,16 @@ mod tests {
             sequence: 1,
             head: 10,
             clean: false,
+            journal_sequence: 0,
+            journal_offset: 0,
         };
         let c2 = Checkpoint {
             store_id: 9,
             sequence: 2,
             head: 20,
             clean: true,
+            journal_sequence: 3,
+            journal_offset: 64,
         };
         let file = file_with(&[c1, c2]);
         assert_eq!(Checkpoint::decode_file(&file).unwrap().0, c2);

@@ -92,8 +92,22 @@ fn manifest_matches_document() {
 fn checkpoint_matches_document() {
     let t = tables_under("## 3. CHECKPOINT");
     let f = fields!(CheckpointSlot: magic, format_version, flags, store_id, sequence, head,
-        reserved, crc);
+        journal_sequence, journal_offset, reserved, crc);
     check(&t[0], &f, size_of::<CheckpointSlot>());
+}
+
+#[test]
+fn journal_matches_document() {
+    use super::journal::{FrameHeader, JournalFileHeader, OpHeader};
+    let t = tables_under("## 18. The journal");
+    let header = fields!(JournalFileHeader: magic, format_version, reserved0, store_id, reserved,
+        crc);
+    check(&t[0], &header, size_of::<JournalFileHeader>());
+    let frame = fields!(FrameHeader: magic, frame_bytes, store_id, sequence, first_position,
+        last_position, op_count, crc);
+    check(&t[1], &frame, size_of::<FrameHeader>());
+    let op = fields!(OpHeader: op, target, collision, segment, file, offset, len, reserved);
+    check(&t[2], &op, size_of::<OpHeader>());
 }
 
 #[test]

@@ -7,6 +7,7 @@
 
 pub mod checkpoint;
 pub mod index;
+pub mod journal;
 pub mod keys;
 pub mod manifest;
 pub mod projection;
@@ -18,7 +19,7 @@ pub mod subscription;
 mod doc_tests;
 
 /// The format version this build writes (segment-format.md §13).
-pub const FORMAT_VERSION: u32 = 2;
+pub const FORMAT_VERSION: u32 = 3;
 /// The oldest format version this build reads.
 pub const FORMAT_VERSION_OLDEST: u32 = 1;
 
