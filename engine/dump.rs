@@ -151,14 +151,20 @@ fn dump_store(root: &Path, show_records: bool, d: &mut Dump) {
     };
     let cpath = root.join(CHECKPOINT_FILE);
     let mut head = 0;
+    let mut journal_from = None;
     match read(&cpath) {
         Ok(b) => {
             dump_file(&cpath, &b, show_records, None, d);
             if let Ok((c, _)) = Checkpoint::decode_file(&b) {
                 head = c.head;
+                journal_from = Some((c.journal_sequence, c.journal_offset));
             }
         }
         Err(e) => d.corrupt(&cpath, 0, format!("cannot read: {e}")),
+    }
+    let jpath = root.join(crate::layout::JOURNAL_FILE);
+    if let (Ok(bytes), Some(m)) = (read(&jpath), manifest) {
+        dump_journal(&jpath, &bytes, m.store_id, journal_from, show_records, d);
     }
     let per_file = manifest.map_or(0, |m| m.index_entries_per_file);
     // The index: every entry that decodes, in order; committed up to the checkpoint's head.
@@ -459,11 +465,12 @@ fn dump_file(
             Ok((c, errors)) => {
                 let _ = writeln!(
                     d.text,
-                    "{}: checkpoint, sequence {}, head {}, clean {}",
+                    "{}: checkpoint, sequence {}, head {}, clean {}, journal replay from frame {}",
                     path.display(),
                     c.sequence,
                     c.head,
-                    c.clean
+                    c.clean,
+                    c.journal_sequence
                 );
                 for (slot, e) in errors.iter().enumerate() {
                     if let Some(e) = e {
@@ -472,7 +479,7 @@ fn dump_file(
                         }
                     }
                 }
-                d.json.push(json!({"kind": "checkpoint", "path": path, "sequence": c.sequence, "head": c.head, "clean": c.clean}));
+                d.json.push(json!({"kind": "checkpoint", "path": path, "sequence": c.sequence, "head": c.head, "clean": c.clean, "journal_sequence": c.journal_sequence}));
             }
             Err(e) => d.corrupt(path, 0, format!("checkpoint: {e}")),
         }
@@ -508,9 +515,108 @@ fn dump_file(
         dump_keys(path, bytes, show_records, d);
     } else if magic == crate::format::projection::POSTINGS_MAGIC {
         dump_postings(path, bytes, None, show_records, d);
+    } else if magic == crate::format::journal::JOURNAL_MAGIC {
+        let store_id = bytes
+            .get(16..24)
+            .map_or(0, |b| u64::from_le_bytes(b.try_into().unwrap_or([0; 8])));
+        dump_journal(path, bytes, store_id, None, show_records, d);
     } else {
         d.corrupt(path, 0, "not a streamlog file (unknown magic)");
     }
+}
+
+/// The journal (segment-format.md §18): the chain of frames recovery would replay, from the
+/// checkpoint's `(sequence, offset)` (`None`: a lone file, shown from its first frame). Frames
+/// past the chain are leftovers of earlier laps or an unacknowledged batch: notes, not damage.
+fn dump_journal(
+    path: &Path,
+    bytes: &[u8],
+    store_id: u64,
+    from: Option<(u64, u64)>,
+    show_records: bool,
+    d: &mut Dump,
+) {
+    use crate::format::journal::{decode_file_header, decode_frame, peek_frame, Op, Target};
+    match decode_file_header(bytes) {
+        Ok(id) if id == store_id => {}
+        Ok(_) => return d.corrupt(path, 16, "JOURNAL of another store"),
+        Err(e) => return d.corrupt(path, 0, format!("journal header: {e}")),
+    }
+    let (mut sequence, offset) = from.unwrap_or((0, 64));
+    let mut at = usize::try_from(offset.max(64)).unwrap_or(usize::MAX);
+    let mut frames = 0u64;
+    let mut positions = (0u64, 0u64);
+    while let Some(rest) = bytes.get(at..) {
+        let Ok(peek) = peek_frame(rest, store_id) else {
+            break;
+        };
+        if sequence != 0 && peek.sequence != sequence {
+            break;
+        }
+        let (frame, ops) = match decode_frame(rest, store_id) {
+            Ok(f) => f,
+            Err(e) => {
+                d.note(format!(
+                    "{}: frame {} at {at} does not verify ({e}): the batch being written at the crash, never acknowledged",
+                    path.display(),
+                    peek.sequence
+                ));
+                break;
+            }
+        };
+        if show_records {
+            let _ = writeln!(
+                d.text,
+                "    frame {} at {at}: positions {}..={}, {} writes",
+                frame.sequence,
+                frame.first_position,
+                frame.last_position,
+                ops.len()
+            );
+            for op in &ops {
+                let name = |t: &Target| match t {
+                    Target::Segment {
+                        hash,
+                        collision,
+                        segment,
+                    } => format!("segment {hash:016x}-{collision:04x}-{segment:08x}"),
+                    Target::Keys { hash, collision } => format!("keys {hash:016x}-{collision:04x}"),
+                    Target::Index { file_number } => format!("index {file_number:016x}"),
+                };
+                let line = match op {
+                    Op::Create(t) => format!("create {}", name(t)),
+                    Op::Write(t, o, b) => format!("write {} bytes at {o} of {}", b.len(), name(t)),
+                    Op::Extend(t, l) => format!("extend {} to {l} bytes", name(t)),
+                };
+                let _ = writeln!(d.text, "      {line}");
+            }
+        }
+        d.json.push(
+            json!({"kind": "journal_frame", "sequence": frame.sequence, "offset": at,
+            "first_position": frame.first_position, "last_position": frame.last_position,
+            "writes": ops.len()}),
+        );
+        if frames == 0 {
+            positions.0 = frame.first_position;
+        }
+        positions.1 = frame.last_position;
+        frames += 1;
+        sequence = frame.sequence + 1;
+        at += frame.frame_bytes as usize;
+    }
+    if frames == 0 {
+        let _ = writeln!(d.text, "{}: no frame to replay", path.display());
+    } else {
+        let _ = writeln!(
+            d.text,
+            "{}: {frames} frames to replay at the next open, positions {}..={}",
+            path.display(),
+            positions.0,
+            positions.1
+        );
+    }
+    d.json
+        .push(json!({"kind": "journal", "path": path, "frames": frames}));
 }
 
 /// A keys file (segment-format.md §15): derived data, so damage is a note (the engine rebuilds

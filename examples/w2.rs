@@ -7,7 +7,7 @@
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use streamlog::{EventData, ExpectedVersion, Options, Store};
+use streamlog::{EventData, ExpectedVersion, Options, Store, SyncMode};
 
 fn main() {
     let mut args = std::env::args().skip(1);
@@ -20,10 +20,17 @@ fn main() {
         .max(1);
     let dir = tempfile::tempdir().expect("temporary folder");
     let indexes = std::env::var("STREAMLOG_INDEXES").map_or(true, |v| v != "0");
+    // STREAMLOG_SYNC=syncfs|fdatasync|journal (the default) picks the sync mode.
+    let sync = match std::env::var("STREAMLOG_SYNC").as_deref() {
+        Ok("syncfs") => SyncMode::SyncFs,
+        Ok("fdatasync") => SyncMode::Fdatasync,
+        _ => SyncMode::Journal,
+    };
     let store = Store::open_with(
         dir.path(),
         Options {
             indexes,
+            sync,
             ..Options::default()
         },
     )

@@ -277,3 +277,28 @@ fn keys_files_and_indexes_are_shown() {
     );
     assert!(text.contains("event type \"Placed\": 6 postings"), "{text}");
 }
+
+/// Under the journal, batches not yet flushed are frames in `JOURNAL`: the dump of a store that
+/// is still open shows them as frames to replay, and one of a store closed cleanly shows none.
+#[test]
+fn journal_frames_are_shown_until_a_flush() {
+    let root = tempfile::tempdir().unwrap();
+    let dir = root.path();
+    let store = Store::open(dir).unwrap();
+    for i in 0..3 {
+        store.append("j", ExpectedVersion::Any, [event(i)]).unwrap();
+    }
+    let (code, text) = dump(&[dir.to_str().unwrap()]);
+    assert_eq!(code, 0, "{text}");
+    assert!(
+        text.contains("3 frames to replay at the next open, positions 1..=3"),
+        "{text}"
+    );
+    assert!(text.contains("frame 2 at "), "{text}");
+    // Each frame writes its record and its index entry (24 bytes).
+    assert!(text.contains("write 24 bytes at "), "{text}");
+    drop(store);
+    let (code, text) = dump(&["--summary", dir.to_str().unwrap()]);
+    assert_eq!(code, 0, "{text}");
+    assert!(text.contains("JOURNAL: no frame to replay"), "{text}");
+}

@@ -277,6 +277,11 @@ pub fn decode_frame(bytes: &[u8], store_id: u64) -> Result<(Frame, Vec<Op<'_>>),
     if stored != computed {
         return Err(DecodeError::BadChecksum { stored, computed });
     }
+    // The count is checked by decoding, not trusted for an allocation (the fuzzer found a
+    // frame claiming 4 billion operations).
+    if frame.op_count as usize > (len - FRAME_HEADER_BYTES) / OP_HEADER_BYTES {
+        return Err(DecodeError::Invalid("more operations than the frame holds"));
+    }
     let mut ops = Vec::with_capacity(frame.op_count as usize);
     let mut at = FRAME_HEADER_BYTES;
     for _ in 0..frame.op_count {
@@ -357,6 +362,18 @@ mod tests {
             bad[bit / 8] ^= 1 << (bit % 8);
             assert!(decode_frame(&bad, 42).is_err(), "bit {bit} passed");
         }
+    }
+
+    #[test]
+    fn an_impossible_operation_count_is_an_error_not_an_allocation() {
+        let mut frame = FrameBuilder::new().finish(1, 1, 1, 1);
+        frame[40..44].copy_from_slice(&u32::MAX.to_le_bytes());
+        let crc = crc32c::crc32c(&frame[..44]);
+        frame[44..48].copy_from_slice(&crc.to_le_bytes());
+        assert!(matches!(
+            decode_frame(&frame, 1),
+            Err(DecodeError::Invalid(_))
+        ));
     }
 
     #[test]

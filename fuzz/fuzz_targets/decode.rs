@@ -5,6 +5,7 @@
 use libfuzzer_sys::fuzz_target;
 use streamlog::format::checkpoint::Checkpoint;
 use streamlog::format::index::{IndexEntry, IndexHeader};
+use streamlog::format::journal::{decode_file_header, decode_frame};
 use streamlog::format::keys::{decode_entries, KeysHeader};
 use streamlog::format::projection::{decode_posting, PostingsHeader};
 use streamlog::format::removals::Removal;
@@ -36,6 +37,19 @@ fuzz_target!(|data: &[u8]| {
     let _ = Removal::decode(data);
     for chunk in data.chunks_exact(8) {
         let _ = decode_posting(position, chunk.try_into().unwrap_or([0; 8]));
+    }
+    let _ = decode_file_header(data);
+    let _ = decode_frame(data, 7);
+    // The same bytes as a frame whose header and checksum are right, so that the operations
+    // behind the checksum are decoded too.
+    if data.len() >= 48 && data.len() % 8 == 0 && data.len() < u32::MAX as usize {
+        let mut frame = data.to_vec();
+        frame[..4].copy_from_slice(b"SLJF");
+        frame[4..8].copy_from_slice(&(data.len() as u32).to_le_bytes());
+        frame[8..16].copy_from_slice(&7u64.to_le_bytes());
+        let crc = crc32c::crc32c_append(crc32c::crc32c(&frame[..44]), &frame[48..]);
+        frame[44..48].copy_from_slice(&crc.to_le_bytes());
+        let _ = decode_frame(&frame, 7);
     }
     let _ = peek_record_header(data);
     let mut at = 0;
