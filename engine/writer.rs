@@ -629,6 +629,9 @@ impl Writer {
                         // slot is settled one way or the other.
                         return Ok(None);
                     }
+                    if file_exists {
+                        self.cut_leftovers(key)?;
+                    }
                     let header_bytes = segment_header_bytes(stream.len());
                     let meta = Arc::new(StreamMeta {
                         id: Arc::clone(stream),
@@ -672,6 +675,31 @@ impl Writer {
         Ok(None)
     }
 
+    /// The segment 0 and keys file an unacknowledged batch left in a stream's slot, with
+    /// nothing committed in them: cut to nothing, durably, before the slot is written again.
+    /// A leftover record could otherwise carry the very position, segment and offset of the
+    /// first new record, and pass for it if a crash kept the new index entry but not the new
+    /// record (the model fuzzer found this).
+    fn cut_leftovers(&self, key: StreamKey) -> Result<()> {
+        for path in [
+            segment_path(&self.shared.root, key, 0),
+            keys_path(&self.shared.root, key),
+        ] {
+            let f = match self.shared.backend.open(&path, OpenMode::ReadWrite) {
+                Ok(f) => f,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(Error::io("open leftover file", &path, e)),
+            };
+            tracing::warn!(path = %path.display(), "cutting a file left by an unacknowledged batch");
+            f.set_len(0)
+                .map_err(|e| Error::io("cut leftover file", &path, e))?;
+            f.sync_data()
+                .map_err(|e| Error::io("fdatasync", &path, e))?;
+        }
+        self.unjournaled.set(true);
+        Ok(())
+    }
+
     /// First touch of an existing stream: cut what unacknowledged batches left after its
     /// committed end (segment-format.md §9), so that the next record goes right after it.
     fn repair(&self, meta: Arc<StreamMeta>) -> Result<WriterStream> {
@@ -681,7 +709,10 @@ impl Writer {
         let (segment, first_version, tail, create) = match state.segments.last() {
             Some(last) => (last.number, last.first_version, last.end, None),
             // Files exist but hold nothing committed: rewrite segment 0 from scratch.
-            None => (0, 1, header_bytes, Some(CreateKind::Reset)),
+            None => {
+                self.cut_leftovers(key)?;
+                (0, 1, header_bytes, Some(CreateKind::Reset))
+            }
         };
         // Segments a rewrite of segment 0 replaced, left by a crash before it removed them
         // (segment-format.md §12): nothing refers to them.
@@ -713,7 +744,9 @@ impl Writer {
                 Err(e) => return Err(Error::io("stat segment", &path, e)),
             }
         }
+        let mut removed = false;
         for (n, path) in trailing.into_iter().rev() {
+            removed = true;
             tracing::warn!(path = %path.display(), "removing a segment left by an unacknowledged batch");
             self.shared.maps.forget_segment(key, n);
             self.shared
@@ -721,6 +754,14 @@ impl Writer {
                 .remove_file(&path)
                 .map_err(|e| Error::io("remove segment", &path, e))?;
             self.unjournaled.set(true);
+        }
+        if removed {
+            // Durability: the removals are durable before a new file may take one of the names.
+            let dir = fanout_dir(&self.shared.root, key.hash);
+            self.shared
+                .backend
+                .sync_dir(&dir)
+                .map_err(|e| Error::io("fsync directory", &dir, e))?;
         }
         let keys = self.load_keys(&meta, &state)?;
         let mut file = None;
@@ -738,11 +779,16 @@ impl Writer {
             if len > tail {
                 tracing::warn!(path = %path.display(), offset = tail, bytes = len - tail,
                     "cutting bytes of an unacknowledged batch");
-                // Durability: the cut is made durable by the next batch's sync, before anything
-                // written after it is acknowledged.
+                // Durability: the cut is durable before anything is written over it. Otherwise
+                // a crash could keep the new index entry and lose the cut and the new record,
+                // and a cut record carrying the same position at the same offset would pass
+                // for the new one (the model fuzzer found this after a fault and a power cut).
                 handle
                     .set_len(tail)
                     .map_err(|e| Error::io("cut segment", &path, e))?;
+                handle
+                    .sync_data()
+                    .map_err(|e| Error::io("fdatasync", &path, e))?;
                 self.unjournaled.set(true);
             }
             file = Some(handle);
@@ -780,10 +826,11 @@ impl Writer {
                         .backend
                         .open(&path, OpenMode::ReadWrite)
                         .map_err(|e| Error::io("open keys file", &path, e))?;
-                    // Durability: made durable by the next batch's sync, before anything
-                    // written after it is acknowledged.
+                    // Durability: durable before anything is written over it (see `repair`).
                     f.set_len(end)
                         .map_err(|e| Error::io("cut keys file", &path, e))?;
+                    f.sync_data()
+                        .map_err(|e| Error::io("fdatasync", &path, e))?;
                     self.unjournaled.set(true);
                 }
                 Ok(WriterKeys {
@@ -803,6 +850,12 @@ impl Writer {
                 })?;
                 let len =
                     crate::keys::write_file(&self.shared, meta.key, state.base_position, &entries)?;
+                // Durability: the rebuilt file's name is durable before entries are appended.
+                let dir = fanout_dir(&self.shared.root, meta.key.hash);
+                self.shared
+                    .backend
+                    .sync_dir(&dir)
+                    .map_err(|e| Error::io("fsync directory", &dir, e))?;
                 self.unjournaled.set(true);
                 Ok(WriterKeys {
                     map: crate::keys::newest(entries),

@@ -244,6 +244,9 @@ impl Harness {
     /// # Errors
     /// A disagreement between the store and the model.
     pub fn apply(&mut self, op: &Op) -> Result<(), String> {
+        if std::env::var("MODEL_TRACE").is_ok() {
+            eprintln!("OP {op:?}");
+        }
         match op {
             Op::Append {
                 stream,
@@ -812,10 +815,19 @@ impl Harness {
                     && e.event_type() == m.event_type
                     && e.data() == m.data.as_slice()
                     && e.id() == m.id,
-                "position {}: {}@{} differs from the model {stream}@{version}",
+                "position {}: {}@{} differs from the model {stream}@{version} \
+                 (position {} / {}, type {:?} / {:?}, {} / {} data bytes, id {:?} / {:?})",
                 e.position().get(),
                 e.stream_id(),
-                e.version()
+                e.version(),
+                e.position().get(),
+                m.position,
+                e.event_type(),
+                m.event_type,
+                e.data().len(),
+                m.data.len(),
+                e.id(),
+                m.id
             );
         }
         for (stream, events) in &self.streams {
