@@ -8,9 +8,7 @@ use crate::format::journal::{
     decode_file_header, decode_frame, encode_file_header, peek_frame, Op, Target,
     FRAME_HEADER_BYTES, JOURNAL_HEADER_BYTES,
 };
-use crate::layout::{
-    fanout_dir, index_path, keys_path, segment_path, StreamKey, JOURNAL_FILE, TEMP_SUFFIX,
-};
+use crate::layout::{fanout_dir, index_path, keys_path, segment_path, StreamKey, JOURNAL_FILE};
 use crate::limits::{JOURNAL_GROW_BYTES, SEGMENT_BYTES_MAX};
 use crate::shared::Shared;
 use crate::storage::{read_full, FileHandle, OpenMode};
@@ -44,41 +42,15 @@ impl Journal {
     /// I/O errors; `Corrupt` for a journal of another store.
     pub fn open(shared: &Shared, sequence: u64) -> Result<Journal> {
         let path = shared.root.join(JOURNAL_FILE);
-        let backend = &shared.backend;
-        let file: Handle = match backend.open(&path, OpenMode::ReadWrite) {
-            Ok(f) => {
-                let f: Handle = Arc::from(f);
-                check_header(shared, &*f, &path)?;
-                f
-            }
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                // Whole under a temporary name (removed at open if this is interrupted), then
-                // renamed: a `JOURNAL` without its header never exists. Found by the every-call
-                // fault walk, which failed the header's write of a first version made in place.
-                let header = encode_file_header(shared.manifest.store_id);
-                let tmp = shared.root.join(format!("{JOURNAL_FILE}{TEMP_SUFFIX}"));
-                crate::recovery::write_new_file(
-                    &**backend,
-                    &tmp,
-                    &header,
-                    0,
-                    JOURNAL_HEADER_BYTES,
-                )?;
-                backend
-                    .rename(&tmp, &path)
-                    .map_err(|e| Error::io("rename", &tmp, e))?;
-                // Durability: the name exists before any frame counts on it.
-                backend
-                    .sync_dir(&shared.root)
-                    .map_err(|e| Error::io("fsync directory", &shared.root, e))?;
-                Arc::from(
-                    backend
-                        .open(&path, OpenMode::ReadWrite)
-                        .map_err(|e| Error::io("open journal", &path, e))?,
-                )
-            }
-            Err(e) => return Err(Error::io("open journal", &path, e)),
-        };
+        let header = encode_file_header(shared.manifest.store_id);
+        // Created whole under a temporary name, then renamed: a `JOURNAL` without its header
+        // never exists (the every-call fault walk failed the header's write of a first version
+        // made in place, and the next open called the empty file corrupt).
+        let (file, created) =
+            crate::recovery::open_or_create_root_file(shared, JOURNAL_FILE, &header)?;
+        if !created {
+            check_header(shared, &*file, &path)?;
+        }
         let filled = file
             .len()
             .map_err(|e| Error::io("stat journal", &path, e))?;

@@ -189,6 +189,39 @@ fn upgrade_manifest(backend: &dyn Backend, root: &Path, manifest: Manifest) -> R
     Ok(upgraded)
 }
 
+/// A file in the store's root, opened for writing; when missing, created durably first: its
+/// `header` written to a temporary file (removed at open if this is interrupted) and synced,
+/// renamed into place, the root folder synced. So the file never exists without its whole
+/// header. `true` with the handle when this call created it.
+///
+/// # Errors
+/// The I/O error.
+pub(crate) fn open_or_create_root_file(
+    shared: &Shared,
+    name: &str,
+    header: &[u8],
+) -> Result<(Arc<dyn crate::storage::FileHandle>, bool)> {
+    let backend = &shared.backend;
+    let path = shared.root.join(name);
+    let created = match backend.open(&path, OpenMode::ReadWrite) {
+        Ok(f) => return Ok((Arc::from(f), false)),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => true,
+        Err(e) => return Err(Error::io("open", &path, e)),
+    };
+    let tmp = shared.root.join(format!("{name}{TEMP_SUFFIX}"));
+    write_new_file(&**backend, &tmp, header, 0, header.len() as u64)?;
+    backend
+        .rename(&tmp, &path)
+        .map_err(|e| Error::io("rename", &tmp, e))?;
+    backend
+        .sync_dir(&shared.root)
+        .map_err(|e| Error::io("fsync directory", &shared.root, e))?;
+    let f = backend
+        .open(&path, OpenMode::ReadWrite)
+        .map_err(|e| Error::io("open", &path, e))?;
+    Ok((Arc::from(f), created))
+}
+
 pub(crate) fn write_new_file(
     backend: &dyn Backend,
     path: &Path,
@@ -196,7 +229,12 @@ pub(crate) fn write_new_file(
     offset: u64,
     len: u64,
 ) -> Result<()> {
-    let _ = backend.remove_file(path);
+    // A leftover of an interrupted creation; any failure but its absence is reported.
+    match backend.remove_file(path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(Error::io("remove", path, e)),
+    }
     let f = backend
         .open(path, OpenMode::CreateNew)
         .map_err(|e| Error::io("create", path, e))?;

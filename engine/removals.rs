@@ -8,7 +8,7 @@ use crate::format::removals::{
     decode_header, encode_header, Removal, REMOVALS_HEADER_BYTES, REMOVAL_BYTES,
     REMOVAL_KIND_INVALIDATE, REMOVAL_KIND_TRUNCATE,
 };
-use crate::layout::{StreamKey, REMOVALS_FILE, TEMP_SUFFIX};
+use crate::layout::{StreamKey, REMOVALS_FILE};
 use crate::options::SyncMode;
 use crate::shared::Shared;
 use crate::storage::{FileHandle, OpenMode};
@@ -287,34 +287,6 @@ pub fn recover(shared: &Shared, head: u64, kept: &[(StreamKey, u64, u64)]) -> Re
 /// Open `REMOVALS` for writing, creating it durably (temporary file, synced, renamed, folder
 /// synced) when it does not exist.
 fn open_or_create(shared: &Shared) -> Result<Arc<dyn FileHandle>> {
-    let backend = &shared.backend;
-    let path = shared.root.join(REMOVALS_FILE);
-    match backend.open(&path, OpenMode::ReadWrite) {
-        Ok(f) => return Ok(Arc::from(f)),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(Error::io("open", &path, e)),
-    }
-    let tmp = shared.root.join(format!("{REMOVALS_FILE}{TEMP_SUFFIX}"));
-    match backend.remove_file(&tmp) {
-        Ok(()) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(Error::io("remove", &tmp, e)),
-    }
-    let f = backend
-        .open(&tmp, OpenMode::CreateNew)
-        .map_err(|e| Error::io("create", &tmp, e))?;
-    f.write_all_at(&encode_header(shared.manifest.store_id), 0)
-        .map_err(|e| Error::io("write", &tmp, e))?;
-    f.sync_data().map_err(|e| Error::io("fdatasync", &tmp, e))?;
-    drop(f);
-    backend
-        .rename(&tmp, &path)
-        .map_err(|e| Error::io("rename", &tmp, e))?;
-    backend
-        .sync_dir(&shared.root)
-        .map_err(|e| Error::io("fsync directory", &shared.root, e))?;
-    backend
-        .open(&path, OpenMode::ReadWrite)
-        .map(Arc::from)
-        .map_err(|e| Error::io("open", &path, e))
+    let header = encode_header(shared.manifest.store_id);
+    crate::recovery::open_or_create_root_file(shared, REMOVALS_FILE, &header).map(|(f, _)| f)
 }

@@ -368,7 +368,13 @@ impl Writer {
                 .map_err(|e| Error::io("syncfs", &self.shared.root, e))?;
             crate::killpoint::reached("journal-flushed");
         }
-        self.write_checkpoint(self.head, clean)?;
+        self.synced_checkpoint(self.head, clean)
+    }
+
+    /// Write a checkpoint claiming `head`, `fdatasync` it; the journal starts over (the
+    /// caller has made everything up to `head` durable in place).
+    fn synced_checkpoint(&mut self, head: u64, clean: bool) -> Result<()> {
+        self.write_checkpoint(head, clean)?;
         self.checkpoint_file
             .sync_data()
             .map_err(|e| Error::io("sync checkpoint", self.shared.root.join(CHECKPOINT_FILE), e))?;
@@ -1632,14 +1638,7 @@ impl Writer {
             .sync_fs()
             .map_err(|e| Error::io("syncfs", &self.shared.root, e))?;
         self.unjournaled.set(false);
-        self.write_checkpoint(last_position, false)?;
-        self.checkpoint_file
-            .sync_data()
-            .map_err(|e| Error::io("sync checkpoint", self.shared.root.join(CHECKPOINT_FILE), e))?;
-        if let Some(j) = &mut self.journal {
-            j.restart();
-        }
-        Ok(())
+        self.synced_checkpoint(last_position, false)
     }
 
     fn close_cached_files(&mut self) {

@@ -5,7 +5,7 @@
 //! the bytes they held after the batch; the writer syncs one file per batch (this one) instead
 //! of every file the batch touched.
 
-use super::{check_version, short, DecodeError, FORMAT_VERSION};
+use super::{short, DecodeError, FORMAT_VERSION};
 use zerocopy::little_endian::{U16, U32, U64};
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout, Unaligned};
 
@@ -113,19 +113,10 @@ pub fn encode_file_header(store_id: u64) -> [u8; JOURNAL_HEADER_BYTES as usize] 
 /// # Errors
 /// Any `DecodeError` when the header is not valid.
 pub fn decode_file_header(bytes: &[u8]) -> Result<u64, DecodeError> {
+    // Laid out as a 64-byte slot: magic at 0, version at 8, CRC of 0..60 at 60.
+    super::check_slot(bytes, &JOURNAL_MAGIC)?;
     let (h, _) = JournalFileHeader::ref_from_prefix(bytes)
         .map_err(|_| short(JOURNAL_HEADER_BYTES as usize, bytes.len()))?;
-    if h.magic != JOURNAL_MAGIC {
-        return Err(DecodeError::BadMagic);
-    }
-    let computed = crc32c::crc32c(&bytes[..60]);
-    if computed != h.crc.get() {
-        return Err(DecodeError::BadChecksum {
-            stored: h.crc.get(),
-            computed,
-        });
-    }
-    check_version(h.format_version.get())?;
     Ok(h.store_id.get())
 }
 
