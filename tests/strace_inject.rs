@@ -1,6 +1,6 @@
 //! Faults injected by the real kernel path (fault-matrix rows 5 to 7, harness STRACE):
 //! `strace -e inject=` makes the n-th `syncfs`, `fdatasync`, `pwrite64` or `openat` of the writer
-//! thread fail with EIO or ENOSPC. The child appends one event at a time and reports every
+//! thread fail with EIO or ENOSPC, in each sync mode. The child appends one event at a time and reports every
 //! acknowledgement on stdout; the parent reopens the store without strace and checks that every
 //! acknowledged event is there, that the failed append poisoned the handle, and that appending
 //! works again after reopening.
@@ -17,10 +17,10 @@ const APPENDS: u64 = 30;
 
 fn options(mode: &str) -> Options {
     Options {
-        sync: if mode == "fdatasync" {
-            SyncMode::Fdatasync
-        } else {
-            SyncMode::SyncFs
+        sync: match mode {
+            "fdatasync" => SyncMode::Fdatasync,
+            "journal" => SyncMode::Journal,
+            _ => SyncMode::SyncFs,
         },
         ..Options::default()
     }
@@ -203,6 +203,15 @@ fn syncfs_eio_poisons_and_loses_nothing_acknowledged() {
 #[test]
 fn fdatasync_eio_poisons_and_loses_nothing_acknowledged() {
     case("fdatasync", "fdatasync", "error=EIO:when=9+", "poisoned");
+}
+
+/// The journal's own `fdatasync` (the only sync of a batch under `SyncMode::Journal`), and its
+/// writes: the writer thread's 6th `fdatasync`, or 10th `pwrite64`, and every later one fail.
+#[test]
+fn journal_fdatasync_and_pwrite_failures_poison_and_lose_nothing_acknowledged() {
+    case("journal", "fdatasync", "error=EIO:when=6+", "poisoned");
+    case("journal", "pwrite64", "error=EIO:when=10+", "poisoned");
+    case("journal", "pwrite64", "error=ENOSPC:when=10+", "poisoned");
 }
 
 #[test]
