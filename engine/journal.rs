@@ -215,6 +215,21 @@ pub fn replay(shared: &Shared, sequence: u64, offset: u64) -> Result<Replayed> {
         out.last_position = out.last_position.max(frame.last_position);
         at += u64::from(frame.frame_bytes);
     }
+    // The chain ends at `at`: a torn or absent frame, or damage. The writer writes frame `n + 1`
+    // only after frame `n`'s sync returned, so a whole frame `n + 1` after a broken frame `n`
+    // means synced bytes changed: corruption, not a torn tail.
+    if let Some(next_at) = find_frame(&*file, at + 8, len, shared, out.next_sequence + 1, &path)? {
+        return Err(Error::corrupt(
+            &path,
+            at,
+            format!(
+                "journal frame {} does not verify, but frame {} after it (at {next_at}) does: \
+                 synced data was damaged",
+                out.next_sequence,
+                out.next_sequence + 1
+            ),
+        ));
+    }
     if out.frames > 0 {
         tracing::warn!(
             frames = out.frames,
@@ -223,6 +238,33 @@ pub fn replay(shared: &Shared, sequence: u64, offset: u64) -> Result<Replayed> {
         );
     }
     Ok(out)
+}
+
+/// The offset of a whole frame with `sequence` at an 8-byte boundary in `from..len`, if any.
+fn find_frame(
+    file: &dyn FileHandle,
+    from: u64,
+    len: u64,
+    shared: &Shared,
+    sequence: u64,
+    path: &PathBuf,
+) -> Result<Option<u64>> {
+    if from >= len {
+        return Ok(None);
+    }
+    let mut rest = vec![0u8; usize::try_from(len - from).unwrap_or(0)];
+    let n = read_full(file, &mut rest, from).map_err(|e| Error::io("read journal", path, e))?;
+    rest.truncate(n);
+    let store_id = shared.manifest.store_id;
+    for at in (0..rest.len()).step_by(8) {
+        let Ok(frame) = peek_frame(&rest[at..], store_id) else {
+            continue;
+        };
+        if frame.sequence == sequence && decode_frame(&rest[at..], store_id).is_ok() {
+            return Ok(Some(from + at as u64));
+        }
+    }
+    Ok(None)
 }
 
 /// Files opened during one replay.

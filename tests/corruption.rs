@@ -255,3 +255,52 @@ fn an_index_file_left_short_by_an_interrupted_recovery_is_extended() {
             .collect::<Result<Vec<_>, _>>()
     })));
 }
+
+/// The journal (segment-format.md §18): a frame that fails its checksum ends the chain, as a
+/// torn unacknowledged frame would; but if a whole frame with the next sequence number follows
+/// it, synced bytes were damaged, and opening says so instead of dropping what follows.
+#[test]
+fn a_damaged_journal_frame_followed_by_a_whole_one_is_corruption() {
+    let root = tempfile::tempdir().unwrap();
+    let live = root.path().join("live");
+    let store = Store::open(&live).unwrap();
+    for i in 0..5 {
+        store.append("j", ExpectedVersion::Any, [event(i)]).unwrap();
+    }
+    // The store is still open: its five batches are frames only the journal made durable.
+    let frame_at = |journal: &[u8], n: usize| {
+        let mut at = 64;
+        for _ in 0..n {
+            at += u32::from_le_bytes(journal[at + 4..at + 8].try_into().unwrap()) as usize;
+        }
+        at
+    };
+    for (frame, expect_corrupt) in [(1, true), (4, false)] {
+        let copy = root.path().join(format!("copy-{frame}"));
+        copy_dir(&live, &copy);
+        let path = copy.join("JOURNAL");
+        let mut journal = std::fs::read(&path).unwrap();
+        let at = frame_at(&journal, frame);
+        journal[at + 60] ^= 0x01;
+        std::fs::write(&path, &journal).unwrap();
+        match Store::open(&copy) {
+            Err(Error::Corrupt {
+                path: p, reason, ..
+            }) if expect_corrupt => {
+                assert!(p.ends_with("JOURNAL"), "{p:?}");
+                assert!(
+                    reason.contains("frame 2 does not verify, but frame 3"),
+                    "{reason}"
+                );
+            }
+            Ok(reopened) if !expect_corrupt => {
+                // The last frame broken looks like a torn, unacknowledged one; its batch was
+                // also written in place, and recovery keeps what verifies there.
+                assert_eq!(reopened.recovery_report().replayed_frames, 4);
+                check_invariants(&reopened);
+            }
+            other => panic!("frame {frame}: {:?}", other.map(|_| "opened")),
+        }
+    }
+    drop(store);
+}
