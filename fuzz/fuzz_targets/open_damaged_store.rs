@@ -1,5 +1,6 @@
-//! A real store on the simulated disk, damaged by the fuzzer (bytes flipped, files cut), then
-//! opened and read in full: every outcome must be a value or a typed error, never a panic.
+//! A real store on the simulated disk, closed cleanly or cut off by a power cut with batches
+//! only in the journal, damaged by the fuzzer (bytes flipped, files cut), then opened and read
+//! in full: every outcome must be a value or a typed error, never a panic.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
@@ -12,19 +13,28 @@ fn options() -> Options {
     Options { index_entries_per_file: 64, segment_bytes: 64 << 10, event_bytes_max: 4096, ..Options::default() }
 }
 
-fn build() -> SimBackend {
+/// The store after 90 appends: closed cleanly, or (`crashed`) cut off by a power cut right
+/// after the last acknowledgement, so that its batches are frames in the journal and only part of
+/// their writes in place survived: the damage then lands on what recovery replays too.
+fn build(crashed: bool) -> SimBackend {
     let sim = SimBackend::new(7);
     let store = Store::open_with_backend(Path::new("/f/store"), options(), Arc::new(sim.clone())).unwrap();
     for i in 0..90u64 {
         let events: Vec<EventData> = (0..1 + i % 3).map(|k| EventData::new("T", vec![(i + k) as u8; (i * 13 % 300) as usize])).collect();
         store.append(&format!("s-{}", i % 4), ExpectedVersion::Any, events).unwrap();
     }
+    if crashed {
+        sim.cut_power_after(0);
+        drop(store);
+        return sim.reboot();
+    }
     drop(store);
     sim
 }
 
 fuzz_target!(|data: &[u8]| {
-    let sim = build();
+    let Some((mode, data)) = data.split_first() else { return };
+    let sim = build(mode % 2 == 1);
     let files = sim.files();
     // Each 4 input bytes: which file, where, and what to do.
     for op in data.chunks_exact(4).take(16) {
