@@ -161,13 +161,19 @@ fn create_store(
     Ok((manifest, checkpoint))
 }
 
-/// Write `MANIFEST` atomically: a temporary file, synced, renamed, the folder synced.
+/// Write `MANIFEST` atomically.
 fn put_manifest(backend: &dyn Backend, root: &Path, manifest: &Manifest) -> Result<()> {
-    let mpath = root.join(MANIFEST_FILE);
-    let tmp = root.join(format!("{MANIFEST_FILE}{TEMP_SUFFIX}"));
-    write_new_file(backend, &tmp, &manifest.encode(), 0, MANIFEST_BYTES as u64)?;
+    put_root_file(backend, root, MANIFEST_FILE, &manifest.encode())
+}
+
+/// Write the file `name` in the store's root atomically and durably: `bytes` to a temporary
+/// file (removed at open if this is interrupted), synced, renamed into place, the root folder
+/// synced. The file never exists without all of `bytes`.
+fn put_root_file(backend: &dyn Backend, root: &Path, name: &str, bytes: &[u8]) -> Result<()> {
+    let tmp = root.join(format!("{name}{TEMP_SUFFIX}"));
+    write_new_file(backend, &tmp, bytes, 0, bytes.len() as u64)?;
     backend
-        .rename(&tmp, &mpath)
+        .rename(&tmp, &root.join(name))
         .map_err(|e| Error::io("rename", &tmp, e))?;
     backend
         .sync_dir(root)
@@ -189,10 +195,9 @@ fn upgrade_manifest(backend: &dyn Backend, root: &Path, manifest: Manifest) -> R
     Ok(upgraded)
 }
 
-/// A file in the store's root, opened for writing; when missing, created durably first: its
-/// `header` written to a temporary file (removed at open if this is interrupted) and synced,
-/// renamed into place, the root folder synced. So the file never exists without its whole
-/// header. `true` with the handle when this call created it.
+/// A file in the store's root, opened for writing; when missing, created with its `header` by
+/// `put_root_file` first, so it never exists without it. `true` with the handle when this call
+/// created it.
 ///
 /// # Errors
 /// The I/O error.
@@ -208,14 +213,7 @@ pub(crate) fn open_or_create_root_file(
         Err(e) if e.kind() == io::ErrorKind::NotFound => true,
         Err(e) => return Err(Error::io("open", &path, e)),
     };
-    let tmp = shared.root.join(format!("{name}{TEMP_SUFFIX}"));
-    write_new_file(&**backend, &tmp, header, 0, header.len() as u64)?;
-    backend
-        .rename(&tmp, &path)
-        .map_err(|e| Error::io("rename", &tmp, e))?;
-    backend
-        .sync_dir(&shared.root)
-        .map_err(|e| Error::io("fsync directory", &shared.root, e))?;
+    put_root_file(&**backend, &shared.root, name, header)?;
     let f = backend
         .open(&path, OpenMode::ReadWrite)
         .map_err(|e| Error::io("open", &path, e))?;

@@ -226,12 +226,9 @@ pub struct Writer {
     open_files: usize,
     /// Under `SyncMode::Journal`: the journal (segment-format.md §18).
     journal: Option<crate::journal::Journal>,
-    /// The journal sequence every checkpoint names (the next frame's), in every sync mode.
+    /// Without a journal: the journal sequence every checkpoint names, kept as recovery left
+    /// it (a store may switch sync modes between opens).
     journal_sequence: u64,
-    /// Planning changed a file outside any journal frame (a cut of an unacknowledged tail, a
-    /// rebuilt keys file, a removed leftover segment): the next batch is synced in place with
-    /// `syncfs`, so that no replay can ever apply frames to a file in another state.
-    unjournaled: std::cell::Cell<bool>,
 }
 
 impl Writer {
@@ -271,7 +268,6 @@ impl Writer {
             open_files: 0,
             journal,
             journal_sequence: checkpoint.journal_sequence,
-            unjournaled: std::cell::Cell::new(false),
         })
     }
 
@@ -409,9 +405,10 @@ impl Writer {
     }
 
     fn write_checkpoint(&mut self, head: u64, clean: bool) -> Result<()> {
-        if let Some(j) = &self.journal {
-            self.journal_sequence = j.sequence();
-        }
+        let journal_sequence = self
+            .journal
+            .as_ref()
+            .map_or(self.journal_sequence, crate::journal::Journal::sequence);
         let c = Checkpoint {
             store_id: self.shared.manifest.store_id,
             sequence: self.checkpoint_sequence + 1,
@@ -419,7 +416,7 @@ impl Writer {
             clean,
             // Replay starts with the next frame, at the start of the journal: a checkpoint is
             // written under the journal only once every frame before is flushed.
-            journal_sequence: self.journal_sequence,
+            journal_sequence,
             journal_offset: crate::format::journal::JOURNAL_HEADER_BYTES,
         };
         self.checkpoint_file
@@ -702,7 +699,6 @@ impl Writer {
             f.sync_data()
                 .map_err(|e| Error::io("fdatasync", &path, e))?;
         }
-        self.unjournaled.set(true);
         Ok(())
     }
 
@@ -722,6 +718,7 @@ impl Writer {
         };
         // Segments a rewrite of segment 0 replaced, left by a crash before it removed them
         // (segment-format.md §12): nothing refers to them.
+        let mut removed = false;
         for n in (1..state.after_zero).rev() {
             let path = segment_path(&self.shared.root, key, n);
             match self.shared.backend.kind(&path) {
@@ -732,7 +729,7 @@ impl Writer {
                         .backend
                         .remove_file(&path)
                         .map_err(|e| Error::io("remove segment", &path, e))?;
-                    self.unjournaled.set(true);
+                    removed = true;
                 }
                 Ok(None) => break,
                 Err(e) => return Err(Error::io("stat segment", &path, e)),
@@ -750,7 +747,6 @@ impl Writer {
                 Err(e) => return Err(Error::io("stat segment", &path, e)),
             }
         }
-        let mut removed = false;
         for (n, path) in trailing.into_iter().rev() {
             removed = true;
             tracing::warn!(path = %path.display(), "removing a segment left by an unacknowledged batch");
@@ -759,7 +755,6 @@ impl Writer {
                 .backend
                 .remove_file(&path)
                 .map_err(|e| Error::io("remove segment", &path, e))?;
-            self.unjournaled.set(true);
         }
         if removed {
             // Durability: the removals are durable before a new file may take one of the names.
@@ -795,7 +790,6 @@ impl Writer {
                 handle
                     .sync_data()
                     .map_err(|e| Error::io("fdatasync", &path, e))?;
-                self.unjournaled.set(true);
             }
             file = Some(handle);
         }
@@ -837,7 +831,6 @@ impl Writer {
                         .map_err(|e| Error::io("cut keys file", &path, e))?;
                     f.sync_data()
                         .map_err(|e| Error::io("fdatasync", &path, e))?;
-                    self.unjournaled.set(true);
                 }
                 Ok(WriterKeys {
                     map,
@@ -862,7 +855,6 @@ impl Writer {
                     .backend
                     .sync_dir(&dir)
                     .map_err(|e| Error::io("fsync directory", &dir, e))?;
-                self.unjournaled.set(true);
                 Ok(WriterKeys {
                     map: crate::keys::newest(entries),
                     len: len.max(KEYS_HEADER_BYTES as u64),
@@ -1400,13 +1392,11 @@ impl Writer {
         let mut to_sync: Vec<(Handle, PathBuf)> = Vec::new();
         let mut dirs_to_sync: BTreeSet<PathBuf> = BTreeSet::new();
         // Under the journal, every write below is also added to the batch's frame, unless the
-        // batch carries what the journal does not hold (subscription acks, `REMOVALS` records)
-        // or follows a change planning made outside any frame: such a batch is synced in place.
-        let mut frame = (self.journal.is_some()
-            && acks.is_empty()
-            && invalidations.is_empty()
-            && !self.unjournaled.get())
-        .then(FrameBuilder::new);
+        // batch carries what the journal does not hold (subscription acks, `REMOVALS` records):
+        // such a batch is synced in place. What planning changed outside any frame (cuts of
+        // what unacknowledged batches left) is durable already (`repair`).
+        let mut frame = (self.journal.is_some() && acks.is_empty() && invalidations.is_empty())
+            .then(FrameBuilder::new);
         // Open descriptors stay within the cache bound, even in a batch that touches more
         // streams than that (fault-matrix row 16).
         let open_max = self.shared.options.open_files_max;
@@ -1637,7 +1627,6 @@ impl Writer {
         self.checkpoint_file
             .sync_fs()
             .map_err(|e| Error::io("syncfs", &self.shared.root, e))?;
-        self.unjournaled.set(false);
         self.synced_checkpoint(last_position, false)
     }
 
