@@ -278,7 +278,7 @@ impl Files {
         if let Some(h) = self.open.get(path) {
             return Ok(Arc::clone(h));
         }
-        if self.open.len() >= crate::limits::CACHE_BOUND_MIN * 64 {
+        if self.open.len() >= crate::limits::REPLAY_OPEN_FILES_MAX {
             self.open.clear();
         }
         let backend = &shared.backend;

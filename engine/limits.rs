@@ -71,6 +71,9 @@ pub const JOURNAL_BYTES_MIN: u64 = 64 << 10;
 /// The journal is filled with zeros this far ahead of its frames, so that the `fdatasync` of
 /// a frame changes no file size (and writes no inode) except once per this many bytes.
 pub const JOURNAL_GROW_BYTES: u64 = 1 << 20;
+/// Files replay keeps open at once (a frame touches one file per stream of its batch); past
+/// it they are all closed and reopened as needed.
+pub const REPLAY_OPEN_FILES_MAX: usize = 256;
 /// Stream hashes sharing one value get collision numbers below this bound.
 pub const STREAM_COLLISIONS_MAX: u16 = 1024;
 /// Most bytes a segment header plus one record's header and padding can add to an event.
