@@ -65,6 +65,11 @@ impl<K: std::hash::Hash + Eq + Clone, V: Clone> Lru<K, V> {
     }
 }
 
+thread_local! {
+    /// Each thread's buffer for `read_small_segment` (at most `READ_ALL_SMALL_SEGMENT_BYTES`).
+    static SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     // A panic while holding a cache lock leaves only a cache behind, never on-disk state.
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -273,44 +278,59 @@ impl MapCache {
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(SmallRead::NotSmall),
             Err(e) => return Err(Error::io("open segment", &path, e)),
         };
-        // A page beyond the last record's offset holds it whole in the common case.
+        // A page beyond the last record's offset holds it whole in the common case. Read into
+        // this thread's scratch buffer, then copied out at its exact length: no zeroing of a
+        // buffer the read overwrites, and no reallocation to shrink it.
         let guess = (last_record as usize + 4096)
             .next_multiple_of(4096)
             .min(max_len);
-        let mut bytes = vec![0u8; guess];
-        let n = crate::storage::read_full(&*file, &mut bytes, 0)
-            .map_err(|e| Error::io("read segment", &path, e))?;
-        bytes.truncate(n);
-        if n < needed {
-            // A rewritten segment 0 (segment-format.md §12): the records asked for were
-            // removed, and the base record at hand says so without another read.
-            if segment == 0 {
-                if let Some(c) = crate::catalog::base_of(&bytes) {
-                    return Ok(SmallRead::Rewritten {
-                        covers_position: c.covers_position,
-                    });
+        let read = SCRATCH.with(|scratch| -> Result<Result<Vec<u8>, usize>> {
+            let mut scratch = scratch.borrow_mut();
+            if scratch.len() < max_len {
+                scratch.resize(max_len, 0);
+            }
+            let n = crate::storage::read_full(&*file, &mut scratch[..guess], 0)
+                .map_err(|e| Error::io("read segment", &path, e))?;
+            if n < needed {
+                return Ok(Err(n));
+            }
+            let mut len = n;
+            if let Some(h) =
+                crate::format::segment::peek_record_header(&scratch[last_record as usize..n])
+            {
+                let end = last_record as usize + h.record_bytes.get() as usize;
+                if end > n && n == guess {
+                    if end > max_len {
+                        return Ok(Ok(Vec::new()));
+                    }
+                    let more = crate::storage::read_full(&*file, &mut scratch[n..end], n as u64)
+                        .map_err(|e| Error::io("read segment", &path, e))?;
+                    len = n + more;
                 }
             }
-            return Err(Error::corrupt(
-                &path,
-                n as u64,
-                format!("segment is {n} bytes, committed data reaches {needed}"),
-            ));
-        }
-        if let Some(h) = crate::format::segment::peek_record_header(&bytes[last_record as usize..])
-        {
-            let end = last_record as usize + h.record_bytes.get() as usize;
-            if end > n && n == guess {
-                if end > max_len {
-                    return Ok(SmallRead::NotSmall);
+            Ok(Ok(scratch[..len].to_vec()))
+        })?;
+        let bytes = match read {
+            Ok(bytes) if bytes.is_empty() => return Ok(SmallRead::NotSmall),
+            Ok(bytes) => bytes,
+            Err(n) => {
+                // A rewritten segment 0 (segment-format.md §12): the records asked for were
+                // removed, and the base record at hand says so without another read.
+                if segment == 0 {
+                    let head = SCRATCH.with(|s| s.borrow()[..n].to_vec());
+                    if let Some(c) = crate::catalog::base_of(&head) {
+                        return Ok(SmallRead::Rewritten {
+                            covers_position: c.covers_position,
+                        });
+                    }
                 }
-                bytes.resize(end, 0);
-                let more = crate::storage::read_full(&*file, &mut bytes[n..], n as u64)
-                    .map_err(|e| Error::io("read segment", &path, e))?;
-                bytes.truncate(n + more);
+                return Err(Error::corrupt(
+                    &path,
+                    n as u64,
+                    format!("segment is {n} bytes, committed data reaches {needed}"),
+                ));
             }
-        }
-        bytes.shrink_to_fit();
+        };
         let header = SegmentHeader::decode(&bytes).map_err(|e| decode_error(&path, 0, &e))?;
         check_segment_header(&path, &header, self.store_id, key, segment)?;
         Ok(SmallRead::Read(MappedSegment {

@@ -57,6 +57,13 @@ pub const READ_ALL_WINDOW_POSITIONS: u64 = 131_072;
 pub const READ_ALL_WINDOW_BYTES: usize = 64 << 20;
 /// Segments whose records in a window lie in their first this many bytes are read, not mapped.
 pub const READ_ALL_SMALL_SEGMENT_BYTES: usize = 64 << 10;
+/// Threads (the reader's own included) that read one `read_all` window's small segments:
+/// opening, reading and closing a file per stream is system-call bound, and the calls of
+/// different files run in parallel.
+pub const READ_ALL_FETCH_THREADS_MAX: usize = 4;
+/// Fewer distinct small segments than this in a window are read by the reader alone: a thread
+/// costs more than it saves.
+pub const READ_ALL_PARALLEL_SEGMENTS_MIN: usize = 256;
 /// Smallest bound any cache accepts.
 pub const CACHE_BOUND_MIN: usize = 4;
 /// Default bound of the cache of loaded stream states.

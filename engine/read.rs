@@ -9,9 +9,10 @@ use crate::format::segment::{
     decode_record, peek_record_header, Control, RECORD_FLAG_BEGIN, RECORD_FLAG_END,
     RECORD_HEADER_BYTES,
 };
-use crate::layout::{index_path, segment_path, StreamKey};
+use crate::layout::{index_path, segment_path, KeyMap, StreamKey};
 use crate::limits::{
-    READ_ALL_SMALL_SEGMENT_BYTES, READ_ALL_WINDOW_BYTES, READ_ALL_WINDOW_POSITIONS,
+    READ_ALL_FETCH_THREADS_MAX, READ_ALL_PARALLEL_SEGMENTS_MIN, READ_ALL_SMALL_SEGMENT_BYTES,
+    READ_ALL_WINDOW_BYTES, READ_ALL_WINDOW_POSITIONS,
 };
 use crate::shared::Shared;
 use crate::types::{Direction, Position};
@@ -638,7 +639,7 @@ impl AllIter {
 
     /// Removed by a truncation, or by a rewrite that this read or this process has seen (the
     /// process's knowledge is copied in once per window, by `load`): no I/O, no lock.
-    fn known_removed(&mut self, key: StreamKey, position: u64) -> bool {
+    fn known_removed(&self, key: StreamKey, position: u64) -> bool {
         if self.covers.get(&key).is_some_and(|c| position <= *c) {
             return true;
         }
@@ -668,14 +669,13 @@ impl AllIter {
             .removed_into(entries.iter().map(|e| e.key), &mut self.covers);
         let stop_at = self.pending.is_some();
         // The last record of each segment within the window: how far it must be fetched.
-        let mut reach: std::collections::HashMap<(StreamKey, u32), u64> =
-            std::collections::HashMap::new();
+        let mut reach: KeyMap<(StreamKey, u32), u64> = KeyMap::default();
         for e in &entries {
             let r = reach.entry((e.key, e.segment)).or_insert(0);
             *r = (*r).max(e.offset);
         }
-        let mut fetched: std::collections::HashMap<(StreamKey, u32), Arc<MappedSegment>> =
-            std::collections::HashMap::new();
+        let mut prefetched = self.prefetch(&entries, &reach);
+        let mut fetched: KeyMap<(StreamKey, u32), Arc<MappedSegment>> = KeyMap::default();
         let mut read_bytes = 0usize;
         let mut mapped = 0usize;
         let mapped_max = (self.shared.options.mapped_segments_max / 4).max(1);
@@ -701,6 +701,7 @@ impl AllIter {
                     e.key,
                     e.segment,
                     last_record,
+                    prefetched.remove(&id),
                     &mut read_bytes,
                     &mut mapped,
                     mapped_max,
@@ -782,13 +783,79 @@ impl AllIter {
         }
     }
 
+    /// The window's small segments, read by several threads at once (in the order the window
+    /// first names them, within the window's byte budget), for `fetch` to take rather than read
+    /// again. Each result is what `read_small_segment` answered for the segment's reach.
+    fn prefetch(
+        &self,
+        entries: &[Entry],
+        reach: &KeyMap<(StreamKey, u32), u64>,
+    ) -> KeyMap<(StreamKey, u32), Result<SmallRead>> {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let maps = &self.shared.maps;
+        let mut seen: KeyMap<(StreamKey, u32), ()> = KeyMap::default();
+        let order: Vec<((StreamKey, u32), u64)> = entries
+            .iter()
+            .filter(|e| !e.skip && !self.known_removed(e.key, e.position))
+            .filter_map(|e| {
+                let id = (e.key, e.segment);
+                let last = reach.get(&id).copied().unwrap_or(e.offset);
+                let small = last as usize + RECORD_HEADER_BYTES <= READ_ALL_SMALL_SEGMENT_BYTES;
+                (small && seen.insert(id, ()).is_none()).then_some((id, last))
+            })
+            .collect();
+        let threads = std::thread::available_parallelism()
+            .map_or(1, std::num::NonZeroUsize::get)
+            .min(READ_ALL_FETCH_THREADS_MAX);
+        if threads < 2 || order.len() < READ_ALL_PARALLEL_SEGMENTS_MIN {
+            return KeyMap::default();
+        }
+        let next = AtomicUsize::new(0);
+        let bytes = AtomicUsize::new(0);
+        let work = || {
+            let mut out = Vec::new();
+            while bytes.load(Ordering::Relaxed) < READ_ALL_WINDOW_BYTES {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                let Some(&((key, number), last)) = order.get(i) else {
+                    break;
+                };
+                if maps.cached_segment(key, number).is_some() {
+                    continue;
+                }
+                let r = maps.read_small_segment(key, number, last, READ_ALL_SMALL_SEGMENT_BYTES);
+                if let Ok(SmallRead::Read(s)) = &r {
+                    bytes.fetch_add(s.mapping.len().max(1), Ordering::Relaxed);
+                }
+                out.push(((key, number), r));
+            }
+            out
+        };
+        std::thread::scope(|scope| {
+            // A helper that cannot be started leaves its share to the others; the segments
+            // nobody read are fetched by `load` as without helpers.
+            let helpers: Vec<_> = (1..threads)
+                .filter_map(|_| std::thread::Builder::new().spawn_scoped(scope, work).ok())
+                .collect();
+            let mut all: KeyMap<_, _> = work().into_iter().collect();
+            for h in helpers {
+                if let Ok(part) = h.join() {
+                    all.extend(part);
+                }
+            }
+            all
+        })
+    }
+
     /// One segment for the window: read when small, else mapped; `Ok(None)` when the window's
-    /// budget would be exceeded (never for the window's first segment).
+    /// budget would be exceeded (never for the window's first segment). `prefetched`: what
+    /// `prefetch` read of it, for this reach.
+    #[allow(clippy::too_many_arguments)]
     fn fetch(
         &mut self,
         key: StreamKey,
         number: u32,
         last_record: u64,
+        prefetched: Option<Result<SmallRead>>,
         read_bytes: &mut usize,
         mapped: &mut usize,
         mapped_max: usize,
@@ -813,7 +880,13 @@ impl AllIter {
         }
         let small = last_record as usize + RECORD_HEADER_BYTES <= READ_ALL_SMALL_SEGMENT_BYTES;
         if small && (first || *read_bytes < READ_ALL_WINDOW_BYTES) {
-            match maps.read_small_segment(key, number, last_record, READ_ALL_SMALL_SEGMENT_BYTES)? {
+            let read = match prefetched {
+                Some(r) => r,
+                None => {
+                    maps.read_small_segment(key, number, last_record, READ_ALL_SMALL_SEGMENT_BYTES)
+                }
+            };
+            match read? {
                 SmallRead::Read(s) => {
                     *read_bytes += s.mapping.len().max(1);
                     return Ok(Some(Arc::new(s)));
