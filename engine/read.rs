@@ -879,7 +879,13 @@ impl AllIter {
             }
         }
         let small = last_record as usize + RECORD_HEADER_BYTES <= READ_ALL_SMALL_SEGMENT_BYTES;
-        if small && (first || *read_bytes < READ_ALL_WINDOW_BYTES) {
+        if small && !first && *read_bytes >= READ_ALL_WINDOW_BYTES {
+            // The window's bytes are spent: a small segment waits for the next window rather
+            // than being mapped (a mapping costs several times a read, and evicts one the
+            // cache may need).
+            return Ok(None);
+        }
+        if small {
             let read = match prefetched {
                 Some(r) => r,
                 None => {
