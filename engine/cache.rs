@@ -289,8 +289,23 @@ impl MapCache {
             if scratch.len() < max_len {
                 scratch.resize(max_len, 0);
             }
-            let n = crate::storage::read_full(&*file, &mut scratch[..guess], 0)
+            // One `pread` holds what is needed in the common case (`read_full` would ask once
+            // more, to see the end of the file). Only a read that falls short of the last
+            // record reads on, so a short read never passes for the end of the file.
+            let whole = |bytes: &[u8]| {
+                bytes.len() >= needed
+                    && crate::format::segment::peek_record_header(&bytes[last_record as usize..])
+                        .is_none_or(|h| {
+                            last_record as usize + h.record_bytes.get() as usize <= bytes.len()
+                        })
+            };
+            let mut n = file
+                .read_at(&mut scratch[..guess], 0)
                 .map_err(|e| Error::io("read segment", &path, e))?;
+            if n > 0 && n < guess && !whole(&scratch[..n]) {
+                n += crate::storage::read_full(&*file, &mut scratch[n..guess], n as u64)
+                    .map_err(|e| Error::io("read segment", &path, e))?;
+            }
             if n < needed {
                 return Ok(Err(n));
             }
