@@ -17,8 +17,12 @@ use std::sync::{Arc, Mutex, MutexGuard};
 /// A mapped segment file and its decoded header.
 #[derive(Debug)]
 pub struct MappedSegment {
+    /// The segment's bytes from file offset `base` on.
     pub mapping: Arc<Mapping>,
     pub stream_id: Arc<str>,
+    /// 0 for a mapped segment; for the records `read_all` read of a small one, the offset of
+    /// the first (segment-format.md §4).
+    pub base: u64,
     pub path: PathBuf,
 }
 
@@ -237,6 +241,7 @@ impl MapCache {
         let mapped = Arc::new(MappedSegment {
             mapping,
             stream_id,
+            base: 0,
             path,
         });
         if !mapped.mapping.is_snapshot() {
@@ -265,9 +270,20 @@ impl MapCache {
         &self,
         key: StreamKey,
         segment: u32,
+        first_record: u64,
         last_record: u64,
         max_len: usize,
     ) -> Result<SmallRead> {
+        /// What the read found, decided while the bytes are in the scratch buffer.
+        enum Got {
+            /// The stream id, the file offset of the bytes, the bytes.
+            Records(Arc<str>, u64, Vec<u8>),
+            /// The file ends here, before the records asked for; with what a rewritten
+            /// segment 0's base record covers.
+            Short(usize, Option<u64>),
+            TooLarge,
+        }
+        debug_assert!(first_record <= last_record);
         let needed = last_record as usize + crate::format::segment::RECORD_HEADER_BYTES;
         if needed > max_len {
             return Ok(SmallRead::NotSmall);
@@ -279,12 +295,12 @@ impl MapCache {
             Err(e) => return Err(Error::io("open segment", &path, e)),
         };
         // A page beyond the last record's offset holds it whole in the common case. Read into
-        // this thread's scratch buffer, then copied out at its exact length: no zeroing of a
-        // buffer the read overwrites, and no reallocation to shrink it.
+        // this thread's scratch buffer; only the records asked for are copied out, so that a
+        // window's budget holds records, not whole files.
         let guess = (last_record as usize + 4096)
             .next_multiple_of(4096)
             .min(max_len);
-        let read = SCRATCH.with(|scratch| -> Result<Result<Vec<u8>, usize>> {
+        let got = SCRATCH.with(|scratch| -> Result<Got> {
             let mut scratch = scratch.borrow_mut();
             if scratch.len() < max_len {
                 scratch.resize(max_len, 0);
@@ -307,7 +323,13 @@ impl MapCache {
                     .map_err(|e| Error::io("read segment", &path, e))?;
             }
             if n < needed {
-                return Ok(Err(n));
+                // A rewritten segment 0 (segment-format.md §12): the records asked for were
+                // removed, and the base record at hand says so without another read.
+                let covers = (segment == 0)
+                    .then(|| crate::catalog::base_of(&scratch[..n]))
+                    .flatten()
+                    .map(|c| c.covers_position);
+                return Ok(Got::Short(n, covers));
             }
             let mut len = n;
             if let Some(h) =
@@ -316,43 +338,40 @@ impl MapCache {
                 let end = last_record as usize + h.record_bytes.get() as usize;
                 if end > n && n == guess {
                     if end > max_len {
-                        return Ok(Ok(Vec::new()));
+                        return Ok(Got::TooLarge);
                     }
                     let more = crate::storage::read_full(&*file, &mut scratch[n..end], n as u64)
                         .map_err(|e| Error::io("read segment", &path, e))?;
                     len = n + more;
                 }
+                // The records asked for end here; what follows (later appends) is not copied.
+                len = len.min(end);
             }
-            Ok(Ok(scratch[..len].to_vec()))
+            let header =
+                SegmentHeader::decode(&scratch[..len]).map_err(|e| decode_error(&path, 0, &e))?;
+            check_segment_header(&path, &header, self.store_id, key, segment)?;
+            let from = (first_record as usize).min(len);
+            Ok(Got::Records(
+                Arc::from(header.stream_id.as_str()),
+                from as u64,
+                scratch[from..len].to_vec(),
+            ))
         })?;
-        let bytes = match read {
-            Ok(bytes) if bytes.is_empty() => return Ok(SmallRead::NotSmall),
-            Ok(bytes) => bytes,
-            Err(n) => {
-                // A rewritten segment 0 (segment-format.md §12): the records asked for were
-                // removed, and the base record at hand says so without another read.
-                if segment == 0 {
-                    let head = SCRATCH.with(|s| s.borrow()[..n].to_vec());
-                    if let Some(c) = crate::catalog::base_of(&head) {
-                        return Ok(SmallRead::Rewritten {
-                            covers_position: c.covers_position,
-                        });
-                    }
-                }
-                return Err(Error::corrupt(
-                    &path,
-                    n as u64,
-                    format!("segment is {n} bytes, committed data reaches {needed}"),
-                ));
-            }
-        };
-        let header = SegmentHeader::decode(&bytes).map_err(|e| decode_error(&path, 0, &e))?;
-        check_segment_header(&path, &header, self.store_id, key, segment)?;
-        Ok(SmallRead::Read(MappedSegment {
-            stream_id: Arc::from(header.stream_id.as_str()),
-            mapping: Arc::new(Mapping::from_bytes(bytes)),
-            path,
-        }))
+        match got {
+            Got::Records(stream_id, from_offset, bytes) => Ok(SmallRead::Read(MappedSegment {
+                stream_id,
+                mapping: Arc::new(Mapping::from_bytes(bytes)),
+                base: from_offset,
+                path,
+            })),
+            Got::TooLarge => Ok(SmallRead::NotSmall),
+            Got::Short(_, Some(covers_position)) => Ok(SmallRead::Rewritten { covers_position }),
+            Got::Short(n, None) => Err(Error::corrupt(
+                &path,
+                n as u64,
+                format!("segment is {n} bytes, committed data reaches {needed}"),
+            )),
+        }
     }
 
     /// Forget a segment mapping (the writer cut or rewrote the file).

@@ -170,15 +170,17 @@ pub(crate) fn event_at(
     offset: u64,
     limit: u64,
 ) -> Result<(RecordedEvent, u64)> {
-    let limit = limit.min(segment.mapping.len() as u64);
-    if offset >= limit {
+    // `offset` and `limit` are file offsets; the bytes at hand start at the segment's `base`.
+    let limit = limit.min(segment.base + segment.mapping.len() as u64);
+    if offset >= limit || offset < segment.base {
         return Err(Error::corrupt(
             &segment.path,
             offset,
             "record beyond the committed end",
         ));
     }
-    let bytes = &segment.mapping[offset as usize..limit as usize];
+    let at = (offset - segment.base) as usize;
+    let bytes = &segment.mapping[at..(limit - segment.base) as usize];
     let r = decode_record(bytes)
         .map_err(|e| Error::corrupt(&segment.path, offset, format!("committed record: {e}")))?;
     if std::str::from_utf8(r.event_type).is_err() {
@@ -198,7 +200,7 @@ pub(crate) fn event_at(
         id: r.event_id,
         flags: r.flags,
         control: r.control,
-        body: offset as usize + r.body_offset,
+        body: at + r.body_offset,
         type_len: r.event_type.len() as u16,
         key_len: r.key.len() as u16,
         metadata_at: (r.event_type.len() + r.key.len() + r.commit_metadata.len()) as u32,
@@ -670,11 +672,15 @@ impl AllIter {
         let stop_at = self.pending.is_some();
         // The last record of each segment within the window: how far it must be fetched.
         let mut reach: KeyMap<(StreamKey, u32), u64> = KeyMap::default();
+        // And the first: only the records from it to the last are read into memory.
+        let mut start: KeyMap<(StreamKey, u32), u64> = KeyMap::default();
         for e in &entries {
             let r = reach.entry((e.key, e.segment)).or_insert(0);
             *r = (*r).max(e.offset);
+            let f = start.entry((e.key, e.segment)).or_insert(u64::MAX);
+            *f = (*f).min(e.offset);
         }
-        let mut prefetched = self.prefetch(&entries, &reach);
+        let mut prefetched = self.prefetch(&entries, &start, &reach);
         let mut fetched: KeyMap<(StreamKey, u32), Arc<MappedSegment>> = KeyMap::default();
         let mut read_bytes = 0usize;
         let mut mapped = 0usize;
@@ -697,9 +703,11 @@ impl AllIter {
                     break Some(Arc::clone(s));
                 }
                 let last_record = reach.get(&id).copied().unwrap_or(e.offset);
+                let first_record = start.get(&id).copied().unwrap_or(e.offset).min(last_record);
                 let err = match self.fetch(
                     e.key,
                     e.segment,
+                    first_record,
                     last_record,
                     prefetched.remove(&id),
                     &mut read_bytes,
@@ -789,19 +797,21 @@ impl AllIter {
     fn prefetch(
         &self,
         entries: &[Entry],
+        start: &KeyMap<(StreamKey, u32), u64>,
         reach: &KeyMap<(StreamKey, u32), u64>,
     ) -> KeyMap<(StreamKey, u32), Result<SmallRead>> {
         use std::sync::atomic::{AtomicUsize, Ordering};
         let maps = &self.shared.maps;
         let mut seen: KeyMap<(StreamKey, u32), ()> = KeyMap::default();
-        let order: Vec<((StreamKey, u32), u64)> = entries
+        let order: Vec<((StreamKey, u32), u64, u64)> = entries
             .iter()
             .filter(|e| !e.skip && !self.known_removed(e.key, e.position))
             .filter_map(|e| {
                 let id = (e.key, e.segment);
                 let last = reach.get(&id).copied().unwrap_or(e.offset);
+                let first = start.get(&id).copied().unwrap_or(e.offset).min(last);
                 let small = last as usize + RECORD_HEADER_BYTES <= READ_ALL_SMALL_SEGMENT_BYTES;
-                (small && seen.insert(id, ()).is_none()).then_some((id, last))
+                (small && seen.insert(id, ()).is_none()).then_some((id, first, last))
             })
             .collect();
         let threads = std::thread::available_parallelism()
@@ -816,13 +826,14 @@ impl AllIter {
             let mut out = Vec::new();
             while bytes.load(Ordering::Relaxed) < READ_ALL_WINDOW_BYTES {
                 let i = next.fetch_add(1, Ordering::Relaxed);
-                let Some(&((key, number), last)) = order.get(i) else {
+                let Some(&((key, number), first, last)) = order.get(i) else {
                     break;
                 };
                 if maps.cached_segment(key, number).is_some() {
                     continue;
                 }
-                let r = maps.read_small_segment(key, number, last, READ_ALL_SMALL_SEGMENT_BYTES);
+                let r =
+                    maps.read_small_segment(key, number, first, last, READ_ALL_SMALL_SEGMENT_BYTES);
                 if let Ok(SmallRead::Read(s)) = &r {
                     bytes.fetch_add(s.mapping.len().max(1), Ordering::Relaxed);
                 }
@@ -854,6 +865,7 @@ impl AllIter {
         &mut self,
         key: StreamKey,
         number: u32,
+        first_record: u64,
         last_record: u64,
         prefetched: Option<Result<SmallRead>>,
         read_bytes: &mut usize,
@@ -888,9 +900,13 @@ impl AllIter {
         if small {
             let read = match prefetched {
                 Some(r) => r,
-                None => {
-                    maps.read_small_segment(key, number, last_record, READ_ALL_SMALL_SEGMENT_BYTES)
-                }
+                None => maps.read_small_segment(
+                    key,
+                    number,
+                    first_record,
+                    last_record,
+                    READ_ALL_SMALL_SEGMENT_BYTES,
+                ),
             };
             match read? {
                 SmallRead::Read(s) => {
@@ -938,7 +954,7 @@ impl AllIter {
         let event = match event_at(
             &slot.segment,
             slot.offset,
-            slot.segment.mapping.len() as u64,
+            slot.segment.base + slot.segment.mapping.len() as u64,
         ) {
             Ok((event, _)) => event,
             Err(e) if self.removed(key, slot.position)? => {
