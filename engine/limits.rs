@@ -51,10 +51,18 @@ pub const BATCH_BYTES_MAX_DEFAULT: usize = 16 << 20;
 pub const MAPPED_SEGMENTS_MAX_DEFAULT: usize = 4096;
 /// Default bound of the writer's cache of open segment files.
 pub const OPEN_FILES_MAX_DEFAULT: usize = 1024;
-/// Positions `read_all` reads ahead in one window of the index (segment-format.md §4).
+/// Positions of `read_all`'s first window of the index (segment-format.md §4); later windows
+/// grow or shrink to what the window's byte budget holds, within the bounds below.
 pub const READ_ALL_WINDOW_POSITIONS: u64 = 131_072;
-/// Bytes of small segments `read_all` holds in memory for one window.
-pub const READ_ALL_WINDOW_BYTES: usize = 64 << 20;
+/// Fewest positions of a `read_all` window.
+pub const READ_ALL_WINDOW_POSITIONS_MIN: u64 = 1_024;
+/// Most positions of a `read_all` window (its entries take about 40 bytes each in memory).
+pub const READ_ALL_WINDOW_POSITIONS_MAX: u64 = 524_288;
+/// Default of the option `read_all_window_bytes`: bytes of small segments' records `read_all`
+/// holds in memory for one window.
+pub const READ_ALL_WINDOW_BYTES_DEFAULT: usize = 64 << 20;
+/// Smallest `read_all_window_bytes` accepted.
+pub const READ_ALL_WINDOW_BYTES_MIN: usize = 1 << 20;
 /// Segments whose records in a window lie in their first this many bytes are read, not mapped.
 pub const READ_ALL_SMALL_SEGMENT_BYTES: usize = 64 << 10;
 /// Threads (the reader's own included) that read one `read_all` window's small segments:

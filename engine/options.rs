@@ -5,8 +5,8 @@ use crate::limits::{
     BATCH_APPENDS_MAX_DEFAULT, BATCH_BYTES_MAX_DEFAULT, CACHE_BOUND_MIN, EVENT_BYTES_MAX_CEILING,
     EVENT_BYTES_MAX_DEFAULT, INDEX_ENTRIES_PER_FILE_DEFAULT, INDEX_ENTRIES_PER_FILE_MIN,
     JOURNAL_BYTES_DEFAULT, JOURNAL_BYTES_MIN, MAPPED_SEGMENTS_MAX_DEFAULT, OPEN_FILES_MAX_DEFAULT,
-    RECORD_OVERHEAD_MAX, SEGMENT_BYTES_DEFAULT, SEGMENT_BYTES_MAX, SEGMENT_BYTES_MIN,
-    STREAMS_CACHED_MAX_DEFAULT,
+    READ_ALL_WINDOW_BYTES_DEFAULT, READ_ALL_WINDOW_BYTES_MIN, RECORD_OVERHEAD_MAX,
+    SEGMENT_BYTES_DEFAULT, SEGMENT_BYTES_MAX, SEGMENT_BYTES_MIN, STREAMS_CACHED_MAX_DEFAULT,
 };
 
 /// How the writer makes a batch durable (segment-format.md §7, step 4).
@@ -52,6 +52,11 @@ pub struct Options {
     pub open_files_max: usize,
     /// Bound of the cache of loaded stream states.
     pub streams_cached_max: usize,
+    /// Bytes of small streams' records one `read_all` iterator holds in memory at once (one
+    /// window of the index, segment-format.md §4). Over many small streams written interleaved,
+    /// a larger window reads each stream's file once for more of its events: the README gives
+    /// the figures.
+    pub read_all_window_bytes: usize,
     /// Default bound of events a persistent subscription delivers before they are acknowledged
     /// (`PersistentSubscription::with_in_flight_max` sets it per subscriber).
     pub subscription_in_flight_max: usize,
@@ -74,6 +79,7 @@ impl Default for Options {
             mapped_segments_max: MAPPED_SEGMENTS_MAX_DEFAULT,
             open_files_max: OPEN_FILES_MAX_DEFAULT,
             streams_cached_max: STREAMS_CACHED_MAX_DEFAULT,
+            read_all_window_bytes: READ_ALL_WINDOW_BYTES_DEFAULT,
             subscription_in_flight_max: crate::limits::SUBSCRIPTION_IN_FLIGHT_MAX_DEFAULT,
             indexes: false,
         }
@@ -108,6 +114,11 @@ impl Options {
             return bad(format!(
                 "journal_bytes must be {JOURNAL_BYTES_MIN}..={}",
                 u32::MAX
+            ));
+        }
+        if self.read_all_window_bytes < READ_ALL_WINDOW_BYTES_MIN {
+            return bad(format!(
+                "read_all_window_bytes must be at least {READ_ALL_WINDOW_BYTES_MIN}"
             ));
         }
         if self.subscription_in_flight_max == 0 {

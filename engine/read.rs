@@ -12,7 +12,7 @@ use crate::format::segment::{
 use crate::layout::{index_path, segment_path, KeyMap, StreamKey};
 use crate::limits::{
     READ_ALL_FETCH_THREADS_MAX, READ_ALL_PARALLEL_SEGMENTS_MIN, READ_ALL_SMALL_SEGMENT_BYTES,
-    READ_ALL_WINDOW_BYTES, READ_ALL_WINDOW_POSITIONS,
+    READ_ALL_WINDOW_POSITIONS, READ_ALL_WINDOW_POSITIONS_MAX, READ_ALL_WINDOW_POSITIONS_MIN,
 };
 use crate::shared::Shared;
 use crate::types::{Direction, Position};
@@ -479,6 +479,10 @@ pub struct AllIter {
     invalid: Option<Arc<crate::removals::Invalidations>>,
     /// Read only these positions (increasing), not a range: an index's postings (§17).
     list: Option<std::collections::VecDeque<u64>>,
+    /// Positions the next window covers: grown while windows fit their byte budget with room to
+    /// spare, cut to what the budget held when one did not (index entries read beyond it would be
+    /// read again by the next window).
+    span: u64,
 }
 
 struct Slot {
@@ -519,6 +523,7 @@ impl AllIter {
             removals: None,
             invalid: None,
             list: None,
+            span: READ_ALL_WINDOW_POSITIONS,
         }
     }
 
@@ -563,7 +568,7 @@ impl AllIter {
     /// The index entries of the next window, in yield order; stops early at an entry that does
     /// not decode (its error becomes `pending`).
     fn entries(&mut self) -> Vec<Entry> {
-        let span = READ_ALL_WINDOW_POSITIONS;
+        let span = self.span;
         let listed: Vec<u64>;
         let positions: Box<dyn Iterator<Item = u64>> = match (&self.list, self.direction) {
             (Some(list), _) => {
@@ -720,6 +725,8 @@ impl AllIter {
                     }
                     // The window's budget is spent: the rest waits for the next window.
                     Ok(None) => {
+                        self.span = loaded
+                            .clamp(READ_ALL_WINDOW_POSITIONS_MIN, READ_ALL_WINDOW_POSITIONS_MAX);
                         self.advance(loaded);
                         return;
                     }
@@ -769,6 +776,12 @@ impl AllIter {
                 flags: e.flags,
             });
             loaded += 1;
+        }
+        if entries.len() as u64 >= self.span
+            && read_bytes < self.shared.options.read_all_window_bytes / 2
+            && mapped < mapped_max / 2
+        {
+            self.span = (self.span * 2).min(READ_ALL_WINDOW_POSITIONS_MAX);
         }
         self.advance(loaded);
         if !stop_at && loaded == 0 && self.pending.is_none() && !self.done_loading() {
@@ -820,11 +833,12 @@ impl AllIter {
         if threads < 2 || order.len() < READ_ALL_PARALLEL_SEGMENTS_MIN {
             return KeyMap::default();
         }
+        let budget = self.shared.options.read_all_window_bytes;
         let next = AtomicUsize::new(0);
         let bytes = AtomicUsize::new(0);
         let work = || {
             let mut out = Vec::new();
-            while bytes.load(Ordering::Relaxed) < READ_ALL_WINDOW_BYTES {
+            while bytes.load(Ordering::Relaxed) < budget {
                 let i = next.fetch_add(1, Ordering::Relaxed);
                 let Some(&((key, number), first, last)) = order.get(i) else {
                     break;
@@ -891,7 +905,7 @@ impl AllIter {
             }
         }
         let small = last_record as usize + RECORD_HEADER_BYTES <= READ_ALL_SMALL_SEGMENT_BYTES;
-        if small && !first && *read_bytes >= READ_ALL_WINDOW_BYTES {
+        if small && !first && *read_bytes >= self.shared.options.read_all_window_bytes {
             // The window's bytes are spent: a small segment waits for the next window rather
             // than being mapped (a mapping costs several times a read, and evicts one the
             // cache may need).

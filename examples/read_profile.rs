@@ -2,6 +2,7 @@
 //! order, streams of 10 events written interleaved).
 //! `cargo run --release --example read_profile -- [w4|w5] [events] [passes] [folder]`: with a
 //! folder that already holds a store, it only reads (to profile the reads alone).
+//! `STREAMLOG_READ_ALL_WINDOW_MB` sets the option `read_all_window_bytes` (in MiB).
 
 use std::time::Instant;
 use streamlog::{Direction, EventData, ExpectedVersion, Position, Store};
@@ -43,7 +44,14 @@ fn main() {
         }
         return;
     }
-    let store = Store::open(&dir).expect("open");
+    let mut options = streamlog::Options::default();
+    if let Some(mb) = std::env::var("STREAMLOG_READ_ALL_WINDOW_MB")
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok())
+    {
+        options.read_all_window_bytes = mb << 20;
+    }
+    let store = Store::open_with(&dir, options).expect("open");
     if existing {
     } else if which == "w4" {
         for chunk in 0..n.div_ceil(1000) {

@@ -199,6 +199,16 @@ fn appends_larger_than_a_segment_are_refused() {
         ),
         Err(Error::InvalidOptions { .. })
     ));
+    assert!(matches!(
+        Store::open_with(
+            dir.path().join("y"),
+            Options {
+                read_all_window_bytes: streamlog::limits::READ_ALL_WINDOW_BYTES_MIN - 1,
+                ..Options::default()
+            }
+        ),
+        Err(Error::InvalidOptions { .. })
+    ));
 }
 
 /// A child forked by one test holds copies of every descriptor of the process until it execs,

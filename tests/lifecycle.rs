@@ -1068,7 +1068,7 @@ fn all_events(store: &Store, direction: Direction) -> Vec<(u64, String, u64)> {
 /// `read_all` over hundreds of small interleaved streams reads a window's segments from several
 /// threads at once; deleted, snapshotted and truncated streams among them, and a stream large
 /// enough to be mapped, must come out exactly as each stream's own read says, in both
-/// directions and after reopening.
+/// directions, whether one window holds them all or the byte budget cuts them into many.
 #[test]
 fn read_all_over_many_small_rewritten_streams_agrees_with_every_stream() {
     const STREAMS: u64 = 700;
@@ -1086,7 +1086,10 @@ fn read_all_over_many_small_rewritten_streams_agrees_with_every_stream() {
                     .append(
                         name,
                         ExpectedVersion::Exact(round),
-                        [event(round * STREAMS + i as u64)],
+                        [EventData::new(
+                            "E",
+                            vec![(round * STREAMS + i as u64) as u8; 1500],
+                        )],
                     )
                     .unwrap();
                 if i % 100 == 0 {
@@ -1134,12 +1137,26 @@ fn read_all_over_many_small_rewritten_streams_agrees_with_every_stream() {
     }
     expected.sort();
     assert!(expected.len() > 1000, "{}", expected.len());
-    for direction in [Direction::Forward, Direction::Backward] {
-        let store = Store::open_with(root.path(), options.clone()).unwrap();
-        let mut all = all_events(&store, direction);
-        if direction == Direction::Backward {
-            all.reverse();
+    // The default window holds all of it; the smallest budget cuts it into many windows, whose
+    // number of positions adapts to it.
+    for window_bytes in [
+        options.read_all_window_bytes,
+        streamlog::limits::READ_ALL_WINDOW_BYTES_MIN,
+    ] {
+        for direction in [Direction::Forward, Direction::Backward] {
+            let options = Options {
+                read_all_window_bytes: window_bytes,
+                ..options.clone()
+            };
+            let store = Store::open_with(root.path(), options).unwrap();
+            let mut all = all_events(&store, direction);
+            if direction == Direction::Backward {
+                all.reverse();
+            }
+            assert_eq!(
+                all, expected,
+                "{direction:?}, window of {window_bytes} bytes"
+            );
         }
-        assert_eq!(all, expected, "{direction:?}");
     }
 }
