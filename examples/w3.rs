@@ -47,9 +47,11 @@ fn main() {
     latencies.sort();
     let at = |q: f64| latencies[((latencies.len() - 1) as f64 * q) as usize];
     println!(
-        "w3 ({sync:?}): {appends} appends of 100 events in {secs:.2} s = {:.0} events/s; per append p50 {:?}, p99 {:?}",
+        "w3 ({sync:?}): {appends} appends of 100 events in {secs:.2} s = {:.0} events/s; per append p50 {:?}, p99 {:?}, p99.9 {:?}, max {:?}",
         (appends * 100) as f64 / secs,
         at(0.5),
-        at(0.99)
+        at(0.99),
+        at(0.999),
+        at(1.0)
     );
 }
