@@ -37,6 +37,7 @@ pub mod killpoint;
 pub mod layout;
 pub mod limits;
 pub mod mapping;
+mod notify;
 mod options;
 mod persistent;
 mod producer;

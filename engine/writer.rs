@@ -21,7 +21,7 @@ use crate::layout::{
     fanout_dir, index_path, keys_path, segment_path, StreamKey, CHECKPOINT_FILE, INDEX_DIR,
     STREAMS_DIR,
 };
-use crate::limits::CHECKPOINT_INTERVAL_POSITIONS;
+use crate::limits::{CHECKPOINT_INTERVAL_POSITIONS, NOTIFY_THREAD_MIN_ANSWERS};
 use crate::options::SyncMode;
 use crate::persistent::Entry;
 use crate::read::AllIter;
@@ -229,6 +229,8 @@ pub struct Writer {
     /// Without a journal: the journal sequence every checkpoint names, kept as recovery left
     /// it (a store may switch sync modes between opens).
     journal_sequence: u64,
+    /// Answers large batches (engine/notify.rs); joined when the writer is dropped.
+    notifier: Option<crate::notify::Notifier>,
 }
 
 impl Writer {
@@ -268,6 +270,7 @@ impl Writer {
             open_files: 0,
             journal,
             journal_sequence: checkpoint.journal_sequence,
+            notifier: crate::notify::Notifier::start(),
         })
     }
 
@@ -525,8 +528,19 @@ impl Writer {
                 // After the streams' states and the acks: a woken waiter sees all of them.
                 self.shared.changed();
                 crate::killpoint::reached("batch-published");
-                for p in planned {
-                    p.reply.send(Ok(p.result));
+                let many = planned.len() >= NOTIFY_THREAD_MIN_ANSWERS;
+                let answers = move || {
+                    for p in planned {
+                        p.reply.send(Ok(p.result));
+                    }
+                };
+                match &self.notifier {
+                    Some(notifier) if many => {
+                        if let Err(answers) = notifier.send(Box::new(answers)) {
+                            answers();
+                        }
+                    }
+                    _ => answers(),
                 }
             }
             Err(e) => {
