@@ -39,7 +39,11 @@ fn main() {
     for i in 0..appends {
         let t = Instant::now();
         store
-            .append(&format!("w3-{}", i % 100), ExpectedVersion::Any, batch.clone())
+            .append(
+                &format!("w3-{}", i % 100),
+                ExpectedVersion::Any,
+                batch.clone(),
+            )
             .expect("append");
         latencies.push(t.elapsed());
     }
