@@ -833,6 +833,28 @@ impl AllIter {
         if threads < 2 || order.len() < READ_ALL_PARALLEL_SEGMENTS_MIN {
             return KeyMap::default();
         }
+        // Helpers are shared by every iterator of the store: with many reading at once, each
+        // gets what is left, down to none (then it reads alone, as before).
+        let wanted = (threads - 1) as u64;
+        let helpers = self
+            .shared
+            .read_helpers
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |busy| {
+                let free = wanted.saturating_sub(busy);
+                (free > 0).then_some(busy + free)
+            })
+            .map_or(0, |busy| wanted.saturating_sub(busy));
+        if helpers == 0 {
+            return KeyMap::default();
+        }
+        /// Gives the helpers back however `prefetch` ends.
+        struct Release<'a>(&'a std::sync::atomic::AtomicU64, u64);
+        impl Drop for Release<'_> {
+            fn drop(&mut self) {
+                self.0.fetch_sub(self.1, Ordering::AcqRel);
+            }
+        }
+        let _release = Release(&self.shared.read_helpers, helpers);
         let budget = self.shared.options.read_all_window_bytes;
         let next = AtomicUsize::new(0);
         let bytes = AtomicUsize::new(0);
@@ -858,7 +880,7 @@ impl AllIter {
         std::thread::scope(|scope| {
             // A helper that cannot be started leaves its share to the others; the segments
             // nobody read are fetched by `load` as without helpers.
-            let helpers: Vec<_> = (1..threads)
+            let helpers: Vec<_> = (0..helpers)
                 .filter_map(|_| std::thread::Builder::new().spawn_scoped(scope, work).ok())
                 .collect();
             let mut all: KeyMap<_, _> = work().into_iter().collect();

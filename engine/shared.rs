@@ -48,6 +48,9 @@ pub struct Shared {
     /// (segment-format.md §12). Lets `read_all` skip a removed event without opening its
     /// stream's segment 0. Bounded; a miss costs one read of the base record.
     removed: Mutex<std::collections::HashMap<crate::layout::StreamKey, u64>>,
+    /// Helper threads reading `read_all` windows right now, for all iterators together: at
+    /// most `READ_ALL_FETCH_THREADS_MAX - 1`, however many iterators read at once.
+    pub read_helpers: AtomicU64,
     /// Held for the life of the store's files in this process: the directory lock.
     _lock: Box<dyn std::any::Any + Send + Sync>,
 }
@@ -88,6 +91,7 @@ impl Shared {
             removed_since_compaction: AtomicU64::new(0),
             compactor: Mutex::new(None),
             removed: Mutex::new(std::collections::HashMap::new()),
+            read_helpers: AtomicU64::new(0),
             _lock: lock,
         }
     }

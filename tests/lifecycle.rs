@@ -1159,4 +1159,14 @@ fn read_all_over_many_small_rewritten_streams_agrees_with_every_stream() {
             );
         }
     }
+    // Several iterators at once share the store's helper threads; each still reads it all.
+    let store = Store::open_with(root.path(), options).unwrap();
+    std::thread::scope(|scope| {
+        let readers: Vec<_> = (0..3)
+            .map(|_| scope.spawn(|| all_events(&store, Direction::Forward)))
+            .collect();
+        for r in readers {
+            assert_eq!(r.join().unwrap(), expected, "concurrent iterators");
+        }
+    });
 }
