@@ -76,10 +76,19 @@ pub fn fanout_dir(root: &Path, hash: u64) -> PathBuf {
 
 #[must_use]
 pub fn segment_file_name(key: StreamKey, segment: u32) -> String {
-    format!(
+    let mut name = String::with_capacity(36);
+    push_segment_file_name(&mut name, key, segment);
+    name
+}
+
+/// The one spelling of a segment file's name, appended to `out`.
+fn push_segment_file_name(out: &mut String, key: StreamKey, segment: u32) {
+    use std::fmt::Write;
+    let _ = write!(
+        out,
         "{:016x}-{:04x}-{:08x}.seg",
         key.hash, key.collision, segment
-    )
+    );
 }
 
 /// Built in one allocation: `read_all` over small streams builds one per stream it reads, from
@@ -87,16 +96,10 @@ pub fn segment_file_name(key: StreamKey, segment: u32) -> String {
 #[must_use]
 pub fn segment_path(root: &Path, key: StreamKey, segment: u32) -> PathBuf {
     use std::fmt::Write;
-    // "/streams/fff/" + 16 + "-" + 4 + "-" + 8 + ".seg"
+    // "streams/fff/" + the 36-byte file name.
     let mut tail = String::with_capacity(STREAMS_DIR.len() + 48);
-    let _ = write!(
-        tail,
-        "{STREAMS_DIR}/{:03x}/{:016x}-{:04x}-{:08x}.seg",
-        fanout(key.hash),
-        key.hash,
-        key.collision,
-        segment
-    );
+    let _ = write!(tail, "{STREAMS_DIR}/{:03x}/", fanout(key.hash));
+    push_segment_file_name(&mut tail, key, segment);
     let mut path = PathBuf::with_capacity(root.as_os_str().len() + 1 + tail.len());
     path.push(root);
     path.push(tail);

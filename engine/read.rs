@@ -814,6 +814,12 @@ impl AllIter {
         reach: &KeyMap<(StreamKey, u32), u64>,
     ) -> KeyMap<(StreamKey, u32), Result<SmallRead>> {
         use std::sync::atomic::{AtomicUsize, Ordering};
+        let threads = std::thread::available_parallelism()
+            .map_or(1, std::num::NonZeroUsize::get)
+            .min(READ_ALL_FETCH_THREADS_MAX);
+        if threads < 2 {
+            return KeyMap::default();
+        }
         let maps = &self.shared.maps;
         let mut seen: KeyMap<(StreamKey, u32), ()> = KeyMap::default();
         let order: Vec<((StreamKey, u32), u64, u64)> = entries
@@ -827,10 +833,7 @@ impl AllIter {
                 (small && seen.insert(id, ()).is_none()).then_some((id, first, last))
             })
             .collect();
-        let threads = std::thread::available_parallelism()
-            .map_or(1, std::num::NonZeroUsize::get)
-            .min(READ_ALL_FETCH_THREADS_MAX);
-        if threads < 2 || order.len() < READ_ALL_PARALLEL_SEGMENTS_MIN {
+        if order.len() < READ_ALL_PARALLEL_SEGMENTS_MIN {
             return KeyMap::default();
         }
         // Helpers are shared by every iterator of the store: with many reading at once, each
