@@ -138,6 +138,7 @@ impl Indexes {
         if self.indexed.load(Ordering::Acquire) < position {
             self.waited_for.store(true, Ordering::Release);
             shared.changed();
+            shared.nudge();
         }
         // Whatever the outcome, the indexer goes back to accumulating.
         struct Done<'a>(&'a AtomicBool);
@@ -171,6 +172,7 @@ impl Indexes {
         let mut state = self.load(shared)?;
         self.rebuild.store(true, Ordering::Release);
         shared.changed();
+        shared.nudge();
         while self.rebuild.load(Ordering::Acquire) {
             if shared.is_closed() {
                 return Err(Error::Closed);
@@ -184,6 +186,14 @@ impl Indexes {
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
         }
         Ok(())
+    }
+
+    /// Whether publishing `head` after `previous` made `INDEXER_BATCH_POSITIONS` positions wait
+    /// for the indexer, which ends its accumulation.
+    pub(crate) fn lag_crossed(&self, previous: u64, head: u64) -> bool {
+        let indexed = self.indexed.load(Ordering::Acquire);
+        head.saturating_sub(indexed) >= INDEXER_BATCH_POSITIONS
+            && previous.saturating_sub(indexed) < INDEXER_BATCH_POSITIONS
     }
 
     fn set_error(&self, e: &Error) {
@@ -329,10 +339,13 @@ pub fn run(shared: &Arc<Shared>) {
     // When the oldest position not indexed yet was first seen.
     let mut waiting_since: Option<Instant> = None;
     loop {
+        // Read before the checks below: a close (or any change) after them is then seen by
+        // the waits, which return at once.
+        let seen = shared.changes();
+        let nudged = shared.nudges();
         if shared.is_closed() {
             return;
         }
-        let seen = shared.changes();
         let result = if indexes.rebuild.load(Ordering::Acquire) {
             reset(shared)
         } else {
@@ -343,14 +356,15 @@ pub fn run(shared: &Arc<Shared>) {
                 shared.wait_change(seen, None);
                 continue;
             }
-            // Let commits accumulate into one chunk: two syncs per chunk, however large.
+            // Let commits accumulate into one chunk: two syncs per chunk, however large. While
+            // it waits, only a nudge wakes it early, not every commit (engine/shared.rs).
             let since = *waiting_since.get_or_insert_with(Instant::now);
             let deadline = since + Duration::from_millis(INDEXER_DELAY_MS);
             if head - indexed < INDEXER_BATCH_POSITIONS
                 && Instant::now() < deadline
                 && !indexes.waited_for.load(Ordering::Acquire)
             {
-                shared.wait_change(seen, Some(deadline));
+                shared.wait_nudge(nudged, deadline);
                 continue;
             }
             waiting_since = None;
