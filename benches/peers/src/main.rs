@@ -30,6 +30,9 @@ struct Sizes {
     w5_per_stream: usize,
 }
 
+/// W1's appends are taken in this many turns (`w1_interleaved`).
+const W1_ROUNDS: usize = 20;
+
 const FULL: Sizes = Sizes {
     w1_appends: 2_000,
     w2_threads: 64,
@@ -119,22 +122,9 @@ fn run_engine(factory: &dyn Factory, base: &Path, sizes: &Sizes) -> Result<Figur
     let dir = base.join(factory.name().split_whitespace().next().unwrap_or("engine"));
     let _ = std::fs::remove_dir_all(&dir);
 
-    // W1, W2, W3 on one store.
+    // W2 and W3 on one store (W1 runs before, for every engine at once: `w1_interleaved`).
     {
         let engine = factory.open(&dir.join("appends"))?;
-        let mut latencies = Vec::with_capacity(sizes.w1_appends);
-        let start = Instant::now();
-        for i in 0..sizes.w1_appends {
-            let t = Instant::now();
-            engine.append("w1", Expected::Exact(i as u64), &[event(i)])?;
-            latencies.push(t.elapsed());
-        }
-        f.w1_rate = sizes.w1_appends as f64 / start.elapsed().as_secs_f64();
-        latencies.sort();
-        f.w1_p50_us = percentile(&latencies, 0.5);
-        f.w1_p99_us = percentile(&latencies, 0.99);
-        eprintln!("  W1 {:.0} appends/s, p50 {:.0} µs", f.w1_rate, f.w1_p50_us);
-
         for t in 0..sizes.w2_threads {
             engine.append(&format!("w2-{t}"), Expected::Exact(0), &[event(t)])?;
         }
@@ -174,7 +164,11 @@ fn run_engine(factory: &dyn Factory, base: &Path, sizes: &Sizes) -> Result<Figur
         let mut appends = 0;
         while Instant::now() < deadline {
             let stream = format!("w3-{}", appends % 100);
-            engine.append(&stream, Expected::Exact((appends / 100 * 100) as u64), &batch)?;
+            engine.append(
+                &stream,
+                Expected::Exact((appends / 100 * 100) as u64),
+                &batch,
+            )?;
             appends += 1;
         }
         f.w3_rate = (appends * 100) as f64 / start.elapsed().as_secs_f64();
@@ -246,22 +240,96 @@ fn run_engine(factory: &dyn Factory, base: &Path, sizes: &Sizes) -> Result<Figur
     Ok(f)
 }
 
-/// A bare append of one 256-byte record plus `fdatasync`, on the same disk: W1's floor.
-fn fdatasync_floor(base: &Path, n: usize) -> Result<f64> {
+/// W1 of one engine: appends/s, p50 and p99 in µs.
+type W1Figures = (f64, f64, f64);
+
+/// W1 for every engine, and the bare append + `fdatasync` floor, in turns: `W1_ROUNDS` rounds
+/// in which each takes its share of appends. This disk's speed drifts by tens of percent over
+/// minutes, so engines measured one after the other were compared under different disks; taken
+/// in turns, every one sees the same drift.
+fn w1_interleaved(
+    factories: &[&dyn Factory],
+    base: &Path,
+    sizes: &Sizes,
+) -> (Vec<Result<W1Figures>>, f64) {
     use std::io::Write;
-    let path = base.join("floor");
-    let mut file = std::fs::File::create(&path)?;
+    let per_round = sizes.w1_appends / W1_ROUNDS;
+    let mut engines: Vec<Result<Box<dyn Engine>>> = factories
+        .iter()
+        .map(|f| {
+            let name = f.name().split_whitespace().next().unwrap_or("engine");
+            let dir = base.join(format!("w1-{name}"));
+            let _ = std::fs::remove_dir_all(&dir);
+            f.open(&dir)
+        })
+        .collect();
+    let mut latencies: Vec<Vec<Duration>> =
+        vec![Vec::with_capacity(sizes.w1_appends); factories.len()];
+    let mut spent = vec![Duration::ZERO; factories.len()];
+    let floor_path = base.join("floor");
+    let mut floor_file = std::fs::File::create(&floor_path).ok();
+    let mut floor_latencies = Vec::with_capacity(sizes.w1_appends);
     let record = [0xabu8; 256];
-    let mut latencies = Vec::with_capacity(n);
-    for _ in 0..n {
-        let t = Instant::now();
-        file.write_all(&record)?;
-        file.sync_data()?;
-        latencies.push(t.elapsed());
+    for round in 0..W1_ROUNDS {
+        for (e, engine) in engines.iter_mut().enumerate() {
+            let Ok(engine) = engine else { continue };
+            let start = Instant::now();
+            for i in round * per_round..(round + 1) * per_round {
+                let event = event(i);
+                let t = Instant::now();
+                if let Err(err) = engine.append("w1", Expected::Exact(i as u64), &[event]) {
+                    eprintln!("  {}: W1 failed: {err}", factories[e].name());
+                    break;
+                }
+                latencies[e].push(t.elapsed());
+            }
+            spent[e] += start.elapsed();
+        }
+        if let Some(file) = &mut floor_file {
+            for _ in 0..per_round {
+                let t = Instant::now();
+                if file
+                    .write_all(&record)
+                    .and_then(|()| file.sync_data())
+                    .is_err()
+                {
+                    break;
+                }
+                floor_latencies.push(t.elapsed());
+            }
+        }
     }
-    std::fs::remove_file(&path)?;
-    latencies.sort();
-    Ok(percentile(&latencies, 0.5))
+    drop(floor_file);
+    let _ = std::fs::remove_file(&floor_path);
+    let results = engines
+        .into_iter()
+        .zip(latencies)
+        .zip(spent)
+        .map(|((engine, mut lat), spent)| {
+            let engine = engine?;
+            drop(engine);
+            if lat.len() != per_round * W1_ROUNDS {
+                return Err(engine::err("W1 did not finish"));
+            }
+            lat.sort();
+            Ok((
+                lat.len() as f64 / spent.as_secs_f64(),
+                percentile(&lat, 0.5),
+                percentile(&lat, 0.99),
+            ))
+        })
+        .collect();
+    for f in factories {
+        let name = f.name().split_whitespace().next().unwrap_or("engine");
+        let _ = std::fs::remove_dir_all(base.join(format!("w1-{name}")));
+    }
+    floor_latencies.sort();
+    let floor = if floor_latencies.is_empty() {
+        f64::NAN
+    } else {
+        percentile(&floor_latencies, 0.5)
+    };
+    (results, floor)
 }
 
 /// streamlog's resident memory per stream once every stream's state is loaded and idle.
@@ -331,7 +399,7 @@ fn main() {
         ("redb", Box::new(engines::redb_engine::RedbFactory)),
         ("postgres", Box::new(engines::pg::PgFactory)),
     ];
-    let mut rows: Vec<(&'static str, Figures)> = Vec::new();
+    let mut selected: Vec<&dyn Factory> = Vec::new();
     for (key, factory) in &all {
         if wanted.as_ref().is_some_and(|w| !w.iter().any(|x| x == key)) {
             continue;
@@ -340,17 +408,29 @@ fn main() {
             eprintln!("PostgreSQL is not installed: skipping it");
             continue;
         }
+        selected.push(factory.as_ref());
+    }
+    eprintln!("W1, every engine in turns");
+    let (w1, floor) = w1_interleaved(&selected, &base, sizes);
+    let mut rows: Vec<(&'static str, Figures)> = Vec::new();
+    for (factory, w1) in selected.iter().zip(w1) {
         eprintln!("{}", factory.name());
-        let figures = run_engine(factory.as_ref(), &base, sizes).unwrap_or_else(|e| {
-            eprintln!("  failed: {e}");
-            Figures {
-                error: Some(e.to_string()),
-                ..Figures::default()
-            }
-        });
+        let figures = w1
+            .and_then(|(rate, p50, p99)| {
+                eprintln!("  W1 {rate:.0} appends/s, p50 {p50:.0} µs");
+                let mut f = run_engine(*factory, &base, sizes)?;
+                (f.w1_rate, f.w1_p50_us, f.w1_p99_us) = (rate, p50, p99);
+                Ok(f)
+            })
+            .unwrap_or_else(|e| {
+                eprintln!("  failed: {e}");
+                Figures {
+                    error: Some(e.to_string()),
+                    ..Figures::default()
+                }
+            });
         rows.push((factory.name(), figures));
     }
-    let floor = fdatasync_floor(&base, sizes.w1_appends).unwrap_or(f64::NAN);
     let memory = if wanted
         .as_ref()
         .is_none_or(|w| w.iter().any(|x| x == "streamlog"))

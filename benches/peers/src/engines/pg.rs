@@ -49,11 +49,11 @@ fn run_pg(bin: &Path, tool: &str, args: &[&str]) -> Result<()> {
 }
 
 fn is_root() -> bool {
-    std::env::var("USER").map_or(false, |u| u == "root")
+    std::env::var("USER").is_ok_and(|u| u == "root")
         || Command::new("id")
             .arg("-u")
             .output()
-            .map_or(false, |o| o.stdout.starts_with(b"0"))
+            .is_ok_and(|o| o.stdout.starts_with(b"0"))
 }
 
 struct PgEngine {
