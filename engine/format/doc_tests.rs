@@ -5,6 +5,7 @@ use super::checkpoint::CheckpointSlot;
 use super::index::{IndexEntryRaw, IndexFileHeader};
 use super::keys::{KeyEntryRaw, KeysFileHeader};
 use super::manifest::ManifestHeader;
+use super::pack::{PackEndSlot, PackFileHeader, TableEntryRaw, TableFileHeader};
 use super::removals::{RemovalRaw, RemovalsHeader};
 use super::segment::{ControlBlockRaw, RecordHeader, SegmentFileHeader};
 use super::subscription::{SubscriptionFileHeader, SubscriptionSlotRaw};
@@ -166,4 +167,31 @@ fn keys_file_matches_document() {
     let entry = fields!(KeyEntryRaw: magic, key_len, offset, version, position, changeset,
         segment, crc, content_hash);
     check(&t[1], &entry, size_of::<KeyEntryRaw>());
+}
+
+#[test]
+fn packs_and_tables_match_document() {
+    let t = tables_under("### Pack file");
+    check(
+        &t[0],
+        &fields!(PackFileHeader: magic, format_version, pack, store_id, first_position, created_us, reserved, crc),
+        64,
+    );
+    let slot: Vec<(&str, usize, usize)> =
+        fields!(PackEndSlot: committed_end, end_reserved, end_crc)
+            .into_iter()
+            .map(|(n, o, s)| (n, o + 64, s))
+            .collect();
+    check(&t[0], &slot, 80);
+    let t = tables_under("### Fan-out table");
+    check(
+        &t[0],
+        &fields!(TableFileHeader: magic, format_version, fanout, store_id, reserved, crc),
+        64,
+    );
+    check(
+        &t[1],
+        &fields!(TableEntryRaw: stream_hash, collision, stream_id_len, entry_bytes, first_position, reserved, crc, last_position, last_reserved, last_crc),
+        48,
+    );
 }

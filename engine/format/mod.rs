@@ -10,6 +10,7 @@ pub mod index;
 pub mod journal;
 pub mod keys;
 pub mod manifest;
+pub mod pack;
 pub mod projection;
 pub mod removals;
 pub mod segment;
