@@ -582,6 +582,8 @@ fn dump_journal(
                     } => format!("segment {hash:016x}-{collision:04x}-{segment:08x}"),
                     Target::Keys { hash, collision } => format!("keys {hash:016x}-{collision:04x}"),
                     Target::Index { file_number } => format!("index {file_number:016x}"),
+                    Target::Pack { pack } => format!("pack {pack:08x}"),
+                    Target::Table { fanout } => format!("table of fan-out {fanout:03x}"),
                 };
                 let line = match op {
                     Op::Create(t) => format!("create {}", name(t)),

@@ -341,11 +341,28 @@ fn apply(
             index_path(&shared.root, file_number),
             INDEX_HEADER_BYTES + shared.manifest.index_entries_per_file * INDEX_ENTRY_BYTES,
         ),
+        Target::Pack { pack } => (
+            crate::layout::pack_path(&shared.root, pack),
+            SEGMENT_BYTES_MAX,
+        ),
+        Target::Table { fanout } => (
+            crate::layout::table_path(&shared.root, fanout),
+            u64::from(u32::MAX),
+        ),
     };
     match op {
         Op::Create(_) => {
-            if let Target::Segment { hash, .. } | Target::Keys { hash, .. } = target {
-                ensure_dir(shared, &fanout_dir(&shared.root, hash))?;
+            match target {
+                Target::Segment { hash, .. } | Target::Keys { hash, .. } => {
+                    ensure_dir(shared, &fanout_dir(&shared.root, hash))?;
+                }
+                Target::Table { fanout } => {
+                    ensure_dir(shared, &crate::layout::fanout_dir_of(&shared.root, fanout))?;
+                }
+                Target::Pack { .. } => {
+                    ensure_dir(shared, &shared.root.join(crate::layout::PACKS_DIR))?;
+                }
+                Target::Index { .. } => {}
             }
             let h = files.get(shared, &path, true)?;
             h.set_len(0)

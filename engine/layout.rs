@@ -9,6 +9,10 @@ pub const REMOVALS_FILE: &str = "REMOVALS";
 pub const JOURNAL_FILE: &str = "JOURNAL";
 pub const INDEX_DIR: &str = "index";
 pub const STREAMS_DIR: &str = "streams";
+/// Small streams' records in shared files (format 4, segment-format.md §19).
+pub const PACKS_DIR: &str = "packs";
+/// A fan-out folder's table of packed streams.
+pub const TABLE_FILE: &str = "packed";
 pub const SUBSCRIPTIONS_DIR: &str = "subscriptions";
 pub const TEMP_SUFFIX: &str = ".tmp";
 
@@ -72,6 +76,34 @@ pub fn fanout(hash: u64) -> u16 {
 #[must_use]
 pub fn fanout_dir(root: &Path, hash: u64) -> PathBuf {
     root.join(STREAMS_DIR).join(format!("{:03x}", fanout(hash)))
+}
+
+/// Fan-out folder number `fanout` (the top 12 bits of a stream hash).
+#[must_use]
+pub fn fanout_dir_of(root: &Path, fanout: u16) -> PathBuf {
+    root.join(STREAMS_DIR).join(format!("{fanout:03x}"))
+}
+
+/// Pack number `pack` (segment-format.md §19).
+#[must_use]
+pub fn pack_path(root: &Path, pack: u32) -> PathBuf {
+    root.join(PACKS_DIR).join(format!("{pack:08x}.pack"))
+}
+
+/// Parse a pack file name back into its number.
+#[must_use]
+pub fn parse_pack_file_name(name: &str) -> Option<u32> {
+    let stem = name.strip_suffix(".pack")?;
+    if stem.len() != 8 {
+        return None;
+    }
+    u32::from_str_radix(stem, 16).ok()
+}
+
+/// The table of the packed streams of fan-out folder `fanout` (segment-format.md §19).
+#[must_use]
+pub fn table_path(root: &Path, fanout: u16) -> PathBuf {
+    fanout_dir_of(root, fanout).join(TABLE_FILE)
 }
 
 #[must_use]

@@ -285,6 +285,7 @@ impl Writer {
                     covers_position,
                     target_changeset: 0,
                 }),
+                prev_position: None,
             },
             &mut bytes,
         );

@@ -1266,6 +1266,7 @@ impl Writer {
                         covers_position: 0,
                         target_changeset: 0,
                     }),
+                    prev_position: None,
                 },
                 &mut write.bytes,
             );
@@ -1322,6 +1323,7 @@ impl Writer {
                     metadata: &event.metadata,
                     data: &event.data,
                     control,
+                    prev_position: None,
                 },
                 &mut write.bytes,
             );

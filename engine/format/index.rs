@@ -19,7 +19,9 @@ pub const FLAG_CONTROL: u8 = 0x04;
 /// On an `END` entry: the atomic unit goes on at the next position (a multi-stream append,
 /// segment-format.md §14). Format 2.
 pub const FLAG_LINKED: u8 = 0x08;
-const FLAGS_KNOWN: u8 = FLAG_BEGIN | FLAG_END | FLAG_CONTROL | FLAG_LINKED;
+/// The record is in a pack: `segment` is the pack number (format 4, segment-format.md §19).
+pub const FLAG_PACKED: u8 = 0x10;
+const FLAGS_KNOWN: u8 = FLAG_BEGIN | FLAG_END | FLAG_CONTROL | FLAG_LINKED | FLAG_PACKED;
 
 #[derive(Debug, Clone, Copy, FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned)]
 #[repr(C)]

@@ -25,6 +25,10 @@ pub const OP_EXTEND: u8 = 3;
 pub const TARGET_SEGMENT: u8 = 1;
 pub const TARGET_KEYS: u8 = 2;
 pub const TARGET_INDEX: u8 = 3;
+/// A pack (format 4, segment-format.md §19): `file` is the pack number.
+pub const TARGET_PACK: u8 = 4;
+/// A fan-out folder's table of packed streams: `file` is the fan-out number.
+pub const TARGET_TABLE: u8 = 5;
 
 #[derive(Debug, Clone, Copy, FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned)]
 #[repr(C)]
@@ -80,6 +84,12 @@ pub enum Target {
     },
     Index {
         file_number: u64,
+    },
+    Pack {
+        pack: u32,
+    },
+    Table {
+        fanout: u16,
     },
 }
 
@@ -144,6 +154,8 @@ impl FrameBuilder {
             } => (TARGET_SEGMENT, collision, segment, hash),
             Target::Keys { hash, collision } => (TARGET_KEYS, collision, 0, hash),
             Target::Index { file_number } => (TARGET_INDEX, 0, 0, file_number),
+            Target::Pack { pack } => (TARGET_PACK, 0, 0, u64::from(pack)),
+            Target::Table { fanout } => (TARGET_TABLE, 0, 0, u64::from(fanout)),
         };
         let len = u32::try_from(data.len()).expect("a batch's write is below 4 GiB");
         let h = OpHeader {
@@ -291,6 +303,16 @@ pub fn decode_frame(bytes: &[u8], store_id: u64) -> Result<(Frame, Vec<Op<'_>>),
             TARGET_INDEX => Target::Index {
                 file_number: h.file.get(),
             },
+            TARGET_PACK => Target::Pack {
+                pack: u32::try_from(h.file.get())
+                    .map_err(|_| DecodeError::Invalid("journal pack number"))?,
+            },
+            TARGET_TABLE => Target::Table {
+                fanout: u16::try_from(h.file.get())
+                    .ok()
+                    .filter(|f| *f < 4096)
+                    .ok_or(DecodeError::Invalid("journal fan-out number"))?,
+            },
             _ => return Err(DecodeError::Invalid("journal operation target")),
         };
         let data_at = at + OP_HEADER_BYTES;
@@ -326,11 +348,16 @@ mod tests {
             segment: 2,
         };
         let idx = Target::Index { file_number: 3 };
+        let pack = Target::Pack { pack: 5 };
+        let table = Target::Table { fanout: 0xfff };
         let mut b = FrameBuilder::new();
         b.create(seg);
         b.write(seg, 0, b"header");
         b.write(seg, 64, b"a record of odd length");
         b.extend(idx, 4096);
+        b.create(pack);
+        b.write(pack, 128, b"packed");
+        b.write(table, 64, b"entry");
         let frame = b.finish(42, 9, 100, 101);
         assert_eq!(frame.len() % 8, 0);
         let (f, ops) = decode_frame(&frame, 42).unwrap();
@@ -345,6 +372,9 @@ mod tests {
                 Op::Write(seg, 0, b"header"),
                 Op::Write(seg, 64, b"a record of odd length"),
                 Op::Extend(idx, 4096),
+                Op::Create(pack),
+                Op::Write(pack, 128, b"packed"),
+                Op::Write(table, 64, b"entry"),
             ]
         );
         assert!(decode_frame(&frame, 43).is_err());

@@ -31,7 +31,13 @@ pub const CONTROL_FLAG_CLOSED: u8 = 0x01;
 pub const RECORD_FLAG_BEGIN: u8 = 0x01;
 pub const RECORD_FLAG_END: u8 = 0x02;
 pub const RECORD_FLAG_HAS_ID: u8 = 0x04;
-const RECORD_FLAGS_KNOWN: u8 = RECORD_FLAG_BEGIN | RECORD_FLAG_END | RECORD_FLAG_HAS_ID;
+/// A record in a pack (format 4, segment-format.md §19): `prev_position` follows the header
+/// (and the control block of a control record).
+pub const RECORD_FLAG_PACKED: u8 = 0x08;
+/// Bytes of a packed record's `prev_position`.
+pub const PREV_POSITION_BYTES: usize = 8;
+const RECORD_FLAGS_KNOWN: u8 =
+    RECORD_FLAG_BEGIN | RECORD_FLAG_END | RECORD_FLAG_HAS_ID | RECORD_FLAG_PACKED;
 
 #[derive(Debug, Clone, Copy, FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned)]
 #[repr(C)]
@@ -282,6 +288,9 @@ pub struct RecordFields<'a> {
     pub data: &'a [u8],
     /// A control record's block; `None` for an event record.
     pub control: Option<Control>,
+    /// A packed record's link to its stream's previous packed record (0 for its first);
+    /// `None` for a record in a segment.
+    pub prev_position: Option<u64>,
 }
 
 /// Bytes a record takes on disk, padding included, for `body_bytes` of type, key, commit
@@ -304,8 +313,14 @@ pub fn encode_record(fields: &RecordFields<'_>, out: &mut Vec<u8>) {
     } else {
         0
     };
+    let packed_bytes = if fields.prev_position.is_some() {
+        PREV_POSITION_BYTES
+    } else {
+        0
+    };
     let record_bytes = RECORD_HEADER_BYTES
         + control_bytes
+        + packed_bytes
         + fields.event_type.len()
         + fields.key.len()
         + fields.commit_metadata.len()
@@ -313,9 +328,12 @@ pub fn encode_record(fields: &RecordFields<'_>, out: &mut Vec<u8>) {
         + fields.data.len();
     let record_bytes_u32 = u32::try_from(record_bytes).expect("event size checked before");
     let start = out.len();
-    let mut flags = fields.flags & !RECORD_FLAG_HAS_ID;
+    let mut flags = fields.flags & !(RECORD_FLAG_HAS_ID | RECORD_FLAG_PACKED);
     if fields.event_id.is_some() {
         flags |= RECORD_FLAG_HAS_ID;
+    }
+    if fields.prev_position.is_some() {
+        flags |= RECORD_FLAG_PACKED;
     }
     let header = RecordHeader {
         magic: RECORD_MAGIC.into(),
@@ -340,6 +358,9 @@ pub fn encode_record(fields: &RecordFields<'_>, out: &mut Vec<u8>) {
     out.extend_from_slice(header.as_bytes());
     if let Some(c) = &fields.control {
         out.extend_from_slice(&c.encode());
+    }
+    if let Some(prev) = fields.prev_position {
+        out.extend_from_slice(&prev.to_le_bytes());
     }
     out.extend_from_slice(fields.event_type);
     out.extend_from_slice(fields.key);
@@ -374,6 +395,8 @@ pub struct RecordView<'a> {
     pub padded_bytes: u64,
     /// A control record's block; `None` for an event.
     pub control: Option<Control>,
+    /// A packed record's `prev_position` (segment-format.md §19); `None` in a segment.
+    pub prev_position: Option<u64>,
     /// Offset of the event type from the record's start (after the header and any control
     /// block).
     pub body_offset: usize,
@@ -450,6 +473,15 @@ pub fn decode_record(bytes: &[u8]) -> Result<RecordView<'_>, DecodeError> {
         body = &body[CONTROL_BLOCK_BYTES..];
         body_offset += CONTROL_BLOCK_BYTES;
     }
+    let mut prev_position = None;
+    if h.flags & RECORD_FLAG_PACKED != 0 {
+        let Some((prev, rest)) = body.split_first_chunk::<PREV_POSITION_BYTES>() else {
+            return Err(DecodeError::Invalid("packed record without prev_position"));
+        };
+        prev_position = Some(u64::from_le_bytes(*prev));
+        body = rest;
+        body_offset += PREV_POSITION_BYTES;
+    }
     if type_len + key_len + commit_len + metadata_len > body.len() {
         return Err(DecodeError::Invalid("field lengths exceed record_bytes"));
     }
@@ -478,6 +510,7 @@ pub fn decode_record(bytes: &[u8]) -> Result<RecordView<'_>, DecodeError> {
         data,
         padded_bytes: align8(record_bytes as u64),
         control,
+        prev_position,
         body_offset,
     })
 }
@@ -501,6 +534,7 @@ mod tests {
                 metadata: b"{}",
                 data: b"{\"total\":12}",
                 control: None,
+                prev_position: None,
             },
             out,
         );
@@ -541,6 +575,7 @@ mod tests {
             metadata: b"m",
             data: b"data",
             control: None,
+            prev_position: None,
         };
         let mut bytes = Vec::new();
         encode_record(&fields(RECORD_FLAG_BEGIN, b"user=ann"), &mut bytes);
@@ -566,6 +601,82 @@ mod tests {
             decode_record(&bytes),
             Err(DecodeError::Invalid("commit_metadata_len"))
         );
+    }
+
+    #[test]
+    fn a_packed_record_carries_its_chain_link_inside_the_crc() {
+        let close = Control {
+            op: CONTROL_OP_CLOSE,
+            flags: CONTROL_FLAG_CLOSED,
+            next_segment: 0,
+            covers_version: 0,
+            covers_position: 0,
+            target_changeset: 0,
+        };
+        for control in [None, Some(close)] {
+            let fields = RecordFields {
+                flags: RECORD_FLAG_BEGIN | RECORD_FLAG_END,
+                version: 4,
+                position: 90,
+                changeset: 4,
+                timestamp_us: 1,
+                event_id: None,
+                event_type: b"T",
+                key: b"",
+                commit_metadata: b"",
+                metadata: b"m",
+                data: b"payload",
+                control,
+                prev_position: Some(77),
+            };
+            let mut bytes = Vec::new();
+            encode_record(&fields, &mut bytes);
+            let r = decode_record(&bytes).unwrap();
+            assert_eq!(r.prev_position, Some(77));
+            assert_ne!(r.flags & RECORD_FLAG_PACKED, 0);
+            assert_eq!(
+                (r.event_type, r.metadata, r.data),
+                (&b"T"[..], &b"m"[..], &b"payload"[..])
+            );
+            let control_bytes = if control.is_some() {
+                CONTROL_BLOCK_BYTES
+            } else {
+                0
+            };
+            assert_eq!(
+                r.body_offset,
+                RECORD_HEADER_BYTES + control_bytes + PREV_POSITION_BYTES
+            );
+            let unpadded = r.body_offset + 1 + 1 + 7;
+            for bit in 0..unpadded * 8 {
+                let mut damaged = bytes.clone();
+                damaged[bit / 8] ^= 1 << (bit % 8);
+                assert!(
+                    decode_record(&damaged).map(|d| d.prev_position) != Ok(Some(77)),
+                    "bit {bit}"
+                );
+            }
+            // The first packed record of a stream links to 0; a record in a segment has none.
+            let mut first = Vec::new();
+            encode_record(
+                &RecordFields {
+                    prev_position: Some(0),
+                    ..fields
+                },
+                &mut first,
+            );
+            assert_eq!(decode_record(&first).unwrap().prev_position, Some(0));
+            let mut plain = Vec::new();
+            encode_record(
+                &RecordFields {
+                    prev_position: None,
+                    ..fields
+                },
+                &mut plain,
+            );
+            assert_eq!(decode_record(&plain).unwrap().prev_position, None);
+            assert_eq!(plain.len() + PREV_POSITION_BYTES, bytes.len());
+        }
     }
 
     #[test]
