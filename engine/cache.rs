@@ -254,6 +254,53 @@ impl MapCache {
         Ok(Some(mapped))
     }
 
+    /// A mapping of pack `pack` covering at least `min_len` bytes (segment-format.md §19),
+    /// cached beside the segments under the pack pseudo-key. Its `stream_id` is empty: a packed
+    /// record's stream comes from its index entry. `Ok(None)` when the file does not exist.
+    pub fn pack(&self, pack: u32, min_len: u64) -> Result<Option<Arc<MappedSegment>>> {
+        let key = crate::layout::PACK_KEY;
+        if let Some(s) = lock(&self.segments).get(&(key, pack)) {
+            if s.mapping.len() as u64 >= min_len {
+                return Ok(Some(s));
+            }
+        }
+        let path = crate::layout::pack_path(&self.root, pack);
+        let file = match self.backend.open(&path, OpenMode::Read) {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(Error::io("open pack", &path, e)),
+        };
+        let len = file.len().map_err(|e| Error::io("stat pack", &path, e))?;
+        if len < min_len {
+            return Err(Error::corrupt(
+                &path,
+                len,
+                format!("pack is {len} bytes, committed data reaches {min_len}"),
+            ));
+        }
+        let mapping = Arc::new(file.map(len).map_err(|e| Error::io("map pack", &path, e))?);
+        let header = crate::format::pack::PackHeader::decode(&mapping)
+            .map_err(|e| decode_error(&path, 0, &e))?;
+        if header.store_id != self.store_id {
+            return Err(Error::corrupt(&path, 16, "pack of another store"));
+        }
+        if header.pack != pack {
+            return Err(Error::corrupt(&path, 12, "pack header does not match its name"));
+        }
+        let mapped = Arc::new(MappedSegment {
+            mapping,
+            stream_id: Arc::from(""),
+            base: 0,
+            path,
+        });
+        // A pack only grows and is never replaced in place: no forget can make this mapping
+        // stale, only short, which the length check above handles.
+        if !mapped.mapping.is_snapshot() {
+            lock(&self.segments).insert((key, pack), Arc::clone(&mapped));
+        }
+        Ok(Some(mapped))
+    }
+
     /// The cached mapping of a segment, if there is one; never maps.
     pub fn cached_segment(&self, key: StreamKey, segment: u32) -> Option<Arc<MappedSegment>> {
         lock(&self.segments).get(&(key, segment))

@@ -84,6 +84,13 @@ pub fn fanout_dir_of(root: &Path, fanout: u16) -> PathBuf {
     root.join(STREAMS_DIR).join(format!("{fanout:03x}"))
 }
 
+/// The key under which the mapping cache holds packs (segment = pack number): collision
+/// 0xFFFF, which no stream reaches (`STREAM_COLLISIONS_MAX` is far below it).
+pub const PACK_KEY: StreamKey = StreamKey {
+    hash: 0,
+    collision: u16::MAX,
+};
+
 /// Pack number `pack` (segment-format.md §19).
 #[must_use]
 pub fn pack_path(root: &Path, pack: u32) -> PathBuf {

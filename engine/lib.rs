@@ -39,6 +39,7 @@ pub mod limits;
 pub mod mapping;
 mod notify;
 mod options;
+mod packs;
 mod persistent;
 mod producer;
 mod projection;

@@ -100,3 +100,11 @@ pub const RECORD_OVERHEAD_MAX: usize = 64 + STREAM_ID_BYTES_MAX + 72 + 32 + 8;
 pub const SUBSCRIPTION_NAME_BYTES_MAX: usize = 255;
 /// Default bound of events a persistent subscription delivers before they are acknowledged.
 pub const SUBSCRIPTION_IN_FLIGHT_MAX_DEFAULT: usize = 1000;
+
+/// A pack rolls to the next number past this size (segment-format.md §19).
+pub const PACK_BYTES_MAX: u64 = 64 << 20;
+/// Default `pack_stream_bytes`: a stream stays packed while its packed records total this much
+/// (a 4 KiB block is what a file of its own would take at least).
+pub const PACK_STREAM_BYTES_DEFAULT: u64 = 4096;
+/// Largest `pack_stream_bytes`: a packed stream's chain is walked on every load.
+pub const PACK_STREAM_BYTES_MAX: u64 = 1 << 20;

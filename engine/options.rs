@@ -64,6 +64,10 @@ pub struct Options {
     /// (segment-format.md §17). Off by default (as EventStoreDB's system projections are): reads
     /// by category or type then scan the global order past what was indexed before.
     pub indexes: bool,
+    /// Under `SyncMode::Journal`, a new stream's records go to shared pack files while they total
+    /// at most this many bytes (segment-format.md §19); 0: every stream has files of its own.
+    /// (Format 4, in progress on this branch: 0 by default until it lands.)
+    pub pack_stream_bytes: u64,
 }
 
 impl Default for Options {
@@ -82,6 +86,7 @@ impl Default for Options {
             read_all_window_bytes: READ_ALL_WINDOW_BYTES_DEFAULT,
             subscription_in_flight_max: crate::limits::SUBSCRIPTION_IN_FLIGHT_MAX_DEFAULT,
             indexes: false,
+            pack_stream_bytes: 0,
         }
     }
 }
@@ -119,6 +124,12 @@ impl Options {
         if self.read_all_window_bytes < READ_ALL_WINDOW_BYTES_MIN {
             return bad(format!(
                 "read_all_window_bytes must be at least {READ_ALL_WINDOW_BYTES_MIN}"
+            ));
+        }
+        if self.pack_stream_bytes > crate::limits::PACK_STREAM_BYTES_MAX {
+            return bad(format!(
+                "pack_stream_bytes must be at most {}",
+                crate::limits::PACK_STREAM_BYTES_MAX
             ));
         }
         if self.subscription_in_flight_max == 0 {

@@ -50,6 +50,8 @@ pub struct Shared {
     pub compactor: Mutex<Option<std::thread::JoinHandle<()>>>,
     /// The indexes by category and event type (segment-format.md §17).
     pub indexes: crate::projection::Indexes,
+    /// Packs' published state not yet written in place (segment-format.md §19).
+    pub packs: crate::packs::Packs,
     /// Rewritten streams seen by this process: the last position each rewrite removed
     /// (segment-format.md §12). Lets `read_all` skip a removed event without opening its
     /// stream's segment 0. Bounded; a miss costs one read of the base record.
@@ -93,6 +95,7 @@ impl Shared {
             subscriptions: Registry::default(),
             removals: crate::removals::Removals::default(),
             indexes: crate::projection::Indexes::default(),
+            packs: crate::packs::Packs::default(),
             checkpoint_head: std::sync::atomic::AtomicU64::new(head),
             compacting: Mutex::new(()),
             removed_since_compaction: AtomicU64::new(0),

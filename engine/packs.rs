@@ -1,0 +1,228 @@
+//! Packs at run time (segment-format.md §19): the published state not written in place yet,
+//! finding a packed stream in its fan-out's table, and walking its chain of records.
+
+use crate::error::{Error, Result};
+use crate::format::index::FLAG_PACKED;
+use crate::format::pack::{decode_table_header, TableEntry, TABLE_HEADER_BYTES};
+use crate::format::segment::{decode_record, RECORD_HEADER_BYTES};
+use crate::layout::{table_path, StreamKey};
+use crate::shared::Shared;
+use std::collections::HashMap;
+use std::sync::{Mutex, MutexGuard};
+
+/// What batches published since the last flush changed in the two in-place fields (§19):
+/// readers look here first, and the flush writes it in place before its `syncfs`.
+#[derive(Default, Debug)]
+pub struct Dirty {
+    /// Stream key → its last packed position, and its entry's offset in its fan-out's table.
+    pub last: HashMap<StreamKey, (u64, u64)>,
+    /// Pack → the end of its last published record.
+    pub ends: HashMap<u32, u64>,
+}
+
+#[derive(Default)]
+pub struct Packs {
+    dirty: Mutex<Dirty>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+impl Packs {
+    /// The last packed position of `key` published since the last flush.
+    pub fn last_of(&self, key: StreamKey) -> Option<u64> {
+        lock(&self.dirty).last.get(&key).map(|(p, _)| *p)
+    }
+
+    /// Called by the writer when it publishes a batch: before the new head is visible.
+    pub fn publish(&self, last: &[(StreamKey, u64, u64)], ends: &[(u32, u64)]) {
+        let mut dirty = lock(&self.dirty);
+        for (key, position, entry_offset) in last {
+            dirty.last.insert(*key, (*position, *entry_offset));
+        }
+        for (pack, end) in ends {
+            let e = dirty.ends.entry(*pack).or_insert(*end);
+            *e = (*e).max(*end);
+        }
+    }
+
+    /// A copy of what the next flush must write in place. The flush clears it only once its
+    /// checkpoint is durable (`flushed`): until then readers still need it.
+    pub fn dirty(&self) -> Dirty {
+        let d = lock(&self.dirty);
+        Dirty {
+            last: d.last.clone(),
+            ends: d.ends.clone(),
+        }
+    }
+
+    /// The flush that wrote `written` in place is durable: forget what it covered (a batch
+    /// published since may have moved a field on: keep that).
+    pub fn flushed(&self, written: &Dirty) {
+        let mut d = lock(&self.dirty);
+        for (key, value) in &written.last {
+            if d.last.get(key) == Some(value) {
+                d.last.remove(key);
+            }
+        }
+        for (pack, end) in &written.ends {
+            if d.ends.get(pack) == Some(end) {
+                d.ends.remove(pack);
+            }
+        }
+    }
+}
+
+/// A fan-out's table as read: its live entries, with their offsets, and where the last entry
+/// that decodes ends (the next entry goes there once the tail after it is cut).
+pub struct Table {
+    pub entries: Vec<(TableEntry, u64)>,
+    pub end: u64,
+}
+
+/// Read fan-out `fanout`'s table; `None` when it does not exist. An entry counts only when its
+/// first position is committed and its index entry is `PACKED` with its key (§19); entries
+/// that do not are an unacknowledged batch's, at the tail.
+pub fn read_table(shared: &Shared, fanout: u16) -> Result<Option<Table>> {
+    let path = table_path(&shared.root, fanout);
+    let bytes = match crate::storage::read_whole(&*shared.backend, &path) {
+        Ok(Some(b)) => b,
+        Ok(None) => return Ok(None),
+        Err(e) => return Err(Error::io("read table", &path, e)),
+    };
+    if bytes.len() < TABLE_HEADER_BYTES {
+        // A torn creation: nothing in it was ever committed.
+        return Ok(Some(Table {
+            entries: Vec::new(),
+            end: 0,
+        }));
+    }
+    let (store_id, number) =
+        decode_table_header(&bytes).map_err(|e| crate::cache::decode_error(&path, 0, &e))?;
+    if store_id != shared.manifest.store_id || number != u32::from(fanout) {
+        return Err(Error::corrupt(&path, 8, "table of another store or fan-out"));
+    }
+    let head = shared.head();
+    let mut entries = Vec::new();
+    let mut at = TABLE_HEADER_BYTES;
+    while at < bytes.len() {
+        let Ok((entry, len)) = TableEntry::decode(&bytes[at..]) else {
+            break;
+        };
+        if is_live(shared, &entry, head)? {
+            entries.push((entry, at as u64));
+        }
+        at += len;
+    }
+    Ok(Some(Table {
+        entries,
+        end: at as u64,
+    }))
+}
+
+fn is_live(shared: &Shared, entry: &TableEntry, head: u64) -> Result<bool> {
+    if entry.first_position == 0 || entry.first_position > head {
+        return Ok(false);
+    }
+    Ok(match shared.maps.index_entry(entry.first_position)? {
+        Ok(Some(e)) => {
+            e.flags & FLAG_PACKED != 0
+                && e.stream_hash == entry.stream_hash
+                && e.collision == entry.collision
+        }
+        _ => false,
+    })
+}
+
+/// One packed record of a stream, as its chain found it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Link {
+    pub position: u64,
+    pub pack: u32,
+    pub offset: u64,
+    pub version: u64,
+    pub changeset: u64,
+    /// Bytes the record takes in its pack, padding included.
+    pub padded_bytes: u64,
+    /// An event of its stream (not a close record).
+    pub is_event: bool,
+    pub is_close: bool,
+}
+
+/// Walk `key`'s chain back from `last`: its packed records, newest first (§19).
+///
+/// # Errors
+/// `Corrupt` when a link does not verify: every position on a chain is committed.
+pub fn walk(shared: &Shared, key: StreamKey, last: u64) -> Result<Vec<Link>> {
+    let mut links = Vec::new();
+    let mut position = last;
+    while position != 0 {
+        let (file, at) =
+            crate::format::index::locate(position, shared.manifest.index_entries_per_file);
+        let index_path = crate::layout::index_path(&shared.root, file);
+        let entry = match shared.maps.index_entry(position)? {
+            Ok(Some(e)) => e,
+            Ok(None) => {
+                return Err(Error::corrupt(
+                    index_path,
+                    at,
+                    format!("packed chain of a stream reaches removed position {position}"),
+                ))
+            }
+            Err(e) => return Err(crate::cache::decode_error(&index_path, at, &e)),
+        };
+        if entry.flags & FLAG_PACKED == 0
+            || entry.stream_hash != key.hash
+            || entry.collision != key.collision
+        {
+            return Err(Error::corrupt(
+                index_path,
+                at,
+                format!("packed chain reaches position {position}, which is not its stream's"),
+            ));
+        }
+        let offset = u64::from(entry.offset);
+        let pack = shared
+            .maps
+            .pack(entry.segment, offset + RECORD_HEADER_BYTES as u64)?
+            .ok_or_else(|| {
+                Error::corrupt(
+                    crate::layout::pack_path(&shared.root, entry.segment),
+                    0,
+                    "pack of a committed record is missing",
+                )
+            })?;
+        let bytes = &pack.mapping[offset as usize..];
+        let r = decode_record(bytes)
+            .map_err(|e| crate::cache::decode_error(&pack.path, offset, &e))?;
+        let Some(prev) = r.prev_position.filter(|p| *p < position) else {
+            return Err(Error::corrupt(
+                &pack.path,
+                offset,
+                "packed record without a chain link to an earlier position",
+            ));
+        };
+        if r.position != position {
+            return Err(Error::corrupt(
+                &pack.path,
+                offset,
+                format!("record holds position {}, its entry {position}", r.position),
+            ));
+        }
+        links.push(Link {
+            position,
+            pack: entry.segment,
+            offset,
+            version: r.version,
+            changeset: r.changeset,
+            padded_bytes: r.padded_bytes,
+            is_event: r.is_event(),
+            is_close: r
+                .control
+                .is_some_and(|c| c.op == crate::format::segment::CONTROL_OP_CLOSE),
+        });
+        position = prev;
+    }
+    Ok(links)
+}
