@@ -50,6 +50,21 @@ pub struct StreamState {
     /// The position of the base record of a rewritten segment 0 (segment-format.md §12); 0
     /// when it was never rewritten. A keys file written for another base is stale (§15).
     pub base_position: u64,
+    /// The stream's packed records (segment-format.md §19), if it has any.
+    pub packed: Option<PackedState>,
+}
+
+/// Where a stream's packed records end (segment-format.md §19).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PackedState {
+    /// The position of its last packed record: its chain starts there.
+    pub last: u64,
+    /// Bytes its packed records take in their packs.
+    pub bytes: u64,
+    /// The version of its last packed record: its segments, if any, start after it.
+    pub version: u64,
+    /// The offset of its entry in its fan-out's table.
+    pub entry_offset: u64,
 }
 
 impl Default for StreamState {
@@ -64,6 +79,7 @@ impl Default for StreamState {
             deleted: false,
             generation: 0,
             base_position: 0,
+            packed: None,
         }
     }
 }
@@ -477,6 +493,7 @@ fn load_state(
         deleted,
         generation: 0,
         base_position: base.map_or(0, |(_, position)| position),
+        packed: None,
     })
 }
 

@@ -379,6 +379,8 @@ impl Writer {
             // Set under the state lock below, from the state it replaces.
             generation: 0,
             base_position: position,
+            // The packed prefix stays where it is; the base record covers it.
+            packed: state.packed,
         };
         {
             // Readers map this stream's segments under its state lock: none maps the new

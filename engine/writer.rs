@@ -5,16 +5,19 @@ use crate::changeset::ChangesetIter;
 use crate::error::{Error, Result};
 use crate::format::checkpoint::Checkpoint;
 use crate::format::index::{
-    locate, IndexEntry, IndexHeader, FLAG_CONTROL, FLAG_LINKED, INDEX_ENTRY_BYTES,
+    locate, IndexEntry, IndexHeader, FLAG_CONTROL, FLAG_LINKED, FLAG_PACKED, INDEX_ENTRY_BYTES,
     INDEX_HEADER_BYTES,
 };
+use crate::format::pack::{PACK_RECORDS_START, TABLE_HEADER_BYTES};
+use crate::limits::PACK_BYTES_MAX;
 use crate::format::journal::{FrameBuilder, Target};
 use crate::format::keys::{content_hash, KeyEntry, KEYS_HEADER_BYTES};
 use crate::format::removals::{Removal, REMOVAL_KIND_INVALIDATE};
 use crate::format::segment::{
-    encode_record, record_bytes_padded, segment_header_bytes, Control, RecordFields, SegmentHeader,
-    CONTROL_BLOCK_BYTES, CONTROL_FLAG_CLOSED, CONTROL_OP_CLOSE, CONTROL_OP_INVALIDATE,
-    RECORD_FLAG_BEGIN, RECORD_FLAG_END, RECORD_HEADER_BYTES,
+    decode_record, encode_record, record_bytes_padded, segment_header_bytes, Control,
+    RecordFields, SegmentHeader, CONTROL_BLOCK_BYTES, CONTROL_FLAG_CLOSED, CONTROL_OP_CLOSE,
+    CONTROL_OP_INVALIDATE, PREV_POSITION_BYTES, RECORD_FLAG_BEGIN, RECORD_FLAG_END,
+    RECORD_HEADER_BYTES,
 };
 use crate::keys::{KeyMap, Loaded};
 use crate::layout::{
@@ -62,6 +65,12 @@ pub struct AppendRequest {
     /// One result per part, in order.
     pub reply: Reply<Result<Vec<AppendResult>>>,
 }
+
+/// A batch's packed streams' new ends and its packs' new ends (segment-format.md §19).
+type BatchPackFields<'a> = (
+    &'a HashMap<StreamKey, crate::catalog::PackedState>,
+    &'a [(u32, u64)],
+);
 
 /// What the writer runs alone, after the batch before it.
 enum Alone {
@@ -114,6 +123,47 @@ struct WriterStream {
     closed: bool,
     deleted: bool,
     keys: WriterKeys,
+    /// While the stream is packed: where its chain ends (segment-format.md §19). `None` once
+    /// its records go to its own segments.
+    packed: Option<PackedTail>,
+}
+
+/// A packed stream's end, as the writer extends it (segment-format.md §19).
+#[derive(Debug, Clone, Copy)]
+struct PackedTail {
+    /// Its last packed position; 0 before its first record.
+    last: u64,
+    /// Bytes of its packed records.
+    bytes: u64,
+    /// Its entry's offset in its fan-out's table; `None` until the entry is planned.
+    entry_offset: Option<u64>,
+}
+
+/// The current pack, as the writer appends to it.
+struct PackCursor {
+    number: u32,
+    /// Where the next record goes.
+    end: u64,
+    /// The file must be created (header first) by the next write.
+    create: bool,
+    handle: Option<Handle>,
+}
+
+/// Where the next entry of a fan-out's table goes.
+struct TableCursor {
+    end: u64,
+    /// The file must be created (header first) by the next write.
+    create: bool,
+}
+
+/// Bytes planned for a pack, or for a fan-out's table, in this batch.
+struct FileWrite {
+    /// The pack number, or the fan-out number.
+    number: u32,
+    offset: u64,
+    /// The file must be created, with this header, before the write.
+    create: Option<Vec<u8>>,
+    bytes: Vec<u8>,
 }
 
 /// The writer's view of a stream's keys file (segment-format.md §15).
@@ -156,6 +206,12 @@ struct Planning {
     keys_of: HashMap<StreamKey, usize>,
     /// `REMOVALS` records of the batch's invalidations (segment-format.md §16).
     invalidations: Vec<Removal>,
+    /// Packed records (segment-format.md §19): one write per pack the batch reaches.
+    pack_writes: Vec<FileWrite>,
+    /// New entries of fan-out tables: one write per table.
+    table_writes: Vec<FileWrite>,
+    /// The packed streams' new ends, published with the batch.
+    packed: HashMap<StreamKey, crate::catalog::PackedState>,
 }
 
 /// What pass 1 of planning decided for one part.
@@ -231,6 +287,10 @@ pub struct Writer {
     journal_sequence: u64,
     /// Answers large batches (engine/notify.rs); joined when the writer is dropped.
     notifier: Option<crate::notify::Notifier>,
+    /// The current pack, loaded at the first packed append (segment-format.md §19).
+    pack: Option<PackCursor>,
+    /// Fan-out tables this writer appended to or looked at.
+    tables: HashMap<u16, TableCursor>,
 }
 
 impl Writer {
@@ -271,6 +331,8 @@ impl Writer {
             journal,
             journal_sequence: checkpoint.journal_sequence,
             notifier: crate::notify::Notifier::start(),
+            pack: None,
+            tables: HashMap::new(),
         })
     }
 
@@ -361,13 +423,21 @@ impl Writer {
     /// place) and `fdatasync` it. Under the journal, first make the files its frames cover
     /// durable (a flush, segment-format.md §18): after this, no frame before it is replayed.
     fn sync_checkpoint(&mut self, clean: bool) -> Result<()> {
+        let mut written = None;
         if self.journal_dirty() {
+            // The packs' in-place fields first: the `syncfs` makes them durable with the rest
+            // (segment-format.md §19).
+            written = Some(self.write_pack_fields(None)?);
             self.checkpoint_file
                 .sync_fs()
                 .map_err(|e| Error::io("syncfs", &self.shared.root, e))?;
             crate::killpoint::reached("journal-flushed");
         }
-        self.synced_checkpoint(self.head, clean)
+        self.synced_checkpoint(self.head, clean)?;
+        if let Some(w) = written {
+            self.shared.packs.flushed(&w);
+        }
+        Ok(())
     }
 
     /// Write a checkpoint claiming `head`, `fdatasync` it; the journal starts over (the
@@ -511,6 +581,12 @@ impl Writer {
         }
         let last_position = planning.next_position - 1;
         let invalidations = planning.invalidations.clone();
+        let packed = planning.packed.clone();
+        let pack_ends: Vec<(u32, u64)> = planning
+            .pack_writes
+            .iter()
+            .map(|w| (w.number, w.offset + w.bytes.len() as u64))
+            .collect();
         match self.write_and_sync(first_position, last_position, planning, &acks) {
             Ok(written) => {
                 crate::killpoint::reached("batch-synced");
@@ -519,7 +595,14 @@ impl Writer {
                     .checkpoint_head
                     .fetch_max(self.checkpoint_head, std::sync::atomic::Ordering::AcqRel);
                 if !planned.is_empty() {
-                    self.publish(&touched, last_position);
+                    // Readers that load a packed stream from disk look here first: before the
+                    // head that makes its new records visible (segment-format.md §19).
+                    let lasts: Vec<(StreamKey, u64, u64)> = packed
+                        .iter()
+                        .map(|(k, p)| (*k, p.last, p.entry_offset))
+                        .collect();
+                    self.shared.packs.publish(&lasts, &pack_ends);
+                    self.publish(&touched, last_position, &packed);
                 }
                 self.shared.removals.published(&invalidations);
                 for (entry, acked) in written {
@@ -678,6 +761,14 @@ impl Writer {
                         closed: false,
                         deleted: false,
                         keys: WriterKeys::none(),
+                        // A new stream starts packed where packs are kept (§19).
+                        packed: (self.journal.is_some()
+                            && self.shared.options.pack_stream_bytes > 0)
+                            .then_some(PackedTail {
+                                last: 0,
+                                bytes: 0,
+                                entry_offset: None,
+                            }),
                     }
                 }
             };
@@ -724,11 +815,21 @@ impl Writer {
         let header_bytes = segment_header_bytes(meta.id.len());
         let (segment, first_version, tail, create) = match state.segments.last() {
             Some(last) => (last.number, last.first_version, last.end, None),
-            // Files exist but hold nothing committed: rewrite segment 0 from scratch.
+            // Files exist but hold nothing committed (or the stream is packed and has none):
+            // its segment 0 is written from scratch when it gets one.
             None => {
                 self.cut_leftovers(key)?;
-                (0, 1, header_bytes, Some(CreateKind::Reset))
+                let first = state.packed.map_or(1, |p| p.version + 1);
+                (0, first, header_bytes, Some(CreateKind::Reset))
             }
+        };
+        let packed = match (&state.packed, state.segments.is_empty()) {
+            (Some(p), true) => Some(PackedTail {
+                last: p.last,
+                bytes: p.bytes,
+                entry_offset: Some(p.entry_offset),
+            }),
+            _ => None,
         };
         // Segments a rewrite of segment 0 replaced, left by a crash before it removed them
         // (segment-format.md §12): nothing refers to them.
@@ -822,7 +923,156 @@ impl Writer {
             deleted: state.deleted,
             keys,
             meta,
+            packed,
         })
+    }
+
+    /// The current pack, at the first packed append of this writer (segment-format.md §19):
+    /// the highest-numbered pack, with the bytes after its last committed record cut, durably,
+    /// before anything is written over them (the reason of §9 holds for packs too).
+    fn load_pack(&mut self) -> Result<()> {
+        if self.pack.is_some() {
+            return Ok(());
+        }
+        let shared = Arc::clone(&self.shared);
+        let dir = shared.root.join(crate::layout::PACKS_DIR);
+        let newest = match shared.backend.read_dir(&dir) {
+            Ok(entries) => entries
+                .iter()
+                .filter_map(|(name, _)| crate::layout::parse_pack_file_name(name))
+                .max(),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => None,
+            Err(e) => return Err(Error::io("list packs", &dir, e)),
+        };
+        let Some(number) = newest else {
+            self.pack = Some(PackCursor {
+                number: 0,
+                end: PACK_RECORDS_START,
+                create: true,
+                handle: None,
+            });
+            return Ok(());
+        };
+        let path = crate::layout::pack_path(&shared.root, number);
+        let handle: Handle = Arc::from(
+            shared
+                .backend
+                .open(&path, OpenMode::ReadWrite)
+                .map_err(|e| Error::io("open pack", &path, e))?,
+        );
+        let len = handle
+            .len()
+            .map_err(|e| Error::io("stat pack", &path, e))?;
+        let mut head = vec![0u8; PACK_RECORDS_START as usize];
+        let n = crate::storage::read_full(&*handle, &mut head, 0)
+            .map_err(|e| Error::io("read pack header", &path, e))?;
+        let header = (n == head.len())
+            .then(|| crate::format::pack::PackHeader::decode(&head).ok())
+            .flatten();
+        let Some(header) = header.filter(|h| h.pack == number && h.store_id == shared.manifest.store_id)
+        else {
+            // A torn creation holds nothing committed (its first record's entry would point
+            // into it): it is written again from its header.
+            tracing::warn!(path = %path.display(), "pack header of an unacknowledged creation; writing it again");
+            self.pack = Some(PackCursor {
+                number,
+                end: PACK_RECORDS_START,
+                create: true,
+                handle: None,
+            });
+            return Ok(());
+        };
+        let _ = header;
+        // From the flushed end (or the start), walk the records the index confirms.
+        let flushed = crate::format::pack::decode_pack_end(
+            &head[crate::format::pack::PACK_HEADER_BYTES..],
+            number,
+        )
+        .ok()
+        .flatten()
+        .unwrap_or(PACK_RECORDS_START);
+        let mapping = handle
+            .map(len)
+            .map_err(|e| Error::io("map pack", &path, e))?;
+        let head_position = shared.head();
+        let mut end = flushed.min(len);
+        while end + RECORD_HEADER_BYTES as u64 <= len {
+            let Ok(r) = decode_record(&mapping[end as usize..]) else {
+                break;
+            };
+            let confirmed = r.position <= head_position
+                && matches!(shared.maps.index_entry(r.position)?, Ok(Some(e))
+                    if e.flags & FLAG_PACKED != 0 && e.segment == number && u64::from(e.offset) == end);
+            if !confirmed {
+                break;
+            }
+            end += r.padded_bytes;
+        }
+        drop(mapping);
+        if len > end {
+            tracing::warn!(path = %path.display(), offset = end, bytes = len - end,
+                "cutting packed records of an unacknowledged batch");
+            handle
+                .set_len(end)
+                .map_err(|e| Error::io("cut pack", &path, e))?;
+            handle
+                .sync_data()
+                .map_err(|e| Error::io("fdatasync", &path, e))?;
+        }
+        self.pack = Some(PackCursor {
+            number,
+            end,
+            create: false,
+            handle: Some(handle),
+        });
+        Ok(())
+    }
+
+    /// Where the next entry of fan-out `fanout`'s table goes: after its last live entry, the
+    /// entries of unacknowledged batches after it cut, durably (segment-format.md §19).
+    fn load_table(&mut self, fanout: u16) -> Result<()> {
+        if self.tables.contains_key(&fanout) {
+            return Ok(());
+        }
+        let cursor = match crate::packs::read_table(&self.shared, fanout)? {
+            None => TableCursor {
+                end: TABLE_HEADER_BYTES as u64,
+                create: true,
+            },
+            Some(table) if table.end == 0 => TableCursor {
+                end: TABLE_HEADER_BYTES as u64,
+                create: true,
+            },
+            Some(table) => {
+                let live_end = table
+                    .entries
+                    .iter()
+                    .map(|(e, at)| at + e.entry_bytes() as u64)
+                    .max()
+                    .unwrap_or(TABLE_HEADER_BYTES as u64);
+                let path = crate::layout::table_path(&self.shared.root, fanout);
+                let f = self
+                    .shared
+                    .backend
+                    .open(&path, OpenMode::ReadWrite)
+                    .map_err(|e| Error::io("open table", &path, e))?;
+                let len = f.len().map_err(|e| Error::io("stat table", &path, e))?;
+                if len > live_end {
+                    tracing::warn!(path = %path.display(), offset = live_end, bytes = len - live_end,
+                        "cutting table entries of an unacknowledged batch");
+                    f.set_len(live_end)
+                        .map_err(|e| Error::io("cut table", &path, e))?;
+                    f.sync_data()
+                        .map_err(|e| Error::io("fdatasync", &path, e))?;
+                }
+                TableCursor {
+                    end: live_end,
+                    create: false,
+                }
+            }
+        };
+        self.tables.insert(fanout, cursor);
+        Ok(())
     }
 
     /// The writer's view of a stream's keys file: entries of unacknowledged batches cut, a
@@ -993,6 +1243,20 @@ impl Writer {
                 .into_iter()
                 .filter_map(|p| p.all_dropped)
                 .collect())));
+        }
+        // Packed streams need the current pack, and new ones their fan-out's table, loaded
+        // (their unacknowledged tails cut) before anything is assigned (segment-format.md §19).
+        for part in &request.parts {
+            let packed = self.streams.get(&part.stream).and_then(|w| {
+                w.packed
+                    .map(|p| (crate::layout::fanout(w.meta.key.hash), p.entry_offset.is_none()))
+            });
+            if let Some((fanout, new)) = packed {
+                self.load_pack()?;
+                if new {
+                    self.load_table(fanout)?;
+                }
+            }
         }
         // Pass 2: every part passed; assign and encode. The last part that writes anything
         // ends the atomic unit.
@@ -1194,6 +1458,243 @@ impl Writer {
                 })
                 .sum()
         };
+        // A packed stream stays packed while its packed records total at most
+        // `pack_stream_bytes` (segment-format.md §19); keyed events and invalidations take it
+        // out of the pack, since they belong with files of its own.
+        let packed_bytes: u64 = if close {
+            crate::format::align8(
+                (RECORD_HEADER_BYTES
+                    + CONTROL_BLOCK_BYTES
+                    + PREV_POSITION_BYTES
+                    + CLOSE_EVENT_TYPE.len()) as u64,
+            )
+        } else {
+            kept.iter()
+                .enumerate()
+                .map(|(i, (_, e))| {
+                    let commit = if i == 0 {
+                        part.commit_metadata.len()
+                    } else {
+                        0
+                    };
+                    record_bytes_padded(e.size() + commit + PREV_POSITION_BYTES)
+                })
+                .sum()
+        };
+        let pack_limit = self.shared.options.pack_stream_bytes;
+        let into_pack = control.is_none()
+            && kept.iter().all(|(_, e)| e.key.is_empty())
+            && ws
+                .packed
+                .is_some_and(|p| p.bytes + packed_bytes <= pack_limit);
+        if !into_pack && ws.packed.is_some() {
+            // Out of the pack for good: this append opens the stream's own segment 0, which
+            // continues the packed prefix.
+            ws.packed = None;
+            ws.segment = 0;
+            ws.segment_first_version = current + 1;
+            ws.tail = ws.header_bytes;
+        }
+        if into_pack {
+            let key = ws.meta.key;
+            let mut tail = ws.packed.expect("checked above");
+            let cursor = self
+                .pack
+                .as_mut()
+                .expect("pass 1 loads the pack for a packed stream");
+            if cursor.end + packed_bytes > PACK_BYTES_MAX && cursor.end > PACK_RECORDS_START {
+                cursor.number += 1;
+                cursor.end = PACK_RECORDS_START;
+                cursor.create = true;
+                cursor.handle = None;
+            }
+            let slot = match planning.pack_writes.last() {
+                Some(w) if w.number == cursor.number => planning.pack_writes.len() - 1,
+                _ => {
+                    let create = cursor.create.then(|| {
+                        crate::format::pack::PackHeader {
+                            pack: cursor.number,
+                            store_id,
+                            first_position: planning.next_position,
+                            created_us: timestamp_us,
+                        }
+                        .encode()
+                        .to_vec()
+                    });
+                    cursor.create = false;
+                    planning.pack_writes.push(FileWrite {
+                        number: cursor.number,
+                        offset: cursor.end,
+                        create,
+                        bytes: Vec::new(),
+                    });
+                    planning.pack_writes.len() - 1
+                }
+            };
+            let entry_offset = match tail.entry_offset {
+                Some(at) => at,
+                None => {
+                    let fanout = crate::layout::fanout(key.hash);
+                    let table = self
+                        .tables
+                        .get_mut(&fanout)
+                        .expect("pass 1 loads the table of a new packed stream");
+                    let entry = crate::format::pack::TableEntry {
+                        stream_hash: key.hash,
+                        collision: key.collision,
+                        first_position: planning.next_position,
+                        stream_id: part.stream.to_string(),
+                        last_position: None,
+                    }
+                    .encode();
+                    let t = match planning
+                        .table_writes
+                        .iter()
+                        .position(|w| w.number == u32::from(fanout))
+                    {
+                        Some(t) => t,
+                        None => {
+                            let create = table.create.then(|| {
+                                crate::format::pack::encode_table_header(
+                                    store_id,
+                                    u32::from(fanout),
+                                )
+                                .to_vec()
+                            });
+                            table.create = false;
+                            planning.table_writes.push(FileWrite {
+                                number: u32::from(fanout),
+                                offset: table.end,
+                                create,
+                                bytes: Vec::new(),
+                            });
+                            planning.table_writes.len() - 1
+                        }
+                    };
+                    let at = table.end;
+                    table.end += entry.len() as u64;
+                    planning.table_writes[t].bytes.extend_from_slice(&entry);
+                    at
+                }
+            };
+            tail.entry_offset = Some(entry_offset);
+            let pack_number = cursor.number;
+            let linked_flag = if linked { FLAG_LINKED } else { 0 };
+            let changeset = if close {
+                ws.changeset.max(1)
+            } else {
+                ws.changeset + 1
+            };
+            let first_position = planning.next_position;
+            let count = if close { 1 } else { kept.len() };
+            for i in 0..count {
+                let last = i + 1 == count;
+                let mut flags = 0;
+                if i == 0 {
+                    flags |= RECORD_FLAG_BEGIN;
+                }
+                if last {
+                    flags |= RECORD_FLAG_END;
+                }
+                let position = planning.next_position;
+                let offset = cursor.end;
+                let bytes = &mut planning.pack_writes[slot].bytes;
+                let before = bytes.len();
+                let close_block = Control {
+                    op: CONTROL_OP_CLOSE,
+                    flags: CONTROL_FLAG_CLOSED,
+                    next_segment: 0,
+                    covers_version: 0,
+                    covers_position: 0,
+                    target_changeset: 0,
+                };
+                let fields = if close {
+                    RecordFields {
+                        flags,
+                        version: current,
+                        position,
+                        changeset,
+                        timestamp_us,
+                        event_id: None,
+                        event_type: CLOSE_EVENT_TYPE.as_bytes(),
+                        key: &[],
+                        commit_metadata: &[],
+                        metadata: &[],
+                        data: &[],
+                        control: Some(close_block),
+                        prev_position: Some(tail.last),
+                    }
+                } else {
+                    let event = kept[i].1;
+                    RecordFields {
+                        flags,
+                        version: current + 1 + i as u64,
+                        position,
+                        changeset,
+                        timestamp_us,
+                        event_id: event.id,
+                        event_type: event.event_type.as_bytes(),
+                        key: &[],
+                        commit_metadata: if i == 0 { &part.commit_metadata } else { &[] },
+                        metadata: &event.metadata,
+                        data: &event.data,
+                        control: None,
+                        prev_position: Some(tail.last),
+                    }
+                };
+                encode_record(&fields, bytes);
+                let written = (bytes.len() - before) as u64;
+                cursor.end += written;
+                tail.bytes += written;
+                tail.last = position;
+                let entry = IndexEntry {
+                    stream_hash: key.hash,
+                    collision: key.collision,
+                    segment: pack_number,
+                    offset: u32::try_from(offset).expect("a pack stays below 4 GiB"),
+                    flags: flags
+                        | FLAG_PACKED
+                        | if close { FLAG_CONTROL } else { 0 }
+                        | if last { linked_flag } else { 0 },
+                };
+                planning
+                    .index_bytes
+                    .extend_from_slice(&entry.encode(position));
+                planning.next_position += 1;
+            }
+            debug_assert!(tail.bytes <= pack_limit);
+            planning.packed.insert(
+                key,
+                crate::catalog::PackedState {
+                    last: tail.last,
+                    bytes: tail.bytes,
+                    version: if close { current } else { current + n },
+                    entry_offset,
+                },
+            );
+            ws.packed = Some(tail);
+            if close {
+                ws.closed = true;
+                return AppendResult {
+                    first_version: current,
+                    last_version: current,
+                    changeset: ws.changeset,
+                    first_position: Position(first_position),
+                    last_position: Position(first_position),
+                    duplicates: 0,
+                };
+            }
+            ws.version = current + n;
+            ws.changeset = changeset;
+            return AppendResult {
+                first_version: current + 1,
+                last_version: current + n,
+                changeset,
+                first_position: Position(first_position),
+                last_position: Position(planning.next_position - 1),
+                duplicates,
+            };
+        }
         // An append goes into one segment: roll when it does not fit behind the tail.
         if ws.tail + append_bytes > segment_bytes && ws.tail > ws.header_bytes {
             ws.segment = if ws.segment == 0 {
@@ -1400,6 +1901,9 @@ impl Writer {
             writes,
             keys_writes,
             invalidations,
+            pack_writes,
+            table_writes,
+            packed,
             ..
         } = planning;
         let root = self.shared.root.clone();
@@ -1527,6 +2031,64 @@ impl Writer {
                 to_sync.push((handle, path));
             }
         }
+        // Packed records and new table entries (segment-format.md §19); only under the journal.
+        for w in &pack_writes {
+            let path = crate::layout::pack_path(&root, w.number);
+            let cursor = self
+                .pack
+                .as_mut()
+                .expect("a pack write comes from the pack cursor");
+            let reuse = (cursor.number == w.number && w.create.is_none())
+                .then(|| cursor.handle.clone())
+                .flatten();
+            let handle: Handle = match reuse {
+                Some(h) => h,
+                None => {
+                    let h = open_or_create(&*backend, &path, w.create.is_some(), &root)?;
+                    if cursor.number == w.number {
+                        cursor.handle = Some(Arc::clone(&h));
+                    }
+                    h
+                }
+            };
+            let target = Target::Pack { pack: w.number };
+            if let Some(header) = &w.create {
+                handle
+                    .write_all_at(header, 0)
+                    .map_err(|e| Error::io("write pack header", &path, e))?;
+                if let Some(f) = &mut frame {
+                    f.create(target);
+                    f.write(target, 0, header);
+                }
+            }
+            handle
+                .write_all_at(&w.bytes, w.offset)
+                .map_err(|e| Error::io("write pack", &path, e))?;
+            if let Some(f) = &mut frame {
+                f.write(target, w.offset, &w.bytes);
+            }
+        }
+        for w in &table_writes {
+            let fanout = u16::try_from(w.number).expect("fan-out numbers are 12 bits");
+            let path = crate::layout::table_path(&root, fanout);
+            let handle = open_or_create(&*backend, &path, w.create.is_some(), &root)?;
+            let target = Target::Table { fanout };
+            if let Some(header) = &w.create {
+                handle
+                    .write_all_at(header, 0)
+                    .map_err(|e| Error::io("write table header", &path, e))?;
+                if let Some(f) = &mut frame {
+                    f.create(target);
+                    f.write(target, 0, header);
+                }
+            }
+            handle
+                .write_all_at(&w.bytes, w.offset)
+                .map_err(|e| Error::io("write table", &path, e))?;
+            if let Some(f) = &mut frame {
+                f.write(target, w.offset, &w.bytes);
+            }
+        }
         // Invalidation records ride the batch's sync (segment-format.md §16).
         if let Some(f) = self
             .shared
@@ -1571,7 +2133,16 @@ impl Writer {
             }
         }
         if self.journal.is_some() {
-            self.sync_under_journal(frame, first_position, last_position)?;
+            let ends: Vec<(u32, u64)> = pack_writes
+                .iter()
+                .map(|w| (w.number, w.offset + w.bytes.len() as u64))
+                .collect();
+            self.sync_under_journal(
+                frame,
+                first_position,
+                last_position,
+                &(&packed, &ends[..]),
+            )?;
             return Ok(written);
         }
         // The checkpoint claims the head of the previous, completed sync: true even if this
@@ -1619,6 +2190,7 @@ impl Writer {
         frame: Option<FrameBuilder>,
         first_position: u64,
         last_position: u64,
+        packed: &BatchPackFields<'_>,
     ) -> Result<()> {
         let store_id = self.shared.manifest.store_id;
         if let Some(frame) = frame {
@@ -1639,11 +2211,74 @@ impl Writer {
             }
         }
         crate::killpoint::reached("batch-written");
+        // The checkpoint below claims this batch: its packs' fields go in place with the
+        // others' (segment-format.md §19), recovery will not derive them again.
+        let written = self.write_pack_fields(Some(packed))?;
         // Durability: this batch, and every file the journal covers, in place.
         self.checkpoint_file
             .sync_fs()
             .map_err(|e| Error::io("syncfs", &self.shared.root, e))?;
-        self.synced_checkpoint(last_position, false)
+        self.synced_checkpoint(last_position, false)?;
+        self.shared.packs.flushed(&written);
+        Ok(())
+    }
+
+    /// Write the packs' in-place fields (segment-format.md §19) that batches published since
+    /// the last flush changed, and those of `batch` (one synced in place, which the coming
+    /// checkpoint claims), before a flush's `syncfs`. Returns what it wrote, for
+    /// `Packs::flushed` once the checkpoint is durable.
+    fn write_pack_fields(
+        &self,
+        batch: Option<&BatchPackFields<'_>>,
+    ) -> Result<crate::packs::Dirty> {
+        let mut dirty = self.shared.packs.dirty();
+        if let Some((packed, ends)) = batch {
+            for (key, p) in packed.iter() {
+                dirty.last.insert(*key, (p.last, p.entry_offset));
+            }
+            for (pack, end) in ends.iter() {
+                let e = dirty.ends.entry(*pack).or_insert(*end);
+                *e = (*e).max(*end);
+            }
+        }
+        let root = &self.shared.root;
+        let backend = &self.shared.backend;
+        let mut tables: HashMap<u16, Box<dyn FileHandle>> = HashMap::new();
+        for (key, (last, entry_offset)) in &dirty.last {
+            let fanout = crate::layout::fanout(key.hash);
+            let path = crate::layout::table_path(root, fanout);
+            let handle = match tables.entry(fanout) {
+                std::collections::hash_map::Entry::Occupied(o) => o.into_mut(),
+                std::collections::hash_map::Entry::Vacant(v) => v.insert(
+                    backend
+                        .open(&path, OpenMode::ReadWrite)
+                        .map_err(|e| Error::io("open table", &path, e))?,
+                ),
+            };
+            let mut stream_key = [0u8; 10];
+            stream_key[..8].copy_from_slice(&key.hash.to_le_bytes());
+            stream_key[8..].copy_from_slice(&key.collision.to_le_bytes());
+            let slot = crate::format::pack::encode_table_last(&stream_key, *last);
+            handle
+                .write_all_at(
+                    &slot,
+                    entry_offset + crate::format::pack::TABLE_LAST_OFFSET as u64,
+                )
+                .map_err(|e| Error::io("write table slot", &path, e))?;
+        }
+        for (pack, end) in &dirty.ends {
+            let path = crate::layout::pack_path(root, *pack);
+            let handle = backend
+                .open(&path, OpenMode::ReadWrite)
+                .map_err(|e| Error::io("open pack", &path, e))?;
+            handle
+                .write_all_at(
+                    &crate::format::pack::encode_pack_end(*pack, *end),
+                    crate::format::pack::PACK_HEADER_BYTES as u64,
+                )
+                .map_err(|e| Error::io("write pack end", &path, e))?;
+        }
+        Ok(dirty)
     }
 
     fn close_cached_files(&mut self) {
@@ -1716,7 +2351,12 @@ impl Writer {
     }
 
     /// Step 5: make the batch visible.
-    fn publish(&mut self, touched: &BTreeSet<Arc<str>>, last_position: u64) {
+    fn publish(
+        &mut self,
+        touched: &BTreeSet<Arc<str>>,
+        last_position: u64,
+        packed: &HashMap<StreamKey, crate::catalog::PackedState>,
+    ) {
         // The head first: whatever a reader then sees of a stream's state is at or below it.
         assert!(last_position > self.head, "positions strictly increase");
         self.head = last_position;
@@ -1733,6 +2373,13 @@ impl Writer {
             state.version = ws.version;
             state.changeset = ws.changeset;
             state.closed = ws.closed;
+            if let Some(p) = packed.get(&ws.meta.key) {
+                state.packed = Some(*p);
+            }
+            if ws.packed.is_some() {
+                // Still packed: no segment of its own yet.
+                continue;
+            }
             match state.segments.last_mut() {
                 Some(last) if last.number == ws.segment => {
                     last.end = ws.tail;
@@ -1769,6 +2416,48 @@ enum PlanOutcome {
     Planned(Vec<AppendResult>),
     Done(Result<Vec<AppendResult>>),
     Defer,
+}
+
+/// A pack or a table, opened to write; with `create`, made (its folder too) or, when a file
+/// left by an unacknowledged batch holds the name, cut to nothing. Packing runs under the
+/// journal only, whose flush (`syncfs`) makes the new names durable (segment-format.md §19).
+fn open_or_create(
+    backend: &dyn crate::storage::Backend,
+    path: &std::path::Path,
+    create: bool,
+    root: &std::path::Path,
+) -> Result<Handle> {
+    if !create {
+        return backend
+            .open(path, OpenMode::ReadWrite)
+            .map(Arc::from)
+            .map_err(|e| Error::io("open", path, e));
+    }
+    if let Some(dir) = path.parent() {
+        for d in [dir.parent(), Some(dir)].into_iter().flatten() {
+            if d.starts_with(root) && d != root {
+                match backend.create_dir(d) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+                    Err(e) => return Err(Error::io("create folder", d, e)),
+                }
+            }
+        }
+    }
+    match backend.open(path, OpenMode::CreateNew) {
+        Ok(h) => Ok(Arc::from(h)),
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+            tracing::warn!(path = %path.display(), "rewriting a file left by an unacknowledged batch");
+            let h: Handle = Arc::from(
+                backend
+                    .open(path, OpenMode::ReadWrite)
+                    .map_err(|e| Error::io("open", path, e))?,
+            );
+            h.set_len(0).map_err(|e| Error::io("cut", path, e))?;
+            Ok(h)
+        }
+        Err(e) => Err(Error::io("create", path, e)),
+    }
 }
 
 fn create_segment(
