@@ -285,7 +285,11 @@ impl MapCache {
             return Err(Error::corrupt(&path, 16, "pack of another store"));
         }
         if header.pack != pack {
-            return Err(Error::corrupt(&path, 12, "pack header does not match its name"));
+            return Err(Error::corrupt(
+                &path,
+                12,
+                "pack header does not match its name",
+            ));
         }
         let mapped = Arc::new(MappedSegment {
             mapping,

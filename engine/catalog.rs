@@ -286,14 +286,41 @@ fn read_prefix(shared: &Shared, path: &PathBuf, len: usize) -> Result<Option<Vec
 fn load(shared: &Shared, stream: &str) -> Result<Probe> {
     let hash = stream_hash(&shared.manifest.hash_key, stream);
     let head = shared.head();
+    // The fan-out's table of packed streams, read when a slot has no segment 0 (§19).
+    let mut table: Option<Option<crate::packs::Table>> = None;
     for collision in 0..STREAM_COLLISIONS_MAX {
         let key = StreamKey { hash, collision };
         let path = segment_path(&shared.root, key, 0);
         let Some(prefix) = read_prefix(shared, &path, 64 + STREAM_ID_BYTES_MAX)? else {
-            return Ok(Probe::Absent {
-                collision,
-                file_exists: false,
+            if table.is_none() {
+                table = Some(crate::packs::read_table(
+                    shared,
+                    crate::layout::fanout(hash),
+                )?);
+            }
+            let entry = table.as_ref().and_then(Option::as_ref).and_then(|t| {
+                t.entries
+                    .iter()
+                    .find(|(e, _)| e.stream_hash == hash && e.collision == collision)
             });
+            match entry {
+                Some((e, at)) if e.stream_id == stream => {
+                    let state = packed_state(shared, key, e, *at)?;
+                    return Ok(Probe::Found(Arc::new(StreamMeta {
+                        id: Arc::from(stream),
+                        key,
+                        state: RwLock::new(state),
+                    })));
+                }
+                // Another stream id holds this slot in a pack.
+                Some(_) => continue,
+                None => {
+                    return Ok(Probe::Absent {
+                        collision,
+                        file_exists: false,
+                    })
+                }
+            }
         };
         match SegmentHeader::decode(&prefix) {
             Ok(header) => {
@@ -345,6 +372,74 @@ fn load(shared: &Shared, stream: &str) -> Result<Probe> {
     ))
 }
 
+/// The committed state of a stream that has only packed records (segment-format.md §19).
+fn packed_state(
+    shared: &Shared,
+    key: StreamKey,
+    entry: &crate::format::pack::TableEntry,
+    entry_offset: u64,
+) -> Result<StreamState> {
+    let packed = packed_prefix(shared, key, entry, entry_offset)?;
+    let links = crate::packs::walk(shared, key, packed.last)?;
+    let newest = links.first().copied().ok_or_else(|| {
+        Error::corrupt(
+            crate::layout::table_path(&shared.root, crate::layout::fanout(key.hash)),
+            entry_offset,
+            "packed stream without a record",
+        )
+    })?;
+    let mut first_version = 1;
+    if let Some((covers_version, _)) = shared.removals.get(shared, key)? {
+        first_version = covers_version + 1;
+    }
+    Ok(StreamState {
+        version: newest.version,
+        changeset: newest.changeset,
+        segments: Vec::new(),
+        first_version,
+        after_zero: 1,
+        closed: newest.is_close,
+        deleted: false,
+        generation: 0,
+        base_position: 0,
+        packed: Some(PackedState {
+            bytes: links.iter().map(|l| l.padded_bytes).sum(),
+            ..packed
+        }),
+    })
+}
+
+/// Where a stream's packed records end: what this process published since the last flush,
+/// else the entry's flushed `last_position` (segment-format.md §19). `bytes` is left 0 for
+/// the caller, which walks the chain anyway.
+fn packed_prefix(
+    shared: &Shared,
+    key: StreamKey,
+    entry: &crate::format::pack::TableEntry,
+    entry_offset: u64,
+) -> Result<PackedState> {
+    let last = shared
+        .packs
+        .last_of(key)
+        .or(entry.last_position)
+        .ok_or_else(|| {
+            // TODO(format4): recovery derives the fields of the batches after the last flush.
+            Error::corrupt(
+                crate::layout::table_path(&shared.root, crate::layout::fanout(key.hash)),
+                entry_offset,
+                "packed stream whose end no flush wrote",
+            )
+        })?;
+    let links = crate::packs::walk(shared, key, last)?;
+    let version = links.first().map_or(0, |l| l.version);
+    Ok(PackedState {
+        last,
+        bytes: links.iter().map(|l| l.padded_bytes).sum(),
+        version,
+        entry_offset,
+    })
+}
+
 fn map_whole(shared: &Shared, path: &PathBuf) -> Result<Option<crate::mapping::Mapping>> {
     let file = match shared.backend.open(path, OpenMode::Read) {
         Ok(f) => f,
@@ -380,6 +475,13 @@ fn load_state(
     // the segment that follows (segment-format.md §12).
     let base = read_base(shared, &first.1, first.0.header_bytes())?;
     let after_zero = base.map_or(1, |(c, _)| c.next_segment);
+    // A segment 0 that starts after version 1 without a base record continues a packed
+    // prefix (segment-format.md §19).
+    let packed_entry = if base.is_none() && first.0.first_version > 1 {
+        find_packed_entry(shared, key)?
+    } else {
+        None
+    };
     // Read every segment header: segment numbers are dense from `after_zero` on, and segment
     // 0's header was read by the caller.
     let mut headers: Vec<(SegmentHeader, PathBuf)> = vec![first];
@@ -432,7 +534,15 @@ fn load_state(
         return Ok(StreamState::default());
     };
     let Some(last_state) = last_scan.state else {
-        return Ok(StreamState::default());
+        // Nothing committed in its segments: what its packed prefix holds, if it has one.
+        return match &packed_entry {
+            Some((e, at)) => packed_state(shared, key, e, *at),
+            None => Ok(StreamState::default()),
+        };
+    };
+    let packed = match &packed_entry {
+        Some((e, at)) => Some(packed_prefix(shared, key, e, *at)?),
+        None => None,
     };
     let mut segments = Vec::with_capacity(last_index + 1);
     // Every record carries its stream's count of appends so far: no count over the sealed
@@ -493,8 +603,22 @@ fn load_state(
         deleted,
         generation: 0,
         base_position: base.map_or(0, |(_, position)| position),
-        packed: None,
+        packed,
     })
+}
+
+/// The live entry of `key` in its fan-out's table, with its offset.
+fn find_packed_entry(
+    shared: &Shared,
+    key: StreamKey,
+) -> Result<Option<(crate::format::pack::TableEntry, u64)>> {
+    let Some(table) = crate::packs::read_table(shared, crate::layout::fanout(key.hash))? else {
+        return Ok(None);
+    };
+    Ok(table
+        .entries
+        .into_iter()
+        .find(|(e, _)| e.stream_hash == key.hash && e.collision == key.collision))
 }
 
 /// The base record opening a rewritten segment 0, with its position.

@@ -101,7 +101,11 @@ pub fn read_table(shared: &Shared, fanout: u16) -> Result<Option<Table>> {
     let (store_id, number) =
         decode_table_header(&bytes).map_err(|e| crate::cache::decode_error(&path, 0, &e))?;
     if store_id != shared.manifest.store_id || number != u32::from(fanout) {
-        return Err(Error::corrupt(&path, 8, "table of another store or fan-out"));
+        return Err(Error::corrupt(
+            &path,
+            8,
+            "table of another store or fan-out",
+        ));
     }
     let head = shared.head();
     let mut entries = Vec::new();
@@ -194,8 +198,8 @@ pub fn walk(shared: &Shared, key: StreamKey, last: u64) -> Result<Vec<Link>> {
                 )
             })?;
         let bytes = &pack.mapping[offset as usize..];
-        let r = decode_record(bytes)
-            .map_err(|e| crate::cache::decode_error(&pack.path, offset, &e))?;
+        let r =
+            decode_record(bytes).map_err(|e| crate::cache::decode_error(&pack.path, offset, &e))?;
         let Some(prev) = r.prev_position.filter(|p| *p < position) else {
             return Err(Error::corrupt(
                 &pack.path,

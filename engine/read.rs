@@ -24,6 +24,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 #[derive(Clone)]
 pub struct RecordedEvent {
     segment: Arc<MappedSegment>,
+    /// The stream of a packed event (a pack holds many streams); `None`: the segment's.
+    stream: Option<Arc<str>>,
     version: u64,
     position: u64,
     changeset: u64,
@@ -47,7 +49,7 @@ pub struct RecordedEvent {
 impl RecordedEvent {
     #[must_use]
     pub fn stream_id(&self) -> &str {
-        &self.segment.stream_id
+        self.stream.as_deref().unwrap_or(&self.segment.stream_id)
     }
 
     #[must_use]
@@ -164,6 +166,18 @@ impl std::fmt::Debug for RecordedEvent {
     }
 }
 
+/// Decode the packed record at `offset` of a mapped pack, an event of `stream`.
+pub(crate) fn packed_event_at(
+    pack: &Arc<MappedSegment>,
+    offset: u64,
+    stream: &Arc<str>,
+) -> Result<RecordedEvent> {
+    let limit = pack.mapping.len() as u64;
+    let (mut event, _) = event_at(pack, offset, limit)?;
+    event.stream = Some(Arc::clone(stream));
+    Ok(event)
+}
+
 /// Decode the record at `offset` of a mapped segment, reading no further than `limit`.
 pub(crate) fn event_at(
     segment: &Arc<MappedSegment>,
@@ -193,6 +207,7 @@ pub(crate) fn event_at(
     // Lengths checked by the decoder against the record's size, itself a `u32`.
     let event = RecordedEvent {
         segment: Arc::clone(segment),
+        stream: None,
         version: r.version,
         position: r.position,
         changeset: r.changeset,
@@ -228,6 +243,9 @@ pub struct StreamIter {
     failed: bool,
     /// With `skip_invalidated`: the stream's invalidated changesets.
     invalid: Option<std::collections::BTreeMap<u64, u64>>,
+    /// The events of the stream's packed prefix, oldest first, once its chain was walked
+    /// (segment-format.md §19).
+    packed: Option<Vec<crate::packs::Link>>,
 }
 
 impl StreamIter {
@@ -256,7 +274,54 @@ impl StreamIter {
             backward_offsets: Vec::new(),
             failed: false,
             invalid: None,
+            packed: None,
         }
+    }
+
+    /// Version `v` of the packed prefix.
+    fn packed_event(&mut self, v: u64) -> Result<RecordedEvent> {
+        let Some(p) = self.state.packed else {
+            return Err(Error::corrupt(
+                &self.shared.root,
+                0,
+                "stream has no packed prefix",
+            ));
+        };
+        if self.packed.is_none() {
+            let mut links = crate::packs::walk(&self.shared, self.key, p.last)?;
+            links.retain(|l| l.is_event);
+            links.reverse();
+            self.packed = Some(links);
+        }
+        let links = self.packed.as_deref().unwrap_or_default();
+        let first = links.first().map_or(1, |l| l.version);
+        let link = v
+            .checked_sub(first)
+            .and_then(|i| links.get(usize::try_from(i).ok()?))
+            .filter(|l| l.version == v)
+            .copied()
+            .ok_or_else(|| {
+                Error::corrupt(
+                    &self.shared.root,
+                    0,
+                    format!(
+                        "packed prefix of stream {:?} lacks version {v}",
+                        self.meta.id
+                    ),
+                )
+            })?;
+        let pack = self
+            .shared
+            .maps
+            .pack(link.pack, link.offset + link.padded_bytes)?
+            .ok_or_else(|| {
+                Error::corrupt(
+                    crate::layout::pack_path(&self.shared.root, link.pack),
+                    0,
+                    "pack of committed events is missing",
+                )
+            })?;
+        crate::read::packed_event_at(&pack, link.offset, &self.meta.id)
     }
 
     /// Skip the events of changesets invalidated (`Store::invalidate`) when this is called;
@@ -353,6 +418,14 @@ impl StreamIter {
         let v = self.next_version;
         if v < self.state.first_version || v > self.state.version {
             return Ok(None);
+        }
+        if self.state.packed.is_some_and(|p| v <= p.version) {
+            let event = self.packed_event(v)?;
+            match self.direction {
+                Direction::Forward => self.next_version += 1,
+                Direction::Backward => self.next_version -= 1,
+            }
+            return Ok(Some(event));
         }
         let needs_seek = match &self.current {
             None => true,

@@ -8,14 +8,13 @@ use crate::format::index::{
     locate, IndexEntry, IndexHeader, FLAG_CONTROL, FLAG_LINKED, FLAG_PACKED, INDEX_ENTRY_BYTES,
     INDEX_HEADER_BYTES,
 };
-use crate::format::pack::{PACK_RECORDS_START, TABLE_HEADER_BYTES};
-use crate::limits::PACK_BYTES_MAX;
 use crate::format::journal::{FrameBuilder, Target};
 use crate::format::keys::{content_hash, KeyEntry, KEYS_HEADER_BYTES};
+use crate::format::pack::{PACK_RECORDS_START, TABLE_HEADER_BYTES};
 use crate::format::removals::{Removal, REMOVAL_KIND_INVALIDATE};
 use crate::format::segment::{
-    decode_record, encode_record, record_bytes_padded, segment_header_bytes, Control,
-    RecordFields, SegmentHeader, CONTROL_BLOCK_BYTES, CONTROL_FLAG_CLOSED, CONTROL_OP_CLOSE,
+    decode_record, encode_record, record_bytes_padded, segment_header_bytes, Control, RecordFields,
+    SegmentHeader, CONTROL_BLOCK_BYTES, CONTROL_FLAG_CLOSED, CONTROL_OP_CLOSE,
     CONTROL_OP_INVALIDATE, PREV_POSITION_BYTES, RECORD_FLAG_BEGIN, RECORD_FLAG_END,
     RECORD_HEADER_BYTES,
 };
@@ -24,6 +23,7 @@ use crate::layout::{
     fanout_dir, index_path, keys_path, segment_path, StreamKey, CHECKPOINT_FILE, INDEX_DIR,
     STREAMS_DIR,
 };
+use crate::limits::PACK_BYTES_MAX;
 use crate::limits::{CHECKPOINT_INTERVAL_POSITIONS, NOTIFY_THREAD_MIN_ANSWERS};
 use crate::options::SyncMode;
 use crate::persistent::Entry;
@@ -960,16 +960,15 @@ impl Writer {
                 .open(&path, OpenMode::ReadWrite)
                 .map_err(|e| Error::io("open pack", &path, e))?,
         );
-        let len = handle
-            .len()
-            .map_err(|e| Error::io("stat pack", &path, e))?;
+        let len = handle.len().map_err(|e| Error::io("stat pack", &path, e))?;
         let mut head = vec![0u8; PACK_RECORDS_START as usize];
         let n = crate::storage::read_full(&*handle, &mut head, 0)
             .map_err(|e| Error::io("read pack header", &path, e))?;
         let header = (n == head.len())
             .then(|| crate::format::pack::PackHeader::decode(&head).ok())
             .flatten();
-        let Some(header) = header.filter(|h| h.pack == number && h.store_id == shared.manifest.store_id)
+        let Some(header) =
+            header.filter(|h| h.pack == number && h.store_id == shared.manifest.store_id)
         else {
             // A torn creation holds nothing committed (its first record's entry would point
             // into it): it is written again from its header.
@@ -1248,8 +1247,12 @@ impl Writer {
         // (their unacknowledged tails cut) before anything is assigned (segment-format.md §19).
         for part in &request.parts {
             let packed = self.streams.get(&part.stream).and_then(|w| {
-                w.packed
-                    .map(|p| (crate::layout::fanout(w.meta.key.hash), p.entry_offset.is_none()))
+                w.packed.map(|p| {
+                    (
+                        crate::layout::fanout(w.meta.key.hash),
+                        p.entry_offset.is_none(),
+                    )
+                })
             });
             if let Some((fanout, new)) = packed {
                 self.load_pack()?;
@@ -2137,12 +2140,7 @@ impl Writer {
                 .iter()
                 .map(|w| (w.number, w.offset + w.bytes.len() as u64))
                 .collect();
-            self.sync_under_journal(
-                frame,
-                first_position,
-                last_position,
-                &(&packed, &ends[..]),
-            )?;
+            self.sync_under_journal(frame, first_position, last_position, &(&packed, &ends[..]))?;
             return Ok(written);
         }
         // The checkpoint claims the head of the previous, completed sync: true even if this

@@ -1,0 +1,155 @@
+//! Packs (format 4, in progress on branch `format4`; segment-format.md §19): small streams'
+//! records in shared files. These tests cover what the branch does so far: appends, closes and
+//! reads of packed streams, a stream leaving the pack, and a clean reopen.
+
+use std::path::Path;
+use streamlog::{Direction, Error, EventData, ExpectedVersion, Options, Store};
+
+fn options() -> Options {
+    Options {
+        pack_stream_bytes: 4096,
+        ..Options::default()
+    }
+}
+
+fn payload(stream: usize, version: u64) -> Vec<u8> {
+    format!("{stream}/{version}").into_bytes().repeat(20)
+}
+
+fn event(stream: usize, version: u64) -> EventData {
+    EventData::new("Bench", payload(stream, version)).metadata(vec![version as u8; 8])
+}
+
+fn read(store: &Store, stream: &str, direction: Direction) -> Vec<(u64, Vec<u8>, String)> {
+    let from = match direction {
+        Direction::Forward => 1,
+        Direction::Backward => u64::MAX,
+    };
+    store
+        .read_stream(stream, from, direction)
+        .unwrap()
+        .map(|e| {
+            let e = e.unwrap();
+            (e.version(), e.data().to_vec(), e.stream_id().to_string())
+        })
+        .collect()
+}
+
+/// Every file under `streams/`, by name.
+fn stream_files(root: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    for fanout in std::fs::read_dir(root.join("streams")).unwrap() {
+        for f in std::fs::read_dir(fanout.unwrap().path()).unwrap() {
+            out.push(f.unwrap().file_name().to_string_lossy().to_string());
+        }
+    }
+    out
+}
+
+fn check_streams(store: &Store, streams: usize, versions: u64) {
+    for s in 0..streams {
+        let name = format!("order-{s}");
+        let forward = read(store, &name, Direction::Forward);
+        let expected: Vec<_> = (1..=versions)
+            .map(|v| (v, payload(s, v), name.clone()))
+            .collect();
+        assert_eq!(forward, expected, "{name} forward");
+        let mut backward = read(store, &name, Direction::Backward);
+        backward.reverse();
+        assert_eq!(backward, expected, "{name} backward");
+        assert_eq!(store.stream_version(&name).unwrap(), Some(versions));
+    }
+}
+
+#[test]
+fn small_streams_live_in_a_pack_and_read_back_before_and_after_a_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("store");
+    let streams = 40;
+    {
+        let store = Store::open_with(&root, options()).unwrap();
+        // Interleaved, as events of many aggregates arrive; one append of two events each
+        // round for even streams.
+        for round in 0..3u64 {
+            for s in 0..streams {
+                let name = format!("order-{s}");
+                let v = round * 2;
+                let events: Vec<_> = (1..=2).map(|i| event(s, v + i)).collect();
+                store
+                    .append(&name, ExpectedVersion::Exact(v), events)
+                    .unwrap();
+            }
+        }
+        check_streams(&store, streams, 6);
+        // No stream has a file of its own: only the fan-out tables.
+        let files = stream_files(&root);
+        assert!(!files.is_empty());
+        assert!(files.iter().all(|f| f == "packed"), "{files:?}");
+        assert!(root.join("packs").join("00000000.pack").exists());
+    }
+    let store = Store::open_with(&root, options()).unwrap();
+    check_streams(&store, streams, 6);
+    // Appends go on after the reopen, into the same pack.
+    for s in 0..streams {
+        store
+            .append(
+                &format!("order-{s}"),
+                ExpectedVersion::Exact(6),
+                [event(s, 7)],
+            )
+            .unwrap();
+    }
+    check_streams(&store, streams, 7);
+    drop(store);
+    let store = Store::open_with(&root, options()).unwrap();
+    check_streams(&store, streams, 7);
+}
+
+#[test]
+fn a_packed_stream_closes_and_one_that_grows_leaves_the_pack() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("store");
+    {
+        let store = Store::open_with(&root, options()).unwrap();
+        store
+            .append("order-0", ExpectedVersion::NoStream, [event(0, 1)])
+            .unwrap();
+        store.close_stream("order-0").unwrap();
+        assert!(matches!(
+            store.append("order-0", ExpectedVersion::Any, [event(0, 2)]),
+            Err(Error::StreamClosed { .. })
+        ));
+        assert_eq!(read(&store, "order-0", Direction::Forward).len(), 1);
+
+        // About 280 bytes a record: the pack holds the first dozen or so, then the stream
+        // goes on in its own segment 0.
+        for v in 1..=40u64 {
+            store
+                .append("order-1", ExpectedVersion::Exact(v - 1), [event(1, v)])
+                .unwrap();
+        }
+        let forward = read(&store, "order-1", Direction::Forward);
+        assert_eq!(forward.len(), 40);
+        assert!(forward
+            .iter()
+            .enumerate()
+            .all(|(i, (v, d, _))| *v == i as u64 + 1 && *d == payload(1, *v)));
+        assert!(stream_files(&root).iter().any(|f| f.ends_with(".seg")));
+    }
+    let store = Store::open_with(&root, options()).unwrap();
+    assert!(matches!(
+        store.append("order-0", ExpectedVersion::Any, [event(0, 2)]),
+        Err(Error::StreamClosed { .. })
+    ));
+    let mut backward = read(&store, "order-1", Direction::Backward);
+    backward.reverse();
+    assert_eq!(backward.len(), 40);
+    assert!(backward
+        .iter()
+        .enumerate()
+        .all(|(i, (v, d, _))| *v == i as u64 + 1 && *d == payload(1, *v)));
+    store
+        .append("order-1", ExpectedVersion::Exact(40), [event(1, 41)])
+        .unwrap();
+    assert_eq!(read(&store, "order-1", Direction::Forward).len(), 41);
+}
