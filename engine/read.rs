@@ -556,6 +556,8 @@ pub struct AllIter {
     /// spare, cut to what the budget held when one did not (index entries read beyond it would be
     /// read again by the next window).
     span: u64,
+    /// Packed streams' ids, from their fan-out tables (segment-format.md §19).
+    ids: std::collections::HashMap<StreamKey, Arc<str>>,
 }
 
 struct Slot {
@@ -564,6 +566,8 @@ struct Slot {
     segment: Arc<MappedSegment>,
     offset: u64,
     flags: u8,
+    /// A packed event's stream id (its pack names no stream).
+    stream: Option<Arc<str>>,
 }
 
 /// One index entry of a window.
@@ -575,6 +579,19 @@ struct Entry {
     flags: u8,
     /// A control record: nothing to read (segment-format.md §12).
     skip: bool,
+    /// The record is in pack `segment` (segment-format.md §19).
+    packed: bool,
+}
+
+impl Entry {
+    /// The file holding the record: the stream's segment, or the pack.
+    fn file(&self) -> (StreamKey, u32) {
+        if self.packed {
+            (crate::layout::PACK_KEY, self.segment)
+        } else {
+            (self.key, self.segment)
+        }
+    }
 }
 
 impl AllIter {
@@ -597,6 +614,7 @@ impl AllIter {
             invalid: None,
             list: None,
             span: READ_ALL_WINDOW_POSITIONS,
+            ids: std::collections::HashMap::new(),
         }
     }
 
@@ -669,6 +687,7 @@ impl AllIter {
                         offset: 0,
                         flags: 0,
                         skip: true,
+                        packed: false,
                     });
                     continue;
                 }
@@ -699,6 +718,7 @@ impl AllIter {
                 offset: u64::from(entry.offset),
                 flags: entry.flags & (RECORD_FLAG_BEGIN | RECORD_FLAG_END),
                 skip: entry.flags & FLAG_CONTROL != 0,
+                packed: entry.flags & crate::format::index::FLAG_PACKED != 0,
             });
         }
         entries
@@ -753,9 +773,9 @@ impl AllIter {
         // And the first: only the records from it to the last are read into memory.
         let mut start: KeyMap<(StreamKey, u32), u64> = KeyMap::default();
         for e in &entries {
-            let r = reach.entry((e.key, e.segment)).or_insert(0);
+            let r = reach.entry(e.file()).or_insert(0);
             *r = (*r).max(e.offset);
-            let f = start.entry((e.key, e.segment)).or_insert(u64::MAX);
+            let f = start.entry(e.file()).or_insert(u64::MAX);
             *f = (*f).min(e.offset);
         }
         let mut prefetched = self.prefetch(&entries, &start, &reach);
@@ -774,7 +794,7 @@ impl AllIter {
                 loaded += 1;
                 continue;
             }
-            let id = (e.key, e.segment);
+            let id = e.file();
             let mut retried = false;
             let segment = loop {
                 if let Some(s) = fetched.get(&id) {
@@ -783,8 +803,8 @@ impl AllIter {
                 let last_record = reach.get(&id).copied().unwrap_or(e.offset);
                 let first_record = start.get(&id).copied().unwrap_or(e.offset).min(last_record);
                 let err = match self.fetch(
-                    e.key,
-                    e.segment,
+                    id.0,
+                    id.1,
                     first_record,
                     last_record,
                     prefetched.remove(&id),
@@ -818,7 +838,7 @@ impl AllIter {
                         let covers = self.covers.get(&e.key).copied().unwrap_or(0);
                         let live = entries
                             .iter()
-                            .filter(|x| (x.key, x.segment) == id && !x.skip && x.position > covers)
+                            .filter(|x| x.file() == id && !x.skip && x.position > covers)
                             .map(|x| x.offset)
                             .max()
                             .unwrap_or(e.offset);
@@ -841,12 +861,25 @@ impl AllIter {
                 loaded += 1;
                 continue;
             };
+            let stream = if e.packed {
+                match self.stream_id(e.key) {
+                    Ok(id) => Some(id),
+                    Err(err) => {
+                        self.pending = Some(err);
+                        self.advance(loaded);
+                        return;
+                    }
+                }
+            } else {
+                None
+            };
             self.window.push_back(Slot {
                 position: e.position,
                 key: e.key,
                 segment,
                 offset: e.offset,
                 flags: e.flags,
+                stream,
             });
             loaded += 1;
         }
@@ -897,7 +930,7 @@ impl AllIter {
         let mut seen: KeyMap<(StreamKey, u32), ()> = KeyMap::default();
         let order: Vec<((StreamKey, u32), u64, u64)> = entries
             .iter()
-            .filter(|e| !e.skip && !self.known_removed(e.key, e.position))
+            .filter(|e| !e.skip && !e.packed && !self.known_removed(e.key, e.position))
             .filter_map(|e| {
                 let id = (e.key, e.segment);
                 let last = reach.get(&id).copied().unwrap_or(e.offset);
@@ -992,6 +1025,29 @@ impl AllIter {
             offset: 0,
             reason: "segment named by a committed index entry is missing".into(),
         };
+        if key == crate::layout::PACK_KEY {
+            // A pack is mapped, never read into memory: the window's records of many streams
+            // lie in it one after the other (segment-format.md §19).
+            if !first && *mapped >= mapped_max {
+                return Ok(None);
+            }
+            *mapped += 1;
+            let missing = || Error::Corrupt {
+                path: crate::layout::pack_path(&self.shared.root, number),
+                offset: 0,
+                reason: "pack named by a committed index entry is missing".into(),
+            };
+            let mut min_len = last_record + RECORD_HEADER_BYTES as u64;
+            let mut pack = maps.pack(number, min_len)?.ok_or_else(missing)?;
+            if let Some(h) = peek_record_header(&pack.mapping[last_record as usize..]) {
+                let record_end = last_record + u64::from(h.record_bytes.get());
+                if record_end > pack.mapping.len() as u64 {
+                    min_len = record_end;
+                    pack = maps.pack(number, min_len)?.ok_or_else(missing)?;
+                }
+            }
+            return Ok(Some(pack));
+        }
         if let Some(s) = maps.cached_segment(key, number) {
             // Usable when it holds the last record whole (it may predate later appends).
             let len = s.mapping.len() as u64;
@@ -1060,6 +1116,31 @@ impl AllIter {
         Ok(Some(segment))
     }
 
+    /// The id of packed stream `key`, from its fan-out's table (read whole into `ids` the
+    /// first time one of its streams is met).
+    fn stream_id(&mut self, key: StreamKey) -> Result<Arc<str>> {
+        if let Some(id) = self.ids.get(&key) {
+            return Ok(Arc::clone(id));
+        }
+        let fanout = crate::layout::fanout(key.hash);
+        if let Some(table) = crate::packs::read_table(&self.shared, fanout)? {
+            for (e, _) in table.entries {
+                let k = StreamKey {
+                    hash: e.stream_hash,
+                    collision: e.collision,
+                };
+                self.ids.entry(k).or_insert_with(|| Arc::from(e.stream_id));
+            }
+        }
+        self.ids.get(&key).cloned().ok_or_else(|| {
+            Error::corrupt(
+                crate::layout::table_path(&self.shared.root, fanout),
+                0,
+                "packed stream of a committed record is not in its table",
+            )
+        })
+    }
+
     /// The slot's event; `None` when its stream's rewrite removed it.
     fn event(&mut self, slot: &Slot) -> Result<Option<RecordedEvent>> {
         let key = slot.key;
@@ -1068,7 +1149,10 @@ impl AllIter {
             slot.offset,
             slot.segment.base + slot.segment.mapping.len() as u64,
         ) {
-            Ok((event, _)) => event,
+            Ok((mut event, _)) => {
+                event.stream.clone_from(&slot.stream);
+                event
+            }
             Err(e) if self.removed(key, slot.position)? => {
                 drop(e);
                 return Ok(None);

@@ -46,6 +46,49 @@ fn stream_files(root: &Path) -> Vec<String> {
     out
 }
 
+/// `read_all`, forward and backward, as (stream, version, data).
+fn all(store: &Store) -> Vec<(String, u64, Vec<u8>)> {
+    let forward: Vec<_> = store
+        .read_all(streamlog::Position::START, Direction::Forward)
+        .unwrap()
+        .map(|e| {
+            let e = e.unwrap();
+            (e.stream_id().to_string(), e.version(), e.data().to_vec())
+        })
+        .collect();
+    let mut backward: Vec<_> = store
+        .read_all(streamlog::Position(u64::MAX), Direction::Backward)
+        .unwrap()
+        .map(|e| {
+            let e = e.unwrap();
+            (e.stream_id().to_string(), e.version(), e.data().to_vec())
+        })
+        .collect();
+    backward.reverse();
+    assert_eq!(forward, backward);
+    forward
+}
+
+/// The global order the appends of these tests make: rounds of two events per stream, then
+/// one more event per stream when `extra`.
+fn expected_all(streams: usize, extra: bool) -> Vec<(String, u64, Vec<u8>)> {
+    let mut out = Vec::new();
+    for round in 0..3u64 {
+        for s in 0..streams {
+            for i in 1..=2 {
+                let v = round * 2 + i;
+                out.push((format!("order-{s}"), v, payload(s, v)));
+            }
+        }
+    }
+    if extra {
+        for s in 0..streams {
+            out.push((format!("order-{s}"), 7, payload(s, 7)));
+        }
+    }
+    out
+}
+
 fn check_streams(store: &Store, streams: usize, versions: u64) {
     for s in 0..streams {
         let name = format!("order-{s}");
@@ -81,6 +124,7 @@ fn small_streams_live_in_a_pack_and_read_back_before_and_after_a_reopen() {
             }
         }
         check_streams(&store, streams, 6);
+        assert_eq!(all(&store), expected_all(streams, false));
         // No stream has a file of its own: only the fan-out tables.
         let files = stream_files(&root);
         assert!(!files.is_empty());
@@ -89,6 +133,7 @@ fn small_streams_live_in_a_pack_and_read_back_before_and_after_a_reopen() {
     }
     let store = Store::open_with(&root, options()).unwrap();
     check_streams(&store, streams, 6);
+    assert_eq!(all(&store), expected_all(streams, false));
     // Appends go on after the reopen, into the same pack.
     for s in 0..streams {
         store
@@ -103,6 +148,7 @@ fn small_streams_live_in_a_pack_and_read_back_before_and_after_a_reopen() {
     drop(store);
     let store = Store::open_with(&root, options()).unwrap();
     check_streams(&store, streams, 7);
+    assert_eq!(all(&store), expected_all(streams, true));
 }
 
 #[test]
