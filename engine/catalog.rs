@@ -291,7 +291,9 @@ fn load(shared: &Shared, stream: &str) -> Result<Probe> {
     for collision in 0..STREAM_COLLISIONS_MAX {
         let key = StreamKey { hash, collision };
         let path = segment_path(&shared.root, key, 0);
-        let Some(prefix) = read_prefix(shared, &path, 64 + STREAM_ID_BYTES_MAX)? else {
+        // Whether the slot holds a packed stream (§19): looked at when it has no segment 0,
+        // or only one that an unacknowledged batch left torn.
+        let mut packed = |file_exists: bool| -> Result<Option<Probe>> {
             if table.is_none() {
                 table = Some(crate::packs::read_table(
                     shared,
@@ -303,23 +305,27 @@ fn load(shared: &Shared, stream: &str) -> Result<Probe> {
                     .iter()
                     .find(|(e, _)| e.stream_hash == hash && e.collision == collision)
             });
-            match entry {
+            Ok(match entry {
                 Some((e, at)) if e.stream_id == stream => {
                     let state = packed_state(shared, key, e, *at)?;
-                    return Ok(Probe::Found(Arc::new(StreamMeta {
+                    Some(Probe::Found(Arc::new(StreamMeta {
                         id: Arc::from(stream),
                         key,
                         state: RwLock::new(state),
-                    })));
+                    })))
                 }
                 // Another stream id holds this slot in a pack.
-                Some(_) => continue,
-                None => {
-                    return Ok(Probe::Absent {
-                        collision,
-                        file_exists: false,
-                    })
-                }
+                Some(_) => None,
+                None => Some(Probe::Absent {
+                    collision,
+                    file_exists,
+                }),
+            })
+        };
+        let Some(prefix) = read_prefix(shared, &path, 64 + STREAM_ID_BYTES_MAX)? else {
+            match packed(false)? {
+                Some(probe) => return Ok(probe),
+                None => continue,
             }
         };
         match SegmentHeader::decode(&prefix) {
@@ -351,10 +357,10 @@ fn load(shared: &Shared, stream: &str) -> Result<Probe> {
                 }
                 tracing::warn!(path = %path.display(), error = %e,
                     "segment header of an unacknowledged stream creation does not decode; the slot will be reused");
-                return Ok(Probe::Absent {
-                    collision,
-                    file_exists: true,
-                });
+                match packed(true)? {
+                    Some(probe) => return Ok(probe),
+                    None => continue,
+                }
             }
         }
     }

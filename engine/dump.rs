@@ -57,9 +57,14 @@ fn note_entry(
     show_records: bool,
     d: &mut Dump,
 ) {
-    let key = StreamKey {
-        hash: e.stream_hash,
-        collision: e.collision,
+    // A packed record lies in its pack, not in a segment of its stream (segment-format.md §19).
+    let key = if e.flags & crate::format::index::FLAG_PACKED != 0 {
+        crate::layout::PACK_KEY
+    } else {
+        StreamKey {
+            hash: e.stream_hash,
+            collision: e.collision,
+        }
     };
     confirmed.insert((key, e.segment, u64::from(e.offset)), position);
     if show_records {
@@ -260,6 +265,18 @@ fn dump_store(root: &Path, show_records: bool, d: &mut Dump) {
         confirmed,
         last_confirmed,
     };
+    // Every pack (segment-format.md §19).
+    for p in list(&root.join(crate::layout::PACKS_DIR)) {
+        let number = p
+            .file_name()
+            .and_then(|n| n.to_str())
+            .and_then(crate::layout::parse_pack_file_name);
+        match (number, read(&p)) {
+            (Some(n), Ok(bytes)) => dump_pack(&p, n, &bytes, &view, d),
+            (Some(_), Err(e)) => d.corrupt(&p, 0, format!("cannot read: {e}")),
+            (None, _) => d.note(format!("ignored file {}", p.display())),
+        }
+    }
     // Every segment.
     let sdir = root.join(STREAMS_DIR);
     let mut segments = 0u64;
@@ -277,6 +294,13 @@ fn dump_store(root: &Path, show_records: bool, d: &mut Dump) {
             if crate::layout::parse_keys_file_name(&name).is_some() {
                 match read(&p) {
                     Ok(bytes) => dump_keys(&p, &bytes, show_records, d),
+                    Err(e) => d.corrupt(&p, 0, format!("cannot read: {e}")),
+                }
+                continue;
+            }
+            if name == crate::layout::TABLE_FILE {
+                match read(&p) {
+                    Ok(bytes) => dump_table(&p, &bytes, show_records, d),
                     Err(e) => d.corrupt(&p, 0, format!("cannot read: {e}")),
                 }
                 continue;
@@ -523,6 +547,122 @@ fn dump_file(
     } else {
         d.corrupt(path, 0, "not a streamlog file (unknown magic)");
     }
+}
+
+/// A pack (segment-format.md §19): its header, its flushed end, and its committed records.
+fn dump_pack(path: &Path, number: u32, bytes: &[u8], view: &StoreView, d: &mut Dump) {
+    use crate::format::pack::{decode_pack_end, PackHeader, PACK_HEADER_BYTES};
+    let header = match PackHeader::decode(bytes) {
+        Ok(h) if h.pack == number => h,
+        Ok(_) => return d.corrupt(path, 12, "pack header does not match its name"),
+        Err(e) => {
+            if view
+                .last_confirmed
+                .contains_key(&(crate::layout::PACK_KEY, number))
+            {
+                return d.corrupt(path, 0, format!("pack header: {e}"));
+            }
+            return d.note(format!(
+                "{}: pack with an incomplete header and no committed record, left by an interrupted creation",
+                path.display()
+            ));
+        }
+    };
+    let end = bytes
+        .get(PACK_HEADER_BYTES..)
+        .map(|b| decode_pack_end(b, number));
+    let committed: u64 = view
+        .confirmed
+        .keys()
+        .filter(|(k, s, _)| *k == crate::layout::PACK_KEY && *s == number)
+        .count() as u64;
+    let _ = writeln!(
+        d.text,
+        "{}: pack {number}, first position {}, {} bytes, flushed end {}, {committed} committed records",
+        path.display(),
+        header.first_position,
+        bytes.len(),
+        match end {
+            Some(Ok(Some(e))) => e.to_string(),
+            Some(Ok(None)) => "none yet".to_string(),
+            Some(Err(e)) => format!("unreadable ({e})"),
+            None => "missing".to_string(),
+        }
+    );
+    d.json.push(json!({"kind": "pack", "path": path, "pack": number, "first_position": header.first_position, "bytes": bytes.len(), "committed_records": committed}));
+    for ((k, s, offset), position) in &view.confirmed {
+        if *k != crate::layout::PACK_KEY || *s != number {
+            continue;
+        }
+        let Some(record) = bytes.get(*offset as usize..) else {
+            d.corrupt(
+                path,
+                *offset,
+                format!("record of position {position} past the end"),
+            );
+            continue;
+        };
+        match decode_record(record) {
+            Ok(r) if r.position == *position && r.prev_position.is_some() => {}
+            Ok(r) => d.corrupt(
+                path,
+                *offset,
+                format!("record holds position {}, its entry {position}", r.position),
+            ),
+            Err(e) => d.corrupt(path, *offset, format!("record of position {position}: {e}")),
+        }
+    }
+}
+
+/// A fan-out's table of packed streams (segment-format.md §19).
+fn dump_table(path: &Path, bytes: &[u8], show_records: bool, d: &mut Dump) {
+    use crate::format::pack::{decode_table_header, TableEntry, TABLE_HEADER_BYTES};
+    if bytes.len() < TABLE_HEADER_BYTES {
+        return d.note(format!(
+            "{}: table with an incomplete header, left by an interrupted creation",
+            path.display()
+        ));
+    }
+    if let Err(e) = decode_table_header(bytes) {
+        return d.corrupt(path, 0, format!("table header: {e}"));
+    }
+    let mut at = TABLE_HEADER_BYTES;
+    let mut entries = 0u64;
+    while at < bytes.len() {
+        match TableEntry::decode(&bytes[at..]) {
+            Ok((e, len)) => {
+                if show_records {
+                    let _ = writeln!(
+                        d.text,
+                        "    stream {:?} ({:016x}-{:04x}): first position {}, last {}",
+                        e.stream_id,
+                        e.stream_hash,
+                        e.collision,
+                        e.first_position,
+                        e.last_position
+                            .map_or_else(|| "not flushed yet".to_string(), |p| p.to_string())
+                    );
+                }
+                entries += 1;
+                at += len;
+            }
+            Err(e) => {
+                d.note(format!(
+                    "{}: {} bytes after the last entry that decodes ({e}): an unacknowledged batch's, cut at the next use",
+                    path.display(),
+                    bytes.len() - at
+                ));
+                break;
+            }
+        }
+    }
+    let _ = writeln!(
+        d.text,
+        "{}: table of packed streams, {entries} entries",
+        path.display()
+    );
+    d.json
+        .push(json!({"kind": "table", "path": path, "entries": entries}));
 }
 
 /// The journal (segment-format.md §18): the chain of frames recovery would replay, from the

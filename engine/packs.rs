@@ -85,6 +85,11 @@ pub struct Table {
 /// first position is committed and its index entry is `PACKED` with its key (§19); entries
 /// that do not are an unacknowledged batch's, at the tail.
 pub fn read_table(shared: &Shared, fanout: u16) -> Result<Option<Table>> {
+    read_table_at(shared, fanout, shared.head())
+}
+
+/// `read_table` with the committed head given (recovery knows it before it is published).
+pub fn read_table_at(shared: &Shared, fanout: u16, head: u64) -> Result<Option<Table>> {
     let path = table_path(&shared.root, fanout);
     let bytes = match crate::storage::read_whole(&*shared.backend, &path) {
         Ok(Some(b)) => b,
@@ -107,7 +112,6 @@ pub fn read_table(shared: &Shared, fanout: u16) -> Result<Option<Table>> {
             "table of another store or fan-out",
         ));
     }
-    let head = shared.head();
     let mut entries = Vec::new();
     let mut at = TABLE_HEADER_BYTES;
     while at < bytes.len() {
@@ -229,4 +233,64 @@ pub fn walk(shared: &Shared, key: StreamKey, last: u64) -> Result<Vec<Link>> {
         position = prev;
     }
     Ok(links)
+}
+
+/// Recovery (segment-format.md §19): write in place the fields of the packed records it
+/// verified after the checkpoint, `last` (stream key -> its last packed position) and `ends`
+/// (pack -> the end of its last record), before its `syncfs` makes them durable.
+pub fn write_recovered(
+    shared: &Shared,
+    head: u64,
+    last: &HashMap<StreamKey, u64>,
+    ends: &HashMap<u32, u64>,
+) -> Result<()> {
+    let mut by_fanout: HashMap<u16, Vec<(StreamKey, u64)>> = HashMap::new();
+    for (key, position) in last {
+        by_fanout
+            .entry(crate::layout::fanout(key.hash))
+            .or_default()
+            .push((*key, *position));
+    }
+    for (fanout, streams) in by_fanout {
+        let path = table_path(&shared.root, fanout);
+        let table = read_table_at(shared, fanout, head)?.ok_or_else(|| {
+            Error::corrupt(&path, 0, "table of committed packed streams is missing")
+        })?;
+        let file = shared
+            .backend
+            .open(&path, crate::storage::OpenMode::ReadWrite)
+            .map_err(|e| Error::io("open table", &path, e))?;
+        for (key, position) in streams {
+            let Some((_, at)) = table
+                .entries
+                .iter()
+                .find(|(e, _)| e.stream_hash == key.hash && e.collision == key.collision)
+            else {
+                return Err(Error::corrupt(
+                    &path,
+                    0,
+                    "packed stream of a committed record is not in its table",
+                ));
+            };
+            let mut stream_key = [0u8; 10];
+            stream_key[..8].copy_from_slice(&key.hash.to_le_bytes());
+            stream_key[8..].copy_from_slice(&key.collision.to_le_bytes());
+            let slot = crate::format::pack::encode_table_last(&stream_key, position);
+            file.write_all_at(&slot, at + crate::format::pack::TABLE_LAST_OFFSET as u64)
+                .map_err(|e| Error::io("write table slot", &path, e))?;
+        }
+    }
+    for (pack, end) in ends {
+        let path = crate::layout::pack_path(&shared.root, *pack);
+        let file = shared
+            .backend
+            .open(&path, crate::storage::OpenMode::ReadWrite)
+            .map_err(|e| Error::io("open pack", &path, e))?;
+        file.write_all_at(
+            &crate::format::pack::encode_pack_end(*pack, *end),
+            crate::format::pack::PACK_HEADER_BYTES as u64,
+        )
+        .map_err(|e| Error::io("write pack end", &path, e))?;
+    }
+    Ok(())
 }

@@ -469,6 +469,8 @@ fn verify_tail(shared: &Shared, from: u64, report: &mut RecoveryReport) -> Resul
     // invalidation events: (stream, changeset, position) (§16).
     let mut keyed: Vec<(u64, StreamKey, u64)> = Vec::new();
     let mut invalidations: Vec<(StreamKey, u64, u64)> = Vec::new();
+    // Packed records after the checkpoint: (position, stream, pack, end) (§19).
+    let mut packed: Vec<(u64, StreamKey, u32, u64)> = Vec::new();
     loop {
         let (file, _) = locate(position, per_file);
         if shared
@@ -531,6 +533,9 @@ fn verify_tail(shared: &Shared, from: u64, report: &mut RecoveryReport) -> Resul
                 if let Some(changeset) = v.invalidates {
                     invalidations.push((key, changeset, position));
                 }
+                if let Some(end) = v.packed_end {
+                    packed.push((position, key, entry.segment, end));
+                }
             }
             Err(reason) => {
                 if crate::catalog::base_covers(shared, key)? < position {
@@ -558,6 +563,20 @@ fn verify_tail(shared: &Shared, from: u64, report: &mut RecoveryReport) -> Resul
     for (key, version) in newest {
         check_keys_file(shared, key, version)?;
     }
+    // The packs' in-place fields of the kept packed records: no flush wrote them (§19).
+    let mut last: std::collections::HashMap<StreamKey, u64> = std::collections::HashMap::new();
+    let mut ends: std::collections::HashMap<u32, u64> = std::collections::HashMap::new();
+    for (p, key, pack, end) in packed {
+        if p <= head {
+            let l = last.entry(key).or_insert(0);
+            *l = (*l).max(p);
+            let e = ends.entry(pack).or_insert(0);
+            *e = (*e).max(end);
+        }
+    }
+    if !last.is_empty() {
+        crate::packs::write_recovered(shared, head, &last, &ends)?;
+    }
     invalidations.retain(|(_, _, p)| *p <= head);
     // After a clean close nothing follows the head, in the index or in `REMOVALS`.
     if !report.clean || !invalidations.is_empty() {
@@ -569,6 +588,8 @@ fn verify_tail(shared: &Shared, from: u64, report: &mut RecoveryReport) -> Resul
 /// What recovery learns from a verified record.
 #[derive(Default)]
 struct Verified {
+    /// A packed record: the end of it in its pack (segment-format.md §19).
+    packed_end: Option<u64>,
     /// A keyed event: its version.
     keyed: Option<u64>,
     /// An invalidation event: the changeset it invalidates.
@@ -614,9 +635,14 @@ fn verify_record(
 ) -> Result<std::result::Result<Verified, String>> {
     // An I/O error stops the open: it says nothing about the bytes, and cutting on it would
     // throw acknowledged appends away (found by the model property test with faults).
-    let segment_at = |min_len: u64| match shared.maps.segment(key, segment, min_len) {
+    let packed = flags & crate::format::index::FLAG_PACKED != 0;
+    let segment_at = |min_len: u64| match if packed {
+        shared.maps.pack(segment, min_len)
+    } else {
+        shared.maps.segment(key, segment, min_len)
+    } {
         Ok(Some(m)) => Ok(Ok(m)),
-        Ok(None) => Ok(Err("segment file missing".to_string())),
+        Ok(None) => Ok(Err("segment or pack file missing".to_string())),
         Err(e @ Error::Io { .. }) => Err(e),
         Err(e) => Ok(Err(e.to_string())),
     };
@@ -641,7 +667,11 @@ fn verify_record(
         Ok(r) => r,
         Err(e) => return Ok(Err(e.to_string())),
     };
+    if packed != r.prev_position.is_some() {
+        return Ok(Err("packed flag differs from the index".into()));
+    }
     let verified = Verified {
+        packed_end: packed.then_some(offset + r.padded_bytes),
         keyed: (r.is_event() && !r.key.is_empty()).then_some(r.version),
         invalidates: r
             .control
@@ -659,7 +689,7 @@ fn verify_record(
     }
     if let Some(c) = r.control {
         // Snapshots and tombstones are only ever written as the base of a segment 0.
-        if segment == 0 && c.is_base() {
+        if !packed && segment == 0 && c.is_base() {
             remove_replaced_segments(shared, key, c.next_segment)?;
         }
     }

@@ -807,6 +807,35 @@ impl Writer {
         Ok(())
     }
 
+    /// The segment 0 and keys file an unacknowledged batch left for a packed stream (one that
+    /// was leaving its pack): removed, durably, before the stream is written again (the
+    /// reason of `cut_leftovers`).
+    fn remove_leftovers(&self, key: StreamKey) -> Result<()> {
+        let mut removed = false;
+        for path in [
+            segment_path(&self.shared.root, key, 0),
+            keys_path(&self.shared.root, key),
+        ] {
+            match self.shared.backend.remove_file(&path) {
+                Ok(()) => {
+                    tracing::warn!(path = %path.display(), "removing a file left by an unacknowledged batch");
+                    self.shared.maps.forget_segment(key, 0);
+                    removed = true;
+                }
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(Error::io("remove leftover file", &path, e)),
+            }
+        }
+        if removed {
+            let dir = fanout_dir(&self.shared.root, key.hash);
+            self.shared
+                .backend
+                .sync_dir(&dir)
+                .map_err(|e| Error::io("fsync directory", &dir, e))?;
+        }
+        Ok(())
+    }
+
     /// First touch of an existing stream: cut what unacknowledged batches left after its
     /// committed end (segment-format.md §9), so that the next record goes right after it.
     fn repair(&self, meta: Arc<StreamMeta>) -> Result<WriterStream> {
@@ -818,7 +847,13 @@ impl Writer {
             // Files exist but hold nothing committed (or the stream is packed and has none):
             // its segment 0 is written from scratch when it gets one.
             None => {
-                self.cut_leftovers(key)?;
+                if state.packed.is_some() {
+                    // A packed stream may go on in its pack for long: a leftover segment 0
+                    // is removed rather than kept empty.
+                    self.remove_leftovers(key)?;
+                } else {
+                    self.cut_leftovers(key)?;
+                }
                 let first = state.packed.map_or(1, |p| p.version + 1);
                 (0, first, header_bytes, Some(CreateKind::Reset))
             }
@@ -1589,8 +1624,14 @@ impl Writer {
                 ws.changeset + 1
             };
             let first_position = planning.next_position;
-            let count = if close { 1 } else { kept.len() };
-            for i in 0..count {
+            // One close record, or the kept events.
+            let records: Vec<Option<&EventData>> = if close {
+                vec![None]
+            } else {
+                kept.iter().map(|(_, e)| Some(*e)).collect()
+            };
+            let count = records.len();
+            for (i, event) in records.into_iter().enumerate() {
                 let last = i + 1 == count;
                 let mut flags = 0;
                 if i == 0 {
@@ -1611,8 +1652,8 @@ impl Writer {
                     covers_position: 0,
                     target_changeset: 0,
                 };
-                let fields = if close {
-                    RecordFields {
+                let fields = match event {
+                    None => RecordFields {
                         flags,
                         version: current,
                         position,
@@ -1626,10 +1667,8 @@ impl Writer {
                         data: &[],
                         control: Some(close_block),
                         prev_position: Some(tail.last),
-                    }
-                } else {
-                    let event = kept[i].1;
-                    RecordFields {
+                    },
+                    Some(event) => RecordFields {
                         flags,
                         version: current + 1 + i as u64,
                         position,
@@ -1643,7 +1682,7 @@ impl Writer {
                         data: &event.data,
                         control: None,
                         prev_position: Some(tail.last),
-                    }
+                    },
                 };
                 encode_record(&fields, bytes);
                 let written = (bytes.len() - before) as u64;

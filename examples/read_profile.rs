@@ -2,7 +2,8 @@
 //! order, streams of 10 events written interleaved).
 //! `cargo run --release --example read_profile -- [w4|w5] [events] [passes] [folder]`: with a
 //! folder that already holds a store, it only reads (to profile the reads alone).
-//! `STREAMLOG_READ_ALL_WINDOW_MB` sets the option `read_all_window_bytes` (in MiB).
+//! `STREAMLOG_READ_ALL_WINDOW_MB` sets the option `read_all_window_bytes` (in MiB);
+//! `STREAMLOG_PACK_BYTES` sets `pack_stream_bytes` (format 4, in progress).
 
 use std::time::Instant;
 use streamlog::{Direction, EventData, ExpectedVersion, Position, Store};
@@ -50,6 +51,13 @@ fn main() {
         .and_then(|v| v.parse::<usize>().ok())
     {
         options.read_all_window_bytes = mb << 20;
+    }
+    // `STREAMLOG_PACK_BYTES` sets `pack_stream_bytes` (format 4, branch `format4`).
+    if let Some(b) = std::env::var("STREAMLOG_PACK_BYTES")
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+    {
+        options.pack_stream_bytes = b;
     }
     let store = Store::open_with(&dir, options).expect("open");
     if existing {

@@ -47,8 +47,18 @@ fn child_options() -> Options {
         // The smallest journal: flushes (and their kill point) come every few dozen batches.
         journal_bytes: 64 << 10,
         event_bytes_max: 16 << 10,
+        pack_stream_bytes: packs(),
         ..Options::default()
     }
+}
+
+/// `STREAMLOG_CRASH_PACK_BYTES`: the child packs small streams (format 4, segment-format.md
+/// §19) and writes many small streams with small events, so that most stay packed.
+fn packs() -> u64 {
+    std::env::var("STREAMLOG_CRASH_PACK_BYTES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
 }
 
 /// Appends each child thread makes before it stops on its own (when no kill came).
@@ -67,13 +77,14 @@ fn crash_child() {
             let out = std::sync::Arc::clone(&out);
             std::thread::spawn(move || {
                 let mut rng = Rng(seed() ^ ((t + 1) * 0x9e37_79b9));
+                let (streams, event_max) = if packs() > 0 { (400, 300) } else { (12, 3000) };
                 for _ in 0..CHILD_APPENDS {
-                    let stream = format!("crash-{}", rng.below(12));
+                    let stream = format!("crash-{}", rng.below(streams));
                     let count = 1 + rng.below(4);
                     let mut crc = 0u32;
                     let events: Vec<EventData> = (0..count)
                         .map(|_| {
-                            let len = rng.below(3000) as usize;
+                            let len = rng.below(event_max) as usize;
                             let data: Vec<u8> = (0..len).map(|_| rng.next() as u8).collect();
                             crc = crc32c::crc32c_append(crc, &data);
                             EventData::new("Crash", data)
@@ -134,6 +145,7 @@ fn spawn_child(dir: &std::path::Path, kill_at: Option<&str>) -> Child {
         ])
         .env("STREAMLOG_CRASH_DIR", dir)
         .env_remove("STREAMLOG_KILL_AT")
+        .env("STREAMLOG_CRASH_PACK_BYTES", packs().to_string())
         .stdout(Stdio::piped())
         .stderr(Stdio::null());
     if let Some(point) = kill_at {
