@@ -683,6 +683,7 @@ impl Store {
         let shared = Arc::clone(&self.inner.shared);
         let root = shared.root.join(STREAMS_DIR);
         let mut files = Vec::new();
+        let mut packed = Vec::new();
         let fanouts = shared
             .backend
             .read_dir(&root)
@@ -696,15 +697,36 @@ impl Store {
                 .backend
                 .read_dir(&dir)
                 .map_err(|e| Error::io("list folder", &dir, e))?;
+            let mut has_table = false;
             for (name, _) in names {
+                has_table |= name == crate::layout::TABLE_FILE;
                 if let Some((_, 0)) = parse_segment_file_name(&name) {
                     files.push(dir.join(name));
+                }
+            }
+            // Packed streams (segment-format.md §19) without a segment 0 of their own.
+            let number = u16::from_str_radix(&fanout, 16).ok().filter(|_| has_table);
+            if let Some(table) = number
+                .map(|n| crate::packs::read_table(&shared, n))
+                .transpose()?
+                .flatten()
+            {
+                for (e, _) in table.entries {
+                    let key = crate::layout::StreamKey {
+                        hash: e.stream_hash,
+                        collision: e.collision,
+                    };
+                    let segment_0 = crate::layout::segment_path(&shared.root, key, 0);
+                    if !files.contains(&segment_0) {
+                        packed.push(e.stream_id);
+                    }
                 }
             }
         }
         Ok(StreamIds {
             shared,
             files: files.into_iter(),
+            packed: packed.into_iter(),
         })
     }
 }
@@ -713,6 +735,8 @@ impl Store {
 pub struct StreamIds {
     shared: Arc<Shared>,
     files: std::vec::IntoIter<PathBuf>,
+    /// Ids of packed streams without a segment 0, from their fan-out tables.
+    packed: std::vec::IntoIter<String>,
 }
 
 impl Iterator for StreamIds {
@@ -728,6 +752,15 @@ impl Iterator for StreamIds {
             match self.shared.catalog.probe(&self.shared, &header.stream_id) {
                 Ok(Probe::Found(meta)) if meta.version() > 0 && !meta.is_deleted() => {
                     return Some(Ok(header.stream_id))
+                }
+                Ok(_) => {}
+                Err(e) => return Some(Err(e)),
+            }
+        }
+        for id in self.packed.by_ref() {
+            match self.shared.catalog.probe(&self.shared, &id) {
+                Ok(Probe::Found(meta)) if meta.version() > 0 && !meta.is_deleted() => {
+                    return Some(Ok(id))
                 }
                 Ok(_) => {}
                 Err(e) => return Some(Err(e)),

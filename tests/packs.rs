@@ -149,6 +149,11 @@ fn small_streams_live_in_a_pack_and_read_back_before_and_after_a_reopen() {
     let store = Store::open_with(&root, options()).unwrap();
     check_streams(&store, streams, 7);
     assert_eq!(all(&store), expected_all(streams, true));
+    let mut listed: Vec<String> = store.streams().unwrap().map(Result::unwrap).collect();
+    listed.sort();
+    let mut expected: Vec<String> = (0..streams).map(|s| format!("order-{s}")).collect();
+    expected.sort();
+    assert_eq!(listed, expected);
 }
 
 #[test]
