@@ -23,6 +23,10 @@ pub struct Dirty {
 #[derive(Default)]
 pub struct Packs {
     dirty: Mutex<Dirty>,
+    /// The store has a `packs/` folder: looking a stream up must then read its fan-out's
+    /// table when it has no segment 0. A store that never packed pays no extra `open` per
+    /// new stream (the million-stream create makes a million of them).
+    present: std::sync::atomic::AtomicBool,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -30,6 +34,16 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Packs {
+    pub fn present(&self) -> bool {
+        self.present.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// Set at open when `packs/` exists, and by the writer before it creates the first pack.
+    pub fn mark_present(&self) {
+        self.present
+            .store(true, std::sync::atomic::Ordering::Release);
+    }
+
     /// The last packed position of `key` published since the last flush.
     pub fn last_of(&self, key: StreamKey) -> Option<u64> {
         lock(&self.dirty).last.get(&key).map(|(p, _)| *p)
@@ -90,6 +104,9 @@ pub fn read_table(shared: &Shared, fanout: u16) -> Result<Option<Table>> {
 
 /// `read_table` with the committed head given (recovery knows it before it is published).
 pub fn read_table_at(shared: &Shared, fanout: u16, head: u64) -> Result<Option<Table>> {
+    if !shared.packs.present() {
+        return Ok(None);
+    }
     let path = table_path(&shared.root, fanout);
     let bytes = match crate::storage::read_whole(&*shared.backend, &path) {
         Ok(Some(b)) => b,

@@ -377,6 +377,16 @@ pub fn open(
         checkpoint.journal_offset,
     )?;
     report.replayed_frames = replayed.frames;
+    // Packs (segment-format.md §19), replayed or not: whether lookups need the fan-out tables.
+    let packs_dir = shared.root.join(crate::layout::PACKS_DIR);
+    if shared
+        .backend
+        .kind(&packs_dir)
+        .map_err(|e| Error::io("stat folder", &packs_dir, e))?
+        .is_some()
+    {
+        shared.packs.mark_present();
+    }
     if replayed.frames > 0 {
         crate::killpoint::reached("journal-replayed");
         backend

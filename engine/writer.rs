@@ -980,6 +980,8 @@ impl Writer {
             Err(e) => return Err(Error::io("list packs", &dir, e)),
         };
         let Some(number) = newest else {
+            // Before any table or pack exists: lookups read the tables from now on.
+            shared.packs.mark_present();
             self.pack = Some(PackCursor {
                 number: 0,
                 end: PACK_RECORDS_START,
