@@ -39,6 +39,17 @@ fn disk_usage(dir: &std::path::Path) -> (u64, u64, usize) {
     (bytes, files, widest)
 }
 
+/// `STREAMLOG_PACK_BYTES` sets `pack_stream_bytes` (format 4, branch `format4`).
+fn options() -> streamlog::Options {
+    streamlog::Options {
+        pack_stream_bytes: std::env::var("STREAMLOG_PACK_BYTES")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0),
+        ..streamlog::Options::default()
+    }
+}
+
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[((sorted.len() - 1) as f64 * p).round() as usize]
 }
@@ -65,7 +76,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     // Create.
     let started = Instant::now();
     {
-        let store = Store::open(&dir)?;
+        let store = Store::open_with(&dir, options())?;
         let workers: Vec<_> = (0..threads)
             .map(|t| {
                 let store = store.clone();
@@ -106,7 +117,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     // Reopen until the first read returns.
     let rss_before_open = rss_bytes();
     let started = Instant::now();
-    let store = Store::open(&dir)?;
+    let store = Store::open_with(&dir, options())?;
     let first = store
         .read_stream("stream-0", 1, Direction::Forward)?
         .next()
