@@ -287,7 +287,7 @@ fn load(shared: &Shared, stream: &str) -> Result<Probe> {
     let hash = stream_hash(&shared.manifest.hash_key, stream);
     let head = shared.head();
     // The fan-out's table of packed streams, read when a slot has no segment 0 (§19).
-    let mut table: Option<Option<crate::packs::Table>> = None;
+    let mut table: Option<Option<Arc<crate::packs::Table>>> = None;
     for collision in 0..STREAM_COLLISIONS_MAX {
         let key = StreamKey { hash, collision };
         let path = segment_path(&shared.root, key, 0);
@@ -295,10 +295,7 @@ fn load(shared: &Shared, stream: &str) -> Result<Probe> {
         // or only one that an unacknowledged batch left torn.
         let mut packed = |file_exists: bool| -> Result<Option<Probe>> {
             if table.is_none() {
-                table = Some(crate::packs::read_table(
-                    shared,
-                    crate::layout::fanout(hash),
-                )?);
+                table = Some(crate::packs::table(shared, crate::layout::fanout(hash))?);
             }
             let entry = table.as_ref().and_then(Option::as_ref).and_then(|t| {
                 t.entries
@@ -618,13 +615,14 @@ fn find_packed_entry(
     shared: &Shared,
     key: StreamKey,
 ) -> Result<Option<(crate::format::pack::TableEntry, u64)>> {
-    let Some(table) = crate::packs::read_table(shared, crate::layout::fanout(key.hash))? else {
+    let Some(table) = crate::packs::table(shared, crate::layout::fanout(key.hash))? else {
         return Ok(None);
     };
     Ok(table
         .entries
-        .into_iter()
-        .find(|(e, _)| e.stream_hash == key.hash && e.collision == key.collision))
+        .iter()
+        .find(|(e, _)| e.stream_hash == key.hash && e.collision == key.collision)
+        .cloned())
 }
 
 /// The base record opening a rewritten segment 0, with its position.

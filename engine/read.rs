@@ -1123,13 +1123,15 @@ impl AllIter {
             return Ok(Arc::clone(id));
         }
         let fanout = crate::layout::fanout(key.hash);
-        if let Some(table) = crate::packs::read_table(&self.shared, fanout)? {
-            for (e, _) in table.entries {
+        if let Some(table) = crate::packs::table(&self.shared, fanout)? {
+            for (e, _) in &table.entries {
                 let k = StreamKey {
                     hash: e.stream_hash,
                     collision: e.collision,
                 };
-                self.ids.entry(k).or_insert_with(|| Arc::from(e.stream_id));
+                self.ids
+                    .entry(k)
+                    .or_insert_with(|| Arc::from(e.stream_id.as_str()));
             }
         }
         self.ids.get(&key).cloned().ok_or_else(|| {

@@ -212,6 +212,9 @@ struct Planning {
     table_writes: Vec<FileWrite>,
     /// The packed streams' new ends, published with the batch.
     packed: HashMap<StreamKey, crate::catalog::PackedState>,
+    /// The batch's new table entries, by fan-out, with their offsets: added to the cached
+    /// tables once published.
+    new_entries: HashMap<u16, Vec<(crate::format::pack::TableEntry, u64)>>,
 }
 
 /// What pass 1 of planning decided for one part.
@@ -582,6 +585,8 @@ impl Writer {
         let last_position = planning.next_position - 1;
         let invalidations = planning.invalidations.clone();
         let packed = planning.packed.clone();
+        let mut planning = planning;
+        let new_entries = std::mem::take(&mut planning.new_entries);
         let pack_ends: Vec<(u32, u64)> = planning
             .pack_writes
             .iter()
@@ -602,6 +607,9 @@ impl Writer {
                         .map(|(k, p)| (*k, p.last, p.entry_offset))
                         .collect();
                     self.shared.packs.publish(&lasts, &pack_ends);
+                    for (fanout, entries) in &new_entries {
+                        self.shared.packs.add_entries(*fanout, entries);
+                    }
                     self.publish(&touched, last_position, &packed);
                 }
                 self.shared.removals.published(&invalidations);
@@ -1579,14 +1587,19 @@ impl Writer {
                         .tables
                         .get_mut(&fanout)
                         .expect("pass 1 loads the table of a new packed stream");
-                    let entry = crate::format::pack::TableEntry {
+                    let table_entry = crate::format::pack::TableEntry {
                         stream_hash: key.hash,
                         collision: key.collision,
                         first_position: planning.next_position,
                         stream_id: part.stream.to_string(),
                         last_position: None,
-                    }
-                    .encode();
+                    };
+                    let entry = table_entry.encode();
+                    planning
+                        .new_entries
+                        .entry(fanout)
+                        .or_default()
+                        .push((table_entry, table.end));
                     let t = match planning
                         .table_writes
                         .iter()
