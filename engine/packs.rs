@@ -110,7 +110,7 @@ impl Packs {
 }
 
 /// Most fan-out tables kept in memory by lookups (`Packs::tables`).
-const TABLE_CACHE_MAX: usize = 1024;
+const TABLE_CACHE_MAX: usize = 4096;
 
 /// Fan-out `fanout`'s table, from the cache or read (and cached); `None` when it does not
 /// exist.
@@ -190,10 +190,16 @@ pub fn read_table_at(shared: &Shared, fanout: u16, head: u64) -> Result<Option<T
         let Ok((entry, len)) = TableEntry::decode(&bytes[at..]) else {
             break;
         };
-        if is_live(shared, &entry, head)? {
-            entries.push((entry, at as u64));
-        }
+        entries.push((entry, at as u64));
         at += len;
+    }
+    // Entries of unacknowledged batches can only be at the tail: the writer cuts them before
+    // it appends an entry. So only the tail needs the index's word, back to a live entry.
+    while let Some((last, _)) = entries.last() {
+        if is_live(shared, last, head)? {
+            break;
+        }
+        entries.pop();
     }
     Ok(Some(Table {
         entries,
