@@ -853,3 +853,26 @@ impl Iterator for IndexedIter {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::Indexes;
+    use crate::limits::INDEXER_BATCH_POSITIONS;
+    use std::sync::atomic::Ordering;
+
+    #[test]
+    fn the_publish_that_makes_a_batch_of_positions_wait_nudges_the_indexer_once() {
+        let indexes = Indexes::default();
+        indexes.indexed.store(100, Ordering::Release);
+        let full = 100 + INDEXER_BATCH_POSITIONS;
+        assert!(!indexes.lag_crossed(100, full - 1));
+        assert!(indexes.lag_crossed(100, full));
+        assert!(indexes.lag_crossed(full - 1, full + 5));
+        // Already past the mark: the nudge was given by the publish that crossed it.
+        assert!(!indexes.lag_crossed(full, full + 1));
+        // Caught up since: the next crossing nudges again.
+        indexes.indexed.store(full, Ordering::Release);
+        assert!(!indexes.lag_crossed(full + 1, full + 2));
+        assert!(indexes.lag_crossed(full + 1, full + INDEXER_BATCH_POSITIONS));
+    }
+}

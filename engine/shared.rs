@@ -202,14 +202,11 @@ impl Shared {
                         .unwrap_or_else(std::sync::PoisonError::into_inner);
                 }
                 Some(d) => {
-                    let now = Instant::now();
-                    if now >= d {
+                    let (guard, timed_out) = wait_before(signal, changes, d);
+                    changes = guard;
+                    if timed_out {
                         break;
                     }
-                    changes = signal
-                        .wait_timeout(changes, d - now)
-                        .unwrap_or_else(std::sync::PoisonError::into_inner)
-                        .0;
                 }
             }
         }
@@ -241,14 +238,11 @@ impl Shared {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         while *count == seen {
-            let now = Instant::now();
-            if now >= deadline {
+            let (guard, timed_out) = wait_before(signal, count, deadline);
+            count = guard;
+            if timed_out {
                 return;
             }
-            count = signal
-                .wait_timeout(count, deadline - now)
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .0;
         }
     }
 
@@ -278,6 +272,24 @@ impl Shared {
             None => Ok(()),
         }
     }
+}
+
+/// Wait on `signal` with `guard` until woken or `deadline`; the guard again, and whether the
+/// deadline had passed (then it did not wait).
+fn wait_before<'a, T>(
+    signal: &Condvar,
+    guard: std::sync::MutexGuard<'a, T>,
+    deadline: Instant,
+) -> (std::sync::MutexGuard<'a, T>, bool) {
+    let now = Instant::now();
+    if now >= deadline {
+        return (guard, true);
+    }
+    let guard = signal
+        .wait_timeout(guard, deadline - now)
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .0;
+    (guard, false)
 }
 
 /// The change signal's state: how many changes, and how many threads wait for the next.
