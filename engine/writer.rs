@@ -14,9 +14,8 @@ use crate::format::pack::{PACK_RECORDS_START, TABLE_HEADER_BYTES};
 use crate::format::removals::{Removal, REMOVAL_KIND_INVALIDATE};
 use crate::format::segment::{
     decode_record, encode_record, record_bytes_padded, segment_header_bytes, Control, RecordFields,
-    SegmentHeader, CONTROL_BLOCK_BYTES, CONTROL_FLAG_CLOSED, CONTROL_OP_CLOSE,
-    CONTROL_OP_INVALIDATE, PREV_POSITION_BYTES, RECORD_FLAG_BEGIN, RECORD_FLAG_END,
-    RECORD_HEADER_BYTES,
+    SegmentHeader, CONTROL_BLOCK_BYTES, CONTROL_OP_INVALIDATE, PREV_POSITION_BYTES,
+    RECORD_FLAG_BEGIN, RECORD_FLAG_END, RECORD_HEADER_BYTES,
 };
 use crate::keys::{KeyMap, Loaded};
 use crate::layout::{
@@ -935,20 +934,7 @@ impl Writer {
             let len = handle
                 .len()
                 .map_err(|e| Error::io("stat segment", &path, e))?;
-            if len > tail {
-                tracing::warn!(path = %path.display(), offset = tail, bytes = len - tail,
-                    "cutting bytes of an unacknowledged batch");
-                // Durability: the cut is durable before anything is written over it. Otherwise
-                // a crash could keep the new index entry and lose the cut and the new record,
-                // and a cut record carrying the same position at the same offset would pass
-                // for the new one (the model fuzzer found this after a fault and a power cut).
-                handle
-                    .set_len(tail)
-                    .map_err(|e| Error::io("cut segment", &path, e))?;
-                handle
-                    .sync_data()
-                    .map_err(|e| Error::io("fdatasync", &path, e))?;
-            }
+            cut_durably(&*handle, &path, tail, len, "records")?;
             file = Some(handle);
         }
         Ok(WriterStream {
@@ -1053,16 +1039,7 @@ impl Writer {
             end += r.padded_bytes;
         }
         drop(mapping);
-        if len > end {
-            tracing::warn!(path = %path.display(), offset = end, bytes = len - end,
-                "cutting packed records of an unacknowledged batch");
-            handle
-                .set_len(end)
-                .map_err(|e| Error::io("cut pack", &path, e))?;
-            handle
-                .sync_data()
-                .map_err(|e| Error::io("fdatasync", &path, e))?;
-        }
+        cut_durably(&*handle, &path, end, len, "packed records")?;
         self.pack = Some(PackCursor {
             number,
             end,
@@ -1101,14 +1078,7 @@ impl Writer {
                     .open(&path, OpenMode::ReadWrite)
                     .map_err(|e| Error::io("open table", &path, e))?;
                 let len = f.len().map_err(|e| Error::io("stat table", &path, e))?;
-                if len > live_end {
-                    tracing::warn!(path = %path.display(), offset = live_end, bytes = len - live_end,
-                        "cutting table entries of an unacknowledged batch");
-                    f.set_len(live_end)
-                        .map_err(|e| Error::io("cut table", &path, e))?;
-                    f.sync_data()
-                        .map_err(|e| Error::io("fdatasync", &path, e))?;
-                }
+                cut_durably(&*f, &path, live_end, len, "table entries")?;
                 TableCursor {
                     end: live_end,
                     create: false,
@@ -1127,18 +1097,12 @@ impl Writer {
             Loaded::Missing => Ok(WriterKeys::none()),
             Loaded::Fresh { map, end, len } => {
                 if len > end {
-                    tracing::warn!(path = %path.display(), offset = end, bytes = len - end,
-                        "cutting key entries of an unacknowledged batch");
                     let f = self
                         .shared
                         .backend
                         .open(&path, OpenMode::ReadWrite)
                         .map_err(|e| Error::io("open keys file", &path, e))?;
-                    // Durability: durable before anything is written over it (see `repair`).
-                    f.set_len(end)
-                        .map_err(|e| Error::io("cut keys file", &path, e))?;
-                    f.sync_data()
-                        .map_err(|e| Error::io("fdatasync", &path, e))?;
+                    cut_durably(&*f, &path, end, len, "key entries")?;
                 }
                 Ok(WriterKeys {
                     map,
@@ -1491,44 +1455,34 @@ impl Writer {
             .collect();
         let n = kept.len() as u64;
         let duplicates = u32::try_from(part.events.len() - kept.len()).unwrap_or(u32::MAX);
-        let append_bytes: u64 = if close {
-            CLOSE_RECORD_BYTES
-        } else {
-            kept.iter()
-                .enumerate()
-                .map(|(i, (_, e))| {
-                    let commit = if i == 0 {
-                        part.commit_metadata.len()
-                    } else {
-                        0
-                    };
-                    record_bytes_padded(e.size() + commit)
-                })
-                .sum()
+        // The bytes the append takes in a segment, and in a pack (whose records carry the
+        // 8-byte chain link, segment-format.md §19).
+        let bytes_with = |extra: usize| -> u64 {
+            if close {
+                crate::format::align8(
+                    (RECORD_HEADER_BYTES + CONTROL_BLOCK_BYTES + extra + CLOSE_EVENT_TYPE.len())
+                        as u64,
+                )
+            } else {
+                kept.iter()
+                    .enumerate()
+                    .map(|(i, (_, e))| {
+                        let commit = if i == 0 {
+                            part.commit_metadata.len()
+                        } else {
+                            0
+                        };
+                        record_bytes_padded(e.size() + commit + extra)
+                    })
+                    .sum()
+            }
         };
+        let append_bytes = bytes_with(0);
+        debug_assert!(!close || append_bytes == CLOSE_RECORD_BYTES);
         // A packed stream stays packed while its packed records total at most
-        // `pack_stream_bytes` (segment-format.md §19); keyed events and invalidations take it
-        // out of the pack, since they belong with files of its own.
-        let packed_bytes: u64 = if close {
-            crate::format::align8(
-                (RECORD_HEADER_BYTES
-                    + CONTROL_BLOCK_BYTES
-                    + PREV_POSITION_BYTES
-                    + CLOSE_EVENT_TYPE.len()) as u64,
-            )
-        } else {
-            kept.iter()
-                .enumerate()
-                .map(|(i, (_, e))| {
-                    let commit = if i == 0 {
-                        part.commit_metadata.len()
-                    } else {
-                        0
-                    };
-                    record_bytes_padded(e.size() + commit + PREV_POSITION_BYTES)
-                })
-                .sum()
-        };
+        // `pack_stream_bytes`; keyed events and invalidations take it out of the pack, since
+        // they belong with files of its own.
+        let packed_bytes = bytes_with(PREV_POSITION_BYTES);
         let pack_limit = self.shared.options.pack_stream_bytes;
         let into_pack = control.is_none()
             && kept.iter().all(|(_, e)| e.key.is_empty())
@@ -1659,30 +1613,10 @@ impl Writer {
                 let offset = cursor.end;
                 let bytes = &mut planning.pack_writes[slot].bytes;
                 let before = bytes.len();
-                let close_block = Control {
-                    op: CONTROL_OP_CLOSE,
-                    flags: CONTROL_FLAG_CLOSED,
-                    next_segment: 0,
-                    covers_version: 0,
-                    covers_position: 0,
-                    target_changeset: 0,
-                };
                 let fields = match event {
-                    None => RecordFields {
-                        flags,
-                        version: current,
-                        position,
-                        changeset,
-                        timestamp_us,
-                        event_id: None,
-                        event_type: CLOSE_EVENT_TYPE.as_bytes(),
-                        key: &[],
-                        commit_metadata: &[],
-                        metadata: &[],
-                        data: &[],
-                        control: Some(close_block),
-                        prev_position: Some(tail.last),
-                    },
+                    None => {
+                        close_record(current, position, changeset, timestamp_us, Some(tail.last))
+                    }
                     Some(event) => RecordFields {
                         flags,
                         version: current + 1 + i as u64,
@@ -1804,28 +1738,7 @@ impl Writer {
             let offset = ws.tail;
             let before = write.bytes.len();
             encode_record(
-                &RecordFields {
-                    flags: RECORD_FLAG_BEGIN | RECORD_FLAG_END,
-                    version: current,
-                    position,
-                    changeset: ws.changeset.max(1),
-                    timestamp_us,
-                    event_id: None,
-                    event_type: CLOSE_EVENT_TYPE.as_bytes(),
-                    key: &[],
-                    commit_metadata: &[],
-                    metadata: &[],
-                    data: &[],
-                    control: Some(Control {
-                        op: CONTROL_OP_CLOSE,
-                        flags: CONTROL_FLAG_CLOSED,
-                        next_segment: 0,
-                        covers_version: 0,
-                        covers_position: 0,
-                        target_changeset: 0,
-                    }),
-                    prev_position: None,
-                },
+                &close_record(current, position, ws.changeset.max(1), timestamp_us, None),
                 &mut write.bytes,
             );
             debug_assert_eq!((write.bytes.len() - before) as u64, CLOSE_RECORD_BYTES);
@@ -2108,43 +2021,19 @@ impl Writer {
                     h
                 }
             };
-            let target = Target::Pack { pack: w.number };
-            if let Some(header) = &w.create {
-                handle
-                    .write_all_at(header, 0)
-                    .map_err(|e| Error::io("write pack header", &path, e))?;
-                if let Some(f) = &mut frame {
-                    f.create(target);
-                    f.write(target, 0, header);
-                }
-            }
-            handle
-                .write_all_at(&w.bytes, w.offset)
-                .map_err(|e| Error::io("write pack", &path, e))?;
-            if let Some(f) = &mut frame {
-                f.write(target, w.offset, &w.bytes);
-            }
+            write_file(
+                &*handle,
+                &path,
+                Target::Pack { pack: w.number },
+                w,
+                &mut frame,
+            )?;
         }
         for w in &table_writes {
             let fanout = u16::try_from(w.number).expect("fan-out numbers are 12 bits");
             let path = crate::layout::table_path(&root, fanout);
             let handle = open_or_create(&*backend, &path, w.create.is_some(), &root)?;
-            let target = Target::Table { fanout };
-            if let Some(header) = &w.create {
-                handle
-                    .write_all_at(header, 0)
-                    .map_err(|e| Error::io("write table header", &path, e))?;
-                if let Some(f) = &mut frame {
-                    f.create(target);
-                    f.write(target, 0, header);
-                }
-            }
-            handle
-                .write_all_at(&w.bytes, w.offset)
-                .map_err(|e| Error::io("write table", &path, e))?;
-            if let Some(f) = &mut frame {
-                f.write(target, w.offset, &w.bytes);
-            }
+            write_file(&*handle, &path, Target::Table { fanout }, w, &mut frame)?;
         }
         // Invalidation records ride the batch's sync (segment-format.md §16).
         if let Some(f) = self
@@ -2468,6 +2357,82 @@ enum PlanOutcome {
     Planned(Vec<AppendResult>),
     Done(Result<Vec<AppendResult>>),
     Defer,
+}
+
+/// A close record (segment-format.md §12): its own position, the version and changeset of the
+/// stream it closes; packed when `prev_position` is given (§19).
+fn close_record(
+    version: u64,
+    position: u64,
+    changeset: u64,
+    timestamp_us: u64,
+    prev_position: Option<u64>,
+) -> RecordFields<'static> {
+    RecordFields {
+        flags: RECORD_FLAG_BEGIN | RECORD_FLAG_END,
+        version,
+        position,
+        changeset,
+        timestamp_us,
+        event_id: None,
+        event_type: CLOSE_EVENT_TYPE.as_bytes(),
+        key: &[],
+        commit_metadata: &[],
+        metadata: &[],
+        data: &[],
+        control: Some(Control::close()),
+        prev_position,
+    }
+}
+
+/// Cut what unacknowledged batches left after `end` in a file of `len` bytes (`what` says
+/// which), durably: the cut is durable before anything is written over it. Otherwise a crash
+/// could keep a new index entry and lose both the cut and the new record, and a cut record
+/// carrying the same position at the same offset would pass for the new one (the model fuzzer
+/// found this after a fault and a power cut; segment-format.md §9).
+fn cut_durably(
+    handle: &dyn FileHandle,
+    path: &std::path::Path,
+    end: u64,
+    len: u64,
+    what: &str,
+) -> Result<()> {
+    if len <= end {
+        return Ok(());
+    }
+    tracing::warn!(path = %path.display(), offset = end, bytes = len - end,
+        "cutting {what} of an unacknowledged batch");
+    handle.set_len(end).map_err(|e| Error::io("cut", path, e))?;
+    handle
+        .sync_data()
+        .map_err(|e| Error::io("fdatasync", path, e))
+}
+
+/// One planned write of a pack or a table: its header first when it creates the file, then its
+/// bytes, each also added to the batch's frame (segment-format.md §18).
+fn write_file(
+    handle: &dyn FileHandle,
+    path: &std::path::Path,
+    target: Target,
+    w: &FileWrite,
+    frame: &mut Option<FrameBuilder>,
+) -> Result<()> {
+    if let Some(header) = &w.create {
+        handle
+            .write_all_at(header, 0)
+            .map_err(|e| Error::io("write header", path, e))?;
+        if let Some(f) = frame {
+            f.create(target);
+            f.write(target, 0, header);
+        }
+    }
+    handle
+        .write_all_at(&w.bytes, w.offset)
+        .map_err(|e| Error::io("write", path, e))?;
+    if let Some(f) = frame {
+        f.write(target, w.offset, &w.bytes);
+    }
+    Ok(())
 }
 
 /// A pack or a table, opened to write; with `create`, made (its folder too) or, when a file

@@ -107,6 +107,19 @@ pub struct Control {
 }
 
 impl Control {
+    /// The block of a close record (segment-format.md §12).
+    #[must_use]
+    pub const fn close() -> Control {
+        Control {
+            op: CONTROL_OP_CLOSE,
+            flags: CONTROL_FLAG_CLOSED,
+            next_segment: 0,
+            covers_version: 0,
+            covers_position: 0,
+            target_changeset: 0,
+        }
+    }
+
     fn encode(&self) -> [u8; CONTROL_BLOCK_BYTES] {
         let raw = ControlBlockRaw {
             op: self.op,
@@ -605,15 +618,7 @@ mod tests {
 
     #[test]
     fn a_packed_record_carries_its_chain_link_inside_the_crc() {
-        let close = Control {
-            op: CONTROL_OP_CLOSE,
-            flags: CONTROL_FLAG_CLOSED,
-            next_segment: 0,
-            covers_version: 0,
-            covers_position: 0,
-            target_changeset: 0,
-        };
-        for control in [None, Some(close)] {
+        for control in [None, Some(Control::close())] {
             let fields = RecordFields {
                 flags: RECORD_FLAG_BEGIN | RECORD_FLAG_END,
                 version: 4,
