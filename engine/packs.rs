@@ -372,3 +372,44 @@ pub fn write_recovered(
     }
     Ok(())
 }
+
+/// Record in `REMOVALS` that a rewrite's base record covers `key`'s packed records up to
+/// `covers_position` (segment-format.md §19), unless a record there already covers them. The
+/// versions it names stop before the base's own (`covers_version - 1`): a snapshot is the event
+/// of its version.
+pub(crate) fn cover_packed_prefix(
+    shared: &Shared,
+    key: StreamKey,
+    covers_version: u64,
+    covers_position: u64,
+) -> Result<()> {
+    if shared
+        .removals
+        .get(shared, key)?
+        .is_some_and(|(_, p)| p >= covers_position)
+    {
+        return Ok(());
+    }
+    shared.removals.append(
+        shared,
+        crate::format::removals::Removal {
+            kind: crate::format::removals::REMOVAL_KIND_TRUNCATE,
+            stream_hash: key.hash,
+            collision: key.collision,
+            covers_version: covers_version.saturating_sub(1),
+            covers_position,
+            created_us: crate::types::now_us(),
+        },
+    )
+}
+
+/// Whether `key` has an entry in its fan-out's table: it has (or had) a packed prefix.
+pub fn has_entry(shared: &Shared, key: StreamKey) -> Result<bool> {
+    Ok(
+        read_table_at(shared, crate::layout::fanout(key.hash), u64::MAX)?.is_some_and(|t| {
+            t.entries
+                .iter()
+                .any(|(e, _)| e.stream_hash == key.hash && e.collision == key.collision)
+        }),
+    )
+}

@@ -701,6 +701,19 @@ fn verify_record(
         // Snapshots and tombstones are only ever written as the base of a segment 0.
         if !packed && segment == 0 && c.is_base() {
             remove_replaced_segments(shared, key, c.next_segment)?;
+            // A snapshot or delete of a stream with a packed prefix: its `REMOVALS` record
+            // may not have been durable yet (segment-format.md §19).
+            if c.op != crate::format::segment::CONTROL_OP_TRUNCATE
+                && c.covers_position > 0
+                && crate::packs::has_entry(shared, key)?
+            {
+                crate::packs::cover_packed_prefix(
+                    shared,
+                    key,
+                    c.covers_version,
+                    c.covers_position,
+                )?;
+            }
         }
     }
     Ok(Ok(verified))

@@ -134,7 +134,7 @@ impl Writer {
                 .segments
                 .iter()
                 .position(|s| s.last_version >= c)
-                .unwrap_or(state.segments.len() - 1)
+                .unwrap_or(state.segments.len().saturating_sub(1))
         });
         // The position of the last event covered.
         let mut covers_position = 0;
@@ -165,6 +165,16 @@ impl Writer {
                     covers_position = r.position;
                 }
                 at += r.padded_bytes;
+            }
+        }
+        // The packed prefix's records (segment-format.md §19).
+        if let Some(p) = state.packed {
+            let links = crate::packs::walk(&self.shared, key, p.last).map_err(Failure::Refused)?;
+            if let Some(l) = links
+                .iter()
+                .find(|l| l.is_event && l.version == covers_version)
+            {
+                covers_position = l.position;
             }
         }
         if let Some(cut) = cut {
@@ -365,7 +375,14 @@ impl Writer {
             segments.extend_from_slice(&state.segments[keep..]);
             state.segments[1..keep].iter().map(|s| s.number).collect()
         } else {
-            state.segments[1..].iter().map(|s| s.number).collect()
+            // (A packed stream may have no segment at all.)
+            state
+                .segments
+                .get(1..)
+                .unwrap_or_default()
+                .iter()
+                .map(|s| s.number)
+                .collect()
         };
         let new_state = crate::catalog::StreamState {
             version,
@@ -379,8 +396,9 @@ impl Writer {
             // Set under the state lock below, from the state it replaces.
             generation: 0,
             base_position: position,
-            // The packed prefix stays where it is; the base record covers it.
-            packed: state.packed,
+            // A snapshot or a delete covers the packed prefix whole; a truncation keeps what
+            // follows its cut.
+            packed: if cut.is_some() { state.packed } else { None },
         };
         {
             // Readers map this stream's segments under its state lock: none maps the new
@@ -406,6 +424,14 @@ impl Writer {
                 generation: guard.generation + 1,
                 ..new_state
             };
+        }
+        // A packed prefix stays in its pack, where `read_all` would find it: a `REMOVALS`
+        // record says what the base record covers (segment-format.md §19). A crash before it
+        // is durable leaves recovery to write it (it verifies the base record after the
+        // checkpoint).
+        if cut.is_none() && state.packed.is_some() {
+            crate::packs::cover_packed_prefix(&self.shared, key, covers_version, covers_position)
+                .map_err(fatal)?;
         }
         // The old files go; a crash from here on leaves them for the next open (or the next
         // use of the stream) to remove. Their index entries stay as they are: an overwrite of a
@@ -465,6 +491,8 @@ impl Writer {
                 ws.tail = end;
                 ws.create = None;
                 ws.deleted = deleted;
+                // It goes on in its new segment 0, out of any pack.
+                ws.packed = None;
             }
         }
         self.shared.changed();

@@ -204,3 +204,79 @@ fn a_packed_stream_closes_and_one_that_grows_leaves_the_pack() {
         .unwrap();
     assert_eq!(read(&store, "order-1", Direction::Forward).len(), 41);
 }
+
+#[test]
+fn packed_streams_are_snapshotted_deleted_and_truncated() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("store");
+    let streams = 6;
+    {
+        let store = Store::open_with(&root, options()).unwrap();
+        for v in 1..=4u64 {
+            for s in 0..streams {
+                store
+                    .append(
+                        &format!("order-{s}"),
+                        ExpectedVersion::Exact(v - 1),
+                        [event(s, v)],
+                    )
+                    .unwrap();
+            }
+        }
+        store
+            .snapshot_stream("order-0", EventData::new("Snapshot", b"state@4".to_vec()))
+            .unwrap();
+        store.delete_stream("order-1").unwrap();
+        store.truncate_before("order-2", 3).unwrap();
+        // Appends go on after the snapshot, in the stream's new segment 0.
+        store
+            .append("order-0", ExpectedVersion::Exact(4), [event(0, 5)])
+            .unwrap();
+        store
+            .append("order-2", ExpectedVersion::Exact(4), [event(2, 5)])
+            .unwrap();
+    }
+    for reopen in 0..2 {
+        let store = Store::open_with(&root, options()).unwrap();
+        let order0 = read(&store, "order-0", Direction::Forward);
+        assert_eq!(
+            order0
+                .iter()
+                .map(|(v, d, _)| (*v, d.clone()))
+                .collect::<Vec<_>>(),
+            vec![(4, b"state@4".to_vec()), (5, payload(0, 5))],
+            "reopen {reopen}"
+        );
+        assert!(matches!(
+            store.read_stream("order-1", 1, Direction::Forward),
+            Err(Error::StreamDeleted { .. })
+        ));
+        let order2 = read(&store, "order-2", Direction::Forward);
+        assert_eq!(
+            order2.iter().map(|(v, _, _)| *v).collect::<Vec<_>>(),
+            vec![3, 4, 5]
+        );
+        // `read_all` skips what the rewrites removed, packed or not.
+        let mut seen: Vec<(String, u64)> =
+            all(&store).into_iter().map(|(s, v, _)| (s, v)).collect();
+        seen.sort();
+        let mut expected = vec![
+            ("order-0".to_string(), 4),
+            ("order-0".to_string(), 5),
+            ("order-2".to_string(), 3),
+            ("order-2".to_string(), 4),
+            ("order-2".to_string(), 5),
+        ];
+        for s in 3..streams {
+            for v in 1..=4 {
+                expected.push((format!("order-{s}"), v));
+            }
+        }
+        expected.sort();
+        assert_eq!(seen, expected, "reopen {reopen}");
+        assert!(matches!(
+            store.append("order-1", ExpectedVersion::Any, [event(1, 9)]),
+            Err(Error::StreamDeleted { .. })
+        ));
+    }
+}
