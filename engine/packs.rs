@@ -413,3 +413,32 @@ pub fn has_entry(shared: &Shared, key: StreamKey) -> Result<bool> {
         }),
     )
 }
+
+/// Whether `key`'s fan-out table holds its entry naming `first_position`, whatever the head:
+/// recovery asks it of a packed stream's first record, whose batch wrote the entry with it
+/// (a torn or failed write of the entry fails the record's verification).
+pub fn has_entry_at(shared: &Shared, key: StreamKey, first_position: u64) -> Result<bool> {
+    let path = table_path(&shared.root, crate::layout::fanout(key.hash));
+    let Some(bytes) = crate::storage::read_whole(&*shared.backend, &path)
+        .map_err(|e| Error::io("read table", &path, e))?
+    else {
+        return Ok(false);
+    };
+    if bytes.len() < TABLE_HEADER_BYTES || decode_table_header(&bytes).is_err() {
+        return Ok(false);
+    }
+    let mut at = TABLE_HEADER_BYTES;
+    while at < bytes.len() {
+        let Ok((e, len)) = TableEntry::decode(&bytes[at..]) else {
+            break;
+        };
+        if e.stream_hash == key.hash
+            && e.collision == key.collision
+            && e.first_position == first_position
+        {
+            return Ok(true);
+        }
+        at += len;
+    }
+    Ok(false)
+}

@@ -680,6 +680,13 @@ fn verify_record(
     if packed != r.prev_position.is_some() {
         return Ok(Err("packed flag differs from the index".into()));
     }
+    // A packed stream's first record came with its table entry, in the same batch: without
+    // it the stream cannot be found, so the batch did not complete (segment-format.md §19).
+    if r.prev_position == Some(0) && !crate::packs::has_entry_at(shared, key, position)? {
+        return Ok(Err(
+            "the table entry of a new packed stream is missing".into()
+        ));
+    }
     let verified = Verified {
         packed_end: packed.then_some(offset + r.padded_bytes),
         keyed: (r.is_event() && !r.key.is_empty()).then_some(r.version),
