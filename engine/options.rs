@@ -86,7 +86,7 @@ impl Default for Options {
             read_all_window_bytes: READ_ALL_WINDOW_BYTES_DEFAULT,
             subscription_in_flight_max: crate::limits::SUBSCRIPTION_IN_FLIGHT_MAX_DEFAULT,
             indexes: false,
-            pack_stream_bytes: 0,
+            pack_stream_bytes: crate::limits::PACK_STREAM_BYTES_DEFAULT,
         }
     }
 }

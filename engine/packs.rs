@@ -209,8 +209,14 @@ pub fn read_table_at(shared: &Shared, fanout: u16, head: u64) -> Result<Option<T
     let mut entries = Vec::new();
     let mut at = TABLE_HEADER_BYTES;
     while at < bytes.len() {
-        let Ok((entry, len)) = TableEntry::decode(&bytes[at..]) else {
-            break;
+        let (entry, len) = match TableEntry::decode(&bytes[at..]) {
+            Ok(decoded) => decoded,
+            Err(e) => {
+                if damaged_entry_is_committed(shared, &bytes[at..], head)? {
+                    return Err(crate::cache::decode_error(&path, at as u64, &e));
+                }
+                break;
+            }
         };
         entries.push((entry, at as u64));
         at += len;
@@ -230,17 +236,60 @@ pub fn read_table_at(shared: &Shared, fanout: u16, head: u64) -> Result<Option<T
 }
 
 fn is_live(shared: &Shared, entry: &TableEntry, head: u64) -> Result<bool> {
-    if entry.first_position == 0 || entry.first_position > head {
+    is_live_at(
+        shared,
+        entry.first_position,
+        entry.stream_hash,
+        entry.collision,
+        head,
+    )
+}
+
+/// Whether the committed index entry at `first_position` is a packed record of the stream.
+fn is_live_at(
+    shared: &Shared,
+    first_position: u64,
+    stream_hash: u64,
+    collision: u16,
+    head: u64,
+) -> Result<bool> {
+    if first_position == 0 || first_position > head {
         return Ok(false);
     }
-    Ok(match shared.maps.index_entry(entry.first_position)? {
+    Ok(match shared.maps.index_entry(first_position)? {
         Ok(Some(e)) => {
-            e.flags & FLAG_PACKED != 0
-                && e.stream_hash == entry.stream_hash
-                && e.collision == entry.collision
+            e.flags & FLAG_PACKED != 0 && e.stream_hash == stream_hash && e.collision == collision
         }
         _ => false,
     })
+}
+
+/// An entry that does not decode ends the table when it is an unacknowledged batch's torn
+/// write. It is damage when it was committed: its own fields, read unchecked, name a committed
+/// first record of its stream, or the entry its length leads to decodes and is committed (the
+/// writer cuts dead entries before it appends one, so only committed entries precede a live
+/// one). Damage to exactly the fields that tell is beyond what can be told apart here.
+fn damaged_entry_is_committed(shared: &Shared, bytes: &[u8], head: u64) -> Result<bool> {
+    let Some(peek) = crate::format::pack::peek_entry(bytes) else {
+        return Ok(false);
+    };
+    if is_live_at(
+        shared,
+        peek.first_position,
+        peek.stream_hash,
+        peek.collision,
+        head,
+    )? {
+        return Ok(true);
+    }
+    match peek
+        .entry_bytes
+        .and_then(|len| bytes.get(len..))
+        .map(TableEntry::decode)
+    {
+        Some(Ok((next, _))) => is_live(shared, &next, head),
+        _ => Ok(false),
+    }
 }
 
 /// One packed record of a stream, as its chain found it.

@@ -18,7 +18,7 @@ fn dump(args: &[&str]) -> (i32, String) {
 }
 
 fn build(dir: &std::path::Path) {
-    let store = Store::open(dir).unwrap();
+    let store = Store::open_with(dir, own_segments()).unwrap();
     store
         .append(
             "order-42",
@@ -113,7 +113,7 @@ fn an_interrupted_segment_creation_is_a_note_not_corruption() {
         "{text}"
     );
     // The engine agrees: both are ignored, and the streams take appends.
-    let store = Store::open(dir).unwrap();
+    let store = Store::open_with(dir, own_segments()).unwrap();
     assert_eq!(stream_data(&store, "order-42").len(), 2);
     store
         .append("never-acknowledged", ExpectedVersion::NoStream, [event(2)])
@@ -134,7 +134,7 @@ fn persistent_subscriptions_are_shown_and_a_damaged_one_is_corruption() {
     let dir = root.path();
     build(dir);
     {
-        let store = Store::open(dir).unwrap();
+        let store = Store::open_with(dir, own_segments()).unwrap();
         let mut sub = store
             .persistent_subscription(
                 "order-view",
@@ -173,7 +173,7 @@ fn snapshots_tombstones_and_closes_are_shown_and_are_not_corruption() {
     let dir = root.path();
     build(dir);
     {
-        let store = Store::open(dir).unwrap();
+        let store = Store::open_with(dir, own_segments()).unwrap();
         store
             .snapshot_stream("order-42", EventData::new("OrderState", b"{}".to_vec()))
             .unwrap();
@@ -213,7 +213,7 @@ fn snapshots_tombstones_and_closes_are_shown_and_are_not_corruption() {
 fn changesets_keys_and_multi_stream_appends_are_shown() {
     let root = tempfile::tempdir().unwrap();
     let dir = root.path();
-    let store = Store::open(dir).unwrap();
+    let store = Store::open_with(dir, own_segments()).unwrap();
     store
         .append_multi([
             Append::new(
@@ -284,7 +284,7 @@ fn keys_files_and_indexes_are_shown() {
 fn journal_frames_are_shown_until_a_flush() {
     let root = tempfile::tempdir().unwrap();
     let dir = root.path();
-    let store = Store::open(dir).unwrap();
+    let store = Store::open_with(dir, own_segments()).unwrap();
     for i in 0..3 {
         store.append("j", ExpectedVersion::Any, [event(i)]).unwrap();
     }

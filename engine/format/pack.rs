@@ -229,6 +229,29 @@ pub struct TableEntry {
     pub last_position: Option<u64>,
 }
 
+/// The fixed fields of an entry that does not decode, read as they are (no check): enough to ask
+/// the index whether the entry was committed, and so whether it is damage or a torn write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EntryPeek {
+    pub stream_hash: u64,
+    pub collision: u16,
+    pub first_position: u64,
+    /// The entry's length as written, when it is a length an entry can have.
+    pub entry_bytes: Option<usize>,
+}
+
+#[must_use]
+pub fn peek_entry(bytes: &[u8]) -> Option<EntryPeek> {
+    let (e, _) = TableEntryRaw::ref_from_prefix(bytes).ok()?;
+    let len = e.entry_bytes.get() as usize;
+    Some(EntryPeek {
+        stream_hash: e.stream_hash.get(),
+        collision: e.collision.get(),
+        first_position: e.first_position.get(),
+        entry_bytes: (len > TABLE_ENTRY_FIXED_BYTES && len % 8 == 0).then_some(len),
+    })
+}
+
 impl TableEntry {
     /// Bytes the entry takes in the table.
     #[must_use]

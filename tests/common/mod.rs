@@ -196,6 +196,15 @@ pub fn acknowledged_before_kill(
     out
 }
 
+/// Every stream in files of its own (no packs, segment-format.md §19): for the tests that damage,
+/// cut or inspect a small stream's segment file.
+pub fn own_segments() -> Options {
+    Options {
+        pack_stream_bytes: 0,
+        ..Options::default()
+    }
+}
+
 /// Small segments (64 KiB), events up to 16 KiB, index files of 64 entries: rolls and new files
 /// come after a few events.
 pub fn small_segments() -> Options {
