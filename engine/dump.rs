@@ -272,7 +272,7 @@ fn dump_store(root: &Path, show_records: bool, d: &mut Dump) {
             .and_then(|n| n.to_str())
             .and_then(crate::layout::parse_pack_file_name);
         match (number, read(&p)) {
-            (Some(n), Ok(bytes)) => dump_pack(&p, n, &bytes, &view, d),
+            (Some(n), Ok(bytes)) => dump_pack(&p, n, &bytes, show_records, &view, d),
             (Some(_), Err(e)) => d.corrupt(&p, 0, format!("cannot read: {e}")),
             (None, _) => d.note(format!("ignored file {}", p.display())),
         }
@@ -300,7 +300,7 @@ fn dump_store(root: &Path, show_records: bool, d: &mut Dump) {
             }
             if name == crate::layout::TABLE_FILE {
                 match read(&p) {
-                    Ok(bytes) => dump_table(&p, &bytes, show_records, d),
+                    Ok(bytes) => dump_table(&p, &bytes, show_records, &view, d),
                     Err(e) => d.corrupt(&p, 0, format!("cannot read: {e}")),
                 }
                 continue;
@@ -549,8 +549,17 @@ fn dump_file(
     }
 }
 
-/// A pack (segment-format.md §19): its header, its flushed end, and its committed records.
-fn dump_pack(path: &Path, number: u32, bytes: &[u8], view: &StoreView, d: &mut Dump) {
+/// A pack (segment-format.md §19): its header, its flushed end, its committed records (each
+/// checked against its index entry), and what lies past the last of them: an unacknowledged
+/// batch's records or torn bytes, which recovery cuts.
+fn dump_pack(
+    path: &Path,
+    number: u32,
+    bytes: &[u8],
+    show_records: bool,
+    view: &StoreView,
+    d: &mut Dump,
+) {
     use crate::format::pack::{decode_pack_end, PackHeader, PACK_HEADER_BYTES};
     let header = match PackHeader::decode(bytes) {
         Ok(h) if h.pack == number => h,
@@ -571,14 +580,16 @@ fn dump_pack(path: &Path, number: u32, bytes: &[u8], view: &StoreView, d: &mut D
     let end = bytes
         .get(PACK_HEADER_BYTES..)
         .map(|b| decode_pack_end(b, number));
-    let committed: u64 = view
+    let mut committed: Vec<(u64, u64)> = view
         .confirmed
-        .keys()
-        .filter(|(k, s, _)| *k == crate::layout::PACK_KEY && *s == number)
-        .count() as u64;
+        .iter()
+        .filter(|((k, s, _), _)| *k == crate::layout::PACK_KEY && *s == number)
+        .map(|((_, _, offset), position)| (*offset, *position))
+        .collect();
+    committed.sort_unstable();
     let _ = writeln!(
         d.text,
-        "{}: pack {number}, first position {}, {} bytes, flushed end {}, {committed} committed records",
+        "{}: pack {number}, first position {}, {} bytes, flushed end {}, {} committed records",
         path.display(),
         header.first_position,
         bytes.len(),
@@ -587,13 +598,12 @@ fn dump_pack(path: &Path, number: u32, bytes: &[u8], view: &StoreView, d: &mut D
             Some(Ok(None)) => "none yet".to_string(),
             Some(Err(e)) => format!("unreadable ({e})"),
             None => "missing".to_string(),
-        }
+        },
+        committed.len()
     );
-    d.json.push(json!({"kind": "pack", "path": path, "pack": number, "first_position": header.first_position, "bytes": bytes.len(), "committed_records": committed}));
-    for ((k, s, offset), position) in &view.confirmed {
-        if *k != crate::layout::PACK_KEY || *s != number {
-            continue;
-        }
+    let mut records = Vec::new();
+    let mut after_last = crate::format::pack::PACK_RECORDS_START;
+    for (offset, position) in &committed {
         let Some(record) = bytes.get(*offset as usize..) else {
             d.corrupt(
                 path,
@@ -603,7 +613,10 @@ fn dump_pack(path: &Path, number: u32, bytes: &[u8], view: &StoreView, d: &mut D
             continue;
         };
         match decode_record(record) {
-            Ok(r) if r.position == *position && r.prev_position.is_some() => {}
+            Ok(r) if r.position == *position && r.prev_position.is_some() => {
+                records.push(record_lines(d, *offset, &r, true, show_records));
+                after_last = offset + r.padded_bytes;
+            }
             Ok(r) => d.corrupt(
                 path,
                 *offset,
@@ -612,10 +625,105 @@ fn dump_pack(path: &Path, number: u32, bytes: &[u8], view: &StoreView, d: &mut D
             Err(e) => d.corrupt(path, *offset, format!("record of position {position}: {e}")),
         }
     }
+    // Past the last committed record: an unacknowledged batch's records, then torn bytes.
+    let mut at = after_last;
+    let mut unacknowledged = 0u64;
+    while let Some(rest) = bytes.get(at as usize..).filter(|r| !r.is_empty()) {
+        match decode_record(rest) {
+            Ok(r) => {
+                records.push(record_lines(d, at, &r, false, show_records));
+                unacknowledged += 1;
+                at += r.padded_bytes;
+            }
+            Err(e) => {
+                d.note(format!(
+                    "{}: unacknowledged torn tail of {} bytes at {at} ({e}); recovery cuts it",
+                    path.display(),
+                    rest.len()
+                ));
+                break;
+            }
+        }
+    }
+    if unacknowledged > 0 {
+        d.note(format!(
+            "{}: {unacknowledged} record(s) of unacknowledged batches; recovery cuts them",
+            path.display()
+        ));
+    }
+    d.json.push(json!({"kind": "pack", "path": path, "pack": number, "first_position": header.first_position,
+        "bytes": bytes.len(), "committed_records": committed.len(), "records": records}));
+}
+
+/// One decoded record: its lines when records are shown, and its JSON.
+fn record_lines(
+    d: &mut Dump,
+    at: u64,
+    r: &crate::format::segment::RecordView<'_>,
+    committed: bool,
+    show_records: bool,
+) -> serde_json::Value {
+    if show_records {
+        let _ = writeln!(d.text, "    @{at} v{} pos {}{} changeset {} flags {:#04x} type {:?} data {}B metadata {}B{} data={}",
+            r.version, r.position,
+            r.prev_position.map_or_else(String::new, |p| format!(" (stream's previous: pos {p})")),
+            r.changeset, r.flags, String::from_utf8_lossy(r.event_type), r.data.len(), r.metadata.len(),
+            if committed { "" } else { " UNACKNOWLEDGED" }, preview(r.data, 48));
+        if !r.commit_metadata.is_empty() {
+            let _ = writeln!(
+                d.text,
+                "      changeset {} commit metadata {}B {}",
+                r.changeset,
+                r.commit_metadata.len(),
+                preview(r.commit_metadata, 64)
+            );
+        }
+        if !r.key.is_empty() {
+            let _ = writeln!(d.text, "      key {}", preview(r.key, 64));
+        }
+    }
+    let control = r.control.map(|c| {
+        let op = match c.op {
+            CONTROL_OP_CLOSE => "close",
+            CONTROL_OP_DELETE => "tombstone",
+            CONTROL_OP_SNAPSHOT => "snapshot",
+            CONTROL_OP_INVALIDATE => "invalidate",
+            _ => "truncate",
+        };
+        if show_records {
+            if c.op == CONTROL_OP_INVALIDATE {
+                let _ = writeln!(d.text, "      invalidates changeset {}", c.target_changeset);
+            } else {
+                let _ = writeln!(
+                    d.text,
+                    "      {op}: covers version {} and position {}{}{}",
+                    c.covers_version,
+                    c.covers_position,
+                    if c.next_segment > 0 {
+                        format!(", next segment {}", c.next_segment)
+                    } else {
+                        String::new()
+                    },
+                    if c.flags & CONTROL_FLAG_CLOSED != 0 {
+                        ", stream closed"
+                    } else {
+                        ""
+                    }
+                );
+            }
+        }
+        json!({"op": op, "covers_version": c.covers_version, "covers_position": c.covers_position,
+            "next_segment": c.next_segment, "closed": c.flags & CONTROL_FLAG_CLOSED != 0,
+            "target_changeset": c.target_changeset})
+    });
+    json!({"offset": at, "version": r.version, "position": r.position, "changeset": r.changeset,
+        "flags": r.flags, "event_type": String::from_utf8_lossy(r.event_type), "data_bytes": r.data.len(),
+        "metadata_bytes": r.metadata.len(), "key": preview(r.key, 64), "prev_position": r.prev_position,
+        "commit_metadata": preview(r.commit_metadata, 256), "committed": committed, "crc_ok": true, "control": control})
 }
 
 /// A fan-out's table of packed streams (segment-format.md §19).
-fn dump_table(path: &Path, bytes: &[u8], show_records: bool, d: &mut Dump) {
+fn dump_table(path: &Path, bytes: &[u8], show_records: bool, view: &StoreView, d: &mut Dump) {
     use crate::format::pack::{decode_table_header, TableEntry, TABLE_HEADER_BYTES};
     if bytes.len() < TABLE_HEADER_BYTES {
         return d.note(format!(
@@ -653,6 +761,22 @@ fn dump_table(path: &Path, bytes: &[u8], show_records: bool, d: &mut Dump) {
                 at += len;
             }
             Err(e) => {
+                // Damage when the entry was committed: its first position, read unchecked, is
+                // a committed packed record (the engine asks the same of the index).
+                let first = crate::format::pack::peek_entry(&bytes[at..]).map(|p| p.first_position);
+                let committed = first.is_some_and(|first| {
+                    view.confirmed
+                        .iter()
+                        .any(|((k, _, _), p)| *k == crate::layout::PACK_KEY && *p == first)
+                });
+                if committed {
+                    d.corrupt(
+                        path,
+                        at as u64,
+                        format!("table entry of a committed stream: {e}"),
+                    );
+                    break;
+                }
                 d.note(format!(
                     "{}: {} bytes after the last entry that decodes ({e}): an unacknowledged batch's, cut at the next use",
                     path.display(),
@@ -974,49 +1098,7 @@ fn dump_segment(
                 } else {
                     unacknowledged += 1;
                 }
-                if show_records {
-                    let _ = writeln!(d.text, "    @{at} v{} pos {} changeset {} flags {:#04x} type {:?} data {}B metadata {}B{} data={}",
-                        r.version, r.position, r.changeset, r.flags, String::from_utf8_lossy(r.event_type), r.data.len(), r.metadata.len(),
-                        if committed { "" } else { " UNACKNOWLEDGED" }, preview(r.data, 48));
-                    if !r.commit_metadata.is_empty() {
-                        let _ = writeln!(
-                            d.text,
-                            "      changeset {} commit metadata {}B {}",
-                            r.changeset,
-                            r.commit_metadata.len(),
-                            preview(r.commit_metadata, 64)
-                        );
-                    }
-                    if !r.key.is_empty() {
-                        let _ = writeln!(d.text, "      key {}", preview(r.key, 64));
-                    }
-                }
-                let control = r.control.map(|c| {
-                    let op = match c.op {
-                        CONTROL_OP_CLOSE => "close",
-                        CONTROL_OP_DELETE => "tombstone",
-                        CONTROL_OP_SNAPSHOT => "snapshot",
-                        CONTROL_OP_INVALIDATE => "invalidate",
-                        _ => "truncate",
-                    };
-                    if show_records {
-                        if c.op == CONTROL_OP_INVALIDATE {
-                            let _ = writeln!(d.text, "      invalidates changeset {}", c.target_changeset);
-                        } else {
-                        let _ = writeln!(d.text, "      {op}: covers version {} and position {}{}{}",
-                            c.covers_version, c.covers_position,
-                            if c.next_segment > 0 { format!(", next segment {}", c.next_segment) } else { String::new() },
-                            if c.flags & CONTROL_FLAG_CLOSED != 0 { ", stream closed" } else { "" });
-                        }
-                    }
-                    json!({"op": op, "covers_version": c.covers_version, "covers_position": c.covers_position,
-                        "next_segment": c.next_segment, "closed": c.flags & CONTROL_FLAG_CLOSED != 0,
-                        "target_changeset": c.target_changeset})
-                });
-                records.push(json!({"offset": at, "version": r.version, "position": r.position, "changeset": r.changeset,
-                    "flags": r.flags, "event_type": String::from_utf8_lossy(r.event_type), "data_bytes": r.data.len(),
-                    "metadata_bytes": r.metadata.len(), "key": preview(r.key, 64),
-                    "commit_metadata": preview(r.commit_metadata, 256), "committed": committed, "crc_ok": true, "control": control}));
+                records.push(record_lines(d, at, &r, committed, show_records));
                 at += r.padded_bytes;
             }
             Err(e) => {

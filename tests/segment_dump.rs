@@ -302,3 +302,89 @@ fn journal_frames_are_shown_until_a_flush() {
     assert_eq!(code, 0, "{text}");
     assert!(text.contains("JOURNAL: no frame to replay"), "{text}");
 }
+
+/// Packs (segment-format.md §19): small streams' records in a shared pack, their ids in fan-out
+/// tables; a torn tail past the committed records is a note, damage to a committed record or
+/// table entry is corruption.
+#[test]
+fn packs_and_tables_are_shown_and_damage_in_them_is_corruption() {
+    let root = tempfile::tempdir().unwrap();
+    let dir = root.path();
+    {
+        let store = Store::open_with(
+            dir,
+            streamlog::Options {
+                pack_stream_bytes: 4096,
+                ..streamlog::Options::default()
+            },
+        )
+        .unwrap();
+        store
+            .append(
+                "order-42",
+                ExpectedVersion::NoStream,
+                [
+                    EventData::new("OrderPlaced", br#"{"total":12}"#.to_vec()),
+                    EventData::new("Bin", vec![0u8, 159, 146, 150]),
+                ],
+            )
+            .unwrap();
+        store
+            .append("other", ExpectedVersion::Any, [event(1)])
+            .unwrap();
+    }
+    let d = dir.to_str().unwrap();
+    let (code, text) = dump(&[d]);
+    assert_eq!(code, 0, "{text}");
+    assert!(text.contains("pack 0, first position 1"), "{text}");
+    assert!(text.contains("3 committed records"), "{text}");
+    assert!(
+        text.contains(r#""{\"total\":12}""#) && text.contains("0x009f9296"),
+        "packed records are shown: {text}"
+    );
+    assert!(
+        text.contains("v2 pos 2 (stream's previous: pos 1)"),
+        "{text}"
+    );
+    assert!(
+        text.contains("stream \"order-42\"") && text.contains("first position 1, last 2"),
+        "table entries: {text}"
+    );
+    let (_, json) = dump(&["--json", d]);
+    let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+    let kinds = |kind: &str| {
+        v["files"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|f| f["kind"] == kind)
+            .count()
+    };
+    assert_eq!((kinds("pack"), kinds("table"), kinds("segment")), (1, 2, 0));
+    // An unacknowledged batch's torn bytes past the last committed record: a note.
+    let pack = dir.join("packs").join("00000000.pack");
+    let len = file_len(&pack);
+    write_at(&pack, len, &[0x77; 100]);
+    let (code, text) = dump(&[d]);
+    assert_eq!(code, 0, "{text}");
+    assert!(
+        text.contains("unacknowledged torn tail of 100 bytes"),
+        "{text}"
+    );
+    // A bit of a committed record.
+    flip_bit(&pack, 128 + 90, 2);
+    let (code, text) = dump(&[d]);
+    assert_eq!(code, 1, "{text}");
+    assert!(
+        text.contains("CORRUPT") && text.contains("record of position 1"),
+        "{text}"
+    );
+    flip_bit(&pack, 128 + 90, 2);
+    assert_eq!(dump(&[d]).0, 0);
+    // A bit of a committed table entry (in the padding of its id).
+    let table = segment_path_of(dir, "other", 0).with_file_name("packed");
+    flip_bit(&table, 64 + 48 + 6, 0);
+    let (code, text) = dump(&[d]);
+    assert_eq!(code, 1, "{text}");
+    assert!(text.contains("table entry of a committed stream"), "{text}");
+}
