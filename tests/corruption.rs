@@ -158,10 +158,13 @@ fn damaged_headers_and_foreign_files() {
     Store::open_with(dir, own_segments()).unwrap();
 }
 
+/// A format version newer than this build's.
+const NEWER: u32 = streamlog::format::FORMAT_VERSION + 1;
+
 /// Rewrite the format version of a header and fix its checksum, as a newer build would write it.
 fn bump_version(path: &Path, crc_extra: usize) {
     let mut bytes = std::fs::read(path).unwrap();
-    bytes[8..12].copy_from_slice(&4u32.to_le_bytes());
+    bytes[8..12].copy_from_slice(&NEWER.to_le_bytes());
     let mut crc = crc32c::crc32c(&bytes[..60]);
     if crc_extra > 0 {
         crc = crc32c::crc32c_append(crc, &bytes[64..64 + crc_extra]);
@@ -182,8 +185,8 @@ fn newer_format_versions_are_refused_with_a_clear_error() {
         matches!(
             e,
             Error::UnsupportedVersion {
-                found: 4,
-                supported: 3,
+                found: NEWER,
+                supported: streamlog::format::FORMAT_VERSION,
                 ..
             }
         ),
@@ -193,7 +196,7 @@ fn newer_format_versions_are_refused_with_a_clear_error() {
     bump_version(&dir.join("MANIFEST"), 0);
     assert!(matches!(
         Store::open_with(dir, own_segments()),
-        Err(Error::UnsupportedVersion { found: 4, .. })
+        Err(Error::UnsupportedVersion { found: NEWER, .. })
     ));
 }
 
