@@ -49,9 +49,40 @@ impl Dump {
     }
 }
 
+/// What `REMOVALS` removes, per stream: the last position (read again, and reported, below).
+fn removed_up_to(root: &Path) -> HashMap<StreamKey, u64> {
+    use crate::format::removals::{
+        decode_header, Removal, REMOVALS_HEADER_BYTES, REMOVAL_BYTES, REMOVAL_KIND_TRUNCATE,
+    };
+    let mut out = HashMap::new();
+    let Ok(bytes) = read(&root.join(crate::layout::REMOVALS_FILE)) else {
+        return out;
+    };
+    if decode_header(&bytes).is_err() {
+        return out;
+    }
+    let mut at = REMOVALS_HEADER_BYTES as usize;
+    while let Some(Ok(r)) = bytes
+        .get(at..at + REMOVAL_BYTES as usize)
+        .map(Removal::decode)
+    {
+        if r.kind == REMOVAL_KIND_TRUNCATE {
+            let key = StreamKey {
+                hash: r.stream_hash,
+                collision: r.collision,
+            };
+            let e = out.entry(key).or_insert(0);
+            *e = (*e).max(r.covers_position);
+        }
+        at += REMOVAL_BYTES as usize;
+    }
+    out
+}
+
 /// An index entry read by the listing: it confirms its record, and is shown.
 fn note_entry(
     confirmed: &mut Confirmations,
+    packed_streams: &mut HashMap<u64, StreamKey>,
     position: u64,
     e: &IndexEntry,
     show_records: bool,
@@ -59,6 +90,13 @@ fn note_entry(
 ) {
     // A packed record lies in its pack, not in a segment of its stream (segment-format.md §19).
     let key = if e.flags & crate::format::index::FLAG_PACKED != 0 {
+        packed_streams.insert(
+            position,
+            StreamKey {
+                hash: e.stream_hash,
+                collision: e.collision,
+            },
+        );
         crate::layout::PACK_KEY
     } else {
         StreamKey {
@@ -137,6 +175,10 @@ type Confirmations = HashMap<(StreamKey, u32, u64), u64>;
 
 struct StoreView {
     confirmed: Confirmations,
+    /// The stream of each committed packed record, by position.
+    packed_streams: HashMap<u64, StreamKey>,
+    /// Per stream, the last position `REMOVALS` says is removed (segment-format.md §12, §19).
+    removed_up_to: HashMap<StreamKey, u64>,
     /// The highest confirmed offset of each segment.
     last_confirmed: HashMap<(StreamKey, u32), u64>,
 }
@@ -174,6 +216,7 @@ fn dump_store(root: &Path, show_records: bool, d: &mut Dump) {
     let per_file = manifest.map_or(0, |m| m.index_entries_per_file);
     // The index: every entry that decodes, in order; committed up to the checkpoint's head.
     let mut confirmed = Confirmations::new();
+    let mut packed_streams = HashMap::new();
     let idir = root.join(INDEX_DIR);
     let mut index_files: Vec<(u64, PathBuf)> = list(&idir)
         .into_iter()
@@ -214,7 +257,14 @@ fn dump_store(root: &Path, show_records: bool, d: &mut Dump) {
                 match decoded {
                     Ok(e) if position > previous => {
                         previous = position;
-                        note_entry(&mut confirmed, position, &e, show_records, d);
+                        note_entry(
+                            &mut confirmed,
+                            &mut packed_streams,
+                            position,
+                            &e,
+                            show_records,
+                            d,
+                        );
                         last_entry = position;
                     }
                     Ok(_) => d.corrupt(
@@ -238,7 +288,14 @@ fn dump_store(root: &Path, show_records: bool, d: &mut Dump) {
             };
             match IndexEntry::decode(raw, position) {
                 Ok(e) => {
-                    note_entry(&mut confirmed, position, &e, show_records, d);
+                    note_entry(
+                        &mut confirmed,
+                        &mut packed_streams,
+                        position,
+                        &e,
+                        show_records,
+                        d,
+                    );
                     last_entry = position;
                 }
                 Err(e) if position <= head => d.corrupt(
@@ -263,6 +320,8 @@ fn dump_store(root: &Path, show_records: bool, d: &mut Dump) {
     }
     let view = StoreView {
         confirmed,
+        packed_streams,
+        removed_up_to: removed_up_to(root),
         last_confirmed,
     };
     // Every pack (segment-format.md §19).
@@ -602,7 +661,9 @@ fn dump_pack(
         committed.len()
     );
     let mut records = Vec::new();
+    let mut removed_records = 0u64;
     let mut after_last = crate::format::pack::PACK_RECORDS_START;
+    let mut tail_known = true;
     for (offset, position) in &committed {
         let Some(record) = bytes.get(*offset as usize..) else {
             d.corrupt(
@@ -612,10 +673,29 @@ fn dump_pack(
             );
             continue;
         };
+        // A record of a stream whose packed prefix a snapshot or delete removed: its block
+        // may have been given back (segment-format.md §19), and reads as zeros.
+        let stream = view.packed_streams.get(position);
+        let removed = stream
+            .and_then(|k| view.removed_up_to.get(k))
+            .is_some_and(|up_to| up_to >= position)
+            || record
+                .iter()
+                .take(crate::format::segment::RECORD_HEADER_BYTES)
+                .all(|b| *b == 0)
+                && stream.is_some_and(|k| view.removed_up_to.contains_key(k));
         match decode_record(record) {
             Ok(r) if r.position == *position && r.prev_position.is_some() => {
                 records.push(record_lines(d, *offset, &r, true, show_records));
                 after_last = offset + r.padded_bytes;
+                tail_known = true;
+            }
+            Err(_) if removed => {
+                removed_records += 1;
+                // Its length is gone with it: where the committed records end is not known
+                // unless a later one decodes.
+                tail_known = false;
+                continue;
             }
             Ok(r) => d.corrupt(
                 path,
@@ -628,7 +708,10 @@ fn dump_pack(
     // Past the last committed record: an unacknowledged batch's records, then torn bytes.
     let mut at = after_last;
     let mut unacknowledged = 0u64;
-    while let Some(rest) = bytes.get(at as usize..).filter(|r| !r.is_empty()) {
+    while let Some(rest) = bytes
+        .get(at as usize..)
+        .filter(|r| tail_known && !r.is_empty())
+    {
         match decode_record(rest) {
             Ok(r) => {
                 records.push(record_lines(d, at, &r, false, show_records));
@@ -651,7 +734,13 @@ fn dump_pack(
             path.display()
         ));
     }
-    d.json.push(json!({"kind": "pack", "path": path, "pack": number, "first_position": header.first_position,
+    if removed_records > 0 {
+        let _ = writeln!(
+            d.text,
+            "    {removed_records} removed record(s) whose blocks were given back"
+        );
+    }
+    d.json.push(json!({"kind": "pack", "removed_records_given_back": removed_records, "path": path, "pack": number, "first_position": header.first_position,
         "bytes": bytes.len(), "committed_records": committed.len(), "records": records}));
 }
 

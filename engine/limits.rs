@@ -103,6 +103,11 @@ pub const SUBSCRIPTION_IN_FLIGHT_MAX_DEFAULT: usize = 1000;
 
 /// A pack rolls to the next number past this size (segment-format.md §19).
 pub const PACK_BYTES_MAX: u64 = 64 << 20;
+/// The unit in which dead pack bytes are given back (`fallocate(PUNCH_HOLE)`): ext4's block.
+pub const PACK_PUNCH_BLOCK_BYTES: u64 = 4096;
+/// Most merged ranges of removed pack records the writer keeps in memory until their blocks
+/// are whole (about 64 bytes each); past it, the pack with the most is forgotten.
+pub const PACK_DEAD_RANGES_MAX: usize = 262_144;
 /// Default `pack_stream_bytes`: a stream stays packed while its packed records total this much
 /// (a 4 KiB block is what a file of its own would take at least).
 pub const PACK_STREAM_BYTES_DEFAULT: u64 = 4096;

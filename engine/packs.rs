@@ -6,6 +6,7 @@ use crate::format::index::FLAG_PACKED;
 use crate::format::pack::{decode_table_header, TableEntry, TABLE_HEADER_BYTES};
 use crate::format::segment::{decode_record, RECORD_HEADER_BYTES};
 use crate::layout::{table_path, StreamKey};
+use crate::limits::{PACK_DEAD_RANGES_MAX, PACK_PUNCH_BLOCK_BYTES};
 use crate::shared::Shared;
 use std::collections::HashMap;
 use std::sync::{Mutex, MutexGuard};
@@ -512,4 +513,126 @@ pub fn has_entry_at(shared: &Shared, key: StreamKey, first_position: u64) -> Res
         at += len;
     }
     Ok(false)
+}
+
+/// Byte ranges of packs whose records a committed rewrite removed (segment-format.md §19,
+/// "Space back"), kept by the writer until the 4 KiB blocks they cover whole are given back.
+/// In memory only: ranges of a past process are given back by pack compaction, not here.
+#[derive(Default)]
+pub struct DeadRanges {
+    /// Registered, waiting for a durable checkpoint at or past the head of their rewrite:
+    /// recovery reads the records after the checkpoint again, and must find them whole.
+    pending: Vec<(u64, u32, u64, u64)>,
+    /// Per pack, merged ranges `start -> end` (records are contiguous: ranges that touch
+    /// merge).
+    ranges: HashMap<u32, std::collections::BTreeMap<u64, u64>>,
+    count: usize,
+}
+
+/// The span of whole blocks inside `[start, end)`, empty when there is none.
+fn whole_blocks(start: u64, end: u64) -> (u64, u64) {
+    let block = PACK_PUNCH_BLOCK_BYTES;
+    let first = start.div_ceil(block) * block;
+    let last = end / block * block;
+    (first, last.max(first))
+}
+
+impl DeadRanges {
+    /// The records at `[start, end)` of `pack` were removed by a rewrite committed with the
+    /// head at `head`.
+    pub fn add(&mut self, head: u64, pack: u32, start: u64, end: u64) {
+        debug_assert!(start >= crate::format::pack::PACK_RECORDS_START && start < end);
+        self.pending.push((head, pack, start, end));
+    }
+
+    /// Ranges wait for a checkpoint.
+    pub fn has_pending(&self) -> bool {
+        !self.pending.is_empty()
+    }
+
+    /// A checkpoint claiming `head` is durable: the ranges it covers are merged, and the whole
+    /// blocks they newly cover are returned as `(pack, offset, len)`, to be given back.
+    pub fn due(&mut self, head: u64) -> Vec<(u32, u64, u64)> {
+        let mut out = Vec::new();
+        let pending = std::mem::take(&mut self.pending);
+        for (after, pack, start, end) in pending {
+            if after > head {
+                self.pending.push((after, pack, start, end));
+                continue;
+            }
+            let map = self.ranges.entry(pack).or_default();
+            // The ranges this one touches, merged into it.
+            let (mut s, mut e) = (start, end);
+            let touching: Vec<(u64, u64)> = map
+                .range(..=end)
+                .rev()
+                .take_while(|(_, re)| **re >= start)
+                .map(|(rs, re)| (*rs, *re))
+                .collect();
+            let mut covered = Vec::new();
+            for (rs, re) in touching {
+                map.remove(&rs);
+                self.count -= 1;
+                s = s.min(rs);
+                e = e.max(re);
+                covered.push(whole_blocks(rs, re));
+            }
+            map.insert(s, e);
+            self.count += 1;
+            // The merged range's whole blocks, less those its parts covered already (given
+            // back before). Parts are disjoint and sorted by their start.
+            let (first, last) = whole_blocks(s, e);
+            covered.sort_unstable();
+            let mut at = first;
+            for (cs, ce) in covered {
+                if cs >= ce {
+                    continue; // a part without a whole block
+                }
+                if cs > at {
+                    out.push((pack, at, cs - at));
+                }
+                at = at.max(ce);
+            }
+            if at < last {
+                out.push((pack, at, last - at));
+            }
+        }
+        if self.count > PACK_DEAD_RANGES_MAX {
+            // Scattered deaths: forget the pack with the most ranges (its blocks wait for pack
+            // compaction) rather than grow without bound.
+            if let Some((&pack, map)) = self.ranges.iter().max_by_key(|(_, m)| m.len()) {
+                self.count -= map.len();
+                self.ranges.remove(&pack);
+            }
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::DeadRanges;
+
+    #[test]
+    fn dead_ranges_give_back_each_whole_block_once_after_their_checkpoint() {
+        let mut d = DeadRanges::default();
+        // Records of pack 3 at [128, 3000) and [3000, 5000), removed with the head at 10.
+        d.add(10, 3, 128, 3000);
+        d.add(10, 3, 3000, 5000);
+        assert!(d.due(9).is_empty(), "not before a checkpoint covers them");
+        // Block 0 holds the header; block 1 is only partly dead.
+        assert!(d.due(10).is_empty());
+        // [5000, 8200) completes block 1 ([4096, 8192)).
+        d.add(11, 3, 5000, 8200);
+        assert_eq!(d.due(11), vec![(3, 4096, 4096)]);
+        // A range apart from it, then the gap between: blocks 2 to 4, and block 2 is new.
+        d.add(12, 3, 12_288, 20_480);
+        assert_eq!(d.due(12), vec![(3, 12_288, 8192)]);
+        d.add(13, 3, 8200, 12_288);
+        assert_eq!(d.due(13), vec![(3, 8192, 4096)]);
+        // Another pack is its own.
+        d.add(14, 4, 128, 9000);
+        assert_eq!(d.due(20), vec![(4, 4096, 4096)]);
+        assert_eq!(d.count, 2);
+    }
 }

@@ -349,6 +349,38 @@ impl StreamIter {
             })
     }
 
+    /// Whether the stream was rewritten since this iterator took its state; if so, the state
+    /// is the new one (`StreamDeleted` if it was deleted) and `next_version` moved past what
+    /// the rewrite removed.
+    fn rewritten_since(&mut self) -> Result<bool> {
+        let guard = self
+            .meta
+            .state
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if guard.generation == self.state.generation {
+            return Ok(false);
+        }
+        if guard.deleted {
+            return Err(Error::StreamDeleted {
+                stream: self.meta.id.to_string(),
+            });
+        }
+        self.state = guard.clone();
+        drop(guard);
+        self.current = None;
+        match self.direction {
+            Direction::Forward => {
+                self.next_version = self.next_version.max(self.state.first_version);
+            }
+            Direction::Backward if self.next_version < self.state.first_version => {
+                self.next_version = 0;
+            }
+            Direction::Backward => {}
+        }
+        Ok(true)
+    }
+
     /// Position the iterator on the segment holding `next_version`.
     fn seek(&mut self) -> Result<()> {
         // Segments are looked up under the stream's state lock: a rewrite (snapshot, delete)
@@ -420,7 +452,18 @@ impl StreamIter {
             return Ok(None);
         }
         if self.state.packed.is_some_and(|p| v <= p.version) {
-            let event = self.packed_event(v)?;
+            let event = match self.packed_event(v) {
+                Ok(event) => event,
+                // A snapshot or delete since this iterator took its state removed the packed
+                // prefix, and may have given its blocks back (segment-format.md §19): read on
+                // from the new state, as `seek` does for segments.
+                Err(e) if self.rewritten_since()? => {
+                    drop(e);
+                    self.packed = None;
+                    return self.next_event();
+                }
+                Err(e) => return Err(e),
+            };
             match self.direction {
                 Direction::Forward => self.next_version += 1,
                 Direction::Backward => self.next_version -= 1,

@@ -56,8 +56,10 @@ enum Failure {
 impl Writer {
     pub(super) fn rewrite(&mut self, request: RewriteRequest) {
         // A rewrite changes files outside any journal frame: first flush, so that no frame
-        // written before it is ever replayed over what it wrote (segment-format.md §18).
-        if self.journal_dirty() {
+        // written before it is ever replayed over what it wrote (segment-format.md §18). The
+        // flush also gives back the pack blocks the previous rewrites freed (§19): a run of
+        // deletes gets its space back as it goes, not only at the next append's flush.
+        if self.journal_dirty() || self.dead.has_pending() {
             if let Err(e) = self.durable_checkpoint() {
                 request.reply.send(Err(e));
                 return;
@@ -168,8 +170,10 @@ impl Writer {
             }
         }
         // The packed prefix's records (segment-format.md §19).
+        let mut packed_links = Vec::new();
         if let Some(p) = state.packed {
             let links = crate::packs::walk(&self.shared, key, p.last).map_err(Failure::Refused)?;
+            packed_links.clone_from(&links);
             if let Some(l) = links
                 .iter()
                 .find(|l| l.is_event && l.version == covers_version)
@@ -432,6 +436,13 @@ impl Writer {
         if cut.is_none() && state.packed.is_some() {
             crate::packs::cover_packed_prefix(&self.shared, key, covers_version, covers_position)
                 .map_err(fatal)?;
+            // Every packed record of the stream is dead now (its close record too): their
+            // whole blocks are given back once a checkpoint covers this rewrite. A truncation's
+            // packed records stay: the chain of the records it keeps runs through them.
+            for l in &packed_links {
+                self.dead
+                    .add(self.head, l.pack, l.offset, l.offset + l.padded_bytes);
+            }
         }
         // The old files go; a crash from here on leaves them for the next open (or the next
         // use of the stream) to remove. Their index entries stay as they are: an overwrite of a

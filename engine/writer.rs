@@ -293,6 +293,8 @@ pub struct Writer {
     pack: Option<PackCursor>,
     /// Fan-out tables this writer appended to or looked at.
     tables: HashMap<u16, TableCursor>,
+    /// Pack records removed by rewrites, until their whole blocks are given back.
+    dead: crate::packs::DeadRanges,
 }
 
 impl Writer {
@@ -335,6 +337,7 @@ impl Writer {
             notifier: crate::notify::Notifier::start(),
             pack: None,
             tables: HashMap::new(),
+            dead: crate::packs::DeadRanges::default(),
         })
     }
 
@@ -439,7 +442,40 @@ impl Writer {
         if let Some(w) = written {
             self.shared.packs.flushed(&w);
         }
+        self.give_back_dead(self.head);
         Ok(())
+    }
+
+    /// Give back the whole pack blocks of removed records that the durable checkpoint at
+    /// `head` covers (segment-format.md §19, "Space back"). Not synced here: a crash before
+    /// the next sync leaves the old bytes, as dead. A failure costs only the space, so it is
+    /// logged, not fatal (no write of live data is involved, and no sync failed).
+    fn give_back_dead(&mut self, head: u64) {
+        let blocks = self.dead.due(head);
+        if blocks.is_empty() {
+            return;
+        }
+        let root = &self.shared.root;
+        let mut open: HashMap<u32, Box<dyn FileHandle>> = HashMap::new();
+        for (pack, offset, len) in blocks {
+            let path = crate::layout::pack_path(root, pack);
+            let handle = match open.entry(pack) {
+                std::collections::hash_map::Entry::Occupied(o) => o.into_mut(),
+                std::collections::hash_map::Entry::Vacant(v) => {
+                    match self.shared.backend.open(&path, OpenMode::ReadWrite) {
+                        Ok(h) => v.insert(h),
+                        Err(e) => {
+                            tracing::warn!(path = %path.display(), error = %e, "cannot open a pack to give back dead blocks");
+                            continue;
+                        }
+                    }
+                }
+            };
+            if let Err(e) = handle.punch_hole(offset, len) {
+                tracing::warn!(path = %path.display(), offset, len, error = %e,
+                    "cannot give back dead pack blocks; they stay until pack compaction");
+            }
+        }
     }
 
     /// Write a checkpoint claiming `head`, `fdatasync` it; the journal starts over (the
@@ -2161,6 +2197,7 @@ impl Writer {
             .map_err(|e| Error::io("syncfs", &self.shared.root, e))?;
         self.synced_checkpoint(last_position, false)?;
         self.shared.packs.flushed(&written);
+        self.give_back_dead(last_position);
         Ok(())
     }
 

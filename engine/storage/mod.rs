@@ -54,6 +54,27 @@ pub trait FileHandle: Send + Sync {
     /// # Errors
     /// The OS error.
     fn set_len(&self, len: u64) -> io::Result<()>;
+    /// Give back the blocks of `[offset, offset + len)` (both multiples of the block size): they
+    /// read as zeros after, and the file keeps its length. The engine calls it only on bytes no
+    /// reader is meant to read again (dead pack blocks, segment-format.md §19). Like a write,
+    /// it is durable only after a sync; a crash before leaves the old bytes, which are as dead.
+    ///
+    /// The default writes zeros (what a file system without holes can do: the bytes read as
+    /// after a punch, the space comes back only by compaction).
+    ///
+    /// # Errors
+    /// The OS error; `Unsupported` where the file system has no holes.
+    fn punch_hole(&self, offset: u64, len: u64) -> io::Result<()> {
+        const CHUNK: u64 = 64 << 10;
+        let zeros = vec![0u8; CHUNK.min(len) as usize];
+        let mut at = offset;
+        while at < offset + len {
+            let n = CHUNK.min(offset + len - at);
+            self.write_all_at(&zeros[..n as usize], at)?;
+            at += n;
+        }
+        Ok(())
+    }
     /// Make the file's data durable (`fdatasync`).
     ///
     /// # Errors

@@ -37,6 +37,18 @@ impl FileHandle for RealFile {
         Ok(self.file.metadata()?.len())
     }
 
+    fn punch_hole(&self, offset: u64, len: u64) -> io::Result<()> {
+        let (Ok(offset), Ok(len)) = (libc::off_t::try_from(offset), libc::off_t::try_from(len))
+        else {
+            return Err(io::Error::from(io::ErrorKind::InvalidInput));
+        };
+        if punch_hole_fd(self.file.as_raw_fd(), offset, len) == 0 {
+            Ok(())
+        } else {
+            Err(io::Error::last_os_error())
+        }
+    }
+
     fn set_len(&self, len: u64) -> io::Result<()> {
         self.file.set_len(len)
     }
@@ -168,6 +180,21 @@ fn sync_fs_fd(fd: i32) -> i32 {
     // SAFETY: `syncfs` reads no memory of ours; `fd` is an open descriptor owned by the caller for
     // the duration of the call. An invalid descriptor would only make it return EBADF.
     unsafe { libc::syncfs(fd) }
+}
+
+#[allow(unsafe_code)]
+fn punch_hole_fd(fd: i32, offset: libc::off_t, len: libc::off_t) -> i32 {
+    // SAFETY: `fallocate` reads and writes no memory of ours, only plain integers; `fd` is an
+    // open descriptor owned by the caller for the duration of the call (an invalid one would
+    // only make it return EBADF).
+    unsafe {
+        libc::fallocate(
+            fd,
+            libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE,
+            offset,
+            len,
+        )
+    }
 }
 
 #[allow(unsafe_code)]
