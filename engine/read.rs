@@ -11,8 +11,9 @@ use crate::format::segment::{
 };
 use crate::layout::{index_path, segment_path, KeyMap, StreamKey};
 use crate::limits::{
-    READ_ALL_FETCH_THREADS_MAX, READ_ALL_PARALLEL_SEGMENTS_MIN, READ_ALL_SMALL_SEGMENT_BYTES,
-    READ_ALL_WINDOW_POSITIONS, READ_ALL_WINDOW_POSITIONS_MAX, READ_ALL_WINDOW_POSITIONS_MIN,
+    READ_ALL_FETCH_THREADS_MAX, READ_ALL_PACKED_IDS_MAX, READ_ALL_PARALLEL_SEGMENTS_MIN,
+    READ_ALL_SMALL_SEGMENT_BYTES, READ_ALL_WINDOW_POSITIONS, READ_ALL_WINDOW_POSITIONS_MAX,
+    READ_ALL_WINDOW_POSITIONS_MIN,
 };
 use crate::shared::Shared;
 use crate::types::{Direction, Position};
@@ -1167,6 +1168,10 @@ impl AllIter {
         }
         let fanout = crate::layout::fanout(key.hash);
         if let Some(table) = crate::packs::table(&self.shared, fanout)? {
+            if self.ids.len() + table.entries.len() > READ_ALL_PACKED_IDS_MAX {
+                // A long read over many packed streams: start over rather than hold every id.
+                self.ids.clear();
+            }
             for (e, _) in &table.entries {
                 let k = StreamKey {
                     hash: e.stream_hash,
