@@ -52,13 +52,20 @@ fn child_options() -> Options {
     }
 }
 
-/// `STREAMLOG_CRASH_PACK_BYTES`: the child packs small streams (format 4, segment-format.md
-/// §19) and writes many small streams with small events, so that most stay packed.
+/// `STREAMLOG_CRASH_PACK_BYTES`: the child's `pack_stream_bytes` (format 4, segment-format.md
+/// §19); the default's unless set (0: every stream in segments of its own).
 fn packs() -> u64 {
     std::env::var("STREAMLOG_CRASH_PACK_BYTES")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
+        .unwrap_or(Options::default().pack_stream_bytes)
+}
+
+/// `STREAMLOG_CRASH_SMALL=1`: the child writes many small streams with small events, most of
+/// which stay packed; otherwise a few streams with large events, in segments (each leaves its
+/// pack at its first appends). The parent alternates them, child by child.
+fn small_streams() -> bool {
+    std::env::var("STREAMLOG_CRASH_SMALL").is_ok_and(|v| v == "1")
 }
 
 /// Appends each child thread makes before it stops on its own (when no kill came).
@@ -77,7 +84,11 @@ fn crash_child() {
             let out = std::sync::Arc::clone(&out);
             std::thread::spawn(move || {
                 let mut rng = Rng(seed() ^ ((t + 1) * 0x9e37_79b9));
-                let (streams, event_max) = if packs() > 0 { (400, 300) } else { (12, 3000) };
+                let (streams, event_max) = if small_streams() {
+                    (400, 300)
+                } else {
+                    (12, 3000)
+                };
                 for _ in 0..CHILD_APPENDS {
                     let stream = format!("crash-{}", rng.below(streams));
                     let count = 1 + rng.below(4);
@@ -132,7 +143,7 @@ fn parse(line: &str) -> Option<Ack> {
     })
 }
 
-fn spawn_child(dir: &std::path::Path, kill_at: Option<&str>) -> Child {
+fn spawn_child(dir: &std::path::Path, kill_at: Option<&str>, small: bool) -> Child {
     let mut command = Command::new(std::env::current_exe().unwrap());
     command
         .args([
@@ -146,6 +157,7 @@ fn spawn_child(dir: &std::path::Path, kill_at: Option<&str>) -> Child {
         .env("STREAMLOG_CRASH_DIR", dir)
         .env_remove("STREAMLOG_KILL_AT")
         .env("STREAMLOG_CRASH_PACK_BYTES", packs().to_string())
+        .env("STREAMLOG_CRASH_SMALL", if small { "1" } else { "0" })
         .stdout(Stdio::piped())
         .stderr(Stdio::null());
     if let Some(point) = kill_at {
@@ -168,7 +180,7 @@ fn crash_kill_cycles() {
     let mut acked: Vec<Ack> = Vec::new();
     for cycle in 0..cycles {
         let kill_after = 1 + rng.below(300);
-        let mut child = spawn_child(&dir, None);
+        let mut child = spawn_child(&dir, None, cycle % 2 == 1);
         let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
         let mut seen = 0;
         while seen < kill_after {
@@ -221,7 +233,7 @@ fn kill_at_named_points() {
                 specs.insert(0, before.to_string());
             }
             for spec in &specs {
-                let mut child = spawn_child(&dir, Some(spec));
+                let mut child = spawn_child(&dir, Some(spec), *n != 5);
                 let lines = BufReader::new(child.stdout.take().unwrap()).lines();
                 acked.extend(lines.map_while(Result::ok).filter_map(|l| parse(&l)));
                 let status = child.wait().unwrap();

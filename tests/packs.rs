@@ -367,7 +367,11 @@ fn the_blocks_of_removed_packed_streams_are_given_back() {
             }
         }
         let seen = all(&store);
-        assert_eq!(seen.len(), living * 5 + dying / 10 + reopen, "reopen {reopen}");
+        assert_eq!(
+            seen.len(),
+            living * 5 + dying / 10 + reopen,
+            "reopen {reopen}"
+        );
         // New streams go on in the pack.
         store
             .append(
