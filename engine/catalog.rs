@@ -426,7 +426,9 @@ fn packed_prefix(
         .last_of(key)
         .or(entry.last_position)
         .ok_or_else(|| {
-            // TODO(format4): recovery derives the fields of the batches after the last flush.
+            // Recovery wrote the slot of every stream whose records came after the last flush
+            // (segment-format.md §19), and a flush the rest: a committed entry without one was
+            // damaged.
             Error::corrupt(
                 crate::layout::table_path(&shared.root, crate::layout::fanout(key.hash)),
                 entry_offset,

@@ -3,7 +3,7 @@
 //! `cargo run --release --example read_profile -- [w4|w5] [events] [passes] [folder]`: with a
 //! folder that already holds a store, it only reads (to profile the reads alone).
 //! `STREAMLOG_READ_ALL_WINDOW_MB` sets the option `read_all_window_bytes` (in MiB);
-//! `STREAMLOG_PACK_BYTES` sets `pack_stream_bytes` (format 4, in progress).
+//! `STREAMLOG_PACK_BYTES` sets `pack_stream_bytes` (0: no packs, as before format 4).
 
 use std::time::Instant;
 use streamlog::{Direction, EventData, ExpectedVersion, Position, Store};
@@ -52,7 +52,7 @@ fn main() {
     {
         options.read_all_window_bytes = mb << 20;
     }
-    // `STREAMLOG_PACK_BYTES` sets `pack_stream_bytes` (format 4, branch `format4`).
+    // `STREAMLOG_PACK_BYTES` sets `pack_stream_bytes` (0: no packs, as before format 4).
     if let Some(b) = std::env::var("STREAMLOG_PACK_BYTES")
         .ok()
         .and_then(|v| v.parse::<u64>().ok())
