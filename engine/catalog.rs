@@ -303,7 +303,7 @@ fn load(shared: &Shared, stream: &str) -> Result<Probe> {
                     .find(|(e, _)| e.stream_hash == hash && e.collision == collision)
             });
             Ok(match entry {
-                Some((e, at)) if e.stream_id == stream => {
+                Some((e, at)) if &*e.stream_id == stream => {
                     let state = packed_state(shared, key, e, *at)?;
                     Some(Probe::Found(Arc::new(StreamMeta {
                         id: Arc::from(stream),

@@ -103,9 +103,6 @@ pub const SUBSCRIPTION_IN_FLIGHT_MAX_DEFAULT: usize = 1000;
 
 /// A pack rolls to the next number past this size (segment-format.md §19).
 pub const PACK_BYTES_MAX: u64 = 64 << 20;
-/// Most packed streams' ids one `read_all` keeps (taken from their fan-out tables a table at a
-/// time): past it, it forgets them all and reads tables again as it meets their streams.
-pub const READ_ALL_PACKED_IDS_MAX: usize = 65_536;
 /// The unit in which dead pack bytes are given back (`fallocate(PUNCH_HOLE)`): ext4's block.
 pub const PACK_PUNCH_BLOCK_BYTES: u64 = 4096;
 /// Most merged ranges of removed pack records the writer keeps in memory until their blocks

@@ -151,6 +151,16 @@ pub struct Table {
     pub end: u64,
 }
 
+impl Table {
+    /// The id of packed stream `key`, if it is in this table.
+    pub fn stream_id(&self, key: StreamKey) -> Option<std::sync::Arc<str>> {
+        self.entries
+            .iter()
+            .find(|(e, _)| e.stream_hash == key.hash && e.collision == key.collision)
+            .map(|(e, _)| std::sync::Arc::clone(&e.stream_id))
+    }
+}
+
 /// Read fan-out `fanout`'s table; `None` when it does not exist. An entry counts only when its
 /// first position is committed and its index entry is `PACKED` with its key (§19); entries
 /// that do not are an unacknowledged batch's, at the tail.

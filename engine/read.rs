@@ -11,9 +11,8 @@ use crate::format::segment::{
 };
 use crate::layout::{index_path, segment_path, KeyMap, StreamKey};
 use crate::limits::{
-    READ_ALL_FETCH_THREADS_MAX, READ_ALL_PACKED_IDS_MAX, READ_ALL_PARALLEL_SEGMENTS_MIN,
-    READ_ALL_SMALL_SEGMENT_BYTES, READ_ALL_WINDOW_POSITIONS, READ_ALL_WINDOW_POSITIONS_MAX,
-    READ_ALL_WINDOW_POSITIONS_MIN,
+    READ_ALL_FETCH_THREADS_MAX, READ_ALL_PARALLEL_SEGMENTS_MIN, READ_ALL_SMALL_SEGMENT_BYTES,
+    READ_ALL_WINDOW_POSITIONS, READ_ALL_WINDOW_POSITIONS_MAX, READ_ALL_WINDOW_POSITIONS_MIN,
 };
 use crate::shared::Shared;
 use crate::types::{Direction, Position};
@@ -600,8 +599,9 @@ pub struct AllIter {
     /// spare, cut to what the budget held when one did not (index entries read beyond it would be
     /// read again by the next window).
     span: u64,
-    /// Packed streams' ids, from their fan-out tables (segment-format.md §19).
-    ids: std::collections::HashMap<StreamKey, Arc<str>>,
+    /// The fan-out tables of the packed streams met, for their ids (segment-format.md §19):
+    /// shared with the store's table cache, at most one per fan-out.
+    tables: std::collections::HashMap<u16, Arc<crate::packs::Table>>,
 }
 
 struct Slot {
@@ -658,7 +658,7 @@ impl AllIter {
             invalid: None,
             list: None,
             span: READ_ALL_WINDOW_POSITIONS,
-            ids: std::collections::HashMap::new(),
+            tables: std::collections::HashMap::new(),
         }
     }
 
@@ -1160,35 +1160,26 @@ impl AllIter {
         Ok(Some(segment))
     }
 
-    /// The id of packed stream `key`, from its fan-out's table (read whole into `ids` the
-    /// first time one of its streams is met).
+    /// The id of packed stream `key`, from its fan-out's table (taken from the store's table
+    /// cache the first time one of its streams is met, and again when a newer stream is not in
+    /// the copy held).
     fn stream_id(&mut self, key: StreamKey) -> Result<Arc<str>> {
-        if let Some(id) = self.ids.get(&key) {
-            return Ok(Arc::clone(id));
-        }
         let fanout = crate::layout::fanout(key.hash);
+        if let Some(id) = self.tables.get(&fanout).and_then(|t| t.stream_id(key)) {
+            return Ok(id);
+        }
         if let Some(table) = crate::packs::table(&self.shared, fanout)? {
-            if self.ids.len() + table.entries.len() > READ_ALL_PACKED_IDS_MAX {
-                // A long read over many packed streams: start over rather than hold every id.
-                self.ids.clear();
-            }
-            for (e, _) in &table.entries {
-                let k = StreamKey {
-                    hash: e.stream_hash,
-                    collision: e.collision,
-                };
-                self.ids
-                    .entry(k)
-                    .or_insert_with(|| Arc::from(e.stream_id.as_str()));
+            let id = table.stream_id(key);
+            self.tables.insert(fanout, table);
+            if let Some(id) = id {
+                return Ok(id);
             }
         }
-        self.ids.get(&key).cloned().ok_or_else(|| {
-            Error::corrupt(
-                crate::layout::table_path(&self.shared.root, fanout),
-                0,
-                "packed stream of a committed record is not in its table",
-            )
-        })
+        Err(Error::corrupt(
+            crate::layout::table_path(&self.shared.root, fanout),
+            0,
+            "packed stream of a committed record is not in its table",
+        ))
     }
 
     /// The slot's event; `None` when its stream's rewrite removed it.

@@ -718,7 +718,7 @@ impl Store {
                     };
                     let segment_0 = crate::layout::segment_path(&shared.root, key, 0);
                     if !files.contains(&segment_0) {
-                        packed.push(e.stream_id);
+                        packed.push(e.stream_id.to_string());
                     }
                 }
             }

@@ -1581,7 +1581,7 @@ impl Writer {
                         stream_hash: key.hash,
                         collision: key.collision,
                         first_position: planning.next_position,
-                        stream_id: part.stream.to_string(),
+                        stream_id: Arc::clone(&part.stream),
                         last_position: None,
                     };
                     let entry = table_entry.encode();

@@ -224,7 +224,8 @@ pub struct TableEntry {
     pub collision: u16,
     /// The position of the stream's first record: the entry counts only once it is committed.
     pub first_position: u64,
-    pub stream_id: String,
+    /// Shared: a packed event read by `read_all` carries it without a copy.
+    pub stream_id: std::sync::Arc<str>,
     /// The in-place slot: the last packed position a flush wrote, `None` before the first.
     pub last_position: Option<u64>,
 }
@@ -325,9 +326,9 @@ impl TableEntry {
         {
             return Err(DecodeError::Invalid("table entry reserved bytes"));
         }
-        let stream_id = std::str::from_utf8(id)
-            .map_err(|_| DecodeError::Invalid("stream id is not UTF-8"))?
-            .to_string();
+        let stream_id = std::sync::Arc::from(
+            std::str::from_utf8(id).map_err(|_| DecodeError::Invalid("stream id is not UTF-8"))?,
+        );
         // The slot is written in place at flushes: a flush a crash or an I/O error cut short
         // can leave it torn. That costs its value (recovery writes it again: segment-format.md
         // §19), never the entry.
@@ -374,7 +375,7 @@ mod tests {
             stream_hash: 0x0123_4567_89ab_cdef,
             collision: 2,
             first_position: 77,
-            stream_id: "order-42".to_string(),
+            stream_id: "order-42".into(),
             last_position: None,
         }
     }
