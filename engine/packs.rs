@@ -555,6 +555,11 @@ impl DeadRanges {
         self.pending.push((head, pack, start, end));
     }
 
+    /// Ranges wait for a checkpoint.
+    pub fn has_pending(&self) -> bool {
+        !self.pending.is_empty()
+    }
+
     /// A checkpoint claiming `head` is durable: the ranges it covers are merged, and the whole
     /// blocks they newly cover are returned as `(pack, offset, len)`, to be given back.
     pub fn due(&mut self, head: u64) -> Vec<(u32, u64, u64)> {

@@ -56,11 +56,10 @@ enum Failure {
 impl Writer {
     pub(super) fn rewrite(&mut self, request: RewriteRequest) {
         // A rewrite changes files outside any journal frame: first flush, so that no frame
-        // written before it is ever replayed over what it wrote (segment-format.md §18). (The
-        // pack blocks earlier rewrites freed are given back at such a flush, §19; a run of
-        // rewrites with no append between them, which needs none, waits for the next one: a
-        // flush of its own would double a delete's time.)
-        if self.journal_dirty() {
+        // written before it is ever replayed over what it wrote (segment-format.md §18). The
+        // flush also gives back the pack blocks the previous rewrites freed (§19): a run of
+        // deletes gets its space back as it goes, not only at the next append's flush.
+        if self.journal_dirty() || self.dead.has_pending() {
             if let Err(e) = self.durable_checkpoint() {
                 request.reply.send(Err(e));
                 return;
