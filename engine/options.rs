@@ -66,7 +66,7 @@ pub struct Options {
     pub indexes: bool,
     /// Under `SyncMode::Journal`, a new stream's records go to shared pack files while they total
     /// at most this many bytes (segment-format.md §19); 0: every stream has files of its own.
-    /// (Format 4, in progress on this branch: 0 by default until it lands.)
+    /// Default `PACK_STREAM_BYTES_DEFAULT` (4,096), at most `PACK_STREAM_BYTES_MAX`.
     pub pack_stream_bytes: u64,
 }
 

@@ -69,8 +69,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 let store = store.clone();
                 scope.spawn(move || {
                     for s in (t..streams).step_by(threads) {
-                        let events = (0..per_stream)
-                            .map(|_| EventData::new("Bench", vec![0x5a; 256]).metadata(vec![1; 32]));
+                        let events = (0..per_stream).map(|_| {
+                            EventData::new("Bench", vec![0x5a; 256]).metadata(vec![1; 32])
+                        });
                         store
                             .append(&format!("m-{s}"), ExpectedVersion::NoStream, events)
                             .expect("append");

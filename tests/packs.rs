@@ -1,6 +1,8 @@
-//! Packs (format 4, in progress on branch `format4`; segment-format.md §19): small streams'
-//! records in shared files. These tests cover what the branch does so far: appends, closes and
-//! reads of packed streams, a stream leaving the pack, and a clean reopen.
+//! Packs (format 4, segment-format.md §19): small streams' records in shared files. Appends,
+//! closes and reads of packed streams, a stream leaving the pack, clean reopens, snapshots,
+//! deletes and truncations of packed streams, and the space their removal gives back. (Every
+//! other test runs with packs too: they are the default; the damage, torn-tail and crash tests
+//! run with and without them.)
 
 use std::path::Path;
 use streamlog::{Direction, Error, EventData, ExpectedVersion, Options, Store};
