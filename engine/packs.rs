@@ -6,7 +6,7 @@ use crate::format::index::FLAG_PACKED;
 use crate::format::pack::{decode_table_header, TableEntry, TABLE_HEADER_BYTES};
 use crate::format::segment::{decode_record, RECORD_HEADER_BYTES};
 use crate::layout::{table_path, StreamKey};
-use crate::limits::{PACK_DEAD_RANGES_MAX, PACK_PUNCH_BLOCK_BYTES};
+use crate::limits::{PACK_DEAD_RANGES_MAX, PACK_PUNCH_BLOCK_BYTES, TABLE_CACHE_ENTRIES_MAX};
 use crate::shared::Shared;
 use std::collections::HashMap;
 use std::sync::{Mutex, MutexGuard};
@@ -25,9 +25,9 @@ pub struct Dirty {
 pub struct Packs {
     dirty: Mutex<Dirty>,
     /// Fan-out tables read by lookups, kept up to date by the writer as it adds entries; at
-    /// most `TABLE_CACHE_MAX` (emptied when full). Without it every new stream's lookup read
-    /// its fan-out's whole table (the million-stream create took 120 s instead of 77 s).
-    tables: Mutex<HashMap<u16, std::sync::Arc<Table>>>,
+    /// most `TABLE_CACHE_ENTRIES_MAX` entries in all. Without it every new stream's lookup
+    /// read its fan-out's whole table (the million-stream create took 120 s instead of 77 s).
+    tables: Mutex<TableCache>,
     /// Counts `add_entries` calls: a table read while one ran may lack its entries and is not
     /// cached.
     adds: std::sync::atomic::AtomicU64,
@@ -35,6 +35,49 @@ pub struct Packs {
     /// table when it has no segment 0. A store that never packed pays no extra `open` per
     /// new stream (the million-stream create makes a million of them).
     present: std::sync::atomic::AtomicBool,
+}
+
+/// The cached tables, and how many entries they hold together.
+struct TableCache {
+    map: HashMap<u16, std::sync::Arc<Table>>,
+    entries: usize,
+    /// `TABLE_CACHE_ENTRIES_MAX` (smaller in a unit test).
+    max: usize,
+}
+
+impl Default for TableCache {
+    fn default() -> TableCache {
+        TableCache {
+            map: HashMap::new(),
+            entries: 0,
+            max: TABLE_CACHE_ENTRIES_MAX,
+        }
+    }
+}
+
+impl TableCache {
+    /// Cache `table`, then drop other tables while the cache is past its bound.
+    fn insert(&mut self, fanout: u16, table: std::sync::Arc<Table>) {
+        if let Some(old) = self.map.remove(&fanout) {
+            self.entries -= old.entries.len();
+        }
+        self.entries += table.entries.len();
+        self.map.insert(fanout, table);
+        self.shrink_to_bound(Some(fanout));
+    }
+
+    /// Drop tables other than `keep` while the cache holds more than its bound (which ones
+    /// does not matter: a table dropped is read again at its next lookup).
+    fn shrink_to_bound(&mut self, keep: Option<u16>) {
+        while self.entries > self.max {
+            let Some(&victim) = self.map.keys().find(|k| Some(**k) != keep) else {
+                break;
+            };
+            if let Some(t) = self.map.remove(&victim) {
+                self.entries -= t.entries.len();
+            }
+        }
+    }
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -57,12 +100,14 @@ impl Packs {
     pub fn add_entries(&self, fanout: u16, entries: &[(TableEntry, u64)]) {
         let mut tables = lock(&self.tables);
         self.adds.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
-        if let Some(t) = tables.get_mut(&fanout) {
+        if let Some(t) = tables.map.get_mut(&fanout) {
             let t = std::sync::Arc::make_mut(t);
             for (e, at) in entries {
                 t.end = t.end.max(at + e.entry_bytes() as u64);
                 t.entries.push((e.clone(), *at));
             }
+            tables.entries += entries.len();
+            tables.shrink_to_bound(Some(fanout));
         }
     }
 
@@ -110,9 +155,6 @@ impl Packs {
     }
 }
 
-/// Most fan-out tables kept in memory by lookups (`Packs::tables`).
-const TABLE_CACHE_MAX: usize = 4096;
-
 /// Fan-out `fanout`'s table, from the cache or read (and cached); `None` when it does not
 /// exist.
 pub fn table(shared: &Shared, fanout: u16) -> Result<Option<std::sync::Arc<Table>>> {
@@ -121,7 +163,7 @@ pub fn table(shared: &Shared, fanout: u16) -> Result<Option<std::sync::Arc<Table
     }
     let adds = {
         let tables = lock(&shared.packs.tables);
-        if let Some(t) = tables.get(&fanout) {
+        if let Some(t) = tables.map.get(&fanout) {
             return Ok(Some(std::sync::Arc::clone(t)));
         }
         shared.packs.adds.load(std::sync::atomic::Ordering::Acquire)
@@ -135,9 +177,6 @@ pub fn table(shared: &Shared, fanout: u16) -> Result<Option<std::sync::Arc<Table
     // it answers this lookup (which began before they were published) but is not kept.
     if shared.packs.adds.load(std::sync::atomic::Ordering::Acquire) != adds {
         return Ok(Some(t));
-    }
-    if tables.len() >= TABLE_CACHE_MAX {
-        tables.clear();
     }
     tables.insert(fanout, std::sync::Arc::clone(&t));
     Ok(Some(t))
@@ -621,7 +660,58 @@ impl DeadRanges {
 
 #[cfg(test)]
 mod tests {
-    use super::DeadRanges;
+    use super::{DeadRanges, Table, TableCache};
+    use crate::format::pack::TableEntry;
+
+    fn table(n: usize) -> std::sync::Arc<Table> {
+        let entries = (0..n as u64)
+            .map(|i| {
+                let e = TableEntry {
+                    stream_hash: i,
+                    collision: 0,
+                    first_position: i + 1,
+                    stream_id: format!("s-{i}").into(),
+                    last_position: None,
+                };
+                (e, 64 + i * 56)
+            })
+            .collect();
+        std::sync::Arc::new(Table { entries, end: 0 })
+    }
+
+    #[test]
+    fn the_table_cache_holds_at_most_its_bound_of_entries() {
+        let mut c = TableCache {
+            max: 100,
+            ..TableCache::default()
+        };
+        for fanout in 0..10 {
+            c.insert(fanout, table(30));
+            assert!(c.entries <= 100, "{} entries", c.entries);
+            assert_eq!(
+                c.entries,
+                c.map.values().map(|t| t.entries.len()).sum::<usize>()
+            );
+            assert!(c.map.contains_key(&fanout), "the table just read is kept");
+        }
+        assert_eq!(c.map.len(), 3);
+        // A table read again replaces its old copy's count.
+        c.insert(9, table(10));
+        assert_eq!(
+            c.entries,
+            c.map.values().map(|t| t.entries.len()).sum::<usize>()
+        );
+        // The writer's new entries count too, and push other tables out.
+        let packs = super::Packs {
+            tables: std::sync::Mutex::new(c),
+            ..super::Packs::default()
+        };
+        let more: Vec<_> = table(60).entries.clone();
+        packs.add_entries(9, &more);
+        let c = super::lock(&packs.tables);
+        assert!(c.entries <= 100, "{} entries", c.entries);
+        assert_eq!(c.map[&9].entries.len(), 70);
+    }
 
     #[test]
     fn dead_ranges_give_back_each_whole_block_once_after_their_checkpoint() {
