@@ -49,24 +49,33 @@ impl Dump {
     }
 }
 
-/// What `REMOVALS` removes, per stream: the last position (read again, and reported, below).
+/// The records of a `REMOVALS` file whose header decodes, up to the first that does not, and
+/// where that one is when it is not zeros (a torn, unacknowledged record).
+fn removal_records(bytes: &[u8]) -> (Vec<crate::format::removals::Removal>, Option<usize>) {
+    use crate::format::removals::{Removal, REMOVALS_HEADER_BYTES, REMOVAL_BYTES};
+    let mut out = Vec::new();
+    let mut at = REMOVALS_HEADER_BYTES as usize;
+    while let Some(slice) = bytes.get(at..at + REMOVAL_BYTES as usize) {
+        match Removal::decode(slice) {
+            Ok(r) => out.push(r),
+            Err(_) => return (out, slice.iter().any(|b| *b != 0).then_some(at)),
+        }
+        at += REMOVAL_BYTES as usize;
+    }
+    (out, None)
+}
+
+/// What `REMOVALS` removes, per stream: the last position (the file is listed below).
 fn removed_up_to(root: &Path) -> HashMap<StreamKey, u64> {
-    use crate::format::removals::{
-        decode_header, Removal, REMOVALS_HEADER_BYTES, REMOVAL_BYTES, REMOVAL_KIND_TRUNCATE,
-    };
     let mut out = HashMap::new();
     let Ok(bytes) = read(&root.join(crate::layout::REMOVALS_FILE)) else {
         return out;
     };
-    if decode_header(&bytes).is_err() {
+    if crate::format::removals::decode_header(&bytes).is_err() {
         return out;
     }
-    let mut at = REMOVALS_HEADER_BYTES as usize;
-    while let Some(Ok(r)) = bytes
-        .get(at..at + REMOVAL_BYTES as usize)
-        .map(Removal::decode)
-    {
-        if r.kind == REMOVAL_KIND_TRUNCATE {
+    for r in removal_records(&bytes).0 {
+        if r.kind == crate::format::removals::REMOVAL_KIND_TRUNCATE {
             let key = StreamKey {
                 hash: r.stream_hash,
                 collision: r.collision,
@@ -74,7 +83,6 @@ fn removed_up_to(root: &Path) -> HashMap<StreamKey, u64> {
             let e = out.entry(key).or_insert(0);
             *e = (*e).max(r.covers_position);
         }
-        at += REMOVAL_BYTES as usize;
     }
     out
 }
@@ -378,20 +386,14 @@ fn dump_store(root: &Path, show_records: bool, d: &mut Dump) {
     // Truncations (segment-format.md §12).
     let rpath = root.join(crate::layout::REMOVALS_FILE);
     if let Ok(bytes) = read(&rpath) {
-        use crate::format::removals::{
-            decode_header, Removal, REMOVALS_HEADER_BYTES, REMOVAL_BYTES,
-        };
-        match decode_header(&bytes) {
+        match crate::format::removals::decode_header(&bytes) {
             Ok(_) => {
-                let mut at = REMOVALS_HEADER_BYTES as usize;
-                let mut count = 0;
-                while let Some(slice) = bytes.get(at..at + REMOVAL_BYTES as usize) {
-                    let Ok(r) = Removal::decode(slice) else {
-                        if slice.iter().any(|b| *b != 0) {
-                            d.note(format!("{}: a torn record at {at}, an unacknowledged truncation; the next one overwrites it", rpath.display()));
-                        }
-                        break;
-                    };
+                let (records, torn_at) = removal_records(&bytes);
+                if let Some(at) = torn_at {
+                    d.note(format!("{}: a torn record at {at}, an unacknowledged truncation; the next one overwrites it", rpath.display()));
+                }
+                let count = records.len();
+                for r in records {
                     let invalidation = r.kind == crate::format::removals::REMOVAL_KIND_INVALIDATE;
                     if show_records && invalidation {
                         let _ = writeln!(d.text, "    invalidation of key {:016x}-{:04x}: changeset {}, by the event at position {}",
@@ -405,8 +407,6 @@ fn dump_store(root: &Path, show_records: bool, d: &mut Dump) {
                         "stream_hash": r.stream_hash, "collision": r.collision,
                         "covers_version": r.covers_version, "covers_position": r.covers_position}),
                     );
-                    count += 1;
-                    at += REMOVAL_BYTES as usize;
                 }
                 let _ = writeln!(
                     d.text,

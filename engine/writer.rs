@@ -870,13 +870,18 @@ impl Writer {
             }
         }
         if removed {
-            let dir = fanout_dir(&self.shared.root, key.hash);
-            self.shared
-                .backend
-                .sync_dir(&dir)
-                .map_err(|e| Error::io("fsync directory", &dir, e))?;
+            self.sync_fanout_dir(key)?;
         }
         Ok(())
+    }
+
+    /// `fsync` the fan-out folder of `key`: its files' removals (or creations) are durable.
+    fn sync_fanout_dir(&self, key: StreamKey) -> Result<()> {
+        let dir = fanout_dir(&self.shared.root, key.hash);
+        self.shared
+            .backend
+            .sync_dir(&dir)
+            .map_err(|e| Error::io("fsync directory", &dir, e))
     }
 
     /// First touch of an existing stream: cut what unacknowledged batches left after its
@@ -951,11 +956,7 @@ impl Writer {
         }
         if removed {
             // Durability: the removals are durable before a new file may take one of the names.
-            let dir = fanout_dir(&self.shared.root, key.hash);
-            self.shared
-                .backend
-                .sync_dir(&dir)
-                .map_err(|e| Error::io("fsync directory", &dir, e))?;
+            self.sync_fanout_dir(key)?;
         }
         let keys = self.load_keys(&meta, &state)?;
         let mut file = None;
@@ -1702,14 +1703,7 @@ impl Writer {
             ws.packed = Some(tail);
             if close {
                 ws.closed = true;
-                return AppendResult {
-                    first_version: current,
-                    last_version: current,
-                    changeset: ws.changeset,
-                    first_position: Position(first_position),
-                    last_position: Position(first_position),
-                    duplicates: 0,
-                };
+                return close_result(current, ws.changeset, first_position);
             }
             ws.version = current + n;
             ws.changeset = changeset;
@@ -1791,14 +1785,7 @@ impl Writer {
                 .extend_from_slice(&entry.encode(position));
             planning.next_position += 1;
             ws.closed = true;
-            return AppendResult {
-                first_version: current,
-                last_version: current,
-                changeset: ws.changeset,
-                first_position: Position(position),
-                last_position: Position(position),
-                duplicates: 0,
-            };
+            return close_result(current, ws.changeset, position);
         }
         let changeset = ws.changeset + 1;
         let first_position = planning.next_position;
@@ -2394,6 +2381,18 @@ enum PlanOutcome {
     Planned(Vec<AppendResult>),
     Done(Result<Vec<AppendResult>>),
     Defer,
+}
+
+/// What a close at `position` answers: the stream stays at its version and changeset.
+fn close_result(version: u64, changeset: u64, position: u64) -> AppendResult {
+    AppendResult {
+        first_version: version,
+        last_version: version,
+        changeset,
+        first_position: Position(position),
+        last_position: Position(position),
+        duplicates: 0,
+    }
 }
 
 /// A close record (segment-format.md §12): its own position, the version and changeset of the
