@@ -65,6 +65,27 @@ fn removal_records(bytes: &[u8]) -> (Vec<crate::format::removals::Removal>, Opti
     (out, None)
 }
 
+/// Every packed stream's id, from the entries of the fan-out tables that decode.
+fn packed_ids(root: &Path) -> HashMap<StreamKey, String> {
+    use crate::format::pack::{TableEntry, TABLE_HEADER_BYTES};
+    let mut out = HashMap::new();
+    for fan in list(&root.join(STREAMS_DIR)) {
+        let Ok(bytes) = read(&fan.join(crate::layout::TABLE_FILE)) else {
+            continue;
+        };
+        let mut at = TABLE_HEADER_BYTES;
+        while let Some(Ok((e, len))) = bytes.get(at..).map(TableEntry::decode) {
+            let key = StreamKey {
+                hash: e.stream_hash,
+                collision: e.collision,
+            };
+            out.insert(key, e.stream_id.to_string());
+            at += len;
+        }
+    }
+    out
+}
+
 /// What `REMOVALS` removes, per stream: the last position (the file is listed below).
 fn removed_up_to(root: &Path) -> HashMap<StreamKey, u64> {
     let mut out = HashMap::new();
@@ -187,6 +208,8 @@ struct StoreView {
     packed_streams: HashMap<u64, StreamKey>,
     /// Per stream, the last position `REMOVALS` says is removed (segment-format.md §12, §19).
     removed_up_to: HashMap<StreamKey, u64>,
+    /// Packed streams' ids, from the fan-out tables (listed, and checked, below).
+    packed_ids: HashMap<StreamKey, String>,
     /// The highest confirmed offset of each segment.
     last_confirmed: HashMap<(StreamKey, u32), u64>,
 }
@@ -330,6 +353,7 @@ fn dump_store(root: &Path, show_records: bool, d: &mut Dump) {
         confirmed,
         packed_streams,
         removed_up_to: removed_up_to(root),
+        packed_ids: packed_ids(root),
         last_confirmed,
     };
     // Every pack (segment-format.md §19).
@@ -686,7 +710,17 @@ fn dump_pack(
                 && stream.is_some_and(|k| view.removed_up_to.contains_key(k));
         match decode_record(record) {
             Ok(r) if r.position == *position && r.prev_position.is_some() => {
-                records.push(record_lines(d, *offset, &r, true, show_records));
+                let mut json = record_lines(d, *offset, &r, true, show_records);
+                // A pack names no stream: its table does.
+                if let Some(id) = stream.and_then(|k| view.packed_ids.get(k)) {
+                    if show_records {
+                        let _ = writeln!(d.text, "      stream {id:?}");
+                    }
+                    if let Some(o) = json.as_object_mut() {
+                        o.insert("stream_id".into(), json!(id));
+                    }
+                }
+                records.push(json);
                 after_last = offset + r.padded_bytes;
                 tail_known = true;
             }
@@ -755,7 +789,11 @@ fn record_lines(
     if show_records {
         let _ = writeln!(d.text, "    @{at} v{} pos {}{} changeset {} flags {:#04x} type {:?} data {}B metadata {}B{} data={}",
             r.version, r.position,
-            r.prev_position.map_or_else(String::new, |p| format!(" (stream's previous: pos {p})")),
+            match r.prev_position {
+                None => String::new(),
+                Some(0) => " (its stream's first packed record)".to_string(),
+                Some(p) => format!(" (stream's previous: pos {p})"),
+            },
             r.changeset, r.flags, String::from_utf8_lossy(r.event_type), r.data.len(), r.metadata.len(),
             if committed { "" } else { " UNACKNOWLEDGED" }, preview(r.data, 48));
         if !r.commit_metadata.is_empty() {

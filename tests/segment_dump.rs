@@ -361,6 +361,20 @@ fn packs_and_tables_are_shown_and_damage_in_them_is_corruption() {
             .count()
     };
     assert_eq!((kinds("pack"), kinds("table"), kinds("segment")), (1, 2, 0));
+    // Each packed record with its stream, which the pack does not hold: its table does.
+    let pack = v["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["kind"] == "pack")
+        .unwrap();
+    let streams: Vec<&str> = pack["records"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["stream_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(streams, ["order-42", "order-42", "other"]);
     // An unacknowledged batch's torn bytes past the last committed record: a note.
     let pack = dir.join("packs").join("00000000.pack");
     let len = file_len(&pack);
