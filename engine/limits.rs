@@ -104,7 +104,7 @@ pub const SUBSCRIPTION_IN_FLIGHT_MAX_DEFAULT: usize = 1000;
 /// A pack rolls to the next number past this size (segment-format.md §19).
 pub const PACK_BYTES_MAX: u64 = 64 << 20;
 /// Most fan-out table entries (one per packed stream) the store keeps in memory for lookups and
-/// `read_all`'s stream ids, about 100 bytes each: a store of a million packed streams keeps
+/// `read_all`'s stream ids, each 64 bytes and its id's allocation: a store of a million packed streams keeps
 /// them all; a larger one reads tables again as their streams are met.
 pub const TABLE_CACHE_ENTRIES_MAX: usize = 1 << 20;
 /// The unit in which dead pack bytes are given back (`fallocate(PUNCH_HOLE)`): ext4's block.

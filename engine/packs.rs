@@ -524,44 +524,55 @@ pub(crate) fn cover_packed_prefix(
     )
 }
 
-/// Whether `key` has an entry in its fan-out's table: it has (or had) a packed prefix.
-pub fn has_entry(shared: &Shared, key: StreamKey) -> Result<bool> {
-    Ok(
-        read_table_at(shared, crate::layout::fanout(key.hash), u64::MAX)?.is_some_and(|t| {
-            t.entries
-                .iter()
-                .any(|(e, _)| e.stream_hash == key.hash && e.collision == key.collision)
-        }),
-    )
-}
+/// The fan-out tables' entries as they are on disk (every entry that decodes, committed or
+/// not: stream key and first position), each table read once: recovery asks about every new
+/// packed stream and every base record after the checkpoint, many of them in the same tables.
+#[derive(Default)]
+pub struct TableKeys(HashMap<u16, Vec<(StreamKey, u64)>>);
 
-/// Whether `key`'s fan-out table holds its entry naming `first_position`, whatever the head:
-/// recovery asks it of a packed stream's first record, whose batch wrote the entry with it
-/// (a torn or failed write of the entry fails the record's verification).
-pub fn has_entry_at(shared: &Shared, key: StreamKey, first_position: u64) -> Result<bool> {
-    let path = table_path(&shared.root, crate::layout::fanout(key.hash));
-    let Some(bytes) = crate::storage::read_whole(&*shared.backend, &path)
-        .map_err(|e| Error::io("read table", &path, e))?
-    else {
-        return Ok(false);
-    };
-    if bytes.len() < TABLE_HEADER_BYTES || decode_table_header(&bytes).is_err() {
-        return Ok(false);
+impl TableKeys {
+    fn of(&mut self, shared: &Shared, key: StreamKey) -> Result<&[(StreamKey, u64)]> {
+        let fanout = crate::layout::fanout(key.hash);
+        Ok(match self.0.entry(fanout) {
+            std::collections::hash_map::Entry::Occupied(o) => o.into_mut(),
+            std::collections::hash_map::Entry::Vacant(v) => {
+                let path = table_path(&shared.root, fanout);
+                let bytes = crate::storage::read_whole(&*shared.backend, &path)
+                    .map_err(|e| Error::io("read table", &path, e))?
+                    .unwrap_or_default();
+                let mut entries = Vec::new();
+                if bytes.len() >= TABLE_HEADER_BYTES && decode_table_header(&bytes).is_ok() {
+                    let mut at = TABLE_HEADER_BYTES;
+                    while let Some(Ok((e, len))) = bytes.get(at..).map(TableEntry::decode) {
+                        let k = StreamKey {
+                            hash: e.stream_hash,
+                            collision: e.collision,
+                        };
+                        entries.push((k, e.first_position));
+                        at += len;
+                    }
+                }
+                v.insert(entries)
+            }
+        })
     }
-    let mut at = TABLE_HEADER_BYTES;
-    while at < bytes.len() {
-        let Ok((e, len)) = TableEntry::decode(&bytes[at..]) else {
-            break;
-        };
-        if e.stream_hash == key.hash
-            && e.collision == key.collision
-            && e.first_position == first_position
-        {
-            return Ok(true);
-        }
-        at += len;
+
+    /// Whether `key` has an entry in its fan-out's table: it has (or had) a packed prefix.
+    pub fn has_entry(&mut self, shared: &Shared, key: StreamKey) -> Result<bool> {
+        Ok(self.of(shared, key)?.iter().any(|(k, _)| *k == key))
     }
-    Ok(false)
+
+    /// Whether `key`'s fan-out table holds its entry naming `first_position`, whatever the
+    /// head: recovery asks it of a packed stream's first record, whose batch wrote the entry
+    /// with it (a torn or failed write of the entry fails the record's verification).
+    pub fn has_entry_at(
+        &mut self,
+        shared: &Shared,
+        key: StreamKey,
+        first_position: u64,
+    ) -> Result<bool> {
+        Ok(self.of(shared, key)?.contains(&(key, first_position)))
+    }
 }
 
 /// Byte ranges of packs whose records a committed rewrite removed (segment-format.md §19,

@@ -475,6 +475,8 @@ fn verify_tail(shared: &Shared, from: u64, report: &mut RecoveryReport) -> Resul
     let mut position = from + 1;
     let mut append_open = false;
     let mut seen = 0u64;
+    // Fan-out tables as they are on disk, each read once (segment-format.md §19).
+    let mut table_keys = crate::packs::TableKeys::default();
     // Keyed records after the checkpoint: (position, stream, version) (segment-format.md §15);
     // invalidation events: (stream, changeset, position) (§16).
     let mut keyed: Vec<(u64, StreamKey, u64)> = Vec::new();
@@ -530,6 +532,7 @@ fn verify_tail(shared: &Shared, from: u64, report: &mut RecoveryReport) -> Resul
         // base record of the stream's segment 0 vouches for it (segment-format.md §12).
         match verify_record(
             shared,
+            &mut table_keys,
             key,
             entry.segment,
             u64::from(entry.offset),
@@ -637,6 +640,7 @@ fn check_keys_file(shared: &Shared, key: StreamKey, version: u64) -> Result<()> 
 
 fn verify_record(
     shared: &Shared,
+    table_keys: &mut crate::packs::TableKeys,
     key: StreamKey,
     segment: u32,
     offset: u64,
@@ -682,7 +686,7 @@ fn verify_record(
     }
     // A packed stream's first record came with its table entry, in the same batch: without
     // it the stream cannot be found, so the batch did not complete (segment-format.md §19).
-    if r.prev_position == Some(0) && !crate::packs::has_entry_at(shared, key, position)? {
+    if r.prev_position == Some(0) && !table_keys.has_entry_at(shared, key, position)? {
         return Ok(Err(
             "the table entry of a new packed stream is missing".into()
         ));
@@ -712,7 +716,7 @@ fn verify_record(
             // may not have been durable yet (segment-format.md §19).
             if c.op != crate::format::segment::CONTROL_OP_TRUNCATE
                 && c.covers_position > 0
-                && crate::packs::has_entry(shared, key)?
+                && table_keys.has_entry(shared, key)?
             {
                 crate::packs::cover_packed_prefix(
                     shared,

@@ -170,16 +170,15 @@ impl Writer {
             }
         }
         // The packed prefix's records (segment-format.md §19).
-        let mut packed_links = Vec::new();
-        if let Some(p) = state.packed {
-            let links = crate::packs::walk(&self.shared, key, p.last).map_err(Failure::Refused)?;
-            packed_links.clone_from(&links);
-            if let Some(l) = links
-                .iter()
-                .find(|l| l.is_event && l.version == covers_version)
-            {
-                covers_position = l.position;
-            }
+        let packed_links = match state.packed {
+            Some(p) => crate::packs::walk(&self.shared, key, p.last).map_err(Failure::Refused)?,
+            None => Vec::new(),
+        };
+        if let Some(l) = packed_links
+            .iter()
+            .find(|l| l.is_event && l.version == covers_version)
+        {
+            covers_position = l.position;
         }
         if let Some(cut) = cut {
             // A truncation is committed by its record in `REMOVALS`; freeing the segments
