@@ -395,6 +395,10 @@ fn packed_state(
     if let Some((covers_version, _)) = shared.removals.get(shared, key)? {
         first_version = covers_version + 1;
     }
+    if newest.is_delete {
+        // Deleted in the pack: its tombstone restarted the chain (§19).
+        first_version = newest.version + 1;
+    }
     Ok(StreamState {
         version: newest.version,
         changeset: newest.changeset,
@@ -402,7 +406,7 @@ fn packed_state(
         first_version,
         after_zero: 1,
         closed: newest.is_close,
-        deleted: false,
+        deleted: newest.is_delete,
         generation: 0,
         base_position: 0,
         packed: Some(PackedState {
@@ -814,8 +818,19 @@ pub fn read_header(shared: &Shared, path: &PathBuf) -> Result<Option<SegmentHead
 }
 
 /// The last position of stream `key` that a rewrite (snapshot, delete) removed: the
-/// `covers_position` of the base record opening its segment 0; 0 when there is none.
+/// `covers_position` of the base record opening its segment 0, or of its tombstone in a pack
+/// (§19); 0 when there is none.
 pub fn base_covers(shared: &Shared, key: StreamKey) -> Result<u64> {
+    let c = match base_control(shared, key)? {
+        Some(c) => Some(c),
+        None => crate::packs::packed_base(shared, key)?.map(|(c, _)| c),
+    };
+    Ok(c.map_or(0, |c| c.covers_position))
+}
+
+/// The last position of stream `key` that a rewrite of its segment 0 removed (recovery: a
+/// tombstone in a pack removes records only once a checkpoint covers it, §19).
+pub fn segment_base_covers(shared: &Shared, key: StreamKey) -> Result<u64> {
     Ok(base_control(shared, key)?.map_or(0, |c| c.covers_position))
 }
 

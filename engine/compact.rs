@@ -48,7 +48,8 @@ pub fn compact_index(shared: &Shared) -> Result<IndexCompaction> {
         .map_err(|e| Error::io("list folder", &dir, e))?;
     let mut report = IndexCompaction::default();
     // Whether a stream's old events are gone: its segment 0 opens with a snapshot or a
-    // tombstone covering them (a truncation keeps events in place: their entries stay).
+    // tombstone covering them, or its tombstone is in a pack (a truncation keeps events in
+    // place: their entries stay).
     let mut removed_up_to: HashMap<StreamKey, u64> = HashMap::new();
     for (name, _) in names {
         let Some(file) = parse_index_file_name(&name) else {
@@ -84,9 +85,18 @@ pub fn compact_index(shared: &Shared) -> Result<IndexCompaction> {
             let up_to = match removed_up_to.get(&key) {
                 Some(c) => *c,
                 None => {
-                    let c = crate::catalog::base_control(shared, key)?
-                        .filter(|c| c.op == CONTROL_OP_DELETE || c.op == CONTROL_OP_SNAPSHOT)
-                        .map_or(0, |c| c.covers_position);
+                    let segment_base = crate::catalog::base_control(shared, key)?
+                        .filter(|c| c.op == CONTROL_OP_DELETE || c.op == CONTROL_OP_SNAPSHOT);
+                    // A tombstone in a pack (§19) counts once the durable checkpoint covers
+                    // it: its table entry's `last_position` names it by then, which keeps the
+                    // entry live when its first record's index entry goes.
+                    let base = match segment_base {
+                        Some(c) => Some(c),
+                        None => crate::packs::packed_base(shared, key)?
+                            .filter(|(_, at)| *at <= covered)
+                            .map(|(c, _)| c),
+                    };
+                    let c = base.map_or(0, |c| c.covers_position);
                     removed_up_to.insert(key, c);
                     c
                 }

@@ -36,7 +36,7 @@ pub const POINTS: [(&str, &str); 7] = [
 
 /// Where a snapshot, a delete or a truncation may die (segment-format.md §12); reached only by
 /// workloads that rewrite streams, so the writer's kill test does not list them.
-pub const REWRITE_POINTS: [(&str, &str); 3] = [
+pub const REWRITE_POINTS: [(&str, &str); 4] = [
     (
         "rewrite-written",
         "the new segment 0 and its index entry are synced under a temporary name",
@@ -48,6 +48,10 @@ pub const REWRITE_POINTS: [(&str, &str); 3] = [
     (
         "rewrite-removed",
         "the old segments are removed, nothing answered yet",
+    ),
+    (
+        "pack-delete-synced",
+        "a tombstone in a pack is durable and published, its REMOVALS record not written",
     ),
 ];
 

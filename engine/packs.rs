@@ -285,14 +285,23 @@ pub fn read_table_at(shared: &Shared, fanout: u16, head: u64) -> Result<Option<T
     }))
 }
 
+/// An entry counts when its stream's first record is committed, or, once that record's index
+/// entry was compacted away (its stream deleted in the pack), when the last record a flush or
+/// recovery wrote in its `last_position` is: only committed records are ever written there.
 fn is_live(shared: &Shared, entry: &TableEntry, head: u64) -> Result<bool> {
-    is_live_at(
+    if is_live_at(
         shared,
         entry.first_position,
         entry.stream_hash,
         entry.collision,
         head,
-    )
+    )? {
+        return Ok(true);
+    }
+    match entry.last_position {
+        Some(last) => is_live_at(shared, last, entry.stream_hash, entry.collision, head),
+        None => Ok(false),
+    }
 }
 
 /// Whether the committed index entry at `first_position` is a packed record of the stream.
@@ -355,6 +364,8 @@ pub struct Link {
     /// An event of its stream (not a close record).
     pub is_event: bool,
     pub is_close: bool,
+    /// A tombstone that restarted the chain: the stream was deleted in the pack.
+    pub is_delete: bool,
 }
 
 /// Walk `key`'s chain back from `last`: its packed records, newest first (§19).
@@ -428,10 +439,74 @@ pub fn walk(shared: &Shared, key: StreamKey, last: u64) -> Result<Vec<Link>> {
             is_close: r
                 .control
                 .is_some_and(|c| c.op == crate::format::segment::CONTROL_OP_CLOSE),
+            is_delete: prev == 0
+                && r.control
+                    .is_some_and(|c| c.op == crate::format::segment::CONTROL_OP_DELETE),
         });
         position = prev;
     }
     Ok(links)
+}
+
+/// The tombstone of a stream deleted in the pack (§19, "Tombstones in the pack"): the control
+/// block of its chain's newest record when that record restarted the chain as a tombstone, and
+/// its position; `None` for any other stream, packed or not.
+///
+/// # Errors
+/// `Corrupt` when the chain's newest record does not verify.
+pub fn packed_base(
+    shared: &Shared,
+    key: StreamKey,
+) -> Result<Option<(crate::format::segment::Control, u64)>> {
+    let Some(table) = table(shared, crate::layout::fanout(key.hash))? else {
+        return Ok(None);
+    };
+    let Some((entry, _)) = table
+        .entries
+        .iter()
+        .find(|(e, _)| e.stream_hash == key.hash && e.collision == key.collision)
+    else {
+        return Ok(None);
+    };
+    let Some(last) = shared.packs.last_of(key).or(entry.last_position) else {
+        return Ok(None);
+    };
+    // The newest record only: `walk` would go on down a chain a tombstone does not have.
+    let (file, at) = crate::format::index::locate(last, shared.manifest.index_entries_per_file);
+    let entry = match shared.maps.index_entry(last)? {
+        Ok(Some(e)) => e,
+        Ok(None) => return Ok(None),
+        Err(e) => {
+            return Err(crate::cache::decode_error(
+                &crate::layout::index_path(&shared.root, file),
+                at,
+                &e,
+            ))
+        }
+    };
+    if entry.flags & FLAG_PACKED == 0
+        || entry.flags & crate::format::index::FLAG_CONTROL == 0
+        || entry.stream_hash != key.hash
+        || entry.collision != key.collision
+    {
+        return Ok(None);
+    }
+    let offset = u64::from(entry.offset);
+    let Some(pack) = shared
+        .maps
+        .pack(entry.segment, offset + RECORD_HEADER_BYTES as u64)?
+    else {
+        return Ok(None);
+    };
+    let r = decode_record(&pack.mapping[offset as usize..])
+        .map_err(|e| crate::cache::decode_error(&pack.path, offset, &e))?;
+    Ok(r.control
+        .filter(|c| {
+            r.position == last
+                && r.prev_position == Some(0)
+                && c.op == crate::format::segment::CONTROL_OP_DELETE
+        })
+        .map(|c| (c, last)))
 }
 
 /// Recovery (segment-format.md §19): write in place the fields of the packed records it

@@ -551,7 +551,7 @@ fn verify_tail(shared: &Shared, from: u64, report: &mut RecoveryReport) -> Resul
                 }
             }
             Err(reason) => {
-                if crate::catalog::base_covers(shared, key)? < position {
+                if crate::catalog::segment_base_covers(shared, key)? < position {
                     report.stop_reason = format!("record of position {position}: {reason}");
                     break;
                 }
@@ -686,9 +686,21 @@ fn verify_record(
     }
     // A packed stream's first record came with its table entry, in the same batch: without
     // it the stream cannot be found, so the batch did not complete (segment-format.md §19).
-    if r.prev_position == Some(0) && !table_keys.has_entry_at(shared, key, position)? {
+    // A tombstone restarts its stream's chain: its entry was written by an earlier batch.
+    let tombstone = r.prev_position == Some(0)
+        && r.control
+            .is_some_and(|c| c.op == crate::format::segment::CONTROL_OP_DELETE);
+    if r.prev_position == Some(0)
+        && !tombstone
+        && !table_keys.has_entry_at(shared, key, position)?
+    {
         return Ok(Err(
             "the table entry of a new packed stream is missing".into()
+        ));
+    }
+    if tombstone && !table_keys.has_entry(shared, key)? {
+        return Ok(Err(
+            "the table entry of a deleted packed stream is missing".into()
         ));
     }
     let verified = Verified {
@@ -709,7 +721,12 @@ fn verify_record(
         return Ok(Err("control flag differs from the index".into()));
     }
     if let Some(c) = r.control {
-        // Snapshots and tombstones are only ever written as the base of a segment 0.
+        // A tombstone in a pack: its `REMOVALS` record, written after its batch was durable,
+        // may not have been (segment-format.md §19).
+        if tombstone && r.position == position {
+            crate::packs::cover_packed_prefix(shared, key, c.covers_version, c.covers_position)?;
+        }
+        // Snapshots and tombstones are otherwise only written as the base of a segment 0.
         if !packed && segment == 0 && c.is_base() {
             remove_replaced_segments(shared, key, c.next_segment)?;
             // A snapshot or delete of a stream with a packed prefix: its `REMOVALS` record

@@ -130,8 +130,10 @@ impl Removals {
         let file = loaded.writable(shared)?;
         file.write_all_at(&removal.encode(), loaded.end)
             .map_err(|e| Error::io("write removal", &path, e))?;
-        // Durability: the truncation is committed by this sync.
-        if shared.options.sync == SyncMode::Fdatasync {
+        // Durability: the truncation is committed by this sync. The file's entry in its folder
+        // is durable since `open_or_create`: only its data needs syncing, except with
+        // `SyncMode::SyncFs`, whose promise is one `syncfs` per sync.
+        if shared.options.sync != SyncMode::SyncFs {
             file.sync_data()
                 .map_err(|e| Error::io("fdatasync", &path, e))?;
         } else {

@@ -8,7 +8,7 @@
 
 use super::{Handle, Writer};
 use crate::error::{Error, Result};
-use crate::format::index::{locate, IndexEntry, FLAG_CONTROL};
+use crate::format::index::{locate, IndexEntry, FLAG_CONTROL, FLAG_PACKED};
 use crate::format::keys::KEYS_HEADER_BYTES;
 use crate::format::removals::Removal;
 use crate::format::segment::{
@@ -18,6 +18,7 @@ use crate::format::segment::{
 };
 use crate::layout::{fanout_dir, index_path, segment_path, TEMP_SUFFIX};
 use crate::options::SyncMode;
+use crate::packs::Link;
 use crate::reply::Reply;
 use crate::storage::OpenMode;
 use crate::types::{now_us, AppendResult, EventData, Position};
@@ -27,6 +28,14 @@ use std::sync::Arc;
 
 /// The event type of a tombstone.
 pub const DELETE_EVENT_TYPE: &str = "$delete";
+
+/// Bytes of a tombstone in a pack, padding included (segment-format.md §19).
+const TOMBSTONE_RECORD_BYTES: u64 = crate::format::align8(
+    (crate::format::segment::RECORD_HEADER_BYTES
+        + crate::format::segment::CONTROL_BLOCK_BYTES
+        + crate::format::segment::PREV_POSITION_BYTES
+        + DELETE_EVENT_TYPE.len()) as u64,
+);
 
 /// The event type of the record opening a segment 0 rewritten by a truncation.
 pub const TRUNCATE_EVENT_TYPE: &str = "$truncate";
@@ -55,6 +64,22 @@ enum Failure {
 
 impl Writer {
     pub(super) fn rewrite(&mut self, request: RewriteRequest) {
+        // A delete of a stream that lives wholly in a pack is a batch of its own: its
+        // tombstone goes to the pack (segment-format.md §19), no file is written or renamed.
+        if matches!(request.kind, RewriteKind::Delete) {
+            match self.packed_chain_to_delete(&request.stream) {
+                Ok(Some(links)) => {
+                    let result = self.delete_in_pack(&request.stream, &links);
+                    request.reply.send(result);
+                    return;
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    request.reply.send(Err(e));
+                    return;
+                }
+            }
+        }
         // A rewrite changes files outside any journal frame: first flush, so that no frame
         // written before it is ever replayed over what it wrote (segment-format.md §18). The
         // flush also gives back the pack blocks the previous rewrites freed (§19): a run of
@@ -521,6 +546,179 @@ impl Writer {
             last_position: Position(position),
             duplicates: 0,
         })
+    }
+
+    /// The packed records of `stream`, newest first, when a delete can leave its tombstone in
+    /// the pack: the stream has no file of its own and the tombstone fits its pack bound.
+    /// `None` sends the delete the way of a segment 0 rewrite (which also answers the errors).
+    fn packed_chain_to_delete(&mut self, stream: &Arc<str>) -> Result<Option<Vec<Link>>> {
+        let fits = TOMBSTONE_RECORD_BYTES <= self.shared.options.pack_stream_bytes;
+        let Some(ws) = self.stream(stream)? else {
+            return Ok(None);
+        };
+        let Some(tail) = ws.packed.filter(|t| t.last > 0 && t.entry_offset.is_some()) else {
+            return Ok(None);
+        };
+        if ws.deleted || ws.version == 0 || !fits {
+            return Ok(None);
+        }
+        let key = ws.meta.key;
+        crate::packs::walk(&self.shared, key, tail.last).map(Some)
+    }
+
+    /// Delete a stream whose records are all in packs: one batch appends its tombstone to the
+    /// current pack, restarting its chain (`prev_position` 0), and commits like any other
+    /// (through the journal); then its `REMOVALS` record, which recovery writes again when a
+    /// crash comes first; then the dead records' blocks wait for the next checkpoint to be
+    /// given back (segment-format.md §19, "Tombstones in the pack").
+    fn delete_in_pack(&mut self, stream: &Arc<str>, links: &[Link]) -> Result<AppendResult> {
+        self.load_pack()?;
+        let store_id = self.shared.manifest.store_id;
+        let timestamp_us = now_us();
+        let first_position = self.head + 1;
+        let mut planning = super::Planning {
+            next_position: first_position,
+            ..super::Planning::default()
+        };
+        let ws = self
+            .streams
+            .get_mut(stream)
+            .expect("looked up by packed_chain_to_delete just before");
+        let key = ws.meta.key;
+        let version = ws.version;
+        let changeset = ws.changeset.max(1);
+        let first_version = ws.meta.first_version();
+        let mut tail = ws.packed.expect("checked by packed_chain_to_delete");
+        let entry_offset = tail
+            .entry_offset
+            .expect("checked by packed_chain_to_delete");
+        // The position of the stream's last event: everything up to it is removed.
+        let covers_position = links
+            .iter()
+            .find(|l| l.is_event && l.version == version)
+            .map_or(0, |l| l.position);
+        let cursor = self
+            .pack
+            .as_mut()
+            .expect("load_pack loaded the current pack");
+        let slot = super::pack_slot(
+            cursor,
+            &mut planning,
+            TOMBSTONE_RECORD_BYTES,
+            store_id,
+            timestamp_us,
+        );
+        let position = planning.next_position;
+        let offset = cursor.end;
+        let bytes = &mut planning.pack_writes[slot].bytes;
+        let before = bytes.len();
+        encode_record(
+            &RecordFields {
+                flags: RECORD_FLAG_BEGIN | RECORD_FLAG_END,
+                version,
+                position,
+                changeset,
+                timestamp_us,
+                event_id: None,
+                event_type: DELETE_EVENT_TYPE.as_bytes(),
+                key: &[],
+                commit_metadata: &[],
+                metadata: &[],
+                data: &[],
+                control: Some(Control {
+                    op: CONTROL_OP_DELETE,
+                    flags: if ws.closed { CONTROL_FLAG_CLOSED } else { 0 },
+                    next_segment: 0,
+                    covers_version: version,
+                    covers_position,
+                    target_changeset: 0,
+                }),
+                // The chain starts over: a load walks the tombstone alone.
+                prev_position: Some(0),
+            },
+            bytes,
+        );
+        let written = (bytes.len() - before) as u64;
+        debug_assert_eq!(written, TOMBSTONE_RECORD_BYTES);
+        cursor.end += written;
+        planning.index_bytes.extend_from_slice(
+            &IndexEntry {
+                stream_hash: key.hash,
+                collision: key.collision,
+                segment: cursor.number,
+                offset: u32::try_from(offset).expect("a pack stays below 4 GiB"),
+                flags: RECORD_FLAG_BEGIN | RECORD_FLAG_END | FLAG_CONTROL | FLAG_PACKED,
+            }
+            .encode(position),
+        );
+        planning.next_position += 1;
+        tail.last = position;
+        tail.bytes = written;
+        planning.packed.insert(
+            key,
+            crate::catalog::PackedState {
+                last: position,
+                bytes: written,
+                version,
+                entry_offset,
+            },
+        );
+        ws.packed = Some(tail);
+        ws.deleted = true;
+        let result = AppendResult {
+            first_version: version,
+            last_version: version,
+            changeset,
+            first_position: Position(position),
+            last_position: Position(position),
+            duplicates: 0,
+        };
+        let (reply, answer) = crate::reply::slot();
+        self.finish(super::Batch {
+            first_position,
+            planning,
+            planned: vec![super::Planned {
+                reply,
+                result: vec![result],
+                producer: None,
+            }],
+            touched: BTreeSet::from([Arc::clone(stream)]),
+            acks: Vec::new(),
+        });
+        // One answer is given by `finish` itself, never by the notifier thread.
+        match answer.wait() {
+            Some(Ok(_)) => {}
+            Some(Err(e)) => return Err(e),
+            None => {
+                return Err(self
+                    .shared
+                    .check_poison()
+                    .err()
+                    .unwrap_or_else(|| Error::Poisoned {
+                        cause: "the delete's batch was not answered".into(),
+                    }))
+            }
+        }
+        // Durable and published. Readers of `read_all` skip the dead records from now on; the
+        // record below says so to later processes.
+        self.shared.note_removed(key, covers_position);
+        crate::killpoint::reached("pack-delete-synced");
+        if let Err(e) =
+            crate::packs::cover_packed_prefix(&self.shared, key, version, covers_position)
+        {
+            let cause = format!("{e}");
+            self.shared.poison(cause.clone());
+            self.shared.catalog.clear();
+            self.streams.clear();
+            self.open_files = 0;
+            return Err(Error::Poisoned { cause });
+        }
+        for l in links {
+            self.dead
+                .add(position, l.pack, l.offset, l.offset + l.padded_bytes);
+        }
+        crate::compact::note_removed(&self.shared, (version + 1).saturating_sub(first_version));
+        Ok(result)
     }
 
     /// Make a folder's new entries durable: its `fsync` (fdatasync mode) or one `syncfs`.

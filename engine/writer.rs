@@ -1541,35 +1541,7 @@ impl Writer {
                 .pack
                 .as_mut()
                 .expect("pass 1 loads the pack for a packed stream");
-            if cursor.end + packed_bytes > PACK_BYTES_MAX && cursor.end > PACK_RECORDS_START {
-                cursor.number += 1;
-                cursor.end = PACK_RECORDS_START;
-                cursor.create = true;
-                cursor.handle = None;
-            }
-            let slot = match planning.pack_writes.last() {
-                Some(w) if w.number == cursor.number => planning.pack_writes.len() - 1,
-                _ => {
-                    let create = cursor.create.then(|| {
-                        crate::format::pack::PackHeader {
-                            pack: cursor.number,
-                            store_id,
-                            first_position: planning.next_position,
-                            created_us: timestamp_us,
-                        }
-                        .encode()
-                        .to_vec()
-                    });
-                    cursor.create = false;
-                    planning.pack_writes.push(FileWrite {
-                        number: cursor.number,
-                        offset: cursor.end,
-                        create,
-                        bytes: Vec::new(),
-                    });
-                    planning.pack_writes.len() - 1
-                }
-            };
+            let slot = pack_slot(cursor, planning, packed_bytes, store_id, timestamp_us);
             let entry_offset = match tail.entry_offset {
                 Some(at) => at,
                 None => {
@@ -2341,6 +2313,13 @@ impl Writer {
             if let Some(p) = packed.get(&ws.meta.key) {
                 state.packed = Some(*p);
             }
+            if ws.deleted && !state.deleted {
+                // Deleted in the pack (segment-format.md §19): a reader holding the old state
+                // reads on from this one, and learns of the delete.
+                state.deleted = true;
+                state.first_version = ws.version + 1;
+                state.generation += 1;
+            }
             if ws.packed.is_some() {
                 // Still packed: no segment of its own yet.
                 continue;
@@ -2358,6 +2337,46 @@ impl Writer {
                     last_version: ws.version,
                 }),
             }
+        }
+    }
+}
+
+/// The batch's write to the current pack that records of `bytes` go to: the pack rolls first
+/// when they would take it past `PACK_BYTES_MAX` (segment-format.md §19).
+fn pack_slot(
+    cursor: &mut PackCursor,
+    planning: &mut Planning,
+    bytes: u64,
+    store_id: u64,
+    timestamp_us: u64,
+) -> usize {
+    if cursor.end + bytes > PACK_BYTES_MAX && cursor.end > PACK_RECORDS_START {
+        cursor.number += 1;
+        cursor.end = PACK_RECORDS_START;
+        cursor.create = true;
+        cursor.handle = None;
+    }
+    match planning.pack_writes.last() {
+        Some(w) if w.number == cursor.number => planning.pack_writes.len() - 1,
+        _ => {
+            let create = cursor.create.then(|| {
+                crate::format::pack::PackHeader {
+                    pack: cursor.number,
+                    store_id,
+                    first_position: planning.next_position,
+                    created_us: timestamp_us,
+                }
+                .encode()
+                .to_vec()
+            });
+            cursor.create = false;
+            planning.pack_writes.push(FileWrite {
+                number: cursor.number,
+                offset: cursor.end,
+                create,
+                bytes: Vec::new(),
+            });
+            planning.pack_writes.len() - 1
         }
     }
 }
