@@ -791,6 +791,9 @@ fn record_lines(
             r.version, r.position,
             match r.prev_position {
                 None => String::new(),
+                Some(0) if r.control.is_some_and(|c| c.op == crate::format::segment::CONTROL_OP_DELETE) => {
+                    " (tombstone: its stream's chain starts over here)".to_string()
+                }
                 Some(0) => " (its stream's first packed record)".to_string(),
                 Some(p) => format!(" (stream's previous: pos {p})"),
             },

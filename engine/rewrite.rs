@@ -639,7 +639,10 @@ impl Writer {
             bytes,
         );
         let written = (bytes.len() - before) as u64;
-        debug_assert_eq!(written, TOMBSTONE_RECORD_BYTES);
+        assert_eq!(
+            written, TOMBSTONE_RECORD_BYTES,
+            "a tombstone's size is fixed"
+        );
         cursor.end += written;
         planning.index_bytes.extend_from_slice(
             &IndexEntry {

@@ -282,22 +282,42 @@ fn stream_view(store: &Store, stream: &str) -> Result<Vec<(u64, Vec<u8>)>, Strin
 
 type View = Vec<(u64, Vec<u8>)>;
 
-/// A store on `sim` holding 40 large events in `target` and 40 small ones in `bystander`, and
-/// what both look like.
+/// A store on `sim` holding 40 large events in `target` (10 small ones with `packed()`) and 40
+/// small ones in `bystander`, and what both look like.
 fn target_and_bystander(sim: &SimBackend, options: &Options) -> (Store, View, View) {
     let path = Path::new("/sim/store");
     let store = Store::open_with_backend(path, options.clone(), Arc::new(sim.clone())).unwrap();
+    // With `packed()` options the target is ten small events, wholly in a pack
+    // (segment-format.md §19); otherwise forty big ones in files of its own.
+    let small = options.pack_stream_bytes == packed().pack_stream_bytes;
     for i in 0..40 {
-        store
-            .append("target", ExpectedVersion::Any, [big(i)])
-            .unwrap();
+        if !small || i < 10 {
+            let e = if small { event(i) } else { big(i) };
+            store.append("target", ExpectedVersion::Any, [e]).unwrap();
+        }
         store
             .append("bystander", ExpectedVersion::Any, [event(i)])
             .unwrap();
     }
     let target = stream_view(&store, "target").unwrap();
     let bystander = stream_view(&store, "bystander").unwrap();
+    let segments = sim
+        .files()
+        .iter()
+        .filter(|p| p.to_string_lossy().ends_with(".seg"))
+        .count();
+    assert_eq!(segments == 0, small, "{segments} segment files");
     (store, target, bystander)
+}
+
+/// Options under which `target_and_bystander`'s target lives wholly in a pack. (Only deletes
+/// and closes are run on it: the simulated backend maps a file anew for every read, so the
+/// walks of a packed chain make hundreds of calls, each a cut point.)
+fn packed() -> Options {
+    Options {
+        pack_stream_bytes: 8 << 10,
+        ..small_segments()
+    }
 }
 
 /// Run a lifecycle operation on `target`.
@@ -375,12 +395,22 @@ fn check_old_or_new(store: &Store, op: &str, ok: bool, old: &View, bystander: &V
 #[test]
 fn every_lifecycle_operation_is_atomic_under_power_loss_at_every_call() {
     let path = Path::new("/sim/store");
-    for sync in [SyncMode::SyncFs, SyncMode::Fdatasync, SyncMode::Journal] {
-        let options = Options {
-            sync,
-            ..small_segments()
+    // The journal's run twice: the target in files of its own, then wholly in a pack (the
+    // other modes never pack).
+    for (sync, base) in [
+        (SyncMode::SyncFs, small_segments()),
+        (SyncMode::Fdatasync, small_segments()),
+        (SyncMode::Journal, small_segments()),
+        (SyncMode::Journal, packed()),
+    ] {
+        let small = base.pack_stream_bytes == packed().pack_stream_bytes;
+        let options = Options { sync, ..base };
+        let ops: &[&str] = if small {
+            &["delete", "close"]
+        } else {
+            &["snapshot", "delete", "close", "truncate"]
         };
-        for op in ["snapshot", "delete", "close", "truncate"] {
+        for &op in ops {
             let mut cut = 0u64;
             loop {
                 cut += 1;
@@ -398,7 +428,10 @@ fn every_lifecycle_operation_is_atomic_under_power_loss_at_every_call() {
                     break;
                 }
             }
-            println!("{sync:?} {op}: {cut} cut points");
+            println!(
+                "{sync:?} {op} (packed {}): {cut} cut points",
+                options.pack_stream_bytes
+            );
         }
     }
 }
@@ -486,27 +519,37 @@ fn readers_racing_with_rewrites_see_old_or_new_never_an_error() {
 #[test]
 fn an_io_error_at_every_call_of_a_rewrite_leaves_the_stream_old_or_new() {
     let path = Path::new("/sim/store");
-    for kind in [
-        std::io::ErrorKind::Other,
-        std::io::ErrorKind::StorageFull,
-        std::io::ErrorKind::WriteZero,
+    for (kind, options) in [
+        (std::io::ErrorKind::Other, small_segments()),
+        (std::io::ErrorKind::StorageFull, small_segments()),
+        (std::io::ErrorKind::WriteZero, small_segments()),
+        (std::io::ErrorKind::Other, packed()),
+        (std::io::ErrorKind::StorageFull, packed()),
     ] {
-        for op in ["snapshot", "delete", "truncate"] {
+        let ops: &[&str] = if options.pack_stream_bytes == packed().pack_stream_bytes {
+            &["delete"]
+        } else {
+            &["snapshot", "delete", "truncate"]
+        };
+        for &op in ops {
             let mut call = 0u64;
             loop {
                 call += 1;
                 let sim = SimBackend::new(call);
-                let (store, old_target, bystander) = target_and_bystander(&sim, &small_segments());
+                let (store, old_target, bystander) = target_and_bystander(&sim, &options);
                 sim.fail_call_after(call, kind);
                 let result = operate(&store, op);
                 let fired = sim.faults_injected() > 0;
                 sim.clear_fault();
                 drop(store);
-                let what = format!("{kind:?} {op} at call {call}");
+                let what = format!(
+                    "{kind:?} {op} at call {call} (packed {})",
+                    options.pack_stream_bytes
+                );
                 if fired {
                     assert!(result.is_err(), "{what}: a failed call went unnoticed");
                 }
-                let store = Store::open_with_backend(path, small_segments(), Arc::new(sim))
+                let store = Store::open_with_backend(path, options.clone(), Arc::new(sim))
                     .unwrap_or_else(|e| panic!("{what}: reopen: {e}"));
                 check_old_or_new(&store, op, result.is_ok(), &old_target, &bystander, &what);
                 if !fired {
