@@ -278,6 +278,10 @@ pub struct Writer {
     /// see that their slot is taken. Emptied when the batch ends. (A scan of every cached
     /// stream instead cost 75% of the writer's time when creating a million streams.)
     creating: std::collections::HashSet<StreamKey>,
+    /// Streams cached in `streams` since the last batch ended with no committed event: the
+    /// only ones `drop_uncreated` looks at. (A pass over every cached stream after each batch
+    /// cost 14% of the writer's time in the lifecycle bench's deletes.)
+    uncreated: Vec<Arc<str>>,
     /// Streams in `streams` holding an open segment file, never fewer than there are: exact
     /// after `evict`, counted up as files are cached, not down when a roll drops one. Keeps
     /// the writer from scanning every cached stream on every batch.
@@ -331,6 +335,7 @@ impl Writer {
             head,
             carry: VecDeque::new(),
             creating: std::collections::HashSet::new(),
+            uncreated: Vec::new(),
             open_files: 0,
             journal,
             journal_sequence: checkpoint.journal_sequence,
@@ -694,16 +699,17 @@ impl Writer {
     fn drop_uncreated(&mut self) {
         self.creating.clear();
         let catalog = &self.shared.catalog;
-        self.streams.retain(|_, s| {
+        for stream in self.uncreated.drain(..) {
+            let Some(s) = self.streams.get(&stream) else {
+                continue;
+            };
             if s.create.is_some() && s.version == 0 {
                 // Its slot is not taken on disk: forget it everywhere, so that the slot can go
                 // to whichever stream id claims it first.
                 catalog.remove(&s.meta);
-                false
-            } else {
-                true
+                self.streams.remove(&stream);
             }
-        });
+        }
     }
 
     fn evict(&mut self) {
@@ -815,6 +821,9 @@ impl Writer {
                     }
                 }
             };
+            if ws.create.is_some() && ws.version == 0 {
+                self.uncreated.push(Arc::clone(stream));
+            }
             self.streams.insert(Arc::clone(stream), ws);
         }
         let tick = self.tick;
