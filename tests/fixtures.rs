@@ -201,4 +201,15 @@ fn an_old_store_opens_and_reads_back_exactly(version: &str) {
     assert_eq!(stream_data(&store, "fresh"), [b"data-7".to_vec()]);
     assert_eq!(store.stream_version("order-1").unwrap(), Some(v + 1));
     check_invariants(&store);
+    // Its delete leaves the tombstone in the pack (format 5), and the id stays taken.
+    store.delete_stream("fresh").unwrap();
+    drop(store);
+    assert!(!segment_path_of(dir.path(), "fresh", 0).exists());
+    let store = Store::open_with(dir.path(), options()).unwrap();
+    assert!(matches!(
+        store.append("fresh", ExpectedVersion::Any, [event(8)]),
+        Err(streamlog::Error::StreamDeleted { .. })
+    ));
+    assert_eq!(store.stream_version("order-1").unwrap(), Some(v + 1));
+    assert!(all(&store).iter().all(|e| e.0 != "fresh"));
 }
