@@ -27,7 +27,7 @@ pub struct Removals {
 }
 
 struct Loaded {
-    /// Replaced whole on each append (they are rare), so that readers can hold it.
+    /// Shared with readers, which hold it; changed in place when none does, else copied.
     map: Arc<HashMap<StreamKey, Covers>>,
     /// Likewise.
     invalid: Arc<Invalidations>,
@@ -107,11 +107,11 @@ impl Removals {
         let mut guard = lock(&self.loaded);
         // Not loaded: the first load reads them from the file.
         if let Some(loaded) = guard.as_mut() {
-            let mut invalid = (*loaded.invalid).clone();
+            // Copied only while a reader holds the old map.
+            let invalid = Arc::make_mut(&mut loaded.invalid);
             for r in records {
-                add_invalidation(&mut invalid, r);
+                add_invalidation(invalid, r);
             }
-            loaded.invalid = Arc::new(invalid);
         }
     }
 
@@ -145,12 +145,13 @@ impl Removals {
             hash: removal.stream_hash,
             collision: removal.collision,
         };
-        let mut map = (*loaded.map).clone();
+        // Copied only while a reader holds the old map: every delete of a packed stream appends
+        // a record, and a copy per append made a run of deletes quadratic.
+        let map = Arc::make_mut(&mut loaded.map);
         let c = map.entry(key).or_insert((0, 0));
         debug_assert_eq!(removal.kind, REMOVAL_KIND_TRUNCATE);
         c.0 = c.0.max(removal.covers_version);
         c.1 = c.1.max(removal.covers_position);
-        loaded.map = Arc::new(map);
         Ok(())
     }
 }
