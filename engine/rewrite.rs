@@ -613,29 +613,20 @@ impl Writer {
         let bytes = &mut planning.pack_writes[slot].bytes;
         let before = bytes.len();
         encode_record(
-            &RecordFields {
-                flags: RECORD_FLAG_BEGIN | RECORD_FLAG_END,
-                version,
-                position,
-                changeset,
-                timestamp_us,
-                event_id: None,
-                event_type: DELETE_EVENT_TYPE.as_bytes(),
-                key: &[],
-                commit_metadata: &[],
-                metadata: &[],
-                data: &[],
-                control: Some(Control {
+            &super::control_record(
+                DELETE_EVENT_TYPE,
+                Control {
                     op: CONTROL_OP_DELETE,
                     flags: if ws.closed { CONTROL_FLAG_CLOSED } else { 0 },
                     next_segment: 0,
                     covers_version: version,
                     covers_position,
                     target_changeset: 0,
-                }),
+                },
+                (version, position, changeset, timestamp_us),
                 // The chain starts over: a load walks the tombstone alone.
-                prev_position: Some(0),
-            },
+                Some(0),
+            ),
             bytes,
         );
         let written = (bytes.len() - before) as u64;

@@ -2432,6 +2432,22 @@ fn close_record(
     timestamp_us: u64,
     prev_position: Option<u64>,
 ) -> RecordFields<'static> {
+    control_record(
+        CLOSE_EVENT_TYPE,
+        Control::close(),
+        (version, position, changeset, timestamp_us),
+        prev_position,
+    )
+}
+
+/// A control record without an event: of type `event_type`, at `(version, position, changeset,
+/// timestamp_us)`; packed when `prev_position` is given (§19).
+fn control_record(
+    event_type: &'static str,
+    control: Control,
+    (version, position, changeset, timestamp_us): (u64, u64, u64, u64),
+    prev_position: Option<u64>,
+) -> RecordFields<'static> {
     RecordFields {
         flags: RECORD_FLAG_BEGIN | RECORD_FLAG_END,
         version,
@@ -2439,12 +2455,12 @@ fn close_record(
         changeset,
         timestamp_us,
         event_id: None,
-        event_type: CLOSE_EVENT_TYPE.as_bytes(),
+        event_type: event_type.as_bytes(),
         key: &[],
         commit_metadata: &[],
         metadata: &[],
         data: &[],
-        control: Some(Control::close()),
+        control: Some(control),
         prev_position,
     }
 }

@@ -37,6 +37,22 @@ fn read(store: &Store, stream: &str, direction: Direction) -> Vec<(u64, Vec<u8>,
         .collect()
 }
 
+/// Streams `order-<s>` for `s` in `streams`, `versions` events each, written one version of
+/// every stream at a time (interleaved in the pack).
+fn write_interleaved(store: &Store, streams: std::ops::Range<usize>, versions: u64) {
+    for v in 1..=versions {
+        for s in streams.clone() {
+            store
+                .append(
+                    &format!("order-{s}"),
+                    ExpectedVersion::Exact(v - 1),
+                    [event(s, v)],
+                )
+                .unwrap();
+        }
+    }
+}
+
 /// Every file under `streams/`, by name.
 fn stream_files(root: &Path) -> Vec<String> {
     let mut out = Vec::new();
@@ -214,17 +230,7 @@ fn packed_streams_are_snapshotted_deleted_and_truncated() {
     let streams = 6;
     {
         let store = Store::open_with(&root, options()).unwrap();
-        for v in 1..=4u64 {
-            for s in 0..streams {
-                store
-                    .append(
-                        &format!("order-{s}"),
-                        ExpectedVersion::Exact(v - 1),
-                        [event(s, v)],
-                    )
-                    .unwrap();
-            }
-        }
+        write_interleaved(&store, 0..streams, 4);
         store
             .snapshot_stream("order-0", EventData::new("Snapshot", b"state@4".to_vec()))
             .unwrap();
@@ -302,31 +308,11 @@ fn the_blocks_of_removed_packed_streams_are_given_back() {
     let dying = 100;
     let living = 20;
     let store = Store::open_with(&root, options()).unwrap();
-    for v in 1..=5u64 {
-        for s in 0..dying {
-            store
-                .append(
-                    &format!("order-{s}"),
-                    ExpectedVersion::Exact(v - 1),
-                    [event(s, v)],
-                )
-                .unwrap();
-        }
-    }
+    write_interleaved(&store, 0..dying, 5);
     for s in 0..dying {
         store.close_stream(&format!("order-{s}")).unwrap();
     }
-    for v in 1..=5u64 {
-        for s in dying..dying + living {
-            store
-                .append(
-                    &format!("order-{s}"),
-                    ExpectedVersion::Exact(v - 1),
-                    [event(s, v)],
-                )
-                .unwrap();
-        }
-    }
+    write_interleaved(&store, dying..dying + living, 5);
     drop(store);
     let before = allocated(&pack);
     let store = Store::open_with(&root, options()).unwrap();
@@ -409,17 +395,7 @@ fn the_blocks_of_removed_packed_streams_are_given_back() {
 fn a_reader_of_a_packed_stream_deleted_under_it_sees_it_deleted() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open_with(dir.path(), options()).unwrap();
-    for v in 1..=20u64 {
-        for s in 0..3 {
-            store
-                .append(
-                    &format!("order-{s}"),
-                    ExpectedVersion::Exact(v - 1),
-                    [event(s, v)],
-                )
-                .unwrap();
-        }
-    }
+    write_interleaved(&store, 0..3, 20);
     store
         .append("other", ExpectedVersion::NoStream, [event(9, 1)])
         .unwrap();
@@ -455,17 +431,7 @@ fn a_packed_stream_is_deleted_in_its_pack_and_stays_deleted() {
     let (dying, living) = (45usize, 5usize);
     {
         let store = Store::open_with(&root, options.clone()).unwrap();
-        for v in 1..=5u64 {
-            for s in 0..dying + living {
-                store
-                    .append(
-                        &format!("order-{s}"),
-                        ExpectedVersion::Exact(v - 1),
-                        [event(s, v)],
-                    )
-                    .unwrap();
-            }
-        }
+        write_interleaved(&store, 0..dying + living, 5);
         store.close_stream("order-0").unwrap();
         for s in 0..dying {
             store.delete_stream(&format!("order-{s}")).unwrap();
