@@ -659,14 +659,8 @@ impl Writer {
         );
         ws.packed = Some(tail);
         ws.deleted = true;
-        let result = AppendResult {
-            first_version: version,
-            last_version: version,
-            changeset,
-            first_position: Position(position),
-            last_position: Position(position),
-            duplicates: 0,
-        };
+        // A delete answers as a close does: the stream stays at its version.
+        let result = super::close_result(version, changeset, position);
         let (reply, answer) = crate::reply::slot();
         self.finish(super::Batch {
             first_position,

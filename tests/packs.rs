@@ -53,6 +53,17 @@ fn write_interleaved(store: &Store, streams: std::ops::Range<usize>, versions: u
     }
 }
 
+/// `segment-dump`'s text for the store at `root`, which it must find sound (exit code 0).
+fn dump_clean(root: &Path) -> String {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_segment-dump"))
+        .arg(root)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    text
+}
+
 /// Every file under `streams/`, by name.
 fn stream_files(root: &Path) -> Vec<String> {
     let mut out = Vec::new();
@@ -377,12 +388,7 @@ fn the_blocks_of_removed_packed_streams_are_given_back() {
             )
             .unwrap();
     }
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_segment-dump"))
-        .arg(&root)
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(out.status.code(), Some(0), "{text}");
+    let text = dump_clean(&root);
     assert!(
         text.contains("removed record(s) whose blocks were given back"),
         "{text}"
@@ -492,11 +498,6 @@ fn a_packed_stream_is_deleted_in_its_pack_and_stays_deleted() {
         assert_eq!(store.streams().unwrap().count(), living, "reopen {reopen}");
     }
     assert!(stream_files(&root).iter().all(|f| !f.ends_with(".seg")));
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_segment-dump"))
-        .arg(&root)
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(out.status.code(), Some(0), "{text}");
+    let text = dump_clean(&root);
     assert!(text.contains("$delete"), "{text}");
 }
