@@ -1,6 +1,7 @@
 //! A real store on the simulated disk, closed cleanly or cut off by a power cut with batches
 //! only in the journal, damaged by the fuzzer (bytes flipped, files cut), then opened and read
-//! in full: every outcome must be a value or a typed error, never a panic.
+//! in full (small streams too, two of them deleted in their pack): every outcome must be a value
+//! or a typed error, never a panic.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
@@ -23,6 +24,13 @@ fn build(crashed: bool) -> SimBackend {
         let events: Vec<EventData> = (0..1 + i % 3).map(|k| EventData::new("T", vec![(i + k) as u8; (i * 13 % 300) as usize])).collect();
         store.append(&format!("s-{}", i % 4), ExpectedVersion::Any, events).unwrap();
     }
+    // Small streams stay in the pack; two are deleted there (their tombstones in the pack,
+    // their records' `REMOVALS` records).
+    for i in 0..8u64 {
+        store.append(&format!("p-{}", i % 4), ExpectedVersion::Any, [EventData::new("P", vec![i as u8; 40])]).unwrap();
+    }
+    store.delete_stream("p-0").unwrap();
+    store.delete_stream("p-1").unwrap();
     if crashed {
         sim.cut_power_after(0);
         drop(store);
@@ -50,14 +58,14 @@ fuzz_target!(|data: &[u8]| {
             }
         }
     }
-    for s in 0..4 {
-        if let Ok(events) = store.read_stream(&format!("s-{s}"), 1, Direction::Forward) {
+    for s in (0..4).flat_map(|s| [format!("s-{s}"), format!("p-{s}")]) {
+        if let Ok(events) = store.read_stream(&s, 1, Direction::Forward) {
             for e in events.take(1000) {
                 if e.is_err() {
                     break;
                 }
             }
         }
-        let _ = store.append(&format!("s-{s}"), ExpectedVersion::Any, [EventData::new("T", b"x".to_vec())]);
+        let _ = store.append(&s, ExpectedVersion::Any, [EventData::new("T", b"x".to_vec())]);
     }
 });
