@@ -376,76 +376,86 @@ pub fn walk(shared: &Shared, key: StreamKey, last: u64) -> Result<Vec<Link>> {
     let mut links = Vec::new();
     let mut position = last;
     while position != 0 {
-        let (file, at) =
-            crate::format::index::locate(position, shared.manifest.index_entries_per_file);
-        let index_path = crate::layout::index_path(&shared.root, file);
-        let entry = match shared.maps.index_entry(position)? {
-            Ok(Some(e)) => e,
-            Ok(None) => {
-                return Err(Error::corrupt(
-                    index_path,
-                    at,
-                    format!("packed chain of a stream reaches removed position {position}"),
-                ))
-            }
-            Err(e) => return Err(crate::cache::decode_error(&index_path, at, &e)),
-        };
-        if entry.flags & FLAG_PACKED == 0
-            || entry.stream_hash != key.hash
-            || entry.collision != key.collision
-        {
-            return Err(Error::corrupt(
-                index_path,
-                at,
-                format!("packed chain reaches position {position}, which is not its stream's"),
-            ));
-        }
-        let offset = u64::from(entry.offset);
-        let pack = shared
-            .maps
-            .pack(entry.segment, offset + RECORD_HEADER_BYTES as u64)?
-            .ok_or_else(|| {
-                Error::corrupt(
-                    crate::layout::pack_path(&shared.root, entry.segment),
-                    0,
-                    "pack of a committed record is missing",
-                )
-            })?;
-        let bytes = &pack.mapping[offset as usize..];
-        let r =
-            decode_record(bytes).map_err(|e| crate::cache::decode_error(&pack.path, offset, &e))?;
-        let Some(prev) = r.prev_position.filter(|p| *p < position) else {
-            return Err(Error::corrupt(
-                &pack.path,
-                offset,
-                "packed record without a chain link to an earlier position",
-            ));
-        };
-        if r.position != position {
-            return Err(Error::corrupt(
-                &pack.path,
-                offset,
-                format!("record holds position {}, its entry {position}", r.position),
-            ));
-        }
-        links.push(Link {
-            position,
-            pack: entry.segment,
-            offset,
-            version: r.version,
-            changeset: r.changeset,
-            padded_bytes: r.padded_bytes,
-            is_event: r.is_event(),
-            is_close: r
-                .control
-                .is_some_and(|c| c.op == crate::format::segment::CONTROL_OP_CLOSE),
-            is_delete: prev == 0
-                && r.control
-                    .is_some_and(|c| c.op == crate::format::segment::CONTROL_OP_DELETE),
-        });
+        let (link, prev, _) = link_at(shared, key, position)?;
+        links.push(link);
         position = prev;
     }
     Ok(links)
+}
+
+/// The packed record of `key` at `position`, verified against its index entry: its link, its
+/// `prev_position`, and its control block if it has one.
+///
+/// # Errors
+/// `Corrupt` when it does not verify: every position a chain or a table names is committed.
+fn link_at(
+    shared: &Shared,
+    key: StreamKey,
+    position: u64,
+) -> Result<(Link, u64, Option<crate::format::segment::Control>)> {
+    let (file, at) = crate::format::index::locate(position, shared.manifest.index_entries_per_file);
+    let index_path = crate::layout::index_path(&shared.root, file);
+    let entry = match shared.maps.index_entry(position)? {
+        Ok(Some(e)) => e,
+        Ok(None) => {
+            return Err(Error::corrupt(
+                index_path,
+                at,
+                format!("packed chain of a stream reaches removed position {position}"),
+            ))
+        }
+        Err(e) => return Err(crate::cache::decode_error(&index_path, at, &e)),
+    };
+    if entry.flags & FLAG_PACKED == 0
+        || entry.stream_hash != key.hash
+        || entry.collision != key.collision
+    {
+        return Err(Error::corrupt(
+            index_path,
+            at,
+            format!("packed chain reaches position {position}, which is not its stream's"),
+        ));
+    }
+    let offset = u64::from(entry.offset);
+    let pack = shared
+        .maps
+        .pack(entry.segment, offset + RECORD_HEADER_BYTES as u64)?
+        .ok_or_else(|| {
+            Error::corrupt(
+                crate::layout::pack_path(&shared.root, entry.segment),
+                0,
+                "pack of a committed record is missing",
+            )
+        })?;
+    let bytes = &pack.mapping[offset as usize..];
+    let r = decode_record(bytes).map_err(|e| crate::cache::decode_error(&pack.path, offset, &e))?;
+    let Some(prev) = r.prev_position.filter(|p| *p < position) else {
+        return Err(Error::corrupt(
+            &pack.path,
+            offset,
+            "packed record without a chain link to an earlier position",
+        ));
+    };
+    if r.position != position {
+        return Err(Error::corrupt(
+            &pack.path,
+            offset,
+            format!("record holds position {}, its entry {position}", r.position),
+        ));
+    }
+    let op = r.control.map(|c| c.op);
+    let link = Link {
+        position,
+        pack: entry.segment,
+        offset,
+        version: r.version,
+        changeset: r.changeset,
+        padded_bytes: r.padded_bytes,
+        is_event: r.is_event(),
+        is_close: op == Some(crate::format::segment::CONTROL_OP_CLOSE),
+        is_delete: prev == 0 && op == Some(crate::format::segment::CONTROL_OP_DELETE),
+    };
+    Ok((link, prev, r.control))
 }
 
 /// The tombstone of a stream deleted in the pack (§19, "Tombstones in the pack"): the control
@@ -472,41 +482,8 @@ pub fn packed_base(
         return Ok(None);
     };
     // The newest record only: `walk` would go on down a chain a tombstone does not have.
-    let (file, at) = crate::format::index::locate(last, shared.manifest.index_entries_per_file);
-    let entry = match shared.maps.index_entry(last)? {
-        Ok(Some(e)) => e,
-        Ok(None) => return Ok(None),
-        Err(e) => {
-            return Err(crate::cache::decode_error(
-                &crate::layout::index_path(&shared.root, file),
-                at,
-                &e,
-            ))
-        }
-    };
-    if entry.flags & FLAG_PACKED == 0
-        || entry.flags & crate::format::index::FLAG_CONTROL == 0
-        || entry.stream_hash != key.hash
-        || entry.collision != key.collision
-    {
-        return Ok(None);
-    }
-    let offset = u64::from(entry.offset);
-    let Some(pack) = shared
-        .maps
-        .pack(entry.segment, offset + RECORD_HEADER_BYTES as u64)?
-    else {
-        return Ok(None);
-    };
-    let r = decode_record(&pack.mapping[offset as usize..])
-        .map_err(|e| crate::cache::decode_error(&pack.path, offset, &e))?;
-    Ok(r.control
-        .filter(|c| {
-            r.position == last
-                && r.prev_position == Some(0)
-                && c.op == crate::format::segment::CONTROL_OP_DELETE
-        })
-        .map(|c| (c, last)))
+    let (link, _, control) = link_at(shared, key, last)?;
+    Ok(control.filter(|_| link.is_delete).map(|c| (c, last)))
 }
 
 /// Recovery (segment-format.md §19): write in place the fields of the packed records it

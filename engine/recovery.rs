@@ -723,7 +723,7 @@ fn verify_record(
     if let Some(c) = r.control {
         // A tombstone in a pack: its `REMOVALS` record, written after its batch was durable,
         // may not have been (segment-format.md §19).
-        if tombstone && r.position == position {
+        if tombstone {
             crate::packs::cover_packed_prefix(shared, key, c.covers_version, c.covers_position)?;
         }
         // Snapshots and tombstones are otherwise only written as the base of a segment 0.

@@ -93,14 +93,7 @@ impl Writer {
         match self.try_rewrite(&request) {
             Ok(result) => request.reply.send(Ok(result)),
             Err(Failure::Refused(e)) => request.reply.send(Err(e)),
-            Err(Failure::Fatal(e)) => {
-                let cause = format!("{e}");
-                self.shared.poison(cause.clone());
-                self.shared.catalog.clear();
-                self.streams.clear();
-                self.open_files = 0;
-                request.reply.send(Err(Error::Poisoned { cause }));
-            }
+            Err(Failure::Fatal(e)) => request.reply.send(Err(self.poison_with(&e))),
         }
     }
 
@@ -694,12 +687,7 @@ impl Writer {
         if let Err(e) =
             crate::packs::cover_packed_prefix(&self.shared, key, version, covers_position)
         {
-            let cause = format!("{e}");
-            self.shared.poison(cause.clone());
-            self.shared.catalog.clear();
-            self.streams.clear();
-            self.open_files = 0;
-            return Err(Error::Poisoned { cause });
+            return Err(self.poison_with(&e));
         }
         for l in links {
             self.dead
@@ -707,6 +695,17 @@ impl Writer {
         }
         crate::compact::note_removed(&self.shared, (version + 1).saturating_sub(first_version));
         Ok(result)
+    }
+
+    /// Poison the store after a failure that may have left files half written: the writer
+    /// forgets every stream it holds (the next open settles them) and answers `Poisoned`.
+    fn poison_with(&mut self, e: &Error) -> Error {
+        let cause = format!("{e}");
+        self.shared.poison(cause.clone());
+        self.shared.catalog.clear();
+        self.streams.clear();
+        self.open_files = 0;
+        Error::Poisoned { cause }
     }
 
     /// Make a folder's new entries durable: its `fsync` (fdatasync mode) or one `syncfs`.
