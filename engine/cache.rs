@@ -305,6 +305,25 @@ impl MapCache {
         Ok(Some(mapped))
     }
 
+    /// Pack `pack` mapped far enough to hold the whole record at `offset` (a compact record
+    /// can end a pack less than a §5 header after its start: segment-format.md §19).
+    /// `Ok(None)` when the pack does not exist.
+    ///
+    /// # Errors
+    /// `Corrupt` when the pack ends before the record does; `Io`.
+    pub fn pack_record(&self, pack: u32, offset: u64) -> Result<Option<Arc<MappedSegment>>> {
+        let prefix = offset + crate::format::segment::RECORD_PREFIX_BYTES as u64;
+        let Some(mapped) = self.pack(pack, prefix)? else {
+            return Ok(None);
+        };
+        let end = crate::format::segment::peek_record_header(&mapped.mapping[offset as usize..])
+            .map_or(prefix, |h| offset + u64::from(h.record_bytes));
+        if end <= mapped.mapping.len() as u64 {
+            return Ok(Some(mapped));
+        }
+        self.pack(pack, end)
+    }
+
     /// The cached mapping of a segment, if there is one; never maps.
     pub fn cached_segment(&self, key: StreamKey, segment: u32) -> Option<Arc<MappedSegment>> {
         lock(&self.segments).get(&(key, segment))
@@ -363,7 +382,7 @@ impl MapCache {
                 bytes.len() >= needed
                     && crate::format::segment::peek_record_header(&bytes[last_record as usize..])
                         .is_none_or(|h| {
-                            last_record as usize + h.record_bytes.get() as usize <= bytes.len()
+                            last_record as usize + h.record_bytes as usize <= bytes.len()
                         })
             };
             let mut n = file
@@ -386,7 +405,7 @@ impl MapCache {
             if let Some(h) =
                 crate::format::segment::peek_record_header(&scratch[last_record as usize..n])
             {
-                let end = last_record as usize + h.record_bytes.get() as usize;
+                let end = last_record as usize + h.record_bytes as usize;
                 if end > n && n == guess {
                     if end > max_len {
                         return Ok(Got::TooLarge);

@@ -749,15 +749,10 @@ fn scan_tail(
     if let Some((damaged_at, reason)) = &damage {
         let damaged_at = *damaged_at;
         // Damage is corruption when the index shows that a committed record was there.
-        if let Some(h) = peek_record_header(&bytes[damaged_at as usize..]) {
-            if confirmed(
-                shared,
-                key,
-                header.segment,
-                damaged_at,
-                h.position.get(),
-                head,
-            )? {
+        if let Some(position) =
+            peek_record_header(&bytes[damaged_at as usize..]).and_then(|h| h.position)
+        {
+            if confirmed(shared, key, header.segment, damaged_at, position, head)? {
                 return Err(Error::corrupt(
                     path,
                     damaged_at,
@@ -847,7 +842,7 @@ pub fn base_control(shared: &Shared, key: StreamKey) -> Result<Option<Control>> 
     let header_bytes = header.header_bytes();
     let slice = prefix.get(header_bytes as usize..).unwrap_or_default();
     let whole = match peek_record_header(slice) {
-        Some(h) if h.kind == RECORD_KIND_CONTROL => h.record_bytes.get() as usize <= slice.len(),
+        Some(h) if h.kind == RECORD_KIND_CONTROL => h.record_bytes as usize <= slice.len(),
         // An event first: segment 0 was never rewritten.
         _ => return Ok(None),
     };

@@ -705,7 +705,7 @@ fn dump_pack(
             .is_some_and(|up_to| up_to >= position)
             || record
                 .iter()
-                .take(crate::format::segment::RECORD_HEADER_BYTES)
+                .take(crate::format::segment::RECORD_PREFIX_BYTES)
                 .all(|b| *b == 0)
                 && stream.is_some_and(|k| view.removed_up_to.contains_key(k));
         match decode_record(record) {
@@ -847,7 +847,7 @@ fn record_lines(
             "target_changeset": c.target_changeset})
     });
     json!({"offset": at, "version": r.version, "position": r.position, "changeset": r.changeset,
-        "flags": r.flags, "event_type": String::from_utf8_lossy(r.event_type), "data_bytes": r.data.len(),
+        "flags": r.flags, "padded_bytes": r.padded_bytes, "event_type": String::from_utf8_lossy(r.event_type), "data_bytes": r.data.len(),
         "metadata_bytes": r.metadata.len(), "key": preview(r.key, 64), "prev_position": r.prev_position,
         "commit_metadata": preview(r.commit_metadata, 256), "committed": committed, "crc_ok": true, "control": control})
 }
@@ -1233,7 +1233,7 @@ fn dump_segment(
             }
             Err(e) => {
                 // Damage is corruption when the index shows committed data there or after it.
-                let claimed = peek_record_header(slice).map(|h| h.position.get());
+                let claimed = peek_record_header(slice).and_then(|h| h.position);
                 let committed_here = claimed.is_some_and(|p| confirmed_here(at, p));
                 let committed_after = last_confirmed.is_some_and(|o| o >= at);
                 if committed_here || committed_after || view.is_none() {

@@ -4,7 +4,7 @@
 use crate::error::{Error, Result};
 use crate::format::index::FLAG_PACKED;
 use crate::format::pack::{decode_table_header, TableEntry, TABLE_HEADER_BYTES};
-use crate::format::segment::{decode_record, RECORD_HEADER_BYTES};
+use crate::format::segment::decode_record;
 use crate::layout::{table_path, StreamKey};
 use crate::limits::{PACK_DEAD_RANGES_MAX, PACK_PUNCH_BLOCK_BYTES, TABLE_CACHE_ENTRIES_MAX};
 use crate::shared::Shared;
@@ -419,7 +419,7 @@ fn link_at(
     let offset = u64::from(entry.offset);
     let pack = shared
         .maps
-        .pack(entry.segment, offset + RECORD_HEADER_BYTES as u64)?
+        .pack_record(entry.segment, offset)?
         .ok_or_else(|| {
             Error::corrupt(
                 crate::layout::pack_path(&shared.root, entry.segment),

@@ -1081,23 +1081,16 @@ impl AllIter {
                 offset: 0,
                 reason: "pack named by a committed index entry is missing".into(),
             };
-            let mut min_len = last_record + RECORD_HEADER_BYTES as u64;
-            let mut pack = maps.pack(number, min_len)?.ok_or_else(missing)?;
-            if let Some(h) = peek_record_header(&pack.mapping[last_record as usize..]) {
-                let record_end = last_record + u64::from(h.record_bytes.get());
-                if record_end > pack.mapping.len() as u64 {
-                    min_len = record_end;
-                    pack = maps.pack(number, min_len)?.ok_or_else(missing)?;
-                }
-            }
-            return Ok(Some(pack));
+            return Ok(Some(
+                maps.pack_record(number, last_record)?.ok_or_else(missing)?,
+            ));
         }
         if let Some(s) = maps.cached_segment(key, number) {
             // Usable when it holds the last record whole (it may predate later appends).
             let len = s.mapping.len() as u64;
             let whole = len >= last_record + RECORD_HEADER_BYTES as u64
                 && peek_record_header(&s.mapping[last_record as usize..])
-                    .is_some_and(|h| last_record + u64::from(h.record_bytes.get()) <= len);
+                    .is_some_and(|h| last_record + u64::from(h.record_bytes) <= len);
             if whole {
                 return Ok(Some(s));
             }
@@ -1151,7 +1144,7 @@ impl AllIter {
         if let Some(h) = peek_record_header(
             &segment.mapping[(last_record as usize).min(segment.mapping.len())..],
         ) {
-            let record_end = last_record + u64::from(h.record_bytes.get());
+            let record_end = last_record + u64::from(h.record_bytes);
             if record_end > segment.mapping.len() as u64 {
                 min_len = record_end;
                 segment = maps.segment(key, number, min_len)?.ok_or_else(missing)?;

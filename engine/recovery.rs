@@ -9,7 +9,7 @@ use crate::format::index::{
 };
 use crate::format::manifest::{Manifest, MANIFEST_BYTES};
 use crate::format::segment::{
-    decode_record, peek_record_header, RECORD_FLAG_BEGIN, RECORD_FLAG_END, RECORD_HEADER_BYTES,
+    decode_record, peek_record_header, RECORD_FLAG_BEGIN, RECORD_FLAG_END, RECORD_PREFIX_BYTES,
 };
 use crate::format::FORMAT_VERSION;
 use crate::layout::{
@@ -660,7 +660,8 @@ fn verify_record(
         Err(e @ Error::Io { .. }) => Err(e),
         Err(e) => Ok(Err(e.to_string())),
     };
-    let mapped = match segment_at(offset + RECORD_HEADER_BYTES as u64)? {
+    // The shared prefix only: a compact record can end its pack sooner than a §5 header would.
+    let mapped = match segment_at(offset + RECORD_PREFIX_BYTES as u64)? {
         Ok(m) => m,
         Err(reason) => return Ok(Err(reason)),
     };
@@ -668,7 +669,7 @@ fn verify_record(
     let Some(h) = peek_record_header(bytes) else {
         return Ok(Err("no record at the offset".into()));
     };
-    let end = offset + u64::from(h.record_bytes.get());
+    let end = offset + u64::from(h.record_bytes);
     let remapped;
     if end > mapped.mapping.len() as u64 {
         remapped = match segment_at(end)? {

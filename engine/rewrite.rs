@@ -30,12 +30,8 @@ use std::sync::Arc;
 pub const DELETE_EVENT_TYPE: &str = "$delete";
 
 /// Bytes of a tombstone in a pack, padding included (segment-format.md §19).
-const TOMBSTONE_RECORD_BYTES: u64 = crate::format::align8(
-    (crate::format::segment::RECORD_HEADER_BYTES
-        + crate::format::segment::CONTROL_BLOCK_BYTES
-        + crate::format::segment::PREV_POSITION_BYTES
-        + DELETE_EVENT_TYPE.len()) as u64,
-);
+const TOMBSTONE_RECORD_BYTES: u64 =
+    crate::format::segment::packed_record_bytes_padded(DELETE_EVENT_TYPE.len(), false, true);
 
 /// The event type of the record opening a segment 0 rewritten by a truncation.
 pub const TRUNCATE_EVENT_TYPE: &str = "$truncate";
@@ -552,7 +548,10 @@ impl Writer {
         let Some(tail) = ws.packed.filter(|t| t.last > 0 && t.entry_offset.is_some()) else {
             return Ok(None);
         };
-        if ws.deleted || ws.version == 0 || !fits {
+        // A tombstone starts its chain over (no link to fit), but says the stream's version
+        // and changeset count in the compact header.
+        let compact = crate::format::segment::compact_fits(ws.version, ws.changeset, 0, 0);
+        if ws.deleted || ws.version == 0 || !fits || !compact {
             return Ok(None);
         }
         let key = ws.meta.key;

@@ -566,7 +566,7 @@ impl Store {
     /// Delete a stream: its files are removed and their space freed; reading it or appending
     /// to it gives `Error::StreamDeleted` from now on (a deleted id is not reused); `read_all`
     /// and subscriptions skip its events. A tombstone remains: for a stream whose records are
-    /// all in packs (a small one), a 120-byte record in the current pack, committed like an
+    /// all in packs (a small one), an 88-byte record in the current pack, committed like an
     /// append, and the pack blocks its records held whole are given back at the next durable
     /// checkpoint (segment-format.md §19); for any other, one small segment file.
     ///

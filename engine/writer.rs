@@ -13,9 +13,10 @@ use crate::format::keys::{content_hash, KeyEntry, KEYS_HEADER_BYTES};
 use crate::format::pack::{PACK_RECORDS_START, TABLE_HEADER_BYTES};
 use crate::format::removals::{Removal, REMOVAL_KIND_INVALIDATE};
 use crate::format::segment::{
-    decode_record, encode_record, record_bytes_padded, segment_header_bytes, Control, RecordFields,
-    SegmentHeader, CONTROL_BLOCK_BYTES, CONTROL_OP_INVALIDATE, PREV_POSITION_BYTES,
-    RECORD_FLAG_BEGIN, RECORD_FLAG_END, RECORD_HEADER_BYTES,
+    compact_fits, decode_record, encode_record, packed_record_bytes_padded, record_bytes_padded,
+    segment_header_bytes, Control, RecordFields, SegmentHeader, CONTROL_BLOCK_BYTES,
+    CONTROL_OP_INVALIDATE, RECORD_FLAG_BEGIN, RECORD_FLAG_END, RECORD_HEADER_BYTES,
+    RECORD_PREFIX_BYTES,
 };
 use crate::keys::{KeyMap, Loaded};
 use crate::layout::{
@@ -103,6 +104,9 @@ pub const INVALIDATE_EVENT_TYPE: &str = "$invalidate";
 const CLOSE_RECORD_BYTES: u64 = crate::format::align8(
     (RECORD_HEADER_BYTES + CONTROL_BLOCK_BYTES + CLOSE_EVENT_TYPE.len()) as u64,
 );
+/// Bytes of a close record in a pack (a compact record), padding included.
+const CLOSE_PACKED_RECORD_BYTES: u64 =
+    packed_record_bytes_padded(CLOSE_EVENT_TYPE.len(), false, true);
 
 /// The writer's view of one stream: its committed state plus where the next record goes.
 struct WriterStream {
@@ -1072,7 +1076,8 @@ impl Writer {
             .map_err(|e| Error::io("map pack", &path, e))?;
         let head_position = shared.head();
         let mut end = flushed.min(len);
-        while end + RECORD_HEADER_BYTES as u64 <= len {
+        // The shared prefix only: a compact record may end the pack sooner than a §5 header.
+        while end + RECORD_PREFIX_BYTES as u64 <= len {
             let Ok(r) = decode_record(&mapping[end as usize..]) else {
                 break;
             };
@@ -1501,40 +1506,51 @@ impl Writer {
             .collect();
         let n = kept.len() as u64;
         let duplicates = u32::try_from(part.events.len() - kept.len()).unwrap_or(u32::MAX);
-        // The bytes the append takes in a segment, and in a pack (whose records carry the
-        // 8-byte chain link, segment-format.md §19).
-        let bytes_with = |extra: usize| -> u64 {
-            if close {
-                crate::format::align8(
-                    (RECORD_HEADER_BYTES + CONTROL_BLOCK_BYTES + extra + CLOSE_EVENT_TYPE.len())
-                        as u64,
-                )
-            } else {
-                kept.iter()
-                    .enumerate()
-                    .map(|(i, (_, e))| {
-                        let commit = if i == 0 {
+        // The bytes the append takes in a segment, and in a pack (compact records,
+        // segment-format.md §19).
+        let (append_bytes, packed_bytes) = if close {
+            (CLOSE_RECORD_BYTES, CLOSE_PACKED_RECORD_BYTES)
+        } else {
+            kept.iter()
+                .enumerate()
+                .map(|(i, (_, e))| {
+                    let body = e.size()
+                        + if i == 0 {
                             part.commit_metadata.len()
                         } else {
                             0
                         };
-                        record_bytes_padded(e.size() + commit + extra)
-                    })
-                    .sum()
-            }
+                    (
+                        record_bytes_padded(body),
+                        packed_record_bytes_padded(body, e.id.is_some(), false),
+                    )
+                })
+                .fold((0, 0), |(a, p), (x, y)| (a + x, p + y))
         };
-        let append_bytes = bytes_with(0);
-        debug_assert!(!close || append_bytes == CLOSE_RECORD_BYTES);
         // A packed stream stays packed while its packed records total at most
-        // `pack_stream_bytes`; keyed events and invalidations take it out of the pack, since
-        // they belong with files of its own.
-        let packed_bytes = bytes_with(PREV_POSITION_BYTES);
+        // `pack_stream_bytes` and fit the compact header; keyed events and invalidations take
+        // it out of the pack, since they belong with files of its own.
         let pack_limit = self.shared.options.pack_stream_bytes;
+        let changeset_after = if close {
+            ws.changeset.max(1)
+        } else {
+            ws.changeset + 1
+        };
         let into_pack = control.is_none()
             && kept.iter().all(|(_, e)| e.key.is_empty())
-            && ws
-                .packed
-                .is_some_and(|p| p.bytes + packed_bytes <= pack_limit);
+            && ws.packed.is_some_and(|p| {
+                p.bytes + packed_bytes <= pack_limit
+                    && compact_fits(
+                        current + n,
+                        changeset_after,
+                        if p.last == 0 {
+                            0
+                        } else {
+                            planning.next_position.saturating_sub(p.last)
+                        },
+                        part.commit_metadata.len(),
+                    )
+            });
         if !into_pack && ws.packed.is_some() {
             // Out of the pack for good: this append opens the stream's own segment 0, which
             // continues the packed prefix.
@@ -1551,6 +1567,7 @@ impl Writer {
                 .as_mut()
                 .expect("pass 1 loads the pack for a packed stream");
             let slot = pack_slot(cursor, planning, packed_bytes, store_id, timestamp_us);
+            let slot_start = cursor.end;
             let entry_offset = match tail.entry_offset {
                 Some(at) => at,
                 None => {
@@ -1672,6 +1689,11 @@ impl Writer {
                 planning.next_position += 1;
             }
             debug_assert!(tail.bytes <= pack_limit);
+            assert_eq!(
+                cursor.end - slot_start,
+                packed_bytes,
+                "the records take the bytes planned for them"
+            );
             planning.packed.insert(
                 key,
                 crate::catalog::PackedState {

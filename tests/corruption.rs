@@ -359,6 +359,14 @@ mod packed {
         out
     }
 
+    /// Where the body (type, metadata, data) of the record at `offset` starts.
+    fn body_at(pack: &Path, offset: u64) -> u64 {
+        let bytes = std::fs::read(pack).unwrap();
+        let r = streamlog::format::segment::decode_record(&bytes[offset as usize..]).unwrap();
+        assert_ne!(r.flags & streamlog::format::segment::RECORD_FLAG_COMPACT, 0);
+        offset + r.body_offset as u64
+    }
+
     #[test]
     fn flipped_bit_in_a_middle_packed_record_is_reported_by_both_read_paths() {
         let root = tempfile::tempdir().unwrap();
@@ -366,9 +374,9 @@ mod packed {
         build(dir);
         let pack = pack_path(dir);
         let offsets = record_offsets(&pack);
-        // A bit of the data of version 4 of "s" (position 8): after the 72-byte header and the
-        // 8-byte link to the stream's previous record.
-        flip_bit(&pack, offsets[7] + 80 + 6, 3);
+        // A bit of the data of version 4 of "s" (position 8): after the compact header
+        // (format 6), which holds the link to the stream's previous record.
+        flip_bit(&pack, body_at(&pack, offsets[7]) + 6, 3);
         let store = Store::open_with(dir, options()).unwrap();
         match store
             .read_stream("s", 1, Direction::Forward)
@@ -399,7 +407,7 @@ mod packed {
         let pack = pack_path(dir);
         let last = *record_offsets(&pack).last().unwrap();
         let len_before = file_len(&pack);
-        flip_bit(&pack, last + 80 + 8, 0);
+        flip_bit(&pack, body_at(&pack, last) + 8, 0);
         let store = Store::open_with(dir, options()).unwrap();
         assert!(
             is_corrupt(store.stream_version("s")),

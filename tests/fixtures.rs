@@ -1,5 +1,5 @@
 //! Stores written by earlier builds keep opening (fault-matrix row 18). `tests/fixtures/v1`,
-//! `v2`, `v3` and `v4` were written by format versions 1 to 4 with `generate_v1_fixture` below
+//! `v2`, `v3`, `v4` and `v5` were written by format versions 1 to 5 with `generate_v1_fixture` below
 //! and are committed as they were written; the tests open a copy and read back exactly what the
 //! generator appended.
 //!
@@ -97,6 +97,13 @@ fn a_version_3_store_opens_and_reads_back_exactly() {
 #[test]
 fn a_version_4_store_opens_and_reads_back_exactly() {
     an_old_store_opens_and_reads_back_exactly("v4");
+}
+
+/// Written by the format-5 build (commit 490e8cf) with the same generator: packed records with
+/// the §5 header, before compact packed records (format 6).
+#[test]
+fn a_version_5_store_opens_and_reads_back_exactly() {
+    an_old_store_opens_and_reads_back_exactly("v5");
 }
 
 fn an_old_store_opens_and_reads_back_exactly(version: &str) {
@@ -200,6 +207,31 @@ fn an_old_store_opens_and_reads_back_exactly(version: &str) {
     let store = Store::open_with(dir.path(), options()).unwrap();
     assert_eq!(stream_data(&store, "fresh"), [b"data-7".to_vec()]);
     assert_eq!(store.stream_version("order-1").unwrap(), Some(v + 1));
+    check_invariants(&store);
+    // A small stream of the old store takes new appends; where it is packed, its chain now
+    // runs from compact records (format 6) into records of the §5 header, and reads back
+    // whole in both directions across a reopen.
+    let small = "café-☕";
+    let before = stream_data(&store, small);
+    let small_v = store.stream_version(small).unwrap().unwrap();
+    store
+        .append(
+            small,
+            ExpectedVersion::Exact(small_v),
+            [event(20), event(21)],
+        )
+        .unwrap();
+    drop(store);
+    let store = Store::open_with(dir.path(), options()).unwrap();
+    let mut want = before;
+    want.extend([b"data-20".to_vec(), b"data-21".to_vec()]);
+    assert_eq!(stream_data(&store, small), want);
+    let backward: Vec<u64> = store
+        .read_stream(small, u64::MAX, Direction::Backward)
+        .unwrap()
+        .map(|e| e.unwrap().version())
+        .collect();
+    assert_eq!(backward, (1..=small_v + 2).rev().collect::<Vec<_>>());
     check_invariants(&store);
     // Its delete leaves the tombstone in the pack (format 5), and the id stays taken.
     store.delete_stream("fresh").unwrap();

@@ -501,3 +501,85 @@ fn a_packed_stream_is_deleted_in_its_pack_and_stays_deleted() {
     let text = dump_clean(&root);
     assert!(text.contains("$delete"), "{text}");
 }
+
+/// Format 6's compact header (segment-format.md §19, "Compact packed records"): the smallest
+/// packed record is 56 bytes and can end its pack sooner than a §5 header would. A store copied
+/// while open (its record after the checkpoint, as after a crash) and the live store both find
+/// it: recovery verifies it, the writer walks past it before its next packed append, a load and
+/// `read_all` read it, and a reopen keeps all of it.
+#[test]
+fn the_smallest_compact_record_can_end_its_pack() {
+    let dir = tempfile::tempdir().unwrap();
+    let (live, crashed) = (dir.path().join("live"), dir.path().join("crashed"));
+    let tiny = |b: u8| EventData::new("T", vec![b]);
+    let pack = |root: &Path| root.join("packs").join("00000000.pack");
+    let store = Store::open_with(&live, options()).unwrap();
+    store
+        .append("a", ExpectedVersion::NoStream, [tiny(1)])
+        .unwrap();
+    // The pack's 128-byte head, then one record: 48 + 1 + 1 bytes, padded to 56.
+    assert_eq!(std::fs::metadata(pack(&live)).unwrap().len(), 128 + 56);
+    // A copy of the open store: what a crash would leave (the record is in the page cache).
+    let copy_of_live = |to: &Path| {
+        for entry in walk(&live) {
+            let rel = entry.strip_prefix(&live).unwrap();
+            let target = to.join(rel);
+            std::fs::create_dir_all(target.parent().unwrap()).unwrap();
+            std::fs::copy(&entry, &target).unwrap();
+        }
+    };
+    copy_of_live(&crashed);
+    for root in [&live, &crashed] {
+        let reopened;
+        let store = if root == &live {
+            &store
+        } else {
+            reopened = Store::open_with(root, options()).unwrap();
+            &reopened
+        };
+        assert_eq!(
+            read(store, "a", Direction::Forward),
+            [(1, vec![1], "a".into())]
+        );
+        assert_eq!(all(store), [("a".to_string(), 1, vec![1])]);
+        store
+            .append("a", ExpectedVersion::Exact(1), [tiny(2)])
+            .unwrap();
+        store
+            .append("b", ExpectedVersion::NoStream, [tiny(3)])
+            .unwrap();
+    }
+    drop(store);
+    for root in [&live, &crashed] {
+        let store = Store::open_with(root, options()).unwrap();
+        assert_eq!(
+            read(&store, "a", Direction::Backward),
+            [(2, vec![2], "a".into()), (1, vec![1], "a".into())]
+        );
+        assert_eq!(
+            all(&store),
+            [
+                ("a".to_string(), 1, vec![1]),
+                ("a".to_string(), 2, vec![2]),
+                ("b".to_string(), 1, vec![3])
+            ]
+        );
+        assert_eq!(std::fs::metadata(pack(root)).unwrap().len(), 128 + 3 * 56);
+        drop(store);
+        dump_clean(root);
+    }
+}
+
+/// Every file under `root`.
+fn walk(root: &Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(root).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            out.extend(walk(&path));
+        } else {
+            out.push(path);
+        }
+    }
+    out
+}

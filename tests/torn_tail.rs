@@ -199,7 +199,24 @@ fn every_cut_length_of_the_unacknowledged_append_recovers() {
         let root = tempfile::tempdir().unwrap();
         let base = root.path().join("base");
         let next = build(&base, layout);
-        for len in (0..next.records.len()).step_by(13) {
+        // Where the last record's bytes end: a cut in its padding alone leaves every record
+        // whole, and recovery rightly keeps them.
+        let mut whole = 0usize;
+        while let Ok(r) = streamlog::format::segment::decode_record(&next.records[whole..]) {
+            let last_end = whole + r.padded_bytes as usize;
+            if last_end >= next.records.len() {
+                whole += r.body_offset
+                    + r.event_type.len()
+                    + r.key.len()
+                    + r.commit_metadata.len()
+                    + r.metadata.len()
+                    + r.data.len();
+                break;
+            }
+            whole = last_end;
+        }
+        assert!(whole > next.records.len() - 8, "{layout:?}: {whole}");
+        for len in (0..whole).step_by(13).chain([whole - 1]) {
             let dir = root.path().join(format!("cut-{len}"));
             copy_dir(&base, &dir);
             std::fs::remove_file(dir.join("LOCK")).ok();
@@ -210,6 +227,36 @@ fn every_cut_length_of_the_unacknowledged_append_recovers() {
                 &next.records[..len],
             );
             drop(check_recovered(&dir, next.layout));
+        }
+        if whole < next.records.len() {
+            // Only padding missing: the append is whole, and kept; the next one follows it.
+            let dir = root.path().join("padding");
+            copy_dir(&base, &dir);
+            std::fs::remove_file(dir.join("LOCK")).ok();
+            write_at(&index_path_of(&dir), next.index_offset, &next.entries);
+            write_at(
+                &next.layout.records_file(&dir),
+                next.segment_offset,
+                &next.records[..whole],
+            );
+            let store = Store::open_with(&dir, layout.options()).unwrap();
+            assert_eq!(store.head_position().get(), 12, "{layout:?}");
+            let r = store
+                .append("s", ExpectedVersion::Exact(7), [event(200)])
+                .unwrap();
+            assert_eq!(r.last_position.get(), 13);
+            check_invariants(&store);
+            drop(store);
+            let store = Store::open_with(&dir, layout.options()).unwrap();
+            assert_eq!(
+                stream_data(&store, "s")[5..],
+                [
+                    b"data-100".to_vec(),
+                    b"data-101".to_vec(),
+                    b"data-200".to_vec()
+                ]
+            );
+            check_invariants(&store);
         }
     }
 }

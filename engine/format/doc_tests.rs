@@ -7,7 +7,7 @@ use super::keys::{KeyEntryRaw, KeysFileHeader};
 use super::manifest::ManifestHeader;
 use super::pack::{PackEndSlot, PackFileHeader, TableEntryRaw, TableFileHeader};
 use super::removals::{RemovalRaw, RemovalsHeader};
-use super::segment::{ControlBlockRaw, RecordHeader, SegmentFileHeader};
+use super::segment::{CompactHeader, ControlBlockRaw, RecordHeader, SegmentFileHeader};
 use super::subscription::{SubscriptionFileHeader, SubscriptionSlotRaw};
 use std::mem::{offset_of, size_of};
 
@@ -167,6 +167,23 @@ fn keys_file_matches_document() {
     let entry = fields!(KeyEntryRaw: magic, key_len, offset, version, position, changeset,
         segment, crc, content_hash);
     check(&t[1], &entry, size_of::<KeyEntryRaw>());
+}
+
+#[test]
+fn compact_record_matches_document() {
+    let t = tables_under("### Compact packed records");
+    let header = fields!(CompactHeader: magic, kind, flags, record_bytes, crc, type_len,
+        commit_metadata_len, metadata_len, version, changeset, prev_delta, position, timestamp_us);
+    check(&t[0], &header, size_of::<CompactHeader>());
+    // The id follows the fixed header, when there is one.
+    let id = t[0].iter().find(|(_, _, n)| n == "event_id").unwrap();
+    assert_eq!(
+        (id.0, id.1),
+        (
+            super::segment::COMPACT_HEADER_BYTES,
+            super::segment::EVENT_ID_BYTES
+        )
+    );
 }
 
 #[test]

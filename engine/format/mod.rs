@@ -20,7 +20,7 @@ pub mod subscription;
 mod doc_tests;
 
 /// The format version this build writes (segment-format.md §13).
-pub const FORMAT_VERSION: u32 = 5;
+pub const FORMAT_VERSION: u32 = 6;
 /// The oldest format version this build reads.
 pub const FORMAT_VERSION_OLDEST: u32 = 1;
 

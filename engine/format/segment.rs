@@ -36,8 +36,25 @@ pub const RECORD_FLAG_HAS_ID: u8 = 0x04;
 pub const RECORD_FLAG_PACKED: u8 = 0x08;
 /// Bytes of a packed record's `prev_position`.
 pub const PREV_POSITION_BYTES: usize = 8;
-const RECORD_FLAGS_KNOWN: u8 =
-    RECORD_FLAG_BEGIN | RECORD_FLAG_END | RECORD_FLAG_HAS_ID | RECORD_FLAG_PACKED;
+/// A packed record with the compact header (format 6, segment-format.md §19 "Compact packed
+/// records"); always with `RECORD_FLAG_PACKED`.
+pub const RECORD_FLAG_COMPACT: u8 = 0x10;
+const RECORD_FLAGS_KNOWN: u8 = RECORD_FLAG_BEGIN
+    | RECORD_FLAG_END
+    | RECORD_FLAG_HAS_ID
+    | RECORD_FLAG_PACKED
+    | RECORD_FLAG_COMPACT;
+/// The bytes both record headers share (magic, kind, flags, `record_bytes`, `crc`): enough to
+/// step from record to record.
+pub const RECORD_PREFIX_BYTES: usize = 12;
+/// The compact header of a packed record (format 6).
+pub const COMPACT_HEADER_BYTES: usize = 48;
+/// Bytes of an event id, which a compact record carries only when it has one.
+pub const EVENT_ID_BYTES: usize = 16;
+/// The widest version, changeset and `prev_delta` a compact record holds.
+pub const COMPACT_FIELD_MAX: u64 = u32::MAX as u64;
+/// The most commit metadata a compact record holds.
+pub const COMPACT_COMMIT_METADATA_MAX: usize = u16::MAX as usize;
 
 #[derive(Debug, Clone, Copy, FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned)]
 #[repr(C)]
@@ -76,6 +93,39 @@ pub struct RecordHeader {
     pub event_id: [u8; 16],
 }
 const _: () = assert!(size_of::<RecordHeader>() == RECORD_HEADER_BYTES);
+
+/// The header of a compact packed record (format 6, segment-format.md §19); `event_id` (when
+/// `HAS_ID`), the control block (kind 2) and the body follow.
+#[derive(Debug, Clone, Copy, FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned)]
+#[repr(C)]
+pub struct CompactHeader {
+    pub magic: U16,
+    pub kind: u8,
+    pub flags: u8,
+    pub record_bytes: U32,
+    pub crc: U32,
+    pub type_len: U16,
+    pub commit_metadata_len: U16,
+    pub metadata_len: U32,
+    pub version: U32,
+    pub changeset: U32,
+    pub prev_delta: U32,
+    pub position: U64,
+    pub timestamp_us: U64,
+}
+const _: () = assert!(size_of::<CompactHeader>() == COMPACT_HEADER_BYTES);
+
+/// The fields both headers start with.
+#[derive(Debug, Clone, Copy, FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned)]
+#[repr(C)]
+struct RecordPrefix {
+    magic: U16,
+    kind: u8,
+    flags: u8,
+    record_bytes: U32,
+    crc: U32,
+}
+const _: () = assert!(size_of::<RecordPrefix>() == RECORD_PREFIX_BYTES);
 
 #[derive(Debug, Clone, Copy, FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned)]
 #[repr(C)]
@@ -313,73 +363,163 @@ pub fn record_bytes_padded(body_bytes: usize) -> u64 {
     align8((RECORD_HEADER_BYTES + body_bytes) as u64)
 }
 
-/// Append the encoding of one record (padded to 8 bytes) to `out`.
+/// Bytes a compact packed record takes on disk (format 6), padding included, for `body_bytes`
+/// of type, commit metadata, metadata and data.
+#[must_use]
+pub const fn packed_record_bytes_padded(body_bytes: usize, has_id: bool, control: bool) -> u64 {
+    let id = if has_id { EVENT_ID_BYTES } else { 0 };
+    let block = if control { CONTROL_BLOCK_BYTES } else { 0 };
+    align8((COMPACT_HEADER_BYTES + id + block + body_bytes) as u64)
+}
+
+/// Whether records of one stream fit the compact header (segment-format.md §19, "Compact packed
+/// records"): `last_version` and `last_changeset` the largest the append writes, `distance`
+/// from the stream's last packed position to the append's first (0 for a stream's first
+/// record), `commit_metadata_len` the append's.
+#[must_use]
+pub fn compact_fits(
+    last_version: u64,
+    last_changeset: u64,
+    distance: u64,
+    commit_metadata_len: usize,
+) -> bool {
+    last_version <= COMPACT_FIELD_MAX
+        && last_changeset <= COMPACT_FIELD_MAX
+        && distance <= COMPACT_FIELD_MAX
+        && commit_metadata_len <= COMPACT_COMMIT_METADATA_MAX
+}
+
+/// Append the encoding of one record (padded to 8 bytes) to `out`. A packed record
+/// (`prev_position` given) takes the compact header of format 6.
+///
+/// # Panics
+/// When a field breaks a limit checked before (the event size, the type, the key, the flags), or
+/// a packed record's fields do not fit the compact header (`compact_fits`: the writer keeps such
+/// a stream out of the pack).
 pub fn encode_record(fields: &RecordFields<'_>, out: &mut Vec<u8>) {
+    encode_record_as(fields, fields.prev_position.is_some(), out);
+}
+
+/// `encode_record`, choosing the header: `compact` only with a `prev_position`. The §5 header
+/// with a `prev_position` is what formats 4 and 5 wrote in packs (tests write it still).
+fn encode_record_as(fields: &RecordFields<'_>, compact: bool, out: &mut Vec<u8>) {
     assert!(!fields.event_type.is_empty() && fields.event_type.len() <= EVENT_TYPE_BYTES_MAX);
     assert!(fields.version >= 1 && fields.position >= 1 && fields.changeset >= 1);
     assert_eq!(fields.flags & !RECORD_FLAGS_KNOWN, 0);
     assert!(fields.key.len() <= KEY_BYTES_MAX);
     assert!(fields.commit_metadata.len() <= COMMIT_METADATA_BYTES_MAX);
     assert!(fields.commit_metadata.is_empty() || fields.flags & RECORD_FLAG_BEGIN != 0);
+    assert!(!compact || fields.prev_position.is_some());
+    let kind = if fields.control.is_some() {
+        RECORD_KIND_CONTROL
+    } else {
+        RECORD_KIND_EVENT
+    };
     let control_bytes = if fields.control.is_some() {
         CONTROL_BLOCK_BYTES
     } else {
         0
     };
-    let packed_bytes = if fields.prev_position.is_some() {
-        PREV_POSITION_BYTES
-    } else {
-        0
-    };
-    let record_bytes = RECORD_HEADER_BYTES
-        + control_bytes
-        + packed_bytes
-        + fields.event_type.len()
+    let body_bytes = fields.event_type.len()
         + fields.key.len()
         + fields.commit_metadata.len()
         + fields.metadata.len()
         + fields.data.len();
-    let record_bytes_u32 = u32::try_from(record_bytes).expect("event size checked before");
-    let start = out.len();
-    let mut flags = fields.flags & !(RECORD_FLAG_HAS_ID | RECORD_FLAG_PACKED);
+    let mut flags = fields.flags & !(RECORD_FLAG_HAS_ID | RECORD_FLAG_PACKED | RECORD_FLAG_COMPACT);
     if fields.event_id.is_some() {
         flags |= RECORD_FLAG_HAS_ID;
     }
     if fields.prev_position.is_some() {
         flags |= RECORD_FLAG_PACKED;
     }
-    let header = RecordHeader {
-        magic: RECORD_MAGIC.into(),
-        kind: if fields.control.is_some() {
-            RECORD_KIND_CONTROL
+    let start = out.len();
+    if compact {
+        let prev = fields.prev_position.unwrap_or(0);
+        assert!(
+            prev < fields.position,
+            "a chain links to an earlier position"
+        );
+        let prev_delta = if prev == 0 { 0 } else { fields.position - prev };
+        assert!(
+            fields.key.is_empty()
+                && compact_fits(
+                    fields.version,
+                    fields.changeset,
+                    prev_delta,
+                    fields.commit_metadata.len()
+                ),
+            "the writer packs only records that fit the compact header"
+        );
+        flags |= RECORD_FLAG_COMPACT;
+        let id_bytes = if fields.event_id.is_some() {
+            EVENT_ID_BYTES
         } else {
-            RECORD_KIND_EVENT
-        },
-        flags,
-        record_bytes: record_bytes_u32.into(),
-        crc: 0.into(),
-        type_len: (fields.event_type.len() as u16).into(),
-        key_len: (fields.key.len() as u16).into(),
-        metadata_len: (fields.metadata.len() as u32).into(),
-        commit_metadata_len: (fields.commit_metadata.len() as u32).into(),
-        version: fields.version.into(),
-        position: fields.position.into(),
-        changeset: fields.changeset.into(),
-        timestamp_us: fields.timestamp_us.into(),
-        event_id: fields.event_id.unwrap_or([0; 16]),
-    };
-    out.extend_from_slice(header.as_bytes());
-    if let Some(c) = &fields.control {
-        out.extend_from_slice(&c.encode());
-    }
-    if let Some(prev) = fields.prev_position {
-        out.extend_from_slice(&prev.to_le_bytes());
+            0
+        };
+        let record_bytes = COMPACT_HEADER_BYTES + id_bytes + control_bytes + body_bytes;
+        let header = CompactHeader {
+            magic: RECORD_MAGIC.into(),
+            kind,
+            flags,
+            record_bytes: u32::try_from(record_bytes)
+                .expect("event size checked before")
+                .into(),
+            crc: 0.into(),
+            type_len: (fields.event_type.len() as u16).into(),
+            commit_metadata_len: (fields.commit_metadata.len() as u16).into(),
+            metadata_len: (fields.metadata.len() as u32).into(),
+            version: (fields.version as u32).into(),
+            changeset: (fields.changeset as u32).into(),
+            prev_delta: (prev_delta as u32).into(),
+            position: fields.position.into(),
+            timestamp_us: fields.timestamp_us.into(),
+        };
+        out.extend_from_slice(header.as_bytes());
+        if let Some(id) = &fields.event_id {
+            out.extend_from_slice(id);
+        }
+        if let Some(c) = &fields.control {
+            out.extend_from_slice(&c.encode());
+        }
+    } else {
+        let packed_bytes = if fields.prev_position.is_some() {
+            PREV_POSITION_BYTES
+        } else {
+            0
+        };
+        let record_bytes = RECORD_HEADER_BYTES + control_bytes + packed_bytes + body_bytes;
+        let header = RecordHeader {
+            magic: RECORD_MAGIC.into(),
+            kind,
+            flags,
+            record_bytes: u32::try_from(record_bytes)
+                .expect("event size checked before")
+                .into(),
+            crc: 0.into(),
+            type_len: (fields.event_type.len() as u16).into(),
+            key_len: (fields.key.len() as u16).into(),
+            metadata_len: (fields.metadata.len() as u32).into(),
+            commit_metadata_len: (fields.commit_metadata.len() as u32).into(),
+            version: fields.version.into(),
+            position: fields.position.into(),
+            changeset: fields.changeset.into(),
+            timestamp_us: fields.timestamp_us.into(),
+            event_id: fields.event_id.unwrap_or([0; 16]),
+        };
+        out.extend_from_slice(header.as_bytes());
+        if let Some(c) = &fields.control {
+            out.extend_from_slice(&c.encode());
+        }
+        if let Some(prev) = fields.prev_position {
+            out.extend_from_slice(&prev.to_le_bytes());
+        }
     }
     out.extend_from_slice(fields.event_type);
     out.extend_from_slice(fields.key);
     out.extend_from_slice(fields.commit_metadata);
     out.extend_from_slice(fields.metadata);
     out.extend_from_slice(fields.data);
+    let record_bytes = out.len() - start;
     let crc = record_crc(&out[start..]);
     out[start + 8..start + 12].copy_from_slice(&crc.to_le_bytes());
     out.resize(start + align8(record_bytes as u64) as usize, 0);
@@ -423,27 +563,120 @@ impl RecordView<'_> {
     }
 }
 
-/// Read only the fixed header at the start of `bytes`, without checking the CRC. Used to learn
-/// what a damaged record claims to be (its position) when classifying damage.
-#[must_use]
-pub fn peek_record_header(bytes: &[u8]) -> Option<&RecordHeader> {
-    let (h, _) = RecordHeader::ref_from_prefix(bytes).ok()?;
-    (h.magic.get() == RECORD_MAGIC).then_some(h)
+/// What a record's header claims, read without checking the CRC.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RecordPeek {
+    pub kind: u8,
+    pub flags: u8,
+    pub record_bytes: u32,
+    /// `None` when the bytes end before the header's `position`.
+    pub position: Option<u64>,
 }
 
-/// Decode the record at the start of `bytes`.
+/// Read only what the header at the start of `bytes` claims, without checking the CRC: its
+/// length, to map enough of a file, and its position, to classify damage. `None` when fewer
+/// than `RECORD_PREFIX_BYTES` remain or the magic is not a record's.
+#[must_use]
+pub fn peek_record_header(bytes: &[u8]) -> Option<RecordPeek> {
+    let (p, _) = RecordPrefix::ref_from_prefix(bytes).ok()?;
+    if p.magic.get() != RECORD_MAGIC {
+        return None;
+    }
+    let position = if p.flags & RECORD_FLAG_COMPACT != 0 {
+        CompactHeader::ref_from_prefix(bytes)
+            .ok()
+            .map(|(h, _)| h.position.get())
+    } else {
+        RecordHeader::ref_from_prefix(bytes)
+            .ok()
+            .map(|(h, _)| h.position.get())
+    };
+    Some(RecordPeek {
+        kind: p.kind,
+        flags: p.flags,
+        record_bytes: p.record_bytes.get(),
+        position,
+    })
+}
+
+/// The fixed fields of either header, widened.
+struct Fixed {
+    header_bytes: usize,
+    type_len: usize,
+    key_len: usize,
+    metadata_len: usize,
+    commit_len: usize,
+    version: u64,
+    position: u64,
+    changeset: u64,
+    timestamp_us: u64,
+    /// The §5 header's always-present id, or `None` for a compact header (which carries one
+    /// after it only when `HAS_ID`).
+    event_id: Option<[u8; 16]>,
+    /// A compact header's link, already resolved to a position.
+    prev_position: Option<u64>,
+}
+
+fn fixed_fields(bytes: &[u8], compact: bool) -> Result<Fixed, DecodeError> {
+    if compact {
+        let (h, _) = CompactHeader::ref_from_prefix(bytes)
+            .map_err(|_| short(COMPACT_HEADER_BYTES, bytes.len()))?;
+        let position = h.position.get();
+        let delta = u64::from(h.prev_delta.get());
+        if delta != 0 && delta >= position {
+            return Err(DecodeError::Invalid("prev_delta beyond position"));
+        }
+        Ok(Fixed {
+            header_bytes: COMPACT_HEADER_BYTES,
+            type_len: usize::from(h.type_len.get()),
+            key_len: 0,
+            metadata_len: h.metadata_len.get() as usize,
+            commit_len: usize::from(h.commit_metadata_len.get()),
+            version: u64::from(h.version.get()),
+            position,
+            changeset: u64::from(h.changeset.get()),
+            timestamp_us: h.timestamp_us.get(),
+            event_id: None,
+            prev_position: Some(if delta == 0 { 0 } else { position - delta }),
+        })
+    } else {
+        let (h, _) = RecordHeader::ref_from_prefix(bytes)
+            .map_err(|_| short(RECORD_HEADER_BYTES, bytes.len()))?;
+        Ok(Fixed {
+            header_bytes: RECORD_HEADER_BYTES,
+            type_len: usize::from(h.type_len.get()),
+            key_len: usize::from(h.key_len.get()),
+            metadata_len: h.metadata_len.get() as usize,
+            commit_len: h.commit_metadata_len.get() as usize,
+            version: h.version.get(),
+            position: h.position.get(),
+            changeset: h.changeset.get(),
+            timestamp_us: h.timestamp_us.get(),
+            event_id: Some(h.event_id),
+            prev_position: None,
+        })
+    }
+}
+
+/// Decode the record at the start of `bytes`, in either header (segment-format.md §5, §19).
 ///
 /// # Errors
 /// `BadMagic` for zeros or anything that is not a record, `Short` for a record cut by the end of
 /// the bytes, `BadChecksum` for a torn or damaged one, `Invalid` for impossible fields.
 pub fn decode_record(bytes: &[u8]) -> Result<RecordView<'_>, DecodeError> {
-    let (h, _) = RecordHeader::ref_from_prefix(bytes)
-        .map_err(|_| short(RECORD_HEADER_BYTES, bytes.len()))?;
-    if h.magic.get() != RECORD_MAGIC {
+    let (p, _) = RecordPrefix::ref_from_prefix(bytes)
+        .map_err(|_| short(RECORD_PREFIX_BYTES, bytes.len()))?;
+    if p.magic.get() != RECORD_MAGIC {
         return Err(DecodeError::BadMagic);
     }
-    let record_bytes = h.record_bytes.get() as usize;
-    if record_bytes < RECORD_HEADER_BYTES {
+    let compact = p.flags & RECORD_FLAG_COMPACT != 0;
+    let header_min = if compact {
+        COMPACT_HEADER_BYTES
+    } else {
+        RECORD_HEADER_BYTES
+    };
+    let record_bytes = p.record_bytes.get() as usize;
+    if record_bytes < header_min {
         return Err(DecodeError::Invalid("record_bytes below the header size"));
     }
     if record_bytes > bytes.len() {
@@ -451,43 +684,53 @@ pub fn decode_record(bytes: &[u8]) -> Result<RecordView<'_>, DecodeError> {
     }
     let record = &bytes[..record_bytes];
     let computed = record_crc(record);
-    if computed != h.crc.get() {
+    if computed != p.crc.get() {
         return Err(DecodeError::BadChecksum {
-            stored: h.crc.get(),
+            stored: p.crc.get(),
             computed,
         });
     }
-    if h.kind != RECORD_KIND_EVENT && h.kind != RECORD_KIND_CONTROL {
+    if p.kind != RECORD_KIND_EVENT && p.kind != RECORD_KIND_CONTROL {
         return Err(DecodeError::Invalid("unknown record kind"));
     }
-    if h.flags & !RECORD_FLAGS_KNOWN != 0 {
+    if p.flags & !RECORD_FLAGS_KNOWN != 0 {
         return Err(DecodeError::Invalid("unknown record flags"));
     }
-    let type_len = usize::from(h.type_len.get());
-    let key_len = usize::from(h.key_len.get());
-    let metadata_len = h.metadata_len.get() as usize;
-    let commit_len = h.commit_metadata_len.get() as usize;
-    if key_len > KEY_BYTES_MAX {
+    if compact && p.flags & RECORD_FLAG_PACKED == 0 {
+        return Err(DecodeError::Invalid("a compact record outside a pack"));
+    }
+    let f = fixed_fields(record, compact)?;
+    if f.key_len > KEY_BYTES_MAX {
         return Err(DecodeError::Invalid("key_len"));
     }
-    if commit_len > COMMIT_METADATA_BYTES_MAX
-        || (commit_len != 0 && h.flags & RECORD_FLAG_BEGIN == 0)
+    if f.commit_len > COMMIT_METADATA_BYTES_MAX
+        || (f.commit_len != 0 && p.flags & RECORD_FLAG_BEGIN == 0)
     {
         return Err(DecodeError::Invalid("commit_metadata_len"));
     }
-    if type_len == 0 {
+    if f.type_len == 0 {
         return Err(DecodeError::Invalid("empty event type"));
     }
-    let mut body = &record[RECORD_HEADER_BYTES..];
+    let has_id = p.flags & RECORD_FLAG_HAS_ID != 0;
+    let mut body = &record[f.header_bytes..];
+    let mut body_offset = f.header_bytes;
+    let mut event_id = f.event_id;
+    if compact && has_id {
+        let Some((id, rest)) = body.split_first_chunk::<EVENT_ID_BYTES>() else {
+            return Err(DecodeError::Invalid("field lengths exceed record_bytes"));
+        };
+        event_id = Some(*id);
+        body = rest;
+        body_offset += EVENT_ID_BYTES;
+    }
     let mut control = None;
-    let mut body_offset = RECORD_HEADER_BYTES;
-    if h.kind == RECORD_KIND_CONTROL {
+    if p.kind == RECORD_KIND_CONTROL {
         control = Some(Control::decode(body)?);
         body = &body[CONTROL_BLOCK_BYTES..];
         body_offset += CONTROL_BLOCK_BYTES;
     }
-    let mut prev_position = None;
-    if h.flags & RECORD_FLAG_PACKED != 0 {
+    let mut prev_position = f.prev_position;
+    if !compact && p.flags & RECORD_FLAG_PACKED != 0 {
         let Some((prev, rest)) = body.split_first_chunk::<PREV_POSITION_BYTES>() else {
             return Err(DecodeError::Invalid("packed record without prev_position"));
         };
@@ -495,27 +738,24 @@ pub fn decode_record(bytes: &[u8]) -> Result<RecordView<'_>, DecodeError> {
         body = rest;
         body_offset += PREV_POSITION_BYTES;
     }
-    if type_len + key_len + commit_len + metadata_len > body.len() {
+    if f.type_len + f.key_len + f.commit_len + f.metadata_len > body.len() {
         return Err(DecodeError::Invalid("field lengths exceed record_bytes"));
     }
-    let (event_type, rest) = body.split_at(type_len);
-    let (key, rest) = rest.split_at(key_len);
-    let (commit_metadata, rest) = rest.split_at(commit_len);
-    let (metadata, data) = rest.split_at(metadata_len);
-    let version = h.version.get();
-    let position = h.position.get();
-    let changeset = h.changeset.get();
-    if version == 0 || position == 0 || changeset == 0 {
+    let (event_type, rest) = body.split_at(f.type_len);
+    let (key, rest) = rest.split_at(f.key_len);
+    let (commit_metadata, rest) = rest.split_at(f.commit_len);
+    let (metadata, data) = rest.split_at(f.metadata_len);
+    if f.version == 0 || f.position == 0 || f.changeset == 0 {
         return Err(DecodeError::Invalid("version, position or changeset 0"));
     }
     Ok(RecordView {
-        kind: h.kind,
-        flags: h.flags,
-        version,
-        position,
-        changeset,
-        timestamp_us: h.timestamp_us.get(),
-        event_id: (h.flags & RECORD_FLAG_HAS_ID != 0).then_some(h.event_id),
+        kind: p.kind,
+        flags: p.flags,
+        version: f.version,
+        position: f.position,
+        changeset: f.changeset,
+        timestamp_us: f.timestamp_us,
+        event_id: if has_id { event_id } else { None },
         event_type,
         key,
         commit_metadata,
@@ -617,57 +857,91 @@ mod tests {
     }
 
     #[test]
-    fn a_packed_record_carries_its_chain_link_inside_the_crc() {
-        for control in [None, Some(Control::close())] {
+    fn a_packed_record_carries_its_chain_link_inside_the_crc_in_either_header() {
+        for (compact, control, id) in [
+            (true, None, None),
+            (true, Some(Control::close()), None),
+            (true, None, Some([5; 16])),
+            (true, Some(Control::close()), Some([6; 16])),
+            (false, None, None),
+            (false, Some(Control::close()), Some([7; 16])),
+        ] {
             let fields = RecordFields {
                 flags: RECORD_FLAG_BEGIN | RECORD_FLAG_END,
                 version: 4,
                 position: 90,
                 changeset: 4,
                 timestamp_us: 1,
-                event_id: None,
+                event_id: id,
                 event_type: b"T",
                 key: b"",
-                commit_metadata: b"",
+                commit_metadata: b"c",
                 metadata: b"m",
                 data: b"payload",
                 control,
                 prev_position: Some(77),
             };
             let mut bytes = Vec::new();
-            encode_record(&fields, &mut bytes);
+            encode_record_as(&fields, compact, &mut bytes);
             let r = decode_record(&bytes).unwrap();
             assert_eq!(r.prev_position, Some(77));
             assert_ne!(r.flags & RECORD_FLAG_PACKED, 0);
+            assert_eq!(r.flags & RECORD_FLAG_COMPACT != 0, compact);
             assert_eq!(
-                (r.event_type, r.metadata, r.data),
-                (&b"T"[..], &b"m"[..], &b"payload"[..])
+                (r.event_type, r.commit_metadata, r.metadata, r.data),
+                (&b"T"[..], &b"c"[..], &b"m"[..], &b"payload"[..])
             );
+            assert_eq!(
+                (r.version, r.position, r.changeset, r.timestamp_us),
+                (4, 90, 4, 1)
+            );
+            assert_eq!((r.event_id, r.control), (id, control));
             let control_bytes = if control.is_some() {
                 CONTROL_BLOCK_BYTES
             } else {
                 0
             };
-            assert_eq!(
-                r.body_offset,
-                RECORD_HEADER_BYTES + control_bytes + PREV_POSITION_BYTES
-            );
-            let unpadded = r.body_offset + 1 + 1 + 7;
+            if compact {
+                let id_bytes = if id.is_some() { EVENT_ID_BYTES } else { 0 };
+                assert_eq!(
+                    r.body_offset,
+                    COMPACT_HEADER_BYTES + id_bytes + control_bytes
+                );
+                assert_eq!(
+                    bytes.len() as u64,
+                    packed_record_bytes_padded(1 + 1 + 1 + 7, id.is_some(), control.is_some())
+                );
+                assert_eq!(r.padded_bytes, bytes.len() as u64);
+            } else {
+                assert_eq!(
+                    r.body_offset,
+                    RECORD_HEADER_BYTES + control_bytes + PREV_POSITION_BYTES
+                );
+            }
+            let peek = peek_record_header(&bytes).unwrap();
+            assert_eq!(peek.position, Some(90));
+            assert_eq!(peek.record_bytes as usize, r.body_offset + 10);
+            let unpadded = r.body_offset + 1 + 1 + 1 + 7;
             for bit in 0..unpadded * 8 {
                 let mut damaged = bytes.clone();
                 damaged[bit / 8] ^= 1 << (bit % 8);
                 assert!(
-                    decode_record(&damaged).map(|d| d.prev_position) != Ok(Some(77)),
-                    "bit {bit}"
+                    decode_record(&damaged).map(|d| (d.prev_position, d.position, d.version))
+                        != Ok((Some(77), 90, 4)),
+                    "compact {compact}, bit {bit}"
                 );
+            }
+            for len in 0..unpadded {
+                assert!(decode_record(&bytes[..len]).is_err(), "len {len}");
             }
             // The first packed record of a stream links to 0; a record in a segment has none.
             let mut first = Vec::new();
-            encode_record(
+            encode_record_as(
                 &RecordFields {
                     prev_position: Some(0),
                     ..fields
                 },
+                compact,
                 &mut first,
             );
             assert_eq!(decode_record(&first).unwrap().prev_position, Some(0));
@@ -680,7 +954,66 @@ mod tests {
                 &mut plain,
             );
             assert_eq!(decode_record(&plain).unwrap().prev_position, None);
-            assert_eq!(plain.len() + PREV_POSITION_BYTES, bytes.len());
+            if !compact {
+                assert_eq!(plain.len() + PREV_POSITION_BYTES, bytes.len());
+            }
+        }
+    }
+
+    #[test]
+    fn a_compact_header_is_smaller_and_refuses_what_it_cannot_say() {
+        let fields = RecordFields {
+            flags: RECORD_FLAG_BEGIN | RECORD_FLAG_END,
+            version: 1,
+            position: 5,
+            changeset: 1,
+            timestamp_us: 1,
+            event_id: None,
+            event_type: b"Bench",
+            key: b"",
+            commit_metadata: b"",
+            metadata: &[1; 32],
+            data: &[2; 256],
+            control: None,
+            prev_position: Some(0),
+        };
+        let (mut long, mut compact) = (Vec::new(), Vec::new());
+        encode_record_as(&fields, false, &mut long);
+        encode_record(&fields, &mut compact);
+        // W5's event: 376 bytes in formats 4 and 5, 344 in format 6.
+        assert_eq!((long.len(), compact.len()), (376, 344));
+        assert!(compact_fits(
+            u32::MAX.into(),
+            u32::MAX.into(),
+            u32::MAX.into(),
+            65_535
+        ));
+        assert!(!compact_fits(u64::from(u32::MAX) + 1, 1, 1, 0));
+        assert!(!compact_fits(1, u64::from(u32::MAX) + 1, 1, 0));
+        assert!(!compact_fits(1, 1, u64::from(u32::MAX) + 1, 0));
+        assert!(!compact_fits(1, 1, 1, 65_536));
+        // COMPACT without PACKED, and a link at or past the record's own position, are refused
+        // even under a valid CRC.
+        let refit = |bytes: &mut Vec<u8>| {
+            let len = u32::from_le_bytes(bytes[4..8].try_into().unwrap()) as usize;
+            let crc = record_crc(&bytes[..len]);
+            bytes[8..12].copy_from_slice(&crc.to_le_bytes());
+        };
+        let mut unpacked = compact.clone();
+        unpacked[3] &= !RECORD_FLAG_PACKED;
+        refit(&mut unpacked);
+        assert_eq!(
+            decode_record(&unpacked),
+            Err(DecodeError::Invalid("a compact record outside a pack"))
+        );
+        for delta in [5u32, 6] {
+            let mut ahead = compact.clone();
+            ahead[28..32].copy_from_slice(&delta.to_le_bytes());
+            refit(&mut ahead);
+            assert_eq!(
+                decode_record(&ahead),
+                Err(DecodeError::Invalid("prev_delta beyond position"))
+            );
         }
     }
 

@@ -10,7 +10,9 @@ use streamlog::format::keys::{decode_entries, KeysHeader};
 use streamlog::format::projection::{decode_posting, PostingsHeader};
 use streamlog::format::removals::Removal;
 use streamlog::format::manifest::Manifest;
-use streamlog::format::segment::{decode_record, peek_record_header, SegmentHeader};
+use streamlog::format::segment::{
+    decode_record, peek_record_header, SegmentHeader, RECORD_FLAG_COMPACT,
+};
 use streamlog::format::subscription::{SubscriptionCheckpoint, SubscriptionHeader};
 
 fuzz_target!(|data: &[u8]| {
@@ -52,6 +54,26 @@ fuzz_target!(|data: &[u8]| {
         let _ = decode_frame(&frame, 7);
     }
     let _ = peek_record_header(data);
+    // The same bytes as a record whose magic, length and checksum are right, so that the checks
+    // behind the checksum run too, for both headers (the flags byte picks one).
+    if data.len() >= 12 && data.len() < u32::MAX as usize {
+        let mut record = data.to_vec();
+        record[..2].copy_from_slice(&0x4C53u16.to_le_bytes());
+        record[4..8].copy_from_slice(&(data.len() as u32).to_le_bytes());
+        let crc = crc32c::crc32c_append(crc32c::crc32c(&record[..8]), &record[12..]);
+        record[8..12].copy_from_slice(&crc.to_le_bytes());
+        if let Ok(r) = decode_record(&record) {
+            assert!(r.body_offset <= record.len());
+            assert!(r.version > 0 && r.position > 0 && r.changeset > 0);
+            if r.flags & RECORD_FLAG_COMPACT != 0 {
+                // A compact link cannot point at or past its own record.
+                assert!(r.prev_position.is_some_and(|p| p < r.position));
+            }
+            let peek = peek_record_header(&record).expect("a decoded record peeks");
+            assert_eq!(peek.record_bytes as usize, record.len());
+            assert_eq!(peek.position, Some(r.position));
+        }
+    }
     let mut at = 0;
     while at < data.len() {
         match decode_record(&data[at..]) {
