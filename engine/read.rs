@@ -313,7 +313,7 @@ impl StreamIter {
         let pack = self
             .shared
             .maps
-            .pack(link.pack, link.offset + link.padded_bytes)?
+            .pack_record(link.pack, link.offset)?
             .ok_or_else(|| {
                 Error::corrupt(
                     crate::layout::pack_path(&self.shared.root, link.pack),

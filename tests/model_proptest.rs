@@ -1,6 +1,7 @@
 //! Random operation sequences against a simple in-memory model (issue 3, property tests), on
 //! the simulated disk: appends with every kind of expected version, idempotent retries, reads
-//! both ways, reopening in the middle; and, in the second property, injected I/O faults (EIO,
+//! both ways, closes and deletes of streams, reopening in the middle; and, in the second
+//! property, injected I/O faults (EIO,
 //! ENOSPC, short writes) and power cuts at random I/O calls. The harness is `tests/model/`,
 //! shared with the `api_model` fuzz target.
 //!

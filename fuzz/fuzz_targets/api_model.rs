@@ -1,7 +1,7 @@
 //! Arbitrary sequences of API operations (appends with every kind of expected version,
-//! idempotent retries, reads both ways, reopening), with I/O faults and power cuts injected at
-//! chosen calls, run against the in-memory model of `tests/model/` (fault-matrix row 22). Any
-//! disagreement, panic or hang is a finding.
+//! idempotent retries, reads both ways, closes and deletes of streams, reopening), with I/O
+//! faults and power cuts injected at chosen calls, run against the in-memory model of
+//! `tests/model/` (fault-matrix row 22). Any disagreement, panic or hang is a finding.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;

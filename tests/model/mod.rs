@@ -8,10 +8,18 @@
 //! `Io` (a failed lookup, before anything was written) or `Poisoned` on an already poisoned
 //! handle wrote nothing; the one append whose failure poisoned the handle (or that a power cut
 //! interrupted) is, after reopening, either wholly there, as the newest append, or absent.
+//!
+//! Closes and deletes (issue 6) follow the same rules: one that returned `Ok` took one position
+//! (its control record, which readers never see); a closed stream refuses appends with
+//! `StreamClosed`, a deleted one refuses appends and reads with `StreamDeleted` and `read_all`
+//! skips its events; the one whose failure poisoned the handle is, after reopening, done (it
+//! took the next position) or not. A delete can poison the handle after its commit (its
+//! `REMOVALS` record failed): until the reopen, the handle may already show the stream
+//! deleted, and the model accepts both.
 
 #![allow(dead_code)]
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::ErrorKind;
 use std::path::Path;
 use std::sync::Arc;
@@ -52,6 +60,15 @@ pub enum Op {
     },
     /// Close and open again on the same disk.
     Reopen,
+    /// `close_stream`: no more appends; one control record takes a position.
+    Close {
+        stream: u8,
+    },
+    /// `delete_stream`: reads and appends give `StreamDeleted`, `read_all` skips its events; the
+    /// tombstone takes a position.
+    Delete {
+        stream: u8,
+    },
     /// Fail the n-th I/O call from now: EIO, ENOSPC, or a short write.
     Fault {
         after: u16,
@@ -119,6 +136,17 @@ pub fn decode(bytes: &[u8], faults: bool) -> Vec<Op> {
                     backward: from & 0x80 != 0,
                 }
             }
+            // Tag 12 with its high bit: a lifecycle operation (tag 12 alone reopens, as it did
+            // before lifecycle operations came: earlier findings keep their meaning).
+            12 if tag & 0x80 != 0 => {
+                let b = c.next();
+                let stream = (b >> 1) % 4;
+                if b & 1 == 0 {
+                    Op::Close { stream }
+                } else {
+                    Op::Delete { stream }
+                }
+            }
             13 | 14 if faults => {
                 let after = u16::from(c.next() % 64);
                 Op::Fault {
@@ -156,10 +184,21 @@ struct ModelEvent {
     key: Option<u8>,
 }
 
-/// An append (of one part, or of the parts of a multi-stream append) whose outcome is unknown
-/// until the next open: all of it is there, or none.
-struct Maybe {
-    parts: Vec<(String, Vec<ModelEvent>)>,
+/// An operation whose outcome is unknown until the next open: all of it is there, or none.
+enum Maybe {
+    /// An append, of one part or of the parts of a multi-stream append.
+    Append {
+        parts: Vec<(String, Vec<ModelEvent>)>,
+    },
+    /// A close (`delete` false) or a delete of `stream`: one control record, one position.
+    Control { stream: String, delete: bool },
+}
+
+/// Why a stream refuses appends.
+#[derive(Debug, Clone, Copy)]
+enum Blocked {
+    Deleted,
+    Closed,
 }
 
 struct LastAppend {
@@ -178,8 +217,12 @@ pub struct Harness {
     streams: BTreeMap<String, Vec<ModelEvent>>,
     /// Appends committed per stream: its last changeset number.
     changesets: BTreeMap<String, u64>,
-    /// (stream, version) by position - 1.
-    global: Vec<(String, u64)>,
+    /// (stream, version) by position - 1; `None` for a control record's position (a close,
+    /// a tombstone), which readers never see.
+    global: Vec<Option<(String, u64)>>,
+    closed: BTreeSet<String>,
+    /// Deleted streams keep their events here (their positions stay taken), unread.
+    deleted: BTreeSet<String>,
     poisoned: bool,
     maybe: Option<Maybe>,
     power_cut_armed: bool,
@@ -222,6 +265,8 @@ impl Harness {
             streams: BTreeMap::new(),
             global: Vec::new(),
             changesets: BTreeMap::new(),
+            closed: BTreeSet::new(),
+            deleted: BTreeSet::new(),
             poisoned: false,
             maybe: None,
             power_cut_armed: false,
@@ -269,6 +314,8 @@ impl Harness {
             } => self.read_stream(*stream, *from, *backward),
             Op::ReadAll { from, backward } => self.read_all(*from, *backward),
             Op::Reopen => self.reopen(),
+            Op::Close { stream } => self.control(*stream, false),
+            Op::Delete { stream } => self.control(*stream, true),
             Op::Fault { after, kind } => {
                 let kind = [
                     ErrorKind::Other,
@@ -359,6 +406,10 @@ impl Harness {
             request = request.deduplicate();
         }
         let result = self.store().append_with(request);
+        if let Some(blocked) = self.blocked(&stream) {
+            self.last = None;
+            return self.refused(&stream, blocked, result.map(|_| ()));
+        }
         match result {
             Ok(r) if ok && model_events.is_empty() => {
                 // Every event repeats the newest of its key: nothing written.
@@ -433,7 +484,7 @@ impl Harness {
                 ensure!(self.faulty(), "{stream}: poisoned with no fault injected");
                 if !self.poisoned && ok && !model_events.is_empty() {
                     // The append that met the fault: its outcome is settled at the next open.
-                    self.maybe = Some(Maybe {
+                    self.maybe = Some(Maybe::Append {
                         parts: vec![(stream, model_events)],
                     });
                 }
@@ -516,6 +567,13 @@ impl Harness {
             );
             return Ok(());
         }
+        // The first part, in order, whose stream is deleted or closed refuses the whole unit.
+        if let Some((name, blocked)) = names
+            .iter()
+            .find_map(|n| self.blocked(n).map(|b| (n.clone(), b)))
+        {
+            return self.refused(&name, blocked, result.map(|_| ()));
+        }
         match result {
             Ok(rs) => {
                 ensure!(
@@ -548,7 +606,7 @@ impl Harness {
             Err(Error::Poisoned { .. }) => {
                 ensure!(self.faulty(), "poisoned with no fault injected");
                 if !self.poisoned && all_ok {
-                    self.maybe = Some(Maybe { parts: model_parts });
+                    self.maybe = Some(Maybe::Append { parts: model_parts });
                 }
                 self.poisoned = true;
                 Ok(())
@@ -561,12 +619,144 @@ impl Harness {
         }
     }
 
+    /// What refuses any append to `stream` before its expectation is looked at.
+    fn blocked(&self, stream: &str) -> Option<Blocked> {
+        if self.deleted.contains(stream) {
+            Some(Blocked::Deleted)
+        } else if self.closed.contains(stream) {
+            Some(Blocked::Closed)
+        } else {
+            None
+        }
+    }
+
+    /// An append to a deleted or closed stream: refused with that error, or an I/O error or
+    /// the poison of a fault.
+    fn refused(
+        &mut self,
+        stream: &str,
+        blocked: Blocked,
+        result: streamlog::Result<()>,
+    ) -> Result<(), String> {
+        match (result, blocked) {
+            (Err(Error::StreamDeleted { .. }), Blocked::Deleted)
+            | (Err(Error::StreamClosed { .. }), Blocked::Closed) => Ok(()),
+            (Err(Error::Io { .. }), _) if self.faulty() => Ok(()),
+            (Err(Error::Poisoned { .. }), _) if self.faulty() => {
+                self.poisoned = true;
+                Ok(())
+            }
+            (other, _) => Err(format!("{stream}: {blocked:?}, an append gave {other:?}")),
+        }
+    }
+
+    /// The stream of a delete whose outcome the next open settles.
+    fn maybe_deleted(&self) -> Option<&String> {
+        match &self.maybe {
+            Some(Maybe::Control {
+                stream,
+                delete: true,
+            }) => Some(stream),
+            _ => None,
+        }
+    }
+
+    /// The stream and version of the event at position `p`, when readers see it.
+    fn visible(&self, p: u64) -> Option<(&String, &u64)> {
+        let (stream, version) = self
+            .global
+            .get(usize::try_from(p).ok()?.checked_sub(1)?)?
+            .as_ref()?;
+        (!self.deleted.contains(stream)).then_some((stream, version))
+    }
+
+    /// Close (`delete` false) or delete stream `m-<stream>`.
+    fn control(&mut self, stream: u8, delete: bool) -> Result<(), String> {
+        self.last = None;
+        let stream = format!("m-{stream}");
+        let what = if delete { "delete" } else { "close" };
+        let exists = self.streams.get(&stream).is_some_and(|e| !e.is_empty());
+        let deleted = self.deleted.contains(&stream);
+        let result = if delete {
+            self.store().delete_stream(&stream)
+        } else {
+            self.store().close_stream(&stream)
+        };
+        if std::env::var("MODEL_TRACE").is_ok() {
+            eprintln!("{what} of {stream}: {result:?}");
+        }
+        match result {
+            Ok(()) => {
+                ensure!(!self.poisoned, "a {what} succeeded on a poisoned handle");
+                ensure!(
+                    exists && !deleted,
+                    "{what} of {stream} succeeded (exists {exists}, deleted {deleted})"
+                );
+                // Closing a closed stream does nothing.
+                if delete || !self.closed.contains(&stream) {
+                    self.apply_control(&stream, delete);
+                }
+                ensure!(
+                    self.store().head_position().get() == self.global.len() as u64,
+                    "{what} of {stream}: head {}, model {}",
+                    self.store().head_position().get(),
+                    self.global.len()
+                );
+                Ok(())
+            }
+            Err(Error::StreamDeleted { .. }) => {
+                ensure!(
+                    deleted,
+                    "{what} of {stream}: StreamDeleted, model not deleted"
+                );
+                Ok(())
+            }
+            Err(Error::StreamNotFound { .. }) => {
+                ensure!(
+                    !exists && !deleted,
+                    "{what} of {stream}: StreamNotFound, model has it"
+                );
+                Ok(())
+            }
+            Err(Error::Poisoned { .. }) => {
+                ensure!(
+                    self.faulty(),
+                    "{what} of {stream}: poisoned with no fault injected"
+                );
+                let changes = exists && !deleted && (delete || !self.closed.contains(&stream));
+                if !self.poisoned && changes {
+                    self.maybe = Some(Maybe::Control { stream, delete });
+                }
+                self.poisoned = true;
+                Ok(())
+            }
+            Err(Error::Io { .. }) => {
+                ensure!(
+                    self.faulty(),
+                    "{what} of {stream}: I/O error with no fault injected"
+                );
+                Ok(())
+            }
+            Err(e) => Err(format!("{what} of {stream}: unexpected error {e}")),
+        }
+    }
+
+    fn apply_control(&mut self, stream: &str, delete: bool) {
+        self.global.push(None);
+        if delete {
+            self.deleted.insert(stream.to_string());
+        } else {
+            self.closed.insert(stream.to_string());
+        }
+    }
+
     fn commit(&mut self, stream: &str, events: Vec<ModelEvent>) {
         *self.changesets.entry(stream.to_string()).or_default() += 1;
         let entry = self.streams.entry(stream.to_string()).or_default();
         for e in events {
             entry.push(e);
-            self.global.push((stream.to_string(), entry.len() as u64));
+            self.global
+                .push(Some((stream.to_string(), entry.len() as u64)));
         }
     }
 
@@ -584,6 +774,10 @@ impl Harness {
             request = request.deduplicate();
         }
         let result = self.store().append_with(request);
+        if let Some(blocked) = self.blocked(&last.stream) {
+            let stream = last.stream.clone();
+            return self.refused(&stream, blocked, result.map(|_| ()));
+        }
         match result {
             Ok(again) => {
                 ensure!(with_ids, "a retry without ids succeeded");
@@ -612,6 +806,21 @@ impl Harness {
         let result = self
             .store()
             .read_stream(&stream, u64::from(from), direction);
+        // A delete that poisoned the handle after its commit shows until the next open.
+        let maybe_deleted = self.maybe_deleted() == Some(&stream);
+        if maybe_deleted && matches!(result, Err(Error::StreamDeleted { .. })) {
+            return Ok(());
+        }
+        if self.deleted.contains(&stream) {
+            return match result {
+                Err(Error::StreamDeleted { .. }) => Ok(()),
+                Err(Error::Io { .. }) if self.faulty() => Ok(()),
+                other => Err(format!(
+                    "{stream}: deleted, read gave {:?}",
+                    other.map(|_| "an iterator")
+                )),
+            };
+        }
         let events = match (result, self.streams.get(&stream)) {
             (Err(Error::StreamNotFound { .. }), None) => return Ok(()),
             (Err(Error::Io { .. }), _) if self.faulty() => return Ok(()),
@@ -664,13 +873,18 @@ impl Harness {
             (
                 Position::from(from),
                 Direction::Backward,
-                (1..=from.min(head)).rev().collect(),
+                (1..=from.min(head))
+                    .rev()
+                    .filter(|p| self.visible(*p).is_some())
+                    .collect(),
             )
         } else {
             (
                 Position::from(from),
                 Direction::Forward,
-                (from.max(1)..=head).collect(),
+                (from.max(1)..=head)
+                    .filter(|p| self.visible(*p).is_some())
+                    .collect(),
             )
         };
         let iter = match self.store().read_all(start, direction) {
@@ -683,10 +897,9 @@ impl Harness {
             match e {
                 Ok(e) => {
                     let p = e.position().get();
-                    let (stream, version) = self
-                        .global
-                        .get(p as usize - 1)
-                        .ok_or_else(|| format!("read_all: position {p} beyond the model"))?;
+                    let (stream, version) = self.visible(p).ok_or_else(|| {
+                        format!("read_all: position {p} is no visible event of the model")
+                    })?;
                     ensure!(
                         e.stream_id() == stream && e.version() == *version,
                         "read_all: position {p} is {}@{}, model {stream}@{version}",
@@ -704,8 +917,17 @@ impl Harness {
                 Err(e) => return Err(format!("read_all: {e}")),
             }
         }
+        // A delete that poisoned the handle after its commit may hide its stream already.
+        let hidden = self.maybe_deleted().is_some_and(|gone| {
+            let without: Vec<u64> = expected
+                .iter()
+                .copied()
+                .filter(|p| self.visible(*p).is_some_and(|(s, _)| s != gone))
+                .collect();
+            got == without
+        });
         ensure!(
-            got == expected,
+            got == expected || hidden,
             "read_all from {from}: positions {got:?}, model {expected:?}"
         );
         Ok(())
@@ -747,11 +969,26 @@ impl Harness {
 
     /// The append whose failure poisoned the handle: wholly there as the newest, or absent.
     fn settle(&mut self) -> Result<(), String> {
-        let Some(maybe) = self.maybe.take() else {
-            return Ok(());
+        let parts = match self.maybe.take() {
+            None => return Ok(()),
+            Some(Maybe::Append { parts }) => parts,
+            Some(Maybe::Control { stream, delete }) => {
+                // Nothing else committed after it (the handle was poisoned): it took the next
+                // position, or none.
+                let head = self.store().head_position().get();
+                let len = self.global.len() as u64;
+                ensure!(
+                    head == len || head == len + 1,
+                    "{stream}: head {head} after a failed control record at {len}"
+                );
+                if head == len + 1 {
+                    self.apply_control(&stream, delete);
+                }
+                return Ok(());
+            }
         };
         let mut present = Vec::new();
-        for (stream, events) in &maybe.parts {
+        for (stream, events) in &parts {
             let current = self.streams.get(stream).map_or(0, Vec::len) as u64;
             let stored = self
                 .store()
@@ -773,7 +1010,7 @@ impl Harness {
             return Ok(());
         }
         let mut next = self.global.len() as u64 + 1;
-        for (stream, mut events) in maybe.parts {
+        for (stream, mut events) in parts {
             for e in &mut events {
                 e.position = next;
                 next += 1;
@@ -794,11 +1031,14 @@ impl Harness {
             .map_err(|e| format!("read_all: {e}"))?
             .collect::<Result<_, _>>()
             .map_err(|e| format!("read_all: {e}"))?;
+        let visible: Vec<(&String, &u64)> = (1..=self.global.len() as u64)
+            .filter_map(|p| self.visible(p))
+            .collect();
         ensure!(
-            all.len() == self.global.len(),
+            all.len() == visible.len(),
             "{} events, model {}",
             all.len(),
-            self.global.len()
+            visible.len()
         );
         ensure!(
             store.head_position().get() == self.global.len() as u64,
@@ -806,7 +1046,7 @@ impl Harness {
             store.head_position().get(),
             self.global.len()
         );
-        for (e, (stream, version)) in all.iter().zip(&self.global) {
+        for (e, (stream, version)) in all.iter().zip(visible) {
             let m = &self.streams[stream][*version as usize - 1];
             ensure!(
                 e.stream_id() == stream
@@ -831,6 +1071,32 @@ impl Harness {
             );
         }
         for (stream, events) in &self.streams {
+            if self.deleted.contains(stream) {
+                ensure!(
+                    matches!(
+                        store.stream_version(stream),
+                        Err(Error::StreamDeleted { .. })
+                    ),
+                    "{stream}: deleted, the store says otherwise"
+                );
+                continue;
+            }
+            // A closed stream refuses an append before looking at its expectation; an open one
+            // refuses this expectation: nothing is written either way.
+            let probe = store.append(
+                stream,
+                ExpectedVersion::Exact(u64::MAX),
+                [event_of(&events[0])],
+            );
+            let closed = self.closed.contains(stream);
+            ensure!(
+                matches!(
+                    (&probe, closed),
+                    (Err(Error::StreamClosed { .. }), true)
+                        | (Err(Error::WrongExpectedVersion { .. }), false)
+                ),
+                "{stream}: closed {closed} in the model, an append gave {probe:?}"
+            );
             let v = store
                 .stream_version(stream)
                 .map_err(|e| format!("{stream}: {e}"))?;
