@@ -425,9 +425,7 @@ fn packed_prefix(
     entry: &crate::format::pack::TableEntry,
     entry_offset: u64,
 ) -> Result<PackedState> {
-    let last = shared
-        .packs
-        .last_of(key)
+    let last = crate::packs::last_position(shared, key)?
         .or(entry.last_position)
         .ok_or_else(|| {
             // Recovery wrote the slot of every stream whose records came after the last flush

@@ -140,7 +140,35 @@ impl Packs {
 
     /// The flush that wrote `written` in place is durable: forget what it covered (a batch
     /// published since may have moved a field on: keep that).
+    ///
+    /// The cached tables learn the new `last_position`s first. A stream looked up later finds
+    /// its last position in one of the two (`last_position` asks in that order): without this,
+    /// a stream loaded again after the flush (evicted from the catalog, or the catalog cleared
+    /// by a poison) read the cached entry as the table was before it, and found no end, or an
+    /// older one (the `api_model` fuzzer found it, session 10).
     pub fn flushed(&self, written: &Dirty) {
+        {
+            let mut tables = lock(&self.tables);
+            // A table read from disk before this flush wrote in place must not be cached after
+            // this update: `table` caches a read only if no change came meanwhile.
+            self.adds.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+            for (key, (last, entry_offset)) in &written.last {
+                let Some(t) = tables.map.get_mut(&crate::layout::fanout(key.hash)) else {
+                    continue;
+                };
+                let Ok(i) = t.entries.binary_search_by_key(entry_offset, |(_, at)| *at) else {
+                    continue;
+                };
+                let (e, _) = &t.entries[i];
+                if e.stream_hash != key.hash
+                    || e.collision != key.collision
+                    || e.last_position.is_some_and(|p| p >= *last)
+                {
+                    continue;
+                }
+                std::sync::Arc::make_mut(t).entries[i].0.last_position = Some(*last);
+            }
+        }
         let mut d = lock(&self.dirty);
         for (key, value) in &written.last {
             if d.last.get(key) == Some(value) {
@@ -153,6 +181,28 @@ impl Packs {
             }
         }
     }
+}
+
+/// The last packed position of `key`: what this process published since the last flush, else
+/// what a flush (or recovery) wrote in its table entry; `None` for a stream not in a table, or
+/// whose entry no flush wrote. The published state is asked first: a flush updates the cached
+/// table before it forgets the published value (`Packs::flushed`), so a miss there means the
+/// table, from the cache or read now, holds the newest.
+///
+/// # Errors
+/// Reading the table.
+pub fn last_position(shared: &Shared, key: StreamKey) -> Result<Option<u64>> {
+    if let Some(last) = shared.packs.last_of(key) {
+        return Ok(Some(last));
+    }
+    let Some(table) = table(shared, crate::layout::fanout(key.hash))? else {
+        return Ok(None);
+    };
+    Ok(table
+        .entries
+        .iter()
+        .find(|(e, _)| e.stream_hash == key.hash && e.collision == key.collision)
+        .and_then(|(e, _)| e.last_position))
 }
 
 /// Fan-out `fanout`'s table, from the cache or read (and cached); `None` when it does not
@@ -468,17 +518,7 @@ pub fn packed_base(
     shared: &Shared,
     key: StreamKey,
 ) -> Result<Option<(crate::format::segment::Control, u64)>> {
-    let Some(table) = table(shared, crate::layout::fanout(key.hash))? else {
-        return Ok(None);
-    };
-    let Some((entry, _)) = table
-        .entries
-        .iter()
-        .find(|(e, _)| e.stream_hash == key.hash && e.collision == key.collision)
-    else {
-        return Ok(None);
-    };
-    let Some(last) = shared.packs.last_of(key).or(entry.last_position) else {
+    let Some(last) = last_position(shared, key)? else {
         return Ok(None);
     };
     // The newest record only: `walk` would go on down a chain a tombstone does not have.

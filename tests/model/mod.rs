@@ -406,6 +406,9 @@ impl Harness {
             request = request.deduplicate();
         }
         let result = self.store().append_with(request);
+        if std::env::var("MODEL_TRACE").is_ok() {
+            eprintln!("append to {stream}: {result:?}");
+        }
         if let Some(blocked) = self.blocked(&stream) {
             self.last = None;
             return self.refused(&stream, blocked, result.map(|_| ()));
@@ -560,6 +563,9 @@ impl Harness {
             model_parts.push((name.clone(), events));
         }
         let result = self.store().append_multi(parts);
+        if std::env::var("MODEL_TRACE").is_ok() {
+            eprintln!("multi-stream append to {names:?}: {result:?}");
+        }
         if names[0] == names[1] {
             ensure!(
                 matches!(result, Err(Error::InvalidAppend { .. })),
