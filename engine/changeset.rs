@@ -111,7 +111,15 @@ where
     loop {
         match events.peek() {
             Some(Ok(next)) if group.continues_with(next) => {}
-            // An error is reported on the next call, after this changeset.
+            // An error inside the changeset (its last event so far does not end its append):
+            // the error comes now, in its place. A changeset cut short by an I/O error would
+            // pass for one a truncation cut (`is_whole` false), and a retry with event ids would
+            // be refused as a conflict instead of failing with the I/O error (the `api_model`
+            // fuzzer found it, session 10).
+            Some(Err(_)) if !group.last().is_append_end() => {
+                return events.next().map(|r| r.map(|_| group));
+            }
+            // An error after it is reported on the next call.
             _ => return Some(Ok(group)),
         }
         if let Some(Ok(next)) = events.next() {

@@ -323,7 +323,8 @@ impl Store {
     }
 
     /// The changesets (appends) of a stream, from changeset number `from` on, each with its
-    /// events and commit metadata.
+    /// events and commit metadata. An error reading an event inside a changeset is yielded in
+    /// that changeset's place, never a part of it as if whole.
     ///
     /// # Errors
     /// `StreamNotFound`, `StreamDeleted`, `InvalidStreamId`, `Corrupt`, `Io`.
