@@ -745,6 +745,28 @@ fn verify_record(
             }
         }
     }
+    // A torn write that reached the record's bytes but not all of its padding: every reader
+    // takes the committed data to end at the padded end (where the next record goes), so the
+    // file is extended with the zeros it lacks, durably.
+    let padded_end = offset + r.padded_bytes;
+    let file_end = offset + bytes.len() as u64;
+    if padded_end > file_end {
+        let path = if packed {
+            crate::layout::pack_path(&shared.root, segment)
+        } else {
+            crate::layout::segment_path(&shared.root, key, segment)
+        };
+        tracing::warn!(path = %path.display(), offset = file_end, bytes = padded_end - file_end,
+            "restoring the padding of a committed record");
+        let file = shared
+            .backend
+            .open(&path, crate::storage::OpenMode::ReadWrite)
+            .map_err(|e| Error::io("open", &path, e))?;
+        file.set_len(padded_end)
+            .map_err(|e| Error::io("extend", &path, e))?;
+        file.sync_data()
+            .map_err(|e| Error::io("fdatasync", &path, e))?;
+    }
     Ok(Ok(verified))
 }
 
