@@ -587,10 +587,10 @@ pub struct AllIter {
     pending: Option<Error>,
     failed: bool,
     /// Streams' base records looked at: the last position each one's rewrite removed.
-    covers: std::collections::HashMap<StreamKey, u64>,
+    covers: KeyMap<StreamKey, u64>,
     /// The truncations (`REMOVALS`), read when the first window is loaded: events they removed
     /// may still be in the segments.
-    removals: Option<Arc<std::collections::HashMap<StreamKey, crate::removals::Covers>>>,
+    removals: Option<Arc<KeyMap<StreamKey, crate::removals::Covers>>>,
     /// With `skip_invalidated`: every stream's invalidated changesets.
     invalid: Option<Arc<crate::removals::Invalidations>>,
     /// Read only these positions (increasing), not a range: an index's postings (§17).
@@ -653,7 +653,7 @@ impl AllIter {
             window: std::collections::VecDeque::new(),
             pending: None,
             failed: false,
-            covers: std::collections::HashMap::new(),
+            covers: KeyMap::default(),
             removals: None,
             invalid: None,
             list: None,

@@ -8,7 +8,7 @@ use crate::format::removals::{
     decode_header, encode_header, Removal, REMOVALS_HEADER_BYTES, REMOVAL_BYTES,
     REMOVAL_KIND_INVALIDATE, REMOVAL_KIND_TRUNCATE,
 };
-use crate::layout::{StreamKey, REMOVALS_FILE};
+use crate::layout::{KeyMap, StreamKey, REMOVALS_FILE};
 use crate::options::SyncMode;
 use crate::shared::Shared;
 use crate::storage::{FileHandle, OpenMode};
@@ -28,7 +28,7 @@ pub struct Removals {
 
 struct Loaded {
     /// Shared with readers, which hold it; changed in place when none does, else copied.
-    map: Arc<HashMap<StreamKey, Covers>>,
+    map: Arc<KeyMap<StreamKey, Covers>>,
     /// Likewise.
     invalid: Arc<Invalidations>,
     /// Where the next record goes: after the last valid one.
@@ -62,7 +62,7 @@ impl Removals {
     }
 
     /// Every truncation, as one map (shared, not copied).
-    pub fn map(&self, shared: &Shared) -> Result<Arc<HashMap<StreamKey, Covers>>> {
+    pub fn map(&self, shared: &Shared) -> Result<Arc<KeyMap<StreamKey, Covers>>> {
         let guard = self.load(shared)?;
         Ok(Arc::clone(&guard.as_ref().expect("loaded above").map))
     }
@@ -162,7 +162,7 @@ fn load(shared: &Shared) -> Result<Loaded> {
         Ok(f) => f,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             return Ok(Loaded {
-                map: Arc::new(HashMap::new()),
+                map: Arc::new(KeyMap::default()),
                 invalid: Arc::new(HashMap::new()),
                 end: REMOVALS_HEADER_BYTES,
                 file: None,
@@ -181,7 +181,7 @@ fn load(shared: &Shared) -> Result<Loaded> {
     if store_id != shared.manifest.store_id {
         return Err(Error::corrupt(&path, 16, "removals file of another store"));
     }
-    let mut map: HashMap<StreamKey, Covers> = HashMap::new();
+    let mut map: KeyMap<StreamKey, Covers> = KeyMap::default();
     let mut invalid = Invalidations::new();
     // Invalidations of batches not published yet are added when they are.
     let head = shared.head();

@@ -111,7 +111,7 @@ impl Shared {
     pub fn removed_into(
         &self,
         keys: impl Iterator<Item = crate::layout::StreamKey>,
-        covers: &mut std::collections::HashMap<crate::layout::StreamKey, u64>,
+        covers: &mut crate::layout::KeyMap<crate::layout::StreamKey, u64>,
     ) {
         let removed = self
             .removed
