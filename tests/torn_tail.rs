@@ -216,7 +216,8 @@ fn every_cut_length_of_the_unacknowledged_append_recovers() {
             whole = last_end;
         }
         assert!(whole > next.records.len() - 8, "{layout:?}: {whole}");
-        for len in (0..whole).step_by(13).chain([whole - 1]) {
+        // The base store, with the append's index entries durable and its records cut at `len`.
+        let cut = |len: usize| {
             let dir = root.path().join(format!("cut-{len}"));
             copy_dir(&base, &dir);
             std::fs::remove_file(dir.join("LOCK")).ok();
@@ -226,19 +227,14 @@ fn every_cut_length_of_the_unacknowledged_append_recovers() {
                 next.segment_offset,
                 &next.records[..len],
             );
-            drop(check_recovered(&dir, next.layout));
+            dir
+        };
+        for len in (0..whole).step_by(13).chain([whole - 1]) {
+            drop(check_recovered(&cut(len), next.layout));
         }
         if whole < next.records.len() {
             // Only padding missing: the append is whole, and kept; the next one follows it.
-            let dir = root.path().join("padding");
-            copy_dir(&base, &dir);
-            std::fs::remove_file(dir.join("LOCK")).ok();
-            write_at(&index_path_of(&dir), next.index_offset, &next.entries);
-            write_at(
-                &next.layout.records_file(&dir),
-                next.segment_offset,
-                &next.records[..whole],
-            );
+            let dir = cut(whole);
             let store = Store::open_with(&dir, layout.options()).unwrap();
             assert_eq!(store.head_position().get(), 12, "{layout:?}");
             // The last record, short of its padding, reads back before anything follows it.
