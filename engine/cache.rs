@@ -182,18 +182,27 @@ impl MapCache {
         &self,
         position: u64,
     ) -> Result<std::result::Result<Option<IndexEntry>, crate::format::DecodeError>> {
-        let (file, offset) = crate::format::index::locate(position, self.entries_per_file);
+        let (file, _) = crate::format::index::locate(position, self.entries_per_file);
         let mapping = self.index_file(file)?;
+        Ok(self.entry_in(&mapping, position))
+    }
+
+    /// The entry of `position` in `mapping`, its index file as `index_file` returned it (dense
+    /// or compacted): for a reader of many positions, which takes each file's mapping once
+    /// rather than a lock and a reference count per entry.
+    pub fn entry_in(
+        &self,
+        mapping: &Mapping,
+        position: u64,
+    ) -> std::result::Result<Option<IndexEntry>, crate::format::DecodeError> {
+        let (_, offset) = crate::format::index::locate(position, self.entries_per_file);
         let header_bytes = crate::format::index::INDEX_HEADER_BYTES as usize;
         // The header was checked when the file was mapped; byte 12 holds `entry_bytes`.
         if u64::from(mapping[12]) == crate::format::index::INDEX_SPARSE_ENTRY_BYTES {
-            return Ok(crate::format::index::sparse_lookup(
-                &mapping[header_bytes..],
-                position,
-            ));
+            return crate::format::index::sparse_lookup(&mapping[header_bytes..], position);
         }
         let at = offset as usize;
-        Ok(IndexEntry::decode(&mapping[at..at + INDEX_ENTRY_BYTES as usize], position).map(Some))
+        IndexEntry::decode(&mapping[at..at + INDEX_ENTRY_BYTES as usize], position).map(Some)
     }
 
     /// Forget a mapped index file (after the writer or recovery changed its length).

@@ -716,8 +716,22 @@ impl AllIter {
             }
         };
         let mut entries = Vec::new();
+        let maps = &self.shared.maps;
+        // The index file of the positions at hand, taken once per file (a window spans one or
+        // two): a lookup per entry took a lock and a reference count each time.
+        let mut file: Option<(u64, Arc<crate::mapping::Mapping>)> = None;
         for position in positions {
-            let entry = match self.shared.maps.index_entry(position) {
+            let (number, _) =
+                crate::format::index::locate(position, self.shared.manifest.index_entries_per_file);
+            let looked_up = match &file {
+                Some((n, m)) if *n == number => Ok(maps.entry_in(m, position)),
+                _ => maps.index_file(number).map(|m| {
+                    let entry = maps.entry_in(&m, position);
+                    file = Some((number, m));
+                    entry
+                }),
+            };
+            let entry = match looked_up {
                 Ok(Ok(Some(e))) => e,
                 // Removed by a rewrite and compacted away (segment-format.md §4): skipped.
                 Ok(Ok(None)) => {
