@@ -622,11 +622,7 @@ fn find_packed_entry(
     let Some(table) = crate::packs::table(shared, crate::layout::fanout(key.hash))? else {
         return Ok(None);
     };
-    Ok(table
-        .entries
-        .iter()
-        .find(|(e, _)| e.stream_hash == key.hash && e.collision == key.collision)
-        .cloned())
+    Ok(table.entry(key).cloned())
 }
 
 /// The base record opening a rewritten segment 0, with its position.

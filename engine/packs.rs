@@ -198,11 +198,7 @@ pub fn last_position(shared: &Shared, key: StreamKey) -> Result<Option<u64>> {
     let Some(table) = table(shared, crate::layout::fanout(key.hash))? else {
         return Ok(None);
     };
-    Ok(table
-        .entries
-        .iter()
-        .find(|(e, _)| e.stream_hash == key.hash && e.collision == key.collision)
-        .and_then(|(e, _)| e.last_position))
+    Ok(table.entry(key).and_then(|(e, _)| e.last_position))
 }
 
 /// Fan-out `fanout`'s table, from the cache or read (and cached); `None` when it does not
@@ -241,11 +237,16 @@ pub struct Table {
 }
 
 impl Table {
-    /// The id of packed stream `key`, if it is in this table.
-    pub fn stream_id(&self, key: StreamKey) -> Option<std::sync::Arc<str>> {
+    /// Packed stream `key`'s entry and its offset, if it is in this table.
+    pub fn entry(&self, key: StreamKey) -> Option<&(TableEntry, u64)> {
         self.entries
             .iter()
             .find(|(e, _)| e.stream_hash == key.hash && e.collision == key.collision)
+    }
+
+    /// The id of packed stream `key`, if it is in this table.
+    pub fn stream_id(&self, key: StreamKey) -> Option<std::sync::Arc<str>> {
+        self.entry(key)
             .map(|(e, _)| std::sync::Arc::clone(&e.stream_id))
     }
 }
@@ -552,11 +553,7 @@ pub fn write_recovered(
             .open(&path, crate::storage::OpenMode::ReadWrite)
             .map_err(|e| Error::io("open table", &path, e))?;
         for (key, position) in streams {
-            let Some((_, at)) = table
-                .entries
-                .iter()
-                .find(|(e, _)| e.stream_hash == key.hash && e.collision == key.collision)
-            else {
+            let Some((_, at)) = table.entry(key) else {
                 return Err(Error::corrupt(
                     &path,
                     0,

@@ -89,7 +89,9 @@ impl Writer {
         match self.try_rewrite(&request) {
             Ok(result) => request.reply.send(Ok(result)),
             Err(Failure::Refused(e)) => request.reply.send(Err(e)),
-            Err(Failure::Fatal(e)) => request.reply.send(Err(self.poison_with(&e))),
+            Err(Failure::Fatal(e)) => request.reply.send(Err(Error::Poisoned {
+                cause: self.poison_with(&e),
+            })),
         }
     }
 
@@ -686,7 +688,9 @@ impl Writer {
         if let Err(e) =
             crate::packs::cover_packed_prefix(&self.shared, key, version, covers_position)
         {
-            return Err(self.poison_with(&e));
+            return Err(Error::Poisoned {
+                cause: self.poison_with(&e),
+            });
         }
         for l in links {
             self.dead
@@ -694,17 +698,6 @@ impl Writer {
         }
         crate::compact::note_removed(&self.shared, (version + 1).saturating_sub(first_version));
         Ok(result)
-    }
-
-    /// Poison the store after a failure that may have left files half written: the writer
-    /// forgets every stream it holds (the next open settles them) and answers `Poisoned`.
-    fn poison_with(&mut self, e: &Error) -> Error {
-        let cause = format!("{e}");
-        self.shared.poison(cause.clone());
-        self.shared.catalog.clear();
-        self.streams.clear();
-        self.open_files = 0;
-        Error::Poisoned { cause }
     }
 
     /// Make a folder's new entries durable: its `fsync` (fdatasync mode) or one `syncfs`.

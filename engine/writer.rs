@@ -679,9 +679,7 @@ impl Writer {
                 }
             }
             Err(e) => {
-                let cause = format!("{e}");
-                self.shared.poison(cause.clone());
-                self.shared.catalog.clear();
+                let cause = self.poison_with(&e);
                 for p in planned {
                     let e = Error::Poisoned {
                         cause: cause.clone(),
@@ -691,12 +689,22 @@ impl Writer {
                     }
                     p.reply.send(Err(e));
                 }
-                self.streams.clear();
-                self.open_files = 0;
             }
         }
         self.drop_uncreated();
         self.evict();
+    }
+
+    /// Poison the store after a failure that may have left files half written: the writer
+    /// forgets every stream it holds (the next open settles them). Returns the cause every
+    /// waiting caller is answered with (`Error::Poisoned`).
+    pub(crate) fn poison_with(&mut self, e: &Error) -> String {
+        let cause = format!("{e}");
+        self.shared.poison(cause.clone());
+        self.shared.catalog.clear();
+        self.streams.clear();
+        self.open_files = 0;
+        cause
     }
 
     /// Streams looked up for an append that was rejected keep no slot reserved.
@@ -1622,11 +1630,7 @@ impl Writer {
             tail.entry_offset = Some(entry_offset);
             let pack_number = cursor.number;
             let linked_flag = if linked { FLAG_LINKED } else { 0 };
-            let changeset = if close {
-                ws.changeset.max(1)
-            } else {
-                ws.changeset + 1
-            };
+            let changeset = changeset_after;
             let first_position = planning.next_position;
             // One close record, or the kept events.
             let records: Vec<Option<&EventData>> = if close {

@@ -4,6 +4,7 @@
 //! other test runs with packs too: they are the default; the damage, torn-tail and crash tests
 //! run with and without them.)
 
+mod common;
 use std::path::Path;
 use streamlog::{Direction, Error, EventData, ExpectedVersion, Options, Store};
 
@@ -520,15 +521,7 @@ fn the_smallest_compact_record_can_end_its_pack() {
     // The pack's 128-byte head, then one record: 48 + 1 + 1 bytes, padded to 56.
     assert_eq!(std::fs::metadata(pack(&live)).unwrap().len(), 128 + 56);
     // A copy of the open store: what a crash would leave (the record is in the page cache).
-    let copy_of_live = |to: &Path| {
-        for entry in walk(&live) {
-            let rel = entry.strip_prefix(&live).unwrap();
-            let target = to.join(rel);
-            std::fs::create_dir_all(target.parent().unwrap()).unwrap();
-            std::fs::copy(&entry, &target).unwrap();
-        }
-    };
-    copy_of_live(&crashed);
+    common::copy_dir(&live, &crashed);
     for root in [&live, &crashed] {
         let reopened;
         let store = if root == &live {
@@ -568,20 +561,6 @@ fn the_smallest_compact_record_can_end_its_pack() {
         drop(store);
         dump_clean(root);
     }
-}
-
-/// Every file under `root`.
-fn walk(root: &Path) -> Vec<std::path::PathBuf> {
-    let mut out = Vec::new();
-    for entry in std::fs::read_dir(root).unwrap() {
-        let path = entry.unwrap().path();
-        if path.is_dir() {
-            out.extend(walk(&path));
-        } else {
-            out.push(path);
-        }
-    }
-    out
 }
 
 /// A flush writes the packed streams' last positions in place and forgets them; a stream
