@@ -297,11 +297,10 @@ fn load(shared: &Shared, stream: &str) -> Result<Probe> {
             if table.is_none() {
                 table = Some(crate::packs::table(shared, crate::layout::fanout(hash))?);
             }
-            let entry = table.as_ref().and_then(Option::as_ref).and_then(|t| {
-                t.entries
-                    .iter()
-                    .find(|(e, _)| e.stream_hash == hash && e.collision == collision)
-            });
+            let entry = table
+                .as_ref()
+                .and_then(Option::as_ref)
+                .and_then(|t| t.entry(key));
             Ok(match entry {
                 Some((e, at)) if &*e.stream_id == stream => {
                     let state = packed_state(shared, key, e, *at)?;

@@ -53,11 +53,14 @@ pub const MAPPED_SEGMENTS_MAX_DEFAULT: usize = 4096;
 pub const OPEN_FILES_MAX_DEFAULT: usize = 1024;
 /// Positions of `read_all`'s first window of the index (segment-format.md §4); later windows
 /// grow or shrink to what the window's byte budget holds, within the bounds below.
-pub const READ_ALL_WINDOW_POSITIONS: u64 = 131_072;
+pub const READ_ALL_WINDOW_POSITIONS: u64 = 65_536;
 /// Fewest positions of a `read_all` window.
 pub const READ_ALL_WINDOW_POSITIONS_MIN: u64 = 1_024;
 /// Most positions of a `read_all` window (its entries take about 40 bytes each in memory).
 pub const READ_ALL_WINDOW_POSITIONS_MAX: u64 = 524_288;
+/// A `read_all` window grows past `READ_ALL_WINDOW_POSITIONS` only while it meets at least one
+/// file per this many positions (small streams with files of their own).
+pub const READ_ALL_POSITIONS_PER_FILE_TO_GROW: u64 = 16;
 /// Default of the option `read_all_window_bytes`: bytes of small segments' records `read_all`
 /// holds in memory for one window.
 pub const READ_ALL_WINDOW_BYTES_DEFAULT: usize = 64 << 20;

@@ -11,8 +11,9 @@ use crate::format::segment::{
 };
 use crate::layout::{index_path, segment_path, KeyMap, StreamKey};
 use crate::limits::{
-    READ_ALL_FETCH_THREADS_MAX, READ_ALL_PARALLEL_SEGMENTS_MIN, READ_ALL_SMALL_SEGMENT_BYTES,
-    READ_ALL_WINDOW_POSITIONS, READ_ALL_WINDOW_POSITIONS_MAX, READ_ALL_WINDOW_POSITIONS_MIN,
+    READ_ALL_FETCH_THREADS_MAX, READ_ALL_PARALLEL_SEGMENTS_MIN,
+    READ_ALL_POSITIONS_PER_FILE_TO_GROW, READ_ALL_SMALL_SEGMENT_BYTES, READ_ALL_WINDOW_POSITIONS,
+    READ_ALL_WINDOW_POSITIONS_MAX, READ_ALL_WINDOW_POSITIONS_MIN,
 };
 use crate::shared::Shared;
 use crate::types::{Direction, Position};
@@ -24,8 +25,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 #[derive(Clone)]
 pub struct RecordedEvent {
     segment: Arc<MappedSegment>,
-    /// The stream of a packed event (a pack holds many streams); `None`: the segment's.
-    stream: Option<Arc<str>>,
+    stream: StreamName,
     version: u64,
     position: u64,
     changeset: u64,
@@ -46,10 +46,38 @@ pub struct RecordedEvent {
     data_len: u32,
 }
 
+/// Where an event's stream id is: a segment names its stream, a pack holds many (§19).
+#[derive(Clone)]
+enum StreamName {
+    /// The segment's stream.
+    Segment,
+    /// A packed event read from its stream.
+    Id(Arc<str>),
+    /// A packed event read by `read_all`: entry `entry` of table `table` of the tables its
+    /// window met. One count per window, not one per event on the stream's id or its table:
+    /// over many small streams each of those was a cache miss (`perf` on W5, session 11).
+    Window {
+        tables: Arc<Vec<Arc<crate::packs::Table>>>,
+        table: u32,
+        entry: u32,
+    },
+}
+
 impl RecordedEvent {
     #[must_use]
     pub fn stream_id(&self) -> &str {
-        self.stream.as_deref().unwrap_or(&self.segment.stream_id)
+        match &self.stream {
+            StreamName::Segment => &self.segment.stream_id,
+            StreamName::Id(id) => id,
+            StreamName::Window {
+                tables,
+                table,
+                entry,
+            } => tables
+                .get(*table as usize)
+                .and_then(|t| t.entries().get(*entry as usize))
+                .map_or(&self.segment.stream_id, |(e, _)| &e.stream_id),
+        }
     }
 
     #[must_use]
@@ -174,7 +202,7 @@ pub(crate) fn packed_event_at(
 ) -> Result<RecordedEvent> {
     let limit = pack.mapping.len() as u64;
     let (mut event, _) = event_at(pack, offset, limit)?;
-    event.stream = Some(Arc::clone(stream));
+    event.stream = StreamName::Id(Arc::clone(stream));
     Ok(event)
 }
 
@@ -207,7 +235,7 @@ pub(crate) fn event_at(
     // Lengths checked by the decoder against the record's size, itself a `u32`.
     let event = RecordedEvent {
         segment: Arc::clone(segment),
-        stream: None,
+        stream: StreamName::Segment,
         version: r.version,
         position: r.position,
         changeset: r.changeset,
@@ -600,8 +628,14 @@ pub struct AllIter {
     /// read again by the next window).
     span: u64,
     /// The fan-out tables of the packed streams met, for their ids (segment-format.md §19):
-    /// shared with the store's table cache, at most one per fan-out.
-    tables: std::collections::HashMap<u16, Arc<crate::packs::Table>>,
+    /// shared with the store's table cache, at most one per fan-out; with the window that last
+    /// used each and its place in that window's `names`.
+    tables: KeyMap<u16, (Arc<crate::packs::Table>, u64, u32)>,
+    /// The tables the current window's packed events name their streams in (shared by its
+    /// events), and the window's number.
+    names: Vec<Arc<crate::packs::Table>>,
+    names_shared: Arc<Vec<Arc<crate::packs::Table>>>,
+    windows: u64,
 }
 
 struct Slot {
@@ -610,8 +644,8 @@ struct Slot {
     segment: Arc<MappedSegment>,
     offset: u64,
     flags: u8,
-    /// A packed event's stream id (its pack names no stream).
-    stream: Option<Arc<str>>,
+    /// A packed event's table (in `AllIter::names`) and entry there (its pack names no stream).
+    stream: Option<(u32, u32)>,
 }
 
 /// One index entry of a window.
@@ -658,7 +692,10 @@ impl AllIter {
             invalid: None,
             list: None,
             span: READ_ALL_WINDOW_POSITIONS,
-            tables: std::collections::HashMap::new(),
+            tables: KeyMap::default(),
+            names: Vec::new(),
+            names_shared: Arc::new(Vec::new()),
+            windows: 0,
         }
     }
 
@@ -809,8 +846,16 @@ impl AllIter {
         false
     }
 
-    /// Load the next window: fetch every segment it names once, then queue its events.
+    /// Load the next window, and share the tables its packed events name their streams in.
     fn load(&mut self) {
+        self.windows += 1;
+        self.names.clear();
+        self.load_window();
+        self.names_shared = Arc::new(std::mem::take(&mut self.names));
+    }
+
+    /// Load the next window: fetch every segment it names once, then queue its events.
+    fn load_window(&mut self) {
         if self.removals.is_none() {
             match self.shared.removals.map(&self.shared) {
                 Ok(m) => self.removals = Some(m),
@@ -920,7 +965,7 @@ impl AllIter {
                 continue;
             };
             let stream = if e.packed {
-                match self.stream_id(e.key) {
+                match self.stream_name(e.key) {
                     Ok(id) => Some(id),
                     Err(err) => {
                         self.pending = Some(err);
@@ -941,11 +986,19 @@ impl AllIter {
             });
             loaded += 1;
         }
+        // Larger windows pay when many files are met (a stream's file is fetched once per
+        // window, whatever the number of its events in it); over packs or a few large streams
+        // they only grow the queue of slots, which then runs out of the caches (W5 over packs:
+        // 2.8 M events/s with windows of up to 524,288 positions, 3.1 M with 65,536; session 11).
+        let many_files = fetched.len() as u64 * READ_ALL_POSITIONS_PER_FILE_TO_GROW >= loaded;
         if entries.len() as u64 >= self.span
+            && many_files
             && read_bytes < self.shared.options.read_all_window_bytes / 2
             && mapped < mapped_max / 2
         {
             self.span = (self.span * 2).min(READ_ALL_WINDOW_POSITIONS_MAX);
+        } else if !many_files {
+            self.span = self.span.min(READ_ALL_WINDOW_POSITIONS);
         }
         self.advance(loaded);
         if !stop_at && loaded == 0 && self.pending.is_none() && !self.done_loading() {
@@ -1167,40 +1220,55 @@ impl AllIter {
         Ok(Some(segment))
     }
 
-    /// The id of packed stream `key`, from its fan-out's table (taken from the store's table
-    /// cache the first time one of its streams is met, and again when a newer stream is not in
-    /// the copy held).
-    fn stream_id(&mut self, key: StreamKey) -> Result<Arc<str>> {
+    /// Packed stream `key`'s fan-out table in this window's `names`, and its entry there,
+    /// which holds its id (the table is taken from the store's table cache the first time one
+    /// of its streams is met, and again when a newer stream is not in the copy held).
+    fn stream_name(&mut self, key: StreamKey) -> Result<(u32, u32)> {
         let fanout = crate::layout::fanout(key.hash);
-        if let Some(id) = self.tables.get(&fanout).and_then(|t| t.stream_id(key)) {
-            return Ok(id);
-        }
-        if let Some(table) = crate::packs::table(&self.shared, fanout)? {
-            let id = table.stream_id(key);
-            self.tables.insert(fanout, table);
-            if let Some(id) = id {
-                return Ok(id);
+        let held = match self.tables.get(&fanout) {
+            Some((table, _, _)) => table.index_of(key).map(|n| (Arc::clone(table), n)),
+            None => None,
+        };
+        let (table, n) = match held {
+            Some(found) => found,
+            None => {
+                let table = crate::packs::table(&self.shared, fanout)?;
+                let Some((table, n)) = table.and_then(|t| t.index_of(key).map(|n| (t, n))) else {
+                    return Err(Error::corrupt(
+                        crate::layout::table_path(&self.shared.root, fanout),
+                        0,
+                        "packed stream of a committed record is not in its table",
+                    ));
+                };
+                // A newer copy: this window's events name the table they were found in.
+                self.tables
+                    .insert(fanout, (Arc::clone(&table), u64::MAX, 0));
+                (table, n)
             }
+        };
+        let (_, window, at) = self
+            .tables
+            .entry(fanout)
+            .or_insert_with(|| (Arc::clone(&table), u64::MAX, 0));
+        if *window != self.windows {
+            *window = self.windows;
+            // One table per fan-out in a window, and one more per newer copy taken in it (at
+            // most one per position): far below `u32::MAX`.
+            *at = u32::try_from(self.names.len()).unwrap_or(u32::MAX);
+            self.names.push(table);
         }
-        Err(Error::corrupt(
-            crate::layout::table_path(&self.shared.root, fanout),
-            0,
-            "packed stream of a committed record is not in its table",
-        ))
+        Ok((*at, n))
     }
 
     /// The slot's event; `None` when its stream's rewrite removed it.
-    fn event(&mut self, slot: &Slot) -> Result<Option<RecordedEvent>> {
+    fn event(&mut self, slot: Slot) -> Result<Option<RecordedEvent>> {
         let key = slot.key;
-        let event = match event_at(
+        let mut event = match event_at(
             &slot.segment,
             slot.offset,
             slot.segment.base + slot.segment.mapping.len() as u64,
         ) {
-            Ok((mut event, _)) => {
-                event.stream.clone_from(&slot.stream);
-                event
-            }
+            Ok((event, _)) => event,
             Err(e) if self.removed(key, slot.position)? => {
                 drop(e);
                 return Ok(None);
@@ -1230,6 +1298,13 @@ impl AllIter {
         if is_invalidated(self.invalid.as_ref().and_then(|m| m.get(&key)), &event) {
             return Ok(None);
         }
+        if let Some((table, entry)) = slot.stream {
+            event.stream = StreamName::Window {
+                tables: Arc::clone(&self.names_shared),
+                table,
+                entry,
+            };
+        }
         Ok(Some(event))
     }
 }
@@ -1250,7 +1325,7 @@ impl Iterator for AllIter {
                 self.load();
             }
             match self.window.pop_front() {
-                Some(slot) => match self.event(&slot) {
+                Some(slot) => match self.event(slot) {
                     Ok(Some(e)) => return Some(Ok(e)),
                     Ok(None) => {}
                     Err(e) => {

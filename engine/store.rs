@@ -715,7 +715,7 @@ impl Store {
                 .transpose()?
                 .flatten()
             {
-                for (e, _) in table.entries {
+                for (e, _) in table.into_entries() {
                     let key = crate::layout::StreamKey {
                         hash: e.stream_hash,
                         collision: e.collision,

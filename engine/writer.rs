@@ -1125,7 +1125,7 @@ impl Writer {
             },
             Some(table) => {
                 let live_end = table
-                    .entries
+                    .entries()
                     .iter()
                     .map(|(e, at)| at + e.entry_bytes() as u64)
                     .max()

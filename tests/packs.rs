@@ -6,7 +6,7 @@
 
 mod common;
 use std::path::Path;
-use streamlog::{Direction, Error, EventData, ExpectedVersion, Options, Store};
+use streamlog::{Append, Direction, Error, EventData, ExpectedVersion, Options, Position, Store};
 
 fn options() -> Options {
     Options {
@@ -616,4 +616,61 @@ fn a_packed_stream_loaded_again_after_a_flush_finds_its_end() {
     assert!(stream_files(dir.path())
         .iter()
         .all(|f| !f.ends_with(".seg")));
+}
+
+/// `read_all` over more small streams than one window holds: every event names its own
+/// stream, read forward and backward, and events kept after their iterator is gone (they share
+/// their window's fan-out tables) still do.
+#[test]
+fn read_all_names_every_packed_event_across_windows() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open_with(dir.path(), options()).unwrap();
+    // 70,000 events: more than the first window's 65,536 positions. Each multi-stream append
+    // writes one event to each of 500 streams, so the streams' events are interleaved.
+    let streams = 7_000usize;
+    let versions = 10u64;
+    for v in 1..=versions {
+        for chunk in (0..streams).collect::<Vec<_>>().chunks(500) {
+            let parts = chunk.iter().map(|s| {
+                Append::new(
+                    format!("order-{s}"),
+                    ExpectedVersion::Exact(v - 1),
+                    [EventData::new("E", format!("{s}/{v}").into_bytes())],
+                )
+            });
+            store.append_multi(parts).unwrap();
+        }
+    }
+    let check = |e: &streamlog::RecordedEvent| {
+        let data = std::str::from_utf8(e.data()).unwrap().to_string();
+        let (s, v) = data.split_once('/').unwrap();
+        assert_eq!(
+            e.stream_id(),
+            format!("order-{s}"),
+            "position {}",
+            e.position()
+        );
+        assert_eq!(e.version().to_string(), v, "position {}", e.position());
+    };
+    let mut kept = Vec::new();
+    let mut count = 0u64;
+    for e in store.read_all(Position::START, Direction::Forward).unwrap() {
+        let e = e.unwrap();
+        check(&e);
+        count += 1;
+        if count % 9_999 == 1 {
+            kept.push(e);
+        }
+    }
+    assert_eq!(count, streams as u64 * versions);
+    assert!(kept.len() > 7, "events kept from both windows");
+    let backward: Vec<_> = store
+        .read_all(Position(u64::MAX), Direction::Backward)
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(backward.len() as u64, count);
+    backward.iter().for_each(check);
+    drop(store);
+    kept.iter().for_each(check);
 }
