@@ -60,7 +60,7 @@ impl Checkpoint {
             reserved: [0; 4],
             crc: 0.into(),
         };
-        slot.crc = crc32c::crc32c(&slot.as_bytes()[..60]).into();
+        slot.crc = crate::format::crc::crc32c(&slot.as_bytes()[..60]).into();
         let mut out = [0u8; CHECKPOINT_SLOT_BYTES];
         out.copy_from_slice(slot.as_bytes());
         out

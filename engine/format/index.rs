@@ -81,7 +81,7 @@ impl IndexHeader {
             reserved: [0; 12],
             crc: 0.into(),
         };
-        h.crc = crc32c::crc32c(&h.as_bytes()[..60]).into();
+        h.crc = crate::format::crc::crc32c(&h.as_bytes()[..60]).into();
         let mut out = [0u8; INDEX_HEADER_BYTES as usize];
         out.copy_from_slice(h.as_bytes());
         out
@@ -95,7 +95,7 @@ impl IndexHeader {
         if h.magic != INDEX_MAGIC {
             return Err(DecodeError::BadMagic);
         }
-        let computed = crc32c::crc32c(&bytes[..60]);
+        let computed = crate::format::crc::crc32c(&bytes[..60]);
         if computed != h.crc.get() {
             return Err(DecodeError::BadChecksum {
                 stored: h.crc.get(),
@@ -138,7 +138,10 @@ pub struct IndexEntry {
 
 impl IndexEntry {
     fn crc(bytes20: &[u8], position: u64) -> u32 {
-        crc32c::crc32c_append(crc32c::crc32c(bytes20), &position.to_le_bytes())
+        crate::format::crc::crc32c_append(
+            crate::format::crc::crc32c(bytes20),
+            &position.to_le_bytes(),
+        )
     }
 
     #[must_use]

@@ -112,7 +112,7 @@ pub fn encode_file_header(store_id: u64) -> [u8; JOURNAL_HEADER_BYTES as usize] 
         reserved: [0; 36],
         crc: 0.into(),
     };
-    h.crc = crc32c::crc32c(&h.as_bytes()[..60]).into();
+    h.crc = crate::format::crc::crc32c(&h.as_bytes()[..60]).into();
     let mut out = [0u8; JOURNAL_HEADER_BYTES as usize];
     out.copy_from_slice(h.as_bytes());
     out
@@ -218,8 +218,8 @@ impl FrameBuilder {
             op_count: self.ops.into(),
             crc: 0.into(),
         };
-        let mut crc = crc32c::crc32c(&h.as_bytes()[..FRAME_HEADER_BYTES - 4]);
-        crc = crc32c::crc32c_append(crc, &self.bytes[FRAME_HEADER_BYTES..]);
+        let mut crc = crate::format::crc::crc32c(&h.as_bytes()[..FRAME_HEADER_BYTES - 4]);
+        crc = crate::format::crc::crc32c_append(crc, &self.bytes[FRAME_HEADER_BYTES..]);
         h.crc = crc.into();
         self.bytes[..FRAME_HEADER_BYTES].copy_from_slice(h.as_bytes());
         self.bytes
@@ -275,8 +275,8 @@ pub fn decode_frame(bytes: &[u8], store_id: u64) -> Result<(Frame, Vec<Op<'_>>),
         return Err(short(len, bytes.len()));
     }
     let stored = u32::from_le_bytes([bytes[44], bytes[45], bytes[46], bytes[47]]);
-    let mut computed = crc32c::crc32c(&bytes[..FRAME_HEADER_BYTES - 4]);
-    computed = crc32c::crc32c_append(computed, &bytes[FRAME_HEADER_BYTES..len]);
+    let mut computed = crate::format::crc::crc32c(&bytes[..FRAME_HEADER_BYTES - 4]);
+    computed = crate::format::crc::crc32c_append(computed, &bytes[FRAME_HEADER_BYTES..len]);
     if stored != computed {
         return Err(DecodeError::BadChecksum { stored, computed });
     }
@@ -389,7 +389,7 @@ mod tests {
     fn an_impossible_operation_count_is_an_error_not_an_allocation() {
         let mut frame = FrameBuilder::new().finish(1, 1, 1, 1);
         frame[40..44].copy_from_slice(&u32::MAX.to_le_bytes());
-        let crc = crc32c::crc32c(&frame[..44]);
+        let crc = crate::format::crc::crc32c(&frame[..44]);
         frame[44..48].copy_from_slice(&crc.to_le_bytes());
         assert!(matches!(
             decode_frame(&frame, 1),

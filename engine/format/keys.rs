@@ -71,7 +71,7 @@ impl KeysHeader {
             reserved1: 0.into(),
             crc: 0.into(),
         };
-        h.crc = crc32c::crc32c(&h.as_bytes()[..60]).into();
+        h.crc = crate::format::crc::crc32c(&h.as_bytes()[..60]).into();
         let mut out = [0u8; KEYS_HEADER_BYTES];
         out.copy_from_slice(h.as_bytes());
         out
@@ -85,7 +85,7 @@ impl KeysHeader {
         if h.magic != KEYS_MAGIC {
             return Err(DecodeError::BadMagic);
         }
-        let computed = crc32c::crc32c(&bytes[..60]);
+        let computed = crate::format::crc::crc32c(&bytes[..60]);
         if computed != h.crc.get() {
             return Err(DecodeError::BadChecksum {
                 stored: h.crc.get(),
@@ -191,9 +191,9 @@ impl KeyEntry {
 }
 
 fn entry_crc(raw: &[u8], key: &[u8]) -> u32 {
-    let crc = crc32c::crc32c(&raw[..36]);
-    let crc = crc32c::crc32c_append(crc, &raw[40..KEY_ENTRY_BYTES]);
-    crc32c::crc32c_append(crc, key)
+    let crc = crate::format::crc::crc32c(&raw[..36]);
+    let crc = crate::format::crc::crc32c_append(crc, &raw[40..KEY_ENTRY_BYTES]);
+    crate::format::crc::crc32c_append(crc, key)
 }
 
 /// The entries at the start of `bytes` (after the header), up to the first that does not

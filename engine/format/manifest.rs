@@ -47,7 +47,7 @@ impl Manifest {
             reserved1: 0.into(),
             crc: 0.into(),
         };
-        header.crc = crc32c::crc32c(&header.as_bytes()[..60]).into();
+        header.crc = crate::format::crc::crc32c(&header.as_bytes()[..60]).into();
         let mut out = [0u8; MANIFEST_BYTES];
         out.copy_from_slice(header.as_bytes());
         out
@@ -63,7 +63,7 @@ impl Manifest {
         if header.magic != MANIFEST_MAGIC {
             return Err(DecodeError::BadMagic);
         }
-        let computed = crc32c::crc32c(&bytes[..60]);
+        let computed = crate::format::crc::crc32c(&bytes[..60]);
         if computed != header.crc.get() {
             return Err(DecodeError::BadChecksum {
                 stored: header.crc.get(),

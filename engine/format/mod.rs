@@ -6,6 +6,7 @@
 //! `doc_tests`.
 
 pub mod checkpoint;
+pub mod crc;
 pub mod index;
 pub mod journal;
 pub mod keys;
@@ -98,7 +99,7 @@ pub(crate) fn check_slot(bytes: &[u8], magic: &[u8; 8]) -> Result<(), DecodeErro
         return Err(DecodeError::BadMagic);
     }
     let stored = u32::from_le_bytes([bytes[60], bytes[61], bytes[62], bytes[63]]);
-    let computed = crc32c::crc32c(&bytes[..60]);
+    let computed = crate::format::crc::crc32c(&bytes[..60]);
     if computed != stored {
         return Err(DecodeError::BadChecksum { stored, computed });
     }

@@ -116,7 +116,7 @@ impl PackHeader {
             reserved: [0; 20],
             crc: 0.into(),
         };
-        h.crc = crc32c::crc32c(&h.as_bytes()[..60]).into();
+        h.crc = crate::format::crc::crc32c(&h.as_bytes()[..60]).into();
         let mut out = [0u8; PACK_RECORDS_START as usize];
         out[..PACK_HEADER_BYTES].copy_from_slice(h.as_bytes());
         out
@@ -132,7 +132,7 @@ impl PackHeader {
         if h.magic != PACK_MAGIC {
             return Err(DecodeError::BadMagic);
         }
-        check_crc(h.crc.get(), crc32c::crc32c(&bytes[..60]))?;
+        check_crc(h.crc.get(), crate::format::crc::crc32c(&bytes[..60]))?;
         check_version(h.format_version.get())?;
         if h.reserved != [0; 20] {
             return Err(DecodeError::Invalid("pack header reserved bytes"));
@@ -155,7 +155,10 @@ pub fn encode_pack_end(pack: u32, committed_end: u64) -> [u8; PACK_END_BYTES] {
         end_reserved: 0.into(),
         end_crc: 0.into(),
     };
-    let crc = crc32c::crc32c_append(crc32c::crc32c(&s.as_bytes()[..12]), &pack.to_le_bytes());
+    let crc = crate::format::crc::crc32c_append(
+        crate::format::crc::crc32c(&s.as_bytes()[..12]),
+        &pack.to_le_bytes(),
+    );
     s.end_crc = crc.into();
     let mut out = [0u8; PACK_END_BYTES];
     out.copy_from_slice(s.as_bytes());
@@ -173,7 +176,10 @@ pub fn decode_pack_end(bytes: &[u8], pack: u32) -> Result<Option<u64>, DecodeErr
     if s.as_bytes() == [0u8; PACK_END_BYTES] {
         return Ok(None);
     }
-    let crc = crc32c::crc32c_append(crc32c::crc32c(&s.as_bytes()[..12]), &pack.to_le_bytes());
+    let crc = crate::format::crc::crc32c_append(
+        crate::format::crc::crc32c(&s.as_bytes()[..12]),
+        &pack.to_le_bytes(),
+    );
     check_crc(s.end_crc.get(), crc)?;
     let end = s.committed_end.get();
     if s.end_reserved.get() != 0 || end < PACK_RECORDS_START || end % 8 != 0 {
@@ -193,7 +199,7 @@ pub fn encode_table_header(store_id: u64, fanout: u32) -> [u8; TABLE_HEADER_BYTE
         reserved: [0; 36],
         crc: 0.into(),
     };
-    h.crc = crc32c::crc32c(&h.as_bytes()[..60]).into();
+    h.crc = crate::format::crc::crc32c(&h.as_bytes()[..60]).into();
     let mut out = [0u8; TABLE_HEADER_BYTES];
     out.copy_from_slice(h.as_bytes());
     out
@@ -209,7 +215,7 @@ pub fn decode_table_header(bytes: &[u8]) -> Result<(u64, u32), DecodeError> {
     if h.magic != TABLE_MAGIC {
         return Err(DecodeError::BadMagic);
     }
-    check_crc(h.crc.get(), crc32c::crc32c(&bytes[..60]))?;
+    check_crc(h.crc.get(), crate::format::crc::crc32c(&bytes[..60]))?;
     check_version(h.format_version.get())?;
     if h.reserved != [0; 36] {
         return Err(DecodeError::Invalid("table header reserved bytes"));
@@ -284,7 +290,9 @@ impl TableEntry {
             last_reserved: 0.into(),
             last_crc: 0.into(),
         };
-        e.crc = crc32c::crc32c_append(crc32c::crc32c(&e.as_bytes()[..28]), id).into();
+        e.crc =
+            crate::format::crc::crc32c_append(crate::format::crc::crc32c(&e.as_bytes()[..28]), id)
+                .into();
         let mut out = Vec::with_capacity(entry_bytes);
         out.extend_from_slice(e.as_bytes());
         out.extend_from_slice(id);
@@ -317,7 +325,8 @@ impl TableEntry {
             return Err(short(entry_bytes, bytes.len()));
         }
         let id = &rest[..id_len];
-        let computed = crc32c::crc32c_append(crc32c::crc32c(&bytes[..28]), id);
+        let computed =
+            crate::format::crc::crc32c_append(crate::format::crc::crc32c(&bytes[..28]), id);
         check_crc(e.crc.get(), computed)?;
         if e.reserved.get() != 0
             || rest[id_len..entry_bytes - TABLE_ENTRY_FIXED_BYTES]
@@ -333,7 +342,10 @@ impl TableEntry {
         // can leave it torn. That costs its value (recovery writes it again: segment-format.md
         // §19), never the entry.
         let slot = &bytes[TABLE_LAST_OFFSET..TABLE_ENTRY_FIXED_BYTES];
-        let computed = crc32c::crc32c_append(crc32c::crc32c(&slot[..12]), &bytes[..10]);
+        let computed = crate::format::crc::crc32c_append(
+            crate::format::crc::crc32c(&slot[..12]),
+            &bytes[..10],
+        );
         let last_position = (computed == e.last_crc.get()
             && e.last_reserved.get() == 0
             && e.last_position.get() != 0)
@@ -361,7 +373,8 @@ impl TableEntry {
 pub fn encode_table_last(entry: &[u8], last_position: u64) -> [u8; 16] {
     let mut out = [0u8; 16];
     out[..8].copy_from_slice(&last_position.to_le_bytes());
-    let crc = crc32c::crc32c_append(crc32c::crc32c(&out[..12]), &entry[..10]);
+    let crc =
+        crate::format::crc::crc32c_append(crate::format::crc::crc32c(&out[..12]), &entry[..10]);
     out[12..].copy_from_slice(&crc.to_le_bytes());
     out
 }

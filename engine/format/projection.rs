@@ -88,8 +88,11 @@ impl PostingsHeader {
             reserved1: [0; 24],
             crc: 0.into(),
         };
-        h.crc =
-            crc32c::crc32c_append(crc32c::crc32c(&h.as_bytes()[..60]), self.name.as_bytes()).into();
+        h.crc = crate::format::crc::crc32c_append(
+            crate::format::crc::crc32c(&h.as_bytes()[..60]),
+            self.name.as_bytes(),
+        )
+        .into();
         let mut out = Vec::with_capacity(header_bytes as usize);
         out.extend_from_slice(h.as_bytes());
         out.extend_from_slice(self.name.as_bytes());
@@ -110,7 +113,8 @@ impl PostingsHeader {
             return Err(short(POSTINGS_FIXED_HEADER_BYTES + len, bytes.len()));
         }
         let name = &rest[..len];
-        let computed = crc32c::crc32c_append(crc32c::crc32c(&bytes[..60]), name);
+        let computed =
+            crate::format::crc::crc32c_append(crate::format::crc::crc32c(&bytes[..60]), name);
         if computed != h.crc.get() {
             return Err(DecodeError::BadChecksum {
                 stored: h.crc.get(),
@@ -142,7 +146,10 @@ impl PostingsHeader {
 }
 
 fn check_bits(id: u64, position: u64) -> u64 {
-    let crc = crc32c::crc32c_append(crc32c::crc32c(&id.to_le_bytes()), &position.to_le_bytes());
+    let crc = crate::format::crc::crc32c_append(
+        crate::format::crc::crc32c(&id.to_le_bytes()),
+        &position.to_le_bytes(),
+    );
     u64::from(crc & 0x00FF_FFFF)
 }
 

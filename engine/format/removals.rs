@@ -64,7 +64,7 @@ pub fn encode_header(store_id: u64) -> [u8; REMOVALS_HEADER_BYTES as usize] {
         reserved1: [0; 36],
         crc: 0.into(),
     };
-    h.crc = crc32c::crc32c(&h.as_bytes()[..60]).into();
+    h.crc = crate::format::crc::crc32c(&h.as_bytes()[..60]).into();
     let mut out = [0u8; REMOVALS_HEADER_BYTES as usize];
     out.copy_from_slice(h.as_bytes());
     out
@@ -96,7 +96,7 @@ impl Removal {
             reserved1: 0.into(),
             crc: 0.into(),
         };
-        r.crc = crc32c::crc32c(&r.as_bytes()[..44]).into();
+        r.crc = crate::format::crc::crc32c(&r.as_bytes()[..44]).into();
         let mut out = [0u8; REMOVAL_BYTES as usize];
         out.copy_from_slice(r.as_bytes());
         out
@@ -112,7 +112,7 @@ impl Removal {
         if r.magic.get() != REMOVAL_MAGIC {
             return Err(DecodeError::BadMagic);
         }
-        let computed = crc32c::crc32c(&bytes[..44]);
+        let computed = crate::format::crc::crc32c(&bytes[..44]);
         if computed != r.crc.get() {
             return Err(DecodeError::BadChecksum {
                 stored: r.crc.get(),

@@ -276,8 +276,8 @@ impl SegmentHeader {
             reserved: 0.into(),
             crc: 0.into(),
         };
-        let crc = crc32c::crc32c_append(
-            crc32c::crc32c(&h.as_bytes()[..60]),
+        let crc = crate::format::crc::crc32c_append(
+            crate::format::crc::crc32c(&h.as_bytes()[..60]),
             self.stream_id.as_bytes(),
         );
         h.crc = crc.into();
@@ -303,7 +303,8 @@ impl SegmentHeader {
             return Err(short(SEGMENT_FIXED_HEADER_BYTES + id_len, bytes.len()));
         }
         let id = &rest[..id_len];
-        let computed = crc32c::crc32c_append(crc32c::crc32c(&bytes[..60]), id);
+        let computed =
+            crate::format::crc::crc32c_append(crate::format::crc::crc32c(&bytes[..60]), id);
         if computed != h.crc.get() {
             return Err(DecodeError::BadChecksum {
                 stored: h.crc.get(),
@@ -526,7 +527,7 @@ fn encode_record_as(fields: &RecordFields<'_>, compact: bool, out: &mut Vec<u8>)
 }
 
 fn record_crc(record: &[u8]) -> u32 {
-    crc32c::crc32c_append(crc32c::crc32c(&record[..8]), &record[12..])
+    crate::format::crc::crc32c_append(crate::format::crc::crc32c(&record[..8]), &record[12..])
 }
 
 /// One decoded record, borrowing its variable parts from the bytes it was decoded from.

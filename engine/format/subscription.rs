@@ -122,8 +122,8 @@ impl SubscriptionHeader {
         out.extend_from_slice(self.name.as_bytes());
         out.extend_from_slice(stream.as_bytes());
         out.extend_from_slice(event_type.as_bytes());
-        let mut crc = crc32c::crc32c(&out[..60]);
-        crc = crc32c::crc32c_append(crc, &out[SUBSCRIPTION_FIXED_BYTES..]);
+        let mut crc = crate::format::crc::crc32c(&out[..60]);
+        crc = crate::format::crc::crc32c_append(crc, &out[SUBSCRIPTION_FIXED_BYTES..]);
         fixed.crc = crc.into();
         out[..SUBSCRIPTION_FIXED_BYTES].copy_from_slice(fixed.as_bytes());
         out.resize(header_bytes as usize, 0);
@@ -157,8 +157,8 @@ impl SubscriptionHeader {
         if bytes.len() < var_end {
             return Err(short(var_end, bytes.len()));
         }
-        let crc = crc32c::crc32c_append(
-            crc32c::crc32c(&bytes[..60]),
+        let crc = crate::format::crc::crc32c_append(
+            crate::format::crc::crc32c(&bytes[..60]),
             &bytes[SUBSCRIPTION_FIXED_BYTES..var_end],
         );
         if crc != h.crc.get() {
@@ -223,7 +223,7 @@ impl SubscriptionCheckpoint {
             reserved1: [0; 12],
             crc: 0.into(),
         };
-        slot.crc = crc32c::crc32c(&slot.as_bytes()[..60]).into();
+        slot.crc = crate::format::crc::crc32c(&slot.as_bytes()[..60]).into();
         let mut out = [0u8; SUBSCRIPTION_SLOT_BYTES];
         out.copy_from_slice(slot.as_bytes());
         out
