@@ -58,6 +58,10 @@ pub const READ_ALL_WINDOW_POSITIONS: u64 = 65_536;
 pub const READ_ALL_WINDOW_POSITIONS_MIN: u64 = 1_024;
 /// Most positions of a `read_all` window (its entries take about 40 bytes each in memory).
 pub const READ_ALL_WINDOW_POSITIONS_MAX: u64 = 524_288;
+/// Fewest slots of a fan-out table's index of its streams (a power of two).
+pub const KEY_INDEX_SLOTS_MIN: usize = 16;
+/// How many events ahead `read_all` asks the CPU to fetch a packed event's table slot.
+pub const READ_ALL_PREFETCH_DISTANCE: usize = 16;
 /// A `read_all` window grows past `READ_ALL_WINDOW_POSITIONS` only while it meets at least one
 /// file per this many positions (small streams with files of their own).
 pub const READ_ALL_POSITIONS_PER_FILE_TO_GROW: u64 = 16;

@@ -5,8 +5,10 @@ use crate::error::{Error, Result};
 use crate::format::index::FLAG_PACKED;
 use crate::format::pack::{decode_table_header, TableEntry, TABLE_HEADER_BYTES};
 use crate::format::segment::decode_record;
-use crate::layout::{table_path, KeyMap, StreamKey};
-use crate::limits::{PACK_DEAD_RANGES_MAX, PACK_PUNCH_BLOCK_BYTES, TABLE_CACHE_ENTRIES_MAX};
+use crate::layout::{table_path, StreamKey};
+use crate::limits::{
+    KEY_INDEX_SLOTS_MIN, PACK_DEAD_RANGES_MAX, PACK_PUNCH_BLOCK_BYTES, TABLE_CACHE_ENTRIES_MAX,
+};
 use crate::shared::Shared;
 use std::collections::HashMap;
 use std::sync::{Mutex, MutexGuard};
@@ -236,15 +238,103 @@ pub struct Table {
     entries: Vec<(TableEntry, u64)>,
     /// Each stream's entry in `entries`: `read_all` looks one up for every packed event, and a
     /// search through the table's entries took a fifth of W5's time (`perf`, session 11).
-    by_key: KeyMap<StreamKey, u32>,
+    by_key: KeyIndex,
     pub end: u64,
+}
+
+/// A slot of `KeyIndex`: a key and its entry's index plus one (0: empty).
+#[derive(Clone, Copy, Default)]
+struct KeySlot {
+    hash: u64,
+    entry: u32,
+    collision: u16,
+}
+
+/// Open addressing (linear probing, at most half full) from a stream key to its entry: a
+/// lookup reads one slot of 16 bytes, mostly, whose place a reader can compute ahead and ask
+/// the CPU to fetch (`prefetch`). Over many small streams, the lookup of each event's table
+/// entry missed the caches (a third of W5's time after the CRC work, `perf`, session 11).
+#[derive(Clone, Default)]
+struct KeyIndex {
+    slots: Vec<KeySlot>,
+    len: usize,
+}
+
+impl KeyIndex {
+    fn home(&self, hash: u64) -> usize {
+        // The low bits: the fan-out is the top 12, the same for every key of a table.
+        (hash as usize) & (self.slots.len() - 1)
+    }
+
+    fn get(&self, key: StreamKey) -> Option<u32> {
+        if self.slots.is_empty() {
+            return None;
+        }
+        let mut i = self.home(key.hash);
+        loop {
+            let s = self.slots[i];
+            if s.entry == 0 {
+                return None;
+            }
+            if s.hash == key.hash && s.collision == key.collision {
+                return Some(s.entry - 1);
+            }
+            i = (i + 1) & (self.slots.len() - 1);
+        }
+    }
+
+    /// Insert `key` at `entry` unless it is there already (the first entry of a key answers).
+    fn insert(&mut self, key: StreamKey, entry: u32) {
+        if (self.len + 1) * 2 > self.slots.len() {
+            let old = std::mem::take(&mut self.slots);
+            self.slots = vec![KeySlot::default(); (old.len() * 2).max(KEY_INDEX_SLOTS_MIN)];
+            self.len = 0;
+            for s in old.into_iter().filter(|s| s.entry != 0) {
+                self.place(s);
+            }
+        }
+        if self.get(key).is_none() {
+            self.place(KeySlot {
+                hash: key.hash,
+                entry: entry.saturating_add(1),
+                collision: key.collision,
+            });
+        }
+    }
+
+    fn place(&mut self, slot: KeySlot) {
+        debug_assert!(self.len * 2 < self.slots.len());
+        let mut i = self.home(slot.hash);
+        while self.slots[i].entry != 0 {
+            i = (i + 1) & (self.slots.len() - 1);
+        }
+        self.slots[i] = slot;
+        self.len += 1;
+    }
+
+    /// Ask the CPU to fetch the slot where `key`'s lookup starts.
+    fn prefetch(&self, key: StreamKey) {
+        if self.slots.is_empty() {
+            return;
+        }
+        let slot: *const KeySlot = &self.slots[self.home(key.hash)];
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: a prefetch is a hint that never faults nor changes memory, and `slot` points
+        // into `self.slots` (SSE, which it needs, is part of every x86_64 CPU).
+        #[allow(unsafe_code)]
+        unsafe {
+            std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(slot.cast());
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        let _ = slot;
+    }
 }
 
 impl Table {
     pub fn new(entries: Vec<(TableEntry, u64)>, end: u64) -> Table {
         let mut t = Table {
             entries: Vec::with_capacity(entries.len()),
-            by_key: KeyMap::default(),
+            by_key: KeyIndex::default(),
             end,
         };
         for (e, at) in entries {
@@ -270,20 +360,26 @@ impl Table {
         };
         // A table holds a key once; were it twice, the first entry answers, as a search would.
         let i = u32::try_from(self.entries.len()).unwrap_or(u32::MAX);
-        self.by_key.entry(key).or_insert(i);
+        self.by_key.insert(key, i);
         self.entries.push((e, at));
     }
 
     /// Packed stream `key`'s entry and its offset, if it is in this table.
     pub fn entry(&self, key: StreamKey) -> Option<&(TableEntry, u64)> {
         self.by_key
-            .get(&key)
-            .and_then(|i| self.entries.get(*i as usize))
+            .get(key)
+            .and_then(|i| self.entries.get(i as usize))
     }
 
     /// Where packed stream `key`'s entry is in `entries()`, if it is in this table.
     pub fn index_of(&self, key: StreamKey) -> Option<u32> {
-        self.by_key.get(&key).copied()
+        self.by_key.get(key)
+    }
+
+    /// Ask the CPU to fetch what `index_of(key)` will read first (`read_all` asks a few
+    /// events ahead).
+    pub fn prefetch(&self, key: StreamKey) {
+        self.by_key.prefetch(key);
     }
 }
 
@@ -787,8 +883,9 @@ impl DeadRanges {
 
 #[cfg(test)]
 mod tests {
-    use super::{DeadRanges, Table, TableCache};
+    use super::{DeadRanges, KeyIndex, Table, TableCache};
     use crate::format::pack::TableEntry;
+    use crate::layout::StreamKey;
 
     fn table(n: usize) -> std::sync::Arc<Table> {
         let entries = (0..n as u64)
@@ -861,5 +958,39 @@ mod tests {
         d.add(14, 4, 128, 9000);
         assert_eq!(d.due(20), vec![(4, 4096, 4096)]);
         assert_eq!(d.count, 2);
+    }
+
+    #[test]
+    fn the_key_index_finds_every_key_and_only_those_it_holds() {
+        let mut index = KeyIndex::default();
+        let key = |i: u64| StreamKey {
+            // Keys that share their low bits (one home slot) and keys that differ only in
+            // their collision number, as well as spread ones.
+            hash: if i % 3 == 0 {
+                (i << 40) | 5
+            } else {
+                i.wrapping_mul(0x9E37_79B9_7F4A_7C15)
+            },
+            collision: (i % 2) as u16,
+        };
+        assert_eq!(index.get(key(1)), None);
+        index.prefetch(key(1));
+        for i in 0..1_000u64 {
+            index.insert(key(i), i as u32);
+            // The first entry of a key answers.
+            index.insert(key(i), u32::MAX - 1);
+            assert!(index.len * 2 <= index.slots.len());
+        }
+        for i in 0..1_000u64 {
+            assert_eq!(index.get(key(i)), Some(i as u32), "key {i}");
+            let other = StreamKey {
+                collision: key(i).collision + 2,
+                ..key(i)
+            };
+            assert_eq!(index.get(other), None);
+            index.prefetch(key(i));
+        }
+        assert_eq!(index.get(key(1_000)), None);
+        assert_eq!(index.len, 1_000);
     }
 }
