@@ -41,6 +41,7 @@ mod notify;
 mod options;
 mod packs;
 mod persistent;
+mod prefetch;
 mod producer;
 mod projection;
 mod read;

@@ -314,19 +314,9 @@ impl KeyIndex {
 
     /// Ask the CPU to fetch the slot where `key`'s lookup starts.
     fn prefetch(&self, key: StreamKey) {
-        if self.slots.is_empty() {
-            return;
+        if !self.slots.is_empty() {
+            crate::prefetch::read(&self.slots[self.home(key.hash)]);
         }
-        let slot: *const KeySlot = &self.slots[self.home(key.hash)];
-        #[cfg(target_arch = "x86_64")]
-        // SAFETY: a prefetch is a hint that never faults nor changes memory, and `slot` points
-        // into `self.slots` (SSE, which it needs, is part of every x86_64 CPU).
-        #[allow(unsafe_code)]
-        unsafe {
-            std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(slot.cast());
-        }
-        #[cfg(not(target_arch = "x86_64"))]
-        let _ = slot;
     }
 }
 

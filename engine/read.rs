@@ -888,14 +888,22 @@ impl AllIter {
         let mapped_max = (self.shared.options.mapped_segments_max / 4).max(1);
         let mut loaded = 0u64;
         for (i, e) in entries.iter().enumerate() {
-            // The table slot of a packed event a few ahead: its lookup below would otherwise
-            // wait on memory for each event (`perf` on W5, session 11).
-            if let Some(ahead) = entries.get(i + READ_ALL_PREFETCH_DISTANCE) {
-                if ahead.packed {
-                    if let Some((table, _, _)) =
-                        self.tables.get(&crate::layout::fanout(ahead.key.hash))
-                    {
+            // The lookup of a packed event's stream (below) waited on memory for each event
+            // (`perf` on W5, session 11): fetch its table's header two steps ahead, and the
+            // table's slot for it one step ahead.
+            for (distance, slot) in [
+                (2 * READ_ALL_PREFETCH_DISTANCE, false),
+                (READ_ALL_PREFETCH_DISTANCE, true),
+            ] {
+                let Some(ahead) = entries.get(i + distance).filter(|a| a.packed) else {
+                    continue;
+                };
+                if let Some((table, _, _)) = self.tables.get(&crate::layout::fanout(ahead.key.hash))
+                {
+                    if slot {
                         table.prefetch(ahead.key);
+                    } else {
+                        crate::prefetch::read(Arc::as_ptr(table));
                     }
                 }
             }

@@ -7,7 +7,8 @@
 //! event (`perf`, session 11). Here a buffer of 64 bytes to about 6 KiB is cut into three
 //! lanes of equal length whose chains run together; the first two lanes' CRCs are then moved
 //! past the lanes after them by one carry-less multiply each (what zero bytes do to a CRC is
-//! linear), and the three are added (XOR).
+//! linear), and the three are added (XOR). Shorter buffers run one chain here too: the crate's
+//! setup for long buffers cost more than the CRC of a 20-byte index entry.
 //!
 //! The arithmetic, in the bit-reflected form the `crc32` instruction uses: a CRC state `c` of
 //! 32 bits stands for a polynomial `C` (bit `i` is the coefficient of `x^(31-i)`), and
@@ -70,14 +71,20 @@ pub fn crc32c(data: &[u8]) -> u32 {
 pub fn crc32c_append(crc: u32, data: &[u8]) -> u32 {
     #[cfg(target_arch = "x86_64")]
     {
-        if (THREE_LANES_MIN_BYTES..=3 * 8 * LANE_WORDS_MAX).contains(&data.len())
+        if data.len() <= 3 * 8 * LANE_WORDS_MAX
             && std::is_x86_feature_detected!("sse4.2")
             && std::is_x86_feature_detected!("pclmulqdq")
         {
-            // SAFETY: the function only needs the two instruction sets just detected on this
-            // CPU; it reads `data` through safe slices only.
+            // SAFETY: the functions only need the two instruction sets just detected on this
+            // CPU; they read `data` through safe slices only.
             #[allow(unsafe_code)]
-            return unsafe { x86::three_lanes(crc, data) };
+            return unsafe {
+                if data.len() < THREE_LANES_MIN_BYTES {
+                    x86::one_chain(crc, data)
+                } else {
+                    x86::three_lanes(crc, data)
+                }
+            };
         }
     }
     crc32c::crc32c_append(crc, data)
@@ -110,6 +117,28 @@ mod x86 {
         _mm_crc32_u64(0, _mm_cvtsi128_si64(product) as u64)
     }
 
+    /// `crc32c_append` in one chain: for short buffers (index entries, record prefixes), where
+    /// the crate's setup for long ones cost more than the CRC itself (`perf`, session 11).
+    #[target_feature(enable = "sse4.2")]
+    pub(super) fn one_chain(crc: u32, data: &[u8]) -> u32 {
+        finish(u64::from(!crc), data)
+    }
+
+    /// The words, then the bytes, of `tail` added to `state`; the CRC.
+    #[target_feature(enable = "sse4.2")]
+    fn finish(mut state: u64, tail: &[u8]) -> u32 {
+        let mut words = tail.chunks_exact(8);
+        for w in words.by_ref() {
+            state = _mm_crc32_u64(state, word(w));
+        }
+        #[allow(clippy::cast_possible_truncation)]
+        let mut state = state as u32;
+        for byte in words.remainder() {
+            state = _mm_crc32_u8(state, *byte);
+        }
+        !state
+    }
+
     /// `crc32c_append` over three lanes (module comment); `data` holds at least three words
     /// and at most `2 * LANE_WORDS_MAX` words per lane pair, as `SHIFT` requires.
     #[target_feature(enable = "sse4.2,pclmulqdq")]
@@ -131,17 +160,7 @@ mod x86 {
             c1 = _mm_crc32_u64(c1, word(wb));
             c2 = _mm_crc32_u64(c2, word(wc));
         }
-        let mut state = shift(c0, 2 * lane) ^ shift(c1, lane) ^ c2;
-        let mut words = tail.chunks_exact(8);
-        for w in words.by_ref() {
-            state = _mm_crc32_u64(state, word(w));
-        }
-        #[allow(clippy::cast_possible_truncation)]
-        let mut state = state as u32;
-        for byte in words.remainder() {
-            state = _mm_crc32_u8(state, *byte);
-        }
-        !state
+        finish(shift(c0, 2 * lane) ^ shift(c1, lane) ^ c2, tail)
     }
 }
 
