@@ -238,7 +238,9 @@ pub struct Table {
     entries: Vec<(TableEntry, u64)>,
     /// Each stream's entry in `entries`: `read_all` looks one up for every packed event, and a
     /// search through the table's entries took a fifth of W5's time (`perf`, session 11).
-    by_key: KeyIndex,
+    /// Built by the first `index_of` (a `read_all`): it costs 32-64 bytes per entry, which a
+    /// store whose streams are only loaded one by one (a search per load) need not hold.
+    by_key: std::sync::OnceLock<KeyIndex>,
     pub end: u64,
 }
 
@@ -322,15 +324,12 @@ impl KeyIndex {
 
 impl Table {
     pub fn new(entries: Vec<(TableEntry, u64)>, end: u64) -> Table {
-        let mut t = Table {
-            entries: Vec::with_capacity(entries.len()),
-            by_key: KeyIndex::default(),
+        debug_assert!(entries.windows(2).all(|w| w[0].1 < w[1].1));
+        Table {
+            entries,
+            by_key: std::sync::OnceLock::new(),
             end,
-        };
-        for (e, at) in entries {
-            t.push(e, at);
         }
-        t
     }
 
     /// The entries, in file order, with their offsets.
@@ -344,32 +343,51 @@ impl Table {
 
     fn push(&mut self, e: TableEntry, at: u64) {
         debug_assert!(self.entries.last().is_none_or(|(_, last)| *last < at));
-        let key = StreamKey {
-            hash: e.stream_hash,
-            collision: e.collision,
-        };
-        // A table holds a key once; were it twice, the first entry answers, as a search would.
-        let i = u32::try_from(self.entries.len()).unwrap_or(u32::MAX);
-        self.by_key.insert(key, i);
+        if let Some(index) = self.by_key.get_mut() {
+            let i = u32::try_from(self.entries.len()).unwrap_or(u32::MAX);
+            index.insert(entry_key(&e), i);
+        }
         self.entries.push((e, at));
     }
 
-    /// Packed stream `key`'s entry and its offset, if it is in this table.
-    pub fn entry(&self, key: StreamKey) -> Option<&(TableEntry, u64)> {
-        self.by_key
-            .get(key)
-            .and_then(|i| self.entries.get(i as usize))
+    fn index(&self) -> &KeyIndex {
+        self.by_key.get_or_init(|| {
+            let mut index = KeyIndex::default();
+            for (i, (e, _)) in self.entries.iter().enumerate() {
+                // A table holds a key once; were it twice, the first entry answers, as a
+                // search would.
+                index.insert(entry_key(e), u32::try_from(i).unwrap_or(u32::MAX));
+            }
+            index
+        })
     }
 
-    /// Where packed stream `key`'s entry is in `entries()`, if it is in this table.
+    /// Packed stream `key`'s entry and its offset, if it is in this table: through the index
+    /// when a `read_all` built it, else by a search.
+    pub fn entry(&self, key: StreamKey) -> Option<&(TableEntry, u64)> {
+        match self.by_key.get() {
+            Some(index) => index.get(key).and_then(|i| self.entries.get(i as usize)),
+            None => self.entries.iter().find(|(e, _)| entry_key(e) == key),
+        }
+    }
+
+    /// Where packed stream `key`'s entry is in `entries()`, if it is in this table (the first
+    /// call builds the table's index).
     pub fn index_of(&self, key: StreamKey) -> Option<u32> {
-        self.by_key.get(key)
+        self.index().get(key)
     }
 
     /// Ask the CPU to fetch what `index_of(key)` will read first (`read_all` asks a few
     /// events ahead).
     pub fn prefetch(&self, key: StreamKey) {
-        self.by_key.prefetch(key);
+        self.index().prefetch(key);
+    }
+}
+
+fn entry_key(e: &TableEntry) -> StreamKey {
+    StreamKey {
+        hash: e.stream_hash,
+        collision: e.collision,
     }
 }
 
@@ -982,5 +1000,30 @@ mod tests {
         }
         assert_eq!(index.get(key(1_000)), None);
         assert_eq!(index.len, 1_000);
+    }
+
+    #[test]
+    fn a_table_answers_the_same_before_and_after_its_index_is_built() {
+        let key = |i: u64| StreamKey {
+            hash: i,
+            collision: 0,
+        };
+        let mut t = (*table(50)).clone();
+        let found = |t: &Table, i: u64| t.entry(key(i)).map(|(e, _)| e.first_position);
+        for i in 0..60 {
+            assert_eq!(found(&t, i), (i < 50).then_some(i + 1), "search, key {i}");
+        }
+        assert!(t.by_key.get().is_none());
+        assert_eq!(t.index_of(key(7)), Some(7));
+        assert!(t.by_key.get().is_some());
+        // Entries added after the index was built are found through it.
+        let more = table(60).entries()[50..].to_vec();
+        for (e, at) in more {
+            t.push(e, at);
+        }
+        for i in 0..70 {
+            assert_eq!(found(&t, i), (i < 60).then_some(i + 1), "index, key {i}");
+            assert_eq!(t.index_of(key(i)), (i < 60).then_some(i as u32));
+        }
     }
 }
