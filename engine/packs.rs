@@ -33,6 +33,11 @@ pub struct Packs {
     /// Counts `add_entries` calls: a table read while one ran may lack its entries and is not
     /// cached.
     adds: std::sync::atomic::AtomicU64,
+    /// `add_entries` calls whose batch's head is not published yet (`entries_published`): a
+    /// table read meanwhile does not count their entries as committed, and is not cached
+    /// either (else the cache would lack them once the head is published: a later lookup of
+    /// the stream would find no entry, session 11's review).
+    unpublished: std::sync::atomic::AtomicU64,
     /// The store has a `packs/` folder: looking a stream up must then read its fan-out's
     /// table when it has no segment 0. A store that never packed pays no extra `open` per
     /// new stream (the million-stream create makes a million of them).
@@ -102,6 +107,8 @@ impl Packs {
     pub fn add_entries(&self, fanout: u16, entries: &[(TableEntry, u64)]) {
         let mut tables = lock(&self.tables);
         self.adds.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        self.unpublished
+            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
         if let Some(t) = tables.map.get_mut(&fanout) {
             let t = std::sync::Arc::make_mut(t);
             for (e, at) in entries {
@@ -111,6 +118,28 @@ impl Packs {
             tables.entries += entries.len();
             tables.shrink_to_bound(Some(fanout));
         }
+    }
+
+    /// The head that makes the entries of `calls` `add_entries` calls committed is published.
+    pub fn entries_published(&self, calls: usize) {
+        let _tables = lock(&self.tables);
+        self.unpublished
+            .fetch_sub(calls as u64, std::sync::atomic::Ordering::AcqRel);
+    }
+
+    /// Taken before a table is read from disk, under the cache's lock: whether a read now may
+    /// be cached (no entries wait for their head), and the count of adds to compare after it.
+    fn read_token(&self) -> (u64, bool) {
+        (
+            self.adds.load(std::sync::atomic::Ordering::Acquire),
+            self.unpublished.load(std::sync::atomic::Ordering::Acquire) == 0,
+        )
+    }
+
+    /// May a table read after `read_token` returned `token` be cached? Only when no entries
+    /// waited for their head then and none were added since (call under the cache's lock).
+    fn cacheable(&self, token: (u64, bool)) -> bool {
+        token.1 && self.adds.load(std::sync::atomic::Ordering::Acquire) == token.0
     }
 
     /// The last packed position of `key` published since the last flush.
@@ -209,21 +238,22 @@ pub fn table(shared: &Shared, fanout: u16) -> Result<Option<std::sync::Arc<Table
     if !shared.packs.present() {
         return Ok(None);
     }
-    let adds = {
+    let token = {
         let tables = lock(&shared.packs.tables);
         if let Some(t) = tables.map.get(&fanout) {
             return Ok(Some(std::sync::Arc::clone(t)));
         }
-        shared.packs.adds.load(std::sync::atomic::Ordering::Acquire)
+        shared.packs.read_token()
     };
     let Some(t) = read_table(shared, fanout)? else {
         return Ok(None);
     };
     let t = std::sync::Arc::new(t);
     let mut tables = lock(&shared.packs.tables);
-    // Read under no lock: if the writer added entries meanwhile, this read may lack them;
-    // it answers this lookup (which began before they were published) but is not kept.
-    if shared.packs.adds.load(std::sync::atomic::Ordering::Acquire) != adds {
+    // Read under no lock: if the writer added entries meanwhile, or added some whose head was
+    // not published when it began, this read may lack them; it answers this lookup (which
+    // began before they were published) but is not kept.
+    if !shared.packs.cacheable(token) {
         return Ok(Some(t));
     }
     tables.insert(fanout, std::sync::Arc::clone(&t));
@@ -938,7 +968,8 @@ mod tests {
             tables: std::sync::Mutex::new(c),
             ..super::Packs::default()
         };
-        let more: Vec<_> = table(60).entries().to_vec();
+        // Appended after the table's 10 entries, as the writer appends them.
+        let more: Vec<_> = table(70).entries()[10..].to_vec();
         packs.add_entries(9, &more);
         let c = super::lock(&packs.tables);
         assert!(c.entries <= 100, "{} entries", c.entries);
@@ -1025,5 +1056,23 @@ mod tests {
             assert_eq!(found(&t, i), (i < 60).then_some(i + 1), "index, key {i}");
             assert_eq!(t.index_of(key(i)), (i < 60).then_some(i as u32));
         }
+    }
+
+    #[test]
+    fn a_table_read_while_added_entries_wait_for_their_head_is_not_cached() {
+        let packs = super::Packs::default();
+        let entries = table(1).entries().to_vec();
+        // Clean: a read may be cached, unless an add comes during it.
+        let token = packs.read_token();
+        assert!(packs.cacheable(token));
+        packs.add_entries(3, &entries);
+        assert!(!packs.cacheable(token), "an add during the read");
+        // Added, head not published: a read now would miss them as uncommitted.
+        let token = packs.read_token();
+        assert!(!packs.cacheable(token), "entries waiting for their head");
+        packs.entries_published(1);
+        assert!(!packs.cacheable(token), "the read began before the head");
+        let token = packs.read_token();
+        assert!(packs.cacheable(token), "published: reads see the entries");
     }
 }

@@ -655,6 +655,7 @@ impl Writer {
                         self.shared.packs.add_entries(*fanout, entries);
                     }
                     self.publish(&touched, last_position, &packed);
+                    self.shared.packs.entries_published(new_entries.len());
                 }
                 self.shared.removals.published(&invalidations);
                 for (entry, acked) in written {
