@@ -124,3 +124,9 @@ pub const PACK_DEAD_RANGES_MAX: usize = 262_144;
 pub const PACK_STREAM_BYTES_DEFAULT: u64 = 4096;
 /// Largest `pack_stream_bytes`: a packed stream's chain is walked on every load.
 pub const PACK_STREAM_BYTES_MAX: u64 = 1 << 20;
+
+/// How long opening a store waits for a `LOCK` held by someone else before it answers
+/// `Locked`: a child process forked by the host holds the lock file from its fork to its `exec`.
+pub const LOCK_WAIT_MAX: std::time::Duration = std::time::Duration::from_millis(200);
+/// How often that wait tries the lock again.
+pub const LOCK_RETRY_INTERVAL: std::time::Duration = std::time::Duration::from_millis(2);

@@ -157,7 +157,25 @@ impl Backend for RealBackend {
             .mode(0o644)
             .custom_flags(libc::O_NOFOLLOW)
             .open(path)?;
-        flock_exclusive(&file)?;
+        // A lock held for a moment only is waited for: `flock` locks belong to the open file,
+        // and a child process the host forks keeps the file open from the fork to its `exec`
+        // (which closes it): a store closed and opened again by one thread while another thread
+        // spawns a process can find its own old lock still held, for that moment
+        // (`tests/segment_dump.rs`, whose tests spawn `segment-dump`, failed about one run in
+        // six with `Locked`, session 11). A second opener still gets `Locked`, that much later.
+        let started = std::time::Instant::now();
+        loop {
+            match flock_exclusive(&file) {
+                Ok(()) => break,
+                Err(e)
+                    if e.kind() == io::ErrorKind::WouldBlock
+                        && started.elapsed() < crate::limits::LOCK_WAIT_MAX =>
+                {
+                    std::thread::sleep(crate::limits::LOCK_RETRY_INTERVAL);
+                }
+                Err(e) => return Err(e),
+            }
+        }
         // The pid is for people reading the folder; the lock is the flock, not the content.
         file.set_len(0)?;
         writeln!(file, "{}", std::process::id())?;
