@@ -77,6 +77,20 @@ impl std::fmt::Debug for Store {
     }
 }
 
+/// The error for stream `stream` found with no committed event: `StreamNotFound`, unless
+/// files exist for it on a poisoned handle. There they may be a rewrite that failed after its
+/// rename (its new segment 0 in place, its base record never published), which only the next
+/// open settles, old stream or new: `Poisoned`, not "not found" (the `api_model` fuzzer,
+/// session 11).
+fn no_committed_event(shared: &Shared, stream: &str, probe: &Probe) -> Error {
+    match (probe, shared.check_poison()) {
+        (Probe::Found(_), Err(poisoned)) => poisoned,
+        _ => Error::StreamNotFound {
+            stream: stream.to_string(),
+        },
+    }
+}
+
 impl Store {
     /// Open the store in `dir`, creating the folder and the store if missing.
     ///
@@ -327,7 +341,8 @@ impl Store {
     /// that changeset's place, never a part of it as if whole.
     ///
     /// # Errors
-    /// `StreamNotFound`, `StreamDeleted`, `InvalidStreamId`, `Corrupt`, `Io`.
+    /// `StreamNotFound`, `StreamDeleted`, `InvalidStreamId`, `Corrupt`, `Io`; `Poisoned` for a
+    /// stream that a failed write left files of on a poisoned handle.
     pub fn read_changesets(&self, stream: &str, from: u64) -> Result<ChangesetIter> {
         validate_stream_id(stream)?;
         let shared = &self.inner.shared;
@@ -336,9 +351,7 @@ impl Store {
                 stream: stream.to_string(),
             }),
             Probe::Found(meta) if meta.version() > 0 => ChangesetIter::new(shared, &meta, from),
-            _ => Err(Error::StreamNotFound {
-                stream: stream.to_string(),
-            }),
+            probe => Err(no_committed_event(shared, stream, &probe)),
         }
     }
 
@@ -347,7 +360,8 @@ impl Store {
     /// stream. Events before a snapshot or a truncation are not part of it.
     ///
     /// # Errors
-    /// `StreamNotFound`, `StreamDeleted`, `InvalidStreamId`, `Corrupt`, `Io`.
+    /// `StreamNotFound`, `StreamDeleted`, `InvalidStreamId`, `Corrupt`, `Io`; `Poisoned` for a
+    /// stream that a failed write left files of on a poisoned handle.
     pub fn surface(&self, stream: &str) -> Result<Vec<RecordedEvent>> {
         validate_stream_id(stream)?;
         let shared = &self.inner.shared;
@@ -356,9 +370,7 @@ impl Store {
                 stream: stream.to_string(),
             }),
             Probe::Found(meta) if meta.version() > 0 => crate::keys::surface(shared, &meta),
-            _ => Err(Error::StreamNotFound {
-                stream: stream.to_string(),
-            }),
+            probe => Err(no_committed_event(shared, stream, &probe)),
         }
     }
 
@@ -465,7 +477,8 @@ impl Store {
     /// (`u64::MAX` reads backward from the newest event).
     ///
     /// # Errors
-    /// `StreamNotFound`, `InvalidStreamId`, `Corrupt`, `Io`.
+    /// `StreamNotFound`, `StreamDeleted`, `InvalidStreamId`, `Corrupt`, `Io`; `Poisoned` for a
+    /// stream that a failed write left files of on a poisoned handle.
     pub fn read_stream(
         &self,
         stream: &str,
@@ -484,9 +497,7 @@ impl Store {
                 from_version,
                 direction,
             )),
-            _ => Err(Error::StreamNotFound {
-                stream: stream.to_string(),
-            }),
+            probe => Err(no_committed_event(shared, stream, &probe)),
         }
     }
 
@@ -507,7 +518,8 @@ impl Store {
     /// The stream's version (its number of events), `None` when it does not exist.
     ///
     /// # Errors
-    /// `InvalidStreamId`, `Corrupt`, `Io`.
+    /// `InvalidStreamId`, `Corrupt`, `Io`; `Poisoned` for a stream that a failed write left
+    /// files of on a poisoned handle.
     pub fn stream_version(&self, stream: &str) -> Result<Option<u64>> {
         validate_stream_id(stream)?;
         let shared = &self.inner.shared;
@@ -517,7 +529,11 @@ impl Store {
                     stream: stream.to_string(),
                 })
             }
-            Probe::Found(meta) => Some(meta.version()).filter(|v| *v > 0),
+            Probe::Found(meta) if meta.version() > 0 => Some(meta.version()),
+            probe @ Probe::Found(_) => match no_committed_event(shared, stream, &probe) {
+                e @ Error::Poisoned { .. } => return Err(e),
+                _ => None,
+            },
             Probe::Absent { .. } => None,
         })
     }
