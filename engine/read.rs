@@ -1248,39 +1248,30 @@ impl AllIter {
     /// of its streams is met, and again when a newer stream is not in the copy held).
     fn stream_name(&mut self, key: StreamKey) -> Result<(u32, u32)> {
         let fanout = crate::layout::fanout(key.hash);
-        let held = match self.tables.get(&fanout) {
-            Some((table, _, _)) => table.index_of(key).map(|n| (Arc::clone(table), n)),
-            None => None,
-        };
-        let (table, n) = match held {
-            Some(found) => found,
-            None => {
-                let table = crate::packs::table(&self.shared, fanout)?;
-                let Some((table, n)) = table.and_then(|t| t.index_of(key).map(|n| (t, n))) else {
-                    return Err(Error::corrupt(
-                        crate::layout::table_path(&self.shared.root, fanout),
-                        0,
-                        "packed stream of a committed record is not in its table",
-                    ));
-                };
-                // A newer copy: this window's events name the table they were found in.
-                self.tables
-                    .insert(fanout, (Arc::clone(&table), u64::MAX, 0));
-                (table, n)
+        // One lookup, and no count taken on the table, for an event whose table is held.
+        if let Some((table, window, at)) = self.tables.get_mut(&fanout) {
+            if let Some(n) = table.index_of(key) {
+                if *window != self.windows {
+                    *window = self.windows;
+                    *at = names_slot(&self.names);
+                    self.names.push(Arc::clone(table));
+                }
+                return Ok((*at, n));
             }
-        };
-        let (_, window, at) = self
-            .tables
-            .entry(fanout)
-            .or_insert_with(|| (Arc::clone(&table), u64::MAX, 0));
-        if *window != self.windows {
-            *window = self.windows;
-            // One table per fan-out in a window, and one more per newer copy taken in it (at
-            // most one per position): far below `u32::MAX`.
-            *at = u32::try_from(self.names.len()).unwrap_or(u32::MAX);
-            self.names.push(table);
         }
-        Ok((*at, n))
+        let table = crate::packs::table(&self.shared, fanout)?;
+        let Some((table, n)) = table.and_then(|t| t.index_of(key).map(|n| (t, n))) else {
+            return Err(Error::corrupt(
+                crate::layout::table_path(&self.shared.root, fanout),
+                0,
+                "packed stream of a committed record is not in its table",
+            ));
+        };
+        // A newer copy (or the first): this window's later events name it.
+        let at = names_slot(&self.names);
+        self.names.push(Arc::clone(&table));
+        self.tables.insert(fanout, (table, self.windows, at));
+        Ok((at, n))
     }
 
     /// The slot's event; `None` when its stream's rewrite removed it.
@@ -1330,6 +1321,12 @@ impl AllIter {
         }
         Ok(Some(event))
     }
+}
+
+/// The place the next table takes in a window's `names`: one per fan-out, and one more per
+/// newer copy taken in the window (at most one per position), far below `u32::MAX`.
+fn names_slot(names: &[Arc<crate::packs::Table>]) -> u32 {
+    u32::try_from(names.len()).unwrap_or(u32::MAX)
 }
 
 impl Iterator for AllIter {

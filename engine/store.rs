@@ -530,10 +530,11 @@ impl Store {
                 })
             }
             Probe::Found(meta) if meta.version() > 0 => Some(meta.version()),
-            probe @ Probe::Found(_) => match no_committed_event(shared, stream, &probe) {
-                e @ Error::Poisoned { .. } => return Err(e),
-                _ => None,
-            },
+            // As `no_committed_event`: undecided on a poisoned handle.
+            Probe::Found(_) => {
+                shared.check_poison()?;
+                None
+            }
             Probe::Absent { .. } => None,
         })
     }

@@ -655,7 +655,9 @@ impl Writer {
                         self.shared.packs.add_entries(*fanout, entries);
                     }
                     self.publish(&touched, last_position, &packed);
-                    self.shared.packs.entries_published(new_entries.len());
+                    if !new_entries.is_empty() {
+                        self.shared.packs.entries_published(new_entries.len());
+                    }
                 }
                 self.shared.removals.published(&invalidations);
                 for (entry, acked) in written {
