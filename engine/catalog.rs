@@ -9,11 +9,12 @@ use crate::format::segment::{
     RECORD_HEADER_BYTES, RECORD_KIND_CONTROL,
 };
 use crate::format::DecodeError;
+use crate::idle::IdleStream;
 use crate::layout::{segment_path, stream_hash, StreamKey};
-use crate::limits::{STREAM_COLLISIONS_MAX, STREAM_ID_BYTES_MAX};
+use crate::limits::{SHARED_STREAMS_SWEEP_MIN, STREAM_COLLISIONS_MAX, STREAM_ID_BYTES_MAX};
 use crate::shared::Shared;
 use crate::storage::OpenMode;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::io;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
@@ -142,28 +143,61 @@ pub enum Probe {
     Absent { collision: u16, file_exists: bool },
 }
 
-/// The cache of loaded streams.
+/// The cache of loaded streams: the ones someone may hold as shared `StreamMeta`s, and the
+/// idle ones encoded (`idle::IdleStream`), each found again without reading the disk.
 pub struct Catalog {
     streams: Mutex<Streams>,
+    /// Bound of the streams kept, shared and idle together (`Options::streams_cached_max`).
     capacity: usize,
 }
 
 struct Streams {
-    map: HashMap<Arc<str>, Arc<StreamMeta>>,
-    /// Size at which the next sweep runs: at least `capacity`, and twice what the last sweep
-    /// kept, so that streams held by the writer or by readers (which a sweep cannot drop) do
-    /// not make every insert a sweep.
+    /// Streams as shared states: the writer's and readers' (who may hold them), and the ones
+    /// loaded since the last sweep.
+    shared: HashMap<Arc<str>, Arc<StreamMeta>>,
+    /// Streams nobody held at the last sweep, encoded. A stream is in one map or the other,
+    /// never both.
+    idle: HashSet<IdleStream>,
+    /// Size of `shared` at which the next sweep runs: at least `SHARED_STREAMS_SWEEP_MIN` (or
+    /// the capacity, if lower), and twice what the last sweep kept, so that streams held by the
+    /// writer or by readers (which a sweep cannot encode) do not make every insert a sweep.
     sweep_at: usize,
 }
 
 impl Streams {
     fn insert(&mut self, meta: Arc<StreamMeta>, capacity: usize) {
-        if self.map.len() >= self.sweep_at {
-            // Drop the streams nobody holds; the writer holds the ones it is writing.
-            self.map.retain(|_, m| Arc::strong_count(m) > 1);
-            self.sweep_at = (self.map.len() * 2).max(capacity);
+        if self.shared.len() >= self.sweep_at {
+            self.sweep(capacity);
         }
-        self.map.insert(Arc::clone(&meta.id), meta);
+        if self.shared.len() + self.idle.len() >= capacity && !self.idle.is_empty() {
+            // Over the bound: forget half the idle streams (any half: the set keeps no order of
+            // use). Streams that are held stay, and may hold more than the bound.
+            let mut keep = true;
+            self.idle.retain(|_| {
+                keep = !keep;
+                keep
+            });
+            if self.idle.len() < self.idle.capacity() / 4 {
+                self.idle.shrink_to_fit();
+            }
+        }
+        let removed = self.idle.remove(meta.id.as_bytes());
+        debug_assert!(!removed, "a stream in both maps");
+        self.shared.insert(Arc::clone(&meta.id), meta);
+    }
+
+    /// Encode the streams nobody holds (a count of one is the map's own: anyone else gets
+    /// it through the catalog's lock, which the caller holds).
+    fn sweep(&mut self, capacity: usize) {
+        let idle = &mut self.idle;
+        self.shared.retain(|_, m| {
+            if Arc::strong_count(m) > 1 {
+                return true;
+            }
+            idle.insert(IdleStream::encode(m));
+            false
+        });
+        self.sweep_at = (self.shared.len() * 2).max(SHARED_STREAMS_SWEEP_MIN.min(capacity));
     }
 }
 
@@ -175,8 +209,9 @@ impl Catalog {
     pub fn new(capacity: usize) -> Catalog {
         Catalog {
             streams: Mutex::new(Streams {
-                map: HashMap::new(),
-                sweep_at: capacity,
+                shared: HashMap::new(),
+                idle: HashSet::new(),
+                sweep_at: SHARED_STREAMS_SWEEP_MIN.min(capacity),
             }),
             capacity,
         }
@@ -189,8 +224,17 @@ impl Catalog {
     /// no stream being loaded is being written.
     pub fn probe(&self, shared: &Shared, stream: &str) -> Result<Probe> {
         let mut streams = lock(&self.streams);
-        if let Some(meta) = streams.map.get(stream) {
+        if let Some(meta) = streams.shared.get(stream) {
             return Ok(Probe::Found(Arc::clone(meta)));
+        }
+        if let Some(idle) = streams.idle.take(stream.as_bytes()) {
+            let hash = stream_hash(&shared.manifest.hash_key, stream);
+            if let Some(meta) = idle.decode(stream, hash) {
+                let meta = Arc::new(meta);
+                streams.insert(Arc::clone(&meta), self.capacity);
+                return Ok(Probe::Found(meta));
+            }
+            debug_assert!(false, "an idle stream that does not decode");
         }
         let probe = load(shared, stream)?;
         if let Probe::Found(meta) = &probe {
@@ -208,17 +252,19 @@ impl Catalog {
     pub fn remove(&self, meta: &Arc<StreamMeta>) {
         let mut streams = lock(&self.streams);
         if streams
-            .map
+            .shared
             .get(&meta.id)
             .is_some_and(|m| Arc::ptr_eq(m, meta))
         {
-            streams.map.remove(&meta.id);
+            streams.shared.remove(&meta.id);
         }
     }
 
     /// Forget everything (the writer poisoned itself: states may be ahead of the disk).
     pub fn clear(&self) {
-        lock(&self.streams).map.clear();
+        let mut streams = lock(&self.streams);
+        streams.shared.clear();
+        streams.idle.clear();
     }
 }
 

@@ -30,6 +30,7 @@ mod compact;
 pub mod dump;
 mod error;
 pub mod format;
+mod idle;
 mod journal;
 mod keys;
 #[doc(hidden)]

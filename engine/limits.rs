@@ -86,6 +86,10 @@ pub const NOTIFY_THREAD_MIN_ANSWERS: usize = 8;
 pub const CACHE_BOUND_MIN: usize = 4;
 /// Default bound of the cache of loaded stream states.
 pub const STREAMS_CACHED_MAX_DEFAULT: usize = 100_000;
+/// The catalog encodes the loaded streams nobody holds (engine/idle.rs) once it holds this many
+/// as shared states (or twice what its last sweep kept): the shared ones cost about 270 bytes
+/// each, the encoded ones about 70.
+pub const SHARED_STREAMS_SWEEP_MIN: usize = 4_096;
 /// How many positions the writer lets pass between two checkpoints under `SyncMode::Fdatasync`.
 pub const CHECKPOINT_INTERVAL_POSITIONS: u64 = 65_536;
 /// Default size the journal may reach before the writer flushes the files it covers and starts

@@ -1244,3 +1244,150 @@ fn read_all_over_many_small_rewritten_streams_agrees_with_every_stream() {
         }
     });
 }
+
+/// What a stream answers readers: its version and its events both ways.
+fn answers(store: &Store, stream: &str) -> String {
+    let version = store.stream_version(stream).map_err(|e| format!("{e:?}"));
+    let read = |direction| -> Result<Vec<(u64, Vec<u8>)>, String> {
+        let from = if direction == Direction::Forward {
+            1
+        } else {
+            u64::MAX
+        };
+        store
+            .read_stream(stream, from, direction)
+            .map_err(|e| format!("{e:?}"))?
+            .map(|e| {
+                e.map(|e| (e.version(), e.data().to_vec()))
+                    .map_err(|e| format!("{e:?}"))
+            })
+            .collect()
+    };
+    format!(
+        "{version:?} {:?} {:?}",
+        read(Direction::Forward),
+        read(Direction::Backward)
+    )
+}
+
+/// Streams that nobody holds are kept encoded once the catalog has loaded enough others
+/// (`SHARED_STREAMS_SWEEP_MIN`, engine/idle.rs): asked for again, each answers as it did, in
+/// every lifecycle state, packed or in files of its own, and takes its next append.
+#[test]
+fn idle_streams_answer_as_they_did_in_every_state() {
+    let dir = tempfile::tempdir().unwrap();
+    let fillers = streamlog::limits::SHARED_STREAMS_SWEEP_MIN + 500;
+    let names = [
+        "packed",
+        "files",
+        "closed",
+        "deleted",
+        "snapshot",
+        "truncated",
+    ];
+    {
+        let store = Store::open_with(dir.path(), small_segments()).unwrap();
+        store
+            .append("packed", ExpectedVersion::NoStream, (0..3).map(event))
+            .unwrap();
+        for first in (0..40).step_by(10) {
+            store
+                .append(
+                    "files",
+                    ExpectedVersion::Exact(first),
+                    (first..first + 10).map(big),
+                )
+                .unwrap();
+        }
+        store
+            .append("closed", ExpectedVersion::NoStream, (0..2).map(event))
+            .unwrap();
+        store.close_stream("closed").unwrap();
+        store
+            .append("deleted", ExpectedVersion::NoStream, (0..2).map(event))
+            .unwrap();
+        store.delete_stream("deleted").unwrap();
+        store
+            .append("snapshot", ExpectedVersion::NoStream, (0..5).map(event))
+            .unwrap();
+        store
+            .snapshot_stream("snapshot", EventData::new("Snap", b"s".to_vec()))
+            .unwrap();
+        store
+            .append("snapshot", ExpectedVersion::Exact(5), [event(6)])
+            .unwrap();
+        for first in (0..40).step_by(10) {
+            store
+                .append(
+                    "truncated",
+                    ExpectedVersion::Exact(first),
+                    (first..first + 10).map(big),
+                )
+                .unwrap();
+        }
+        store.truncate_before("truncated", 20).unwrap();
+        let all: Vec<usize> = (0..fillers).collect();
+        for chunk in all.chunks(500) {
+            store
+                .append_multi(chunk.iter().map(|i| {
+                    streamlog::Append::new(
+                        format!("filler-{i}"),
+                        ExpectedVersion::NoStream,
+                        [event(*i as u64)],
+                    )
+                }))
+                .unwrap();
+        }
+    }
+    let store = Store::open_with(dir.path(), small_segments()).unwrap();
+    let before: Vec<String> = names.iter().map(|s| answers(&store, s)).collect();
+    let order = all_positions(&store);
+    // Loading the fillers sweeps the catalog: every stream above is left to it alone.
+    for i in 0..fillers {
+        assert_eq!(
+            store.stream_version(&format!("filler-{i}")).unwrap(),
+            Some(1)
+        );
+    }
+    let after: Vec<String> = names.iter().map(|s| answers(&store, s)).collect();
+    assert_eq!(before, after);
+    assert!(before[3].contains("StreamDeleted"), "{}", before[3]);
+    assert_eq!(all_positions(&store), order);
+    // Appends go on from the versions the encoded states kept.
+    for i in (0..fillers).step_by(97) {
+        let stream = format!("filler-{i}");
+        assert_eq!(store.stream_version(&stream).unwrap(), Some(1));
+        store
+            .append(&stream, ExpectedVersion::Exact(1), [event(2)])
+            .unwrap();
+    }
+    // The writer's first look at these streams: through their encoded states.
+    assert!(matches!(
+        store.append("closed", ExpectedVersion::Exact(2), [event(9)]),
+        Err(Error::StreamClosed { .. })
+    ));
+    assert!(matches!(
+        store.append("deleted", ExpectedVersion::Any, [event(9)]),
+        Err(Error::StreamDeleted { .. })
+    ));
+    assert!(matches!(
+        store.append("snapshot", ExpectedVersion::Exact(5), [event(9)]),
+        Err(Error::WrongExpectedVersion { .. })
+    ));
+    store
+        .append("packed", ExpectedVersion::Exact(3), [event(4)])
+        .unwrap();
+    store
+        .append("files", ExpectedVersion::Exact(40), [big(41)])
+        .unwrap();
+    store
+        .append("truncated", ExpectedVersion::Exact(40), [big(41)])
+        .unwrap();
+    drop(store);
+    let store = Store::open_with(dir.path(), small_segments()).unwrap();
+    assert_eq!(versions(&store, "packed"), vec![1, 2, 3, 4]);
+    assert_eq!(versions(&store, "files"), (1..=41).collect::<Vec<_>>());
+    assert_eq!(versions(&store, "truncated"), (20..=41).collect::<Vec<_>>());
+    assert_eq!(versions(&store, "snapshot"), vec![5, 6]);
+    assert_eq!(store.stream_version("filler-97").unwrap(), Some(2));
+}
