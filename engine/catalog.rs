@@ -348,8 +348,8 @@ fn load(shared: &Shared, stream: &str) -> Result<Probe> {
                 .and_then(Option::as_ref)
                 .and_then(|t| t.entry(key));
             Ok(match entry {
-                Some((e, at)) if &*e.stream_id == stream => {
-                    let state = packed_state(shared, key, e, *at)?;
+                Some((e, at)) if e.stream_id == stream => {
+                    let state = packed_state(shared, key, e.last_position, at)?;
                     Some(Probe::Found(Arc::new(StreamMeta {
                         id: Arc::from(stream),
                         key,
@@ -424,10 +424,10 @@ fn load(shared: &Shared, stream: &str) -> Result<Probe> {
 fn packed_state(
     shared: &Shared,
     key: StreamKey,
-    entry: &crate::format::pack::TableEntry,
+    flushed_last: Option<u64>,
     entry_offset: u64,
 ) -> Result<StreamState> {
-    let packed = packed_prefix(shared, key, entry, entry_offset)?;
+    let packed = packed_prefix(shared, key, flushed_last, entry_offset)?;
     let links = crate::packs::walk(shared, key, packed.last)?;
     let newest = links.first().copied().ok_or_else(|| {
         Error::corrupt(
@@ -467,11 +467,11 @@ fn packed_state(
 fn packed_prefix(
     shared: &Shared,
     key: StreamKey,
-    entry: &crate::format::pack::TableEntry,
+    flushed_last: Option<u64>,
     entry_offset: u64,
 ) -> Result<PackedState> {
     let last = crate::packs::last_position(shared, key)?
-        .or(entry.last_position)
+        .or(flushed_last)
         .ok_or_else(|| {
             // Recovery wrote the slot of every stream whose records came after the last flush
             // (segment-format.md §19), and a flush the rest: a committed entry without one was
@@ -588,12 +588,12 @@ fn load_state(
     let Some(last_state) = last_scan.state else {
         // Nothing committed in its segments: what its packed prefix holds, if it has one.
         return match &packed_entry {
-            Some((e, at)) => packed_state(shared, key, e, *at),
+            Some((last, at)) => packed_state(shared, key, *last, *at),
             None => Ok(StreamState::default()),
         };
     };
     let packed = match &packed_entry {
-        Some((e, at)) => Some(packed_prefix(shared, key, e, *at)?),
+        Some((last, at)) => Some(packed_prefix(shared, key, *last, *at)?),
         None => None,
     };
     let mut segments = Vec::with_capacity(last_index + 1);
@@ -659,15 +659,13 @@ fn load_state(
     })
 }
 
-/// The live entry of `key` in its fan-out's table, with its offset.
-fn find_packed_entry(
-    shared: &Shared,
-    key: StreamKey,
-) -> Result<Option<(crate::format::pack::TableEntry, u64)>> {
+/// The flushed last position of `key`'s live entry in its fan-out's table, and the entry's
+/// offset.
+fn find_packed_entry(shared: &Shared, key: StreamKey) -> Result<Option<(Option<u64>, u64)>> {
     let Some(table) = crate::packs::table(shared, crate::layout::fanout(key.hash))? else {
         return Ok(None);
     };
-    Ok(table.entry(key).cloned())
+    Ok(table.entry(key).map(|(e, at)| (e.last_position, at)))
 }
 
 /// The base record opening a rewritten segment 0, with its position.

@@ -20,10 +20,16 @@ pub struct IdleStream(Box<[u8]>);
 const FLAG_CLOSED: u8 = 1;
 const FLAG_DELETED: u8 = 2;
 const FLAG_PACKED: u8 = 4;
+/// Never rewritten, no segment: the first readable version 1, the segment after segment 0 is
+/// 1, generation and base position 0, no segments; none of them is written. Most small streams.
+const FLAG_PLAIN: u8 = 8;
+/// Its packed records' version is the stream's (it has no segment): not written again.
+const FLAG_PACKED_VERSION_IS_VERSION: u8 = 16;
 
 impl IdleStream {
     /// Encode a stream's identity and state: the id's length and bytes, the collision number, a
-    /// flags byte, then every number of the state as a LEB128 varint.
+    /// flags byte, then the numbers of the state as LEB128 varints, less those the flags say
+    /// have their usual values.
     pub fn encode(meta: &StreamMeta) -> IdleStream {
         let state = meta
             .state
@@ -43,17 +49,31 @@ impl IdleStream {
         if state.packed.is_some() {
             flags |= FLAG_PACKED;
         }
+        let plain = state.first_version == 1
+            && state.after_zero == 1
+            && state.generation == 0
+            && state.base_position == 0
+            && state.segments.is_empty();
+        if plain {
+            flags |= FLAG_PLAIN;
+        }
+        let packed_version = state.packed.map(|p| p.version);
+        if packed_version == Some(state.version) {
+            flags |= FLAG_PACKED_VERSION_IS_VERSION;
+        }
         out.push(flags);
-        for v in [
-            state.version,
-            state.changeset,
-            state.first_version,
-            u64::from(state.after_zero),
-            state.generation,
-            state.base_position,
-            state.segments.len() as u64,
-        ] {
-            put(&mut out, v);
+        put(&mut out, state.version);
+        put(&mut out, state.changeset);
+        if !plain {
+            for v in [
+                state.first_version,
+                u64::from(state.after_zero),
+                state.generation,
+                state.base_position,
+                state.segments.len() as u64,
+            ] {
+                put(&mut out, v);
+            }
         }
         for s in &state.segments {
             for v in [
@@ -67,9 +87,12 @@ impl IdleStream {
             }
         }
         if let Some(p) = state.packed {
-            for v in [p.last, p.bytes, p.version, p.entry_offset] {
-                put(&mut out, v);
+            put(&mut out, p.last);
+            put(&mut out, p.bytes);
+            if flags & FLAG_PACKED_VERSION_IS_VERSION == 0 {
+                put(&mut out, p.version);
             }
+            put(&mut out, p.entry_offset);
         }
         IdleStream(out.into_boxed_slice())
     }
@@ -103,11 +126,18 @@ impl IdleStream {
         let mut next = || get(b, &mut at);
         let version = next()?;
         let changeset = next()?;
-        let first_version = next()?;
-        let after_zero = u32::try_from(next()?).ok()?;
-        let generation = next()?;
-        let base_position = next()?;
-        let count = usize::try_from(next()?).ok()?;
+        let (first_version, after_zero, generation, base_position, count) =
+            if flags & FLAG_PLAIN != 0 {
+                (1, 1, 0, 0, 0)
+            } else {
+                (
+                    next()?,
+                    u32::try_from(next()?).ok()?,
+                    next()?,
+                    next()?,
+                    usize::try_from(next()?).ok()?,
+                )
+            };
         // Every segment takes at least five bytes: a count beyond them is not an encoding.
         if count > b.len() / 5 {
             return None;
@@ -126,7 +156,11 @@ impl IdleStream {
             Some(PackedState {
                 last: next()?,
                 bytes: next()?,
-                version: next()?,
+                version: if flags & FLAG_PACKED_VERSION_IS_VERSION != 0 {
+                    version
+                } else {
+                    next()?
+                },
                 entry_offset: next()?,
             })
         } else {
@@ -285,6 +319,32 @@ mod tests {
             },
         );
         same(&files, &round_trip(&files));
+        // A packed prefix, then segments of its own: the packed version is not the stream's.
+        let both = meta(
+            "both",
+            StreamState {
+                version: 20,
+                changeset: 4,
+                segments: vec![SegmentState {
+                    number: 0,
+                    first_version: 11,
+                    header_bytes: 64,
+                    end: 700,
+                    last_version: 20,
+                }],
+                packed: Some(PackedState {
+                    last: 5,
+                    bytes: 640,
+                    version: 10,
+                    entry_offset: 64,
+                }),
+                ..StreamState::default()
+            },
+        );
+        same(&both, &round_trip(&both));
+        // Registered by the writer before its first record is committed.
+        let new = meta("", StreamState::default());
+        same(&new, &round_trip(&new));
     }
 
     #[test]
@@ -304,8 +364,10 @@ mod tests {
             },
         );
         let idle = IdleStream::encode(&m);
-        // 13 id bytes, 11 one-byte fields, and 9 bytes of positions and offsets.
-        assert!(idle.bytes() <= 40, "{} bytes", idle.bytes());
+        // 13 id bytes and its length, the collision, the flags, the version and changeset,
+        // and the packed records' end (4 bytes), size (2) and entry offset (2).
+        assert_eq!(idle.bytes(), 26);
+        same(&m, &round_trip(&m));
     }
 
     #[test]
@@ -321,7 +383,7 @@ mod tests {
         assert!(found.decode("s-42", 0x1234_5678_9abc_def0).is_some());
         // The id is checked: another id's bytes never decode as this stream.
         assert!(found.decode("s-43", 1).is_none());
-        assert!(set.get("s-100".as_bytes()).is_none());
+        assert!(!set.contains("s-100".as_bytes()));
     }
 
     #[test]

@@ -3,7 +3,9 @@
 
 use crate::error::{Error, Result};
 use crate::format::index::FLAG_PACKED;
-use crate::format::pack::{decode_table_header, TableEntry, TABLE_HEADER_BYTES};
+use crate::format::pack::{
+    decode_entry, decode_table_header, TableEntry, TableEntryRef, TABLE_HEADER_BYTES,
+};
 use crate::format::segment::decode_record;
 use crate::layout::{table_path, StreamKey};
 use crate::limits::{
@@ -66,9 +68,9 @@ impl TableCache {
     /// Cache `table`, then drop other tables while the cache is past its bound.
     fn insert(&mut self, fanout: u16, table: std::sync::Arc<Table>) {
         if let Some(old) = self.map.remove(&fanout) {
-            self.entries -= old.entries.len();
+            self.entries -= old.len();
         }
-        self.entries += table.entries.len();
+        self.entries += table.len();
         self.map.insert(fanout, table);
         self.shrink_to_bound(Some(fanout));
     }
@@ -81,7 +83,7 @@ impl TableCache {
                 break;
             };
             if let Some(t) = self.map.remove(&victim) {
-                self.entries -= t.entries.len();
+                self.entries -= t.len();
             }
         }
     }
@@ -113,7 +115,7 @@ impl Packs {
             let t = std::sync::Arc::make_mut(t);
             for (e, at) in entries {
                 t.end = t.end.max(at + e.entry_bytes() as u64);
-                t.push(e.clone(), *at);
+                t.push(e.as_ref(), *at);
             }
             tables.entries += entries.len();
             tables.shrink_to_bound(Some(fanout));
@@ -187,17 +189,10 @@ impl Packs {
                 let Some(t) = tables.map.get_mut(&crate::layout::fanout(key.hash)) else {
                     continue;
                 };
-                let Ok(i) = t.entries.binary_search_by_key(entry_offset, |(_, at)| *at) else {
-                    continue;
-                };
-                let (e, _) = &t.entries[i];
-                if e.stream_hash != key.hash
-                    || e.collision != key.collision
-                    || e.last_position.is_some_and(|p| p >= *last)
-                {
-                    continue;
+                // Copied (`make_mut`) only when it changes: readers may hold it.
+                if t.needs_last_position(*entry_offset, *key, *last) {
+                    std::sync::Arc::make_mut(t).set_last_position(*entry_offset, *key, *last);
                 }
-                std::sync::Arc::make_mut(t).entries[i].0.last_position = Some(*last);
             }
         }
         let mut d = lock(&self.dirty);
@@ -264,14 +259,50 @@ pub fn table(shared: &Shared, fanout: u16) -> Result<Option<std::sync::Arc<Table
 /// that decodes ends (the next entry goes there once the tail after it is cut).
 #[derive(Clone)]
 pub struct Table {
-    /// In file order (increasing offsets).
-    entries: Vec<(TableEntry, u64)>,
+    /// The entries' fixed fields, in file order (increasing offsets).
+    slots: Vec<EntrySlot>,
+    /// Every entry's stream id, one after another (`EntrySlot::id_start`): an `Arc<str>` per
+    /// entry cost about 40 bytes more per cached entry (session 12: the table cache holds up
+    /// to `TABLE_CACHE_ENTRIES_MAX` entries, one per packed stream looked up).
+    ids: String,
     /// Each stream's entry in `entries`: `read_all` looks one up for every packed event, and a
     /// search through the table's entries took a fifth of W5's time (`perf`, session 11).
     /// Built by the first `index_of` (a `read_all`): it costs 32-64 bytes per entry, which a
     /// store whose streams are only loaded one by one (a search per load) need not hold.
     by_key: std::sync::OnceLock<KeyIndex>,
     pub end: u64,
+}
+
+/// An entry of a `Table`: what lookups need of it once the table is read (its first position
+/// only tells, at the read, whether it is committed).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Entry<'a> {
+    pub stream_hash: u64,
+    pub collision: u16,
+    pub stream_id: &'a str,
+    /// The last packed position a flush wrote in place, `None` before the first.
+    pub last_position: Option<u64>,
+}
+
+impl Entry<'_> {
+    /// Bytes the entry takes in the table file.
+    pub fn entry_bytes(&self) -> usize {
+        crate::format::pack::TABLE_ENTRY_FIXED_BYTES
+            + crate::format::align8(self.stream_id.len() as u64) as usize
+    }
+}
+
+/// A table entry as a table holds it: 32 bytes, its id in the table's `ids`.
+#[derive(Clone, Copy, Debug)]
+struct EntrySlot {
+    stream_hash: u64,
+    /// 0 for none: positions start at 1.
+    last_position: u64,
+    /// The entry's offset in the table file.
+    at: u64,
+    id_start: u32,
+    id_len: u16,
+    collision: u16,
 }
 
 /// A slot of `KeyIndex`: a key and its entry's index plus one (0: empty).
@@ -355,38 +386,102 @@ impl KeyIndex {
 impl Table {
     pub fn new(entries: Vec<(TableEntry, u64)>, end: u64) -> Table {
         debug_assert!(entries.windows(2).all(|w| w[0].1 < w[1].1));
+        Table::of(entries.iter().map(|(e, at)| (e.as_ref(), *at)), end)
+    }
+
+    /// A table of exactly these entries (cached tables keep no spare capacity).
+    fn of<'a, I>(entries: I, end: u64) -> Table
+    where
+        I: Iterator<Item = (TableEntryRef<'a>, u64)> + Clone,
+    {
+        let mut t = Table::empty(end);
+        t.slots.reserve_exact(entries.clone().count());
+        t.ids
+            .reserve_exact(entries.clone().map(|(e, _)| e.stream_id.len()).sum());
+        for (e, at) in entries {
+            t.push(e, at);
+        }
+        t
+    }
+
+    fn empty(end: u64) -> Table {
         Table {
-            entries,
+            slots: Vec::new(),
+            ids: String::new(),
             by_key: std::sync::OnceLock::new(),
             end,
         }
     }
 
+    pub fn len(&self) -> usize {
+        self.slots.len()
+    }
+
+    /// Entry `i` (in file order) and its offset.
+    pub fn get(&self, i: usize) -> Option<(Entry<'_>, u64)> {
+        let s = self.slots.get(i)?;
+        Some((
+            Entry {
+                stream_hash: s.stream_hash,
+                collision: s.collision,
+                stream_id: self.id_of(s),
+                last_position: (s.last_position != 0).then_some(s.last_position),
+            },
+            s.at,
+        ))
+    }
+
+    /// The stream id of entry `i` (`read_all` names a packed event's stream by it).
+    pub fn stream_id(&self, i: usize) -> Option<&str> {
+        self.slots.get(i).map(|s| self.id_of(s))
+    }
+
+    fn id_of(&self, s: &EntrySlot) -> &str {
+        let start = s.id_start as usize;
+        // Ids are pushed whole, so their bounds are char boundaries; `get` never panics.
+        self.ids
+            .get(start..start + usize::from(s.id_len))
+            .unwrap_or_default()
+    }
+
     /// The entries, in file order, with their offsets.
-    pub fn entries(&self) -> &[(TableEntry, u64)] {
-        &self.entries
+    pub fn entries(&self) -> impl Iterator<Item = (Entry<'_>, u64)> + '_ {
+        (0..self.slots.len()).filter_map(|i| self.get(i))
     }
 
-    pub fn into_entries(self) -> Vec<(TableEntry, u64)> {
-        self.entries
-    }
-
-    fn push(&mut self, e: TableEntry, at: u64) {
-        debug_assert!(self.entries.last().is_none_or(|(_, last)| *last < at));
+    fn push(&mut self, e: TableEntryRef<'_>, at: u64) {
+        debug_assert!(self.slots.last().is_none_or(|last| last.at < at));
+        // Ids are at most `STREAM_ID_BYTES_MAX` bytes and a table's ids fit in `u32` bytes
+        // (4 GiB of ids is 4 million times the cache's bound of entries).
+        let id_start = u32::try_from(self.ids.len()).unwrap_or(u32::MAX);
+        let id_len = u16::try_from(e.stream_id.len()).unwrap_or(u16::MAX);
+        debug_assert!(id_start < u32::MAX && usize::from(id_len) == e.stream_id.len());
+        self.ids.push_str(e.stream_id);
+        let i = u32::try_from(self.slots.len()).unwrap_or(u32::MAX);
+        let key = StreamKey {
+            hash: e.stream_hash,
+            collision: e.collision,
+        };
+        self.slots.push(EntrySlot {
+            stream_hash: e.stream_hash,
+            last_position: e.last_position.unwrap_or(0),
+            at,
+            id_start,
+            id_len,
+            collision: e.collision,
+        });
         if let Some(index) = self.by_key.get_mut() {
-            let i = u32::try_from(self.entries.len()).unwrap_or(u32::MAX);
-            index.insert(entry_key(&e), i);
+            index.insert(key, i);
         }
-        self.entries.push((e, at));
     }
 
     fn index(&self) -> &KeyIndex {
         self.by_key.get_or_init(|| {
             let mut index = KeyIndex::default();
-            for (i, (e, _)) in self.entries.iter().enumerate() {
+            for (i, s) in self.slots.iter().enumerate() {
                 // A table holds a key once; were it twice, the first entry answers, as a
                 // search would.
-                index.insert(entry_key(e), u32::try_from(i).unwrap_or(u32::MAX));
+                index.insert(slot_key(s), u32::try_from(i).unwrap_or(u32::MAX));
             }
             index
         })
@@ -394,11 +489,12 @@ impl Table {
 
     /// Packed stream `key`'s entry and its offset, if it is in this table: through the index
     /// when a `read_all` built it, else by a search.
-    pub fn entry(&self, key: StreamKey) -> Option<&(TableEntry, u64)> {
-        match self.by_key.get() {
-            Some(index) => index.get(key).and_then(|i| self.entries.get(i as usize)),
-            None => self.entries.iter().find(|(e, _)| entry_key(e) == key),
-        }
+    pub fn entry(&self, key: StreamKey) -> Option<(Entry<'_>, u64)> {
+        let i = match self.by_key.get() {
+            Some(index) => index.get(key)? as usize,
+            None => self.slots.iter().position(|s| slot_key(s) == key)?,
+        };
+        self.get(i)
     }
 
     /// Where packed stream `key`'s entry is in `entries()`, if it is in this table (the first
@@ -412,12 +508,31 @@ impl Table {
     pub fn prefetch(&self, key: StreamKey) {
         self.index().prefetch(key);
     }
+
+    /// A flush wrote `last` in place in the entry at offset `at`, of stream `key`: the cached
+    /// table learns it, unless it holds a later one.
+    fn set_last_position(&mut self, at: u64, key: StreamKey, last: u64) {
+        let Ok(i) = self.slots.binary_search_by_key(&at, |s| s.at) else {
+            return;
+        };
+        let s = &mut self.slots[i];
+        if slot_key(s) == key && s.last_position < last {
+            s.last_position = last;
+        }
+    }
+
+    /// Whether a flush would change the entry at `at` (see `set_last_position`).
+    fn needs_last_position(&self, at: u64, key: StreamKey, last: u64) -> bool {
+        self.slots
+            .binary_search_by_key(&at, |s| s.at)
+            .is_ok_and(|i| slot_key(&self.slots[i]) == key && self.slots[i].last_position < last)
+    }
 }
 
-fn entry_key(e: &TableEntry) -> StreamKey {
+fn slot_key(s: &EntrySlot) -> StreamKey {
     StreamKey {
-        hash: e.stream_hash,
-        collision: e.collision,
+        hash: s.stream_hash,
+        collision: s.collision,
     }
 }
 
@@ -451,7 +566,7 @@ pub fn read_table_at(shared: &Shared, fanout: u16, head: u64) -> Result<Option<T
             // unacknowledged batch, unless an entry after it is committed (then it is damage).
             let mut at = TABLE_HEADER_BYTES;
             while at < bytes.len() {
-                let Ok((entry, len)) = TableEntry::decode(&bytes[at..]) else {
+                let Ok((entry, len)) = decode_entry(&bytes[at..]) else {
                     break;
                 };
                 if is_live(shared, &entry, head)? {
@@ -474,7 +589,7 @@ pub fn read_table_at(shared: &Shared, fanout: u16, head: u64) -> Result<Option<T
     let mut entries = Vec::new();
     let mut at = TABLE_HEADER_BYTES;
     while at < bytes.len() {
-        let (entry, len) = match TableEntry::decode(&bytes[at..]) {
+        let (entry, len) = match decode_entry(&bytes[at..]) {
             Ok(decoded) => decoded,
             Err(e) => {
                 if damaged_entry_is_committed(shared, &bytes[at..], head)? {
@@ -494,13 +609,13 @@ pub fn read_table_at(shared: &Shared, fanout: u16, head: u64) -> Result<Option<T
         }
         entries.pop();
     }
-    Ok(Some(Table::new(entries, at as u64)))
+    Ok(Some(Table::of(entries.iter().copied(), at as u64)))
 }
 
 /// An entry counts when its stream's first record is committed, or, once that record's index
 /// entry was compacted away (its stream deleted in the pack), when the last record a flush or
 /// recovery wrote in its `last_position` is: only committed records are ever written there.
-fn is_live(shared: &Shared, entry: &TableEntry, head: u64) -> Result<bool> {
+fn is_live(shared: &Shared, entry: &TableEntryRef<'_>, head: u64) -> Result<bool> {
     if is_live_at(
         shared,
         entry.first_position,
@@ -556,7 +671,7 @@ fn damaged_entry_is_committed(shared: &Shared, bytes: &[u8], head: u64) -> Resul
     match peek
         .entry_bytes
         .and_then(|len| bytes.get(len..))
-        .map(TableEntry::decode)
+        .map(decode_entry)
     {
         Some(Ok((next, _))) => is_live(shared, &next, head),
         _ => Ok(false),
@@ -925,8 +1040,13 @@ mod tests {
     use crate::format::pack::TableEntry;
     use crate::layout::StreamKey;
 
-    fn table(n: usize) -> std::sync::Arc<Table> {
-        let entries = (0..n as u64)
+    /// Entries `from..n` of `table(n)`, as the writer hands them over.
+    fn owned(n: usize, from: usize) -> Vec<(TableEntry, u64)> {
+        entries(n).into_iter().skip(from).collect()
+    }
+
+    fn entries(n: usize) -> Vec<(TableEntry, u64)> {
+        (0..n as u64)
             .map(|i| {
                 let e = TableEntry {
                     stream_hash: i,
@@ -937,8 +1057,65 @@ mod tests {
                 };
                 (e, 64 + i * 56)
             })
+            .collect()
+    }
+
+    fn table(n: usize) -> std::sync::Arc<Table> {
+        std::sync::Arc::new(Table::new(entries(n), 0))
+    }
+
+    /// A table keeps every id in one buffer and each entry's fields in a slot of its own: each
+    /// entry reads back as it went in, in file order, and a flush's last position reaches only
+    /// the entry at its offset and of its key, never backwards.
+    #[test]
+    fn a_table_reads_back_every_entry_as_it_went_in() {
+        let ids = ["a", "", "ordre-é-42", "x".repeat(1024).leak()];
+        let given: Vec<(TableEntry, u64)> = ids
+            .iter()
+            .enumerate()
+            .map(|(i, id)| {
+                let e = TableEntry {
+                    stream_hash: 1000 + i as u64,
+                    collision: i as u16,
+                    first_position: 7,
+                    stream_id: (*id).into(),
+                    last_position: (i % 2 == 1).then_some(90 + i as u64),
+                };
+                (e, 64 + 2000 * i as u64)
+            })
             .collect();
-        std::sync::Arc::new(Table::new(entries, 0))
+        let mut t = Table::new(given.clone(), 9000);
+        let check = |t: &Table, lasts: [Option<u64>; 4]| {
+            assert_eq!(t.len(), 4);
+            for (i, ((e, at), (g, gat))) in t.entries().zip(&given).enumerate() {
+                assert_eq!(
+                    (e.stream_hash, e.collision, e.stream_id, at),
+                    (g.stream_hash, g.collision, &*g.stream_id, *gat)
+                );
+                assert_eq!(e.entry_bytes(), g.entry_bytes());
+                assert_eq!(e.last_position, lasts[i], "entry {i}");
+                assert_eq!(t.stream_id(i), Some(&*g.stream_id));
+                let key = StreamKey {
+                    hash: g.stream_hash,
+                    collision: g.collision,
+                };
+                assert_eq!(t.entry(key).map(|(_, at)| at), Some(*gat));
+            }
+            assert_eq!(t.stream_id(4), None);
+        };
+        check(&t, [None, Some(91), None, Some(93)]);
+        let key = |i: u64| StreamKey {
+            hash: 1000 + i,
+            collision: i as u16,
+        };
+        // Another key at that offset, a later position, an earlier one, a missing offset.
+        t.set_last_position(64, key(1), 500);
+        t.set_last_position(64, key(0), 500);
+        t.set_last_position(2064, key(1), 80);
+        t.set_last_position(65, key(0), 600);
+        assert!(!t.needs_last_position(2064, key(1), 91));
+        assert!(t.needs_last_position(6064, key(3), 94));
+        check(&t, [Some(500), Some(91), None, Some(93)]);
     }
 
     #[test]
@@ -950,30 +1127,24 @@ mod tests {
         for fanout in 0..10 {
             c.insert(fanout, table(30));
             assert!(c.entries <= 100, "{} entries", c.entries);
-            assert_eq!(
-                c.entries,
-                c.map.values().map(|t| t.entries.len()).sum::<usize>()
-            );
+            assert_eq!(c.entries, c.map.values().map(|t| t.len()).sum::<usize>());
             assert!(c.map.contains_key(&fanout), "the table just read is kept");
         }
         assert_eq!(c.map.len(), 3);
         // A table read again replaces its old copy's count.
         c.insert(9, table(10));
-        assert_eq!(
-            c.entries,
-            c.map.values().map(|t| t.entries.len()).sum::<usize>()
-        );
+        assert_eq!(c.entries, c.map.values().map(|t| t.len()).sum::<usize>());
         // The writer's new entries count too, and push other tables out.
         let packs = super::Packs {
             tables: std::sync::Mutex::new(c),
             ..super::Packs::default()
         };
         // Appended after the table's 10 entries, as the writer appends them.
-        let more: Vec<_> = table(70).entries()[10..].to_vec();
+        let more = owned(70, 10);
         packs.add_entries(9, &more);
         let c = super::lock(&packs.tables);
         assert!(c.entries <= 100, "{} entries", c.entries);
-        assert_eq!(c.map[&9].entries.len(), 70);
+        assert_eq!(c.map[&9].len(), 70);
     }
 
     #[test]
@@ -1040,20 +1211,28 @@ mod tests {
             collision: 0,
         };
         let mut t = (*table(50)).clone();
-        let found = |t: &Table, i: u64| t.entry(key(i)).map(|(e, _)| e.first_position);
+        let found = |t: &Table, i: u64| t.entry(key(i)).map(|(_, at)| at);
         for i in 0..60 {
-            assert_eq!(found(&t, i), (i < 50).then_some(i + 1), "search, key {i}");
+            assert_eq!(
+                found(&t, i),
+                (i < 50).then_some(64 + i * 56),
+                "search, key {i}"
+            );
         }
         assert!(t.by_key.get().is_none());
         assert_eq!(t.index_of(key(7)), Some(7));
         assert!(t.by_key.get().is_some());
         // Entries added after the index was built are found through it.
-        let more = table(60).entries()[50..].to_vec();
+        let more = owned(60, 50);
         for (e, at) in more {
-            t.push(e, at);
+            t.push(e.as_ref(), at);
         }
         for i in 0..70 {
-            assert_eq!(found(&t, i), (i < 60).then_some(i + 1), "index, key {i}");
+            assert_eq!(
+                found(&t, i),
+                (i < 60).then_some(64 + i * 56),
+                "index, key {i}"
+            );
             assert_eq!(t.index_of(key(i)), (i < 60).then_some(i as u32));
         }
     }
@@ -1061,7 +1240,7 @@ mod tests {
     #[test]
     fn a_table_read_while_added_entries_wait_for_their_head_is_not_cached() {
         let packs = super::Packs::default();
-        let entries = table(1).entries().to_vec();
+        let entries = owned(1, 0);
         // Clean: a read may be cached, unless an add comes during it.
         let token = packs.read_token();
         assert!(packs.cacheable(token));

@@ -77,8 +77,8 @@ impl RecordedEvent {
                 entry,
             } => tables
                 .get(*table as usize)
-                .and_then(|t| t.entries().get(*entry as usize))
-                .map_or(&self.segment.stream_id, |(e, _)| &e.stream_id),
+                .and_then(|t| t.stream_id(*entry as usize))
+                .unwrap_or(&self.segment.stream_id),
         }
     }
 

@@ -732,7 +732,7 @@ impl Store {
                 .transpose()?
                 .flatten()
             {
-                for (e, _) in table.into_entries() {
+                for (e, _) in table.entries() {
                     let key = crate::layout::StreamKey {
                         hash: e.stream_hash,
                         collision: e.collision,

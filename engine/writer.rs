@@ -1129,7 +1129,6 @@ impl Writer {
             Some(table) => {
                 let live_end = table
                     .entries()
-                    .iter()
                     .map(|(e, at)| at + e.entry_bytes() as u64)
                     .max()
                     .unwrap_or(TABLE_HEADER_BYTES as u64);

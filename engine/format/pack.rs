@@ -236,6 +236,36 @@ pub struct TableEntry {
     pub last_position: Option<u64>,
 }
 
+/// A table entry whose stream id is borrowed: from the bytes it was decoded from, or from the
+/// table that holds it (engine/packs.rs keeps every id of a table in one buffer).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TableEntryRef<'a> {
+    pub stream_hash: u64,
+    pub collision: u16,
+    pub first_position: u64,
+    pub stream_id: &'a str,
+    pub last_position: Option<u64>,
+}
+
+impl TableEntryRef<'_> {
+    /// Bytes the entry takes in the table.
+    #[must_use]
+    pub fn entry_bytes(&self) -> usize {
+        TABLE_ENTRY_FIXED_BYTES + align8(self.stream_id.len() as u64) as usize
+    }
+
+    #[must_use]
+    pub fn to_entry(&self) -> TableEntry {
+        TableEntry {
+            stream_hash: self.stream_hash,
+            collision: self.collision,
+            first_position: self.first_position,
+            stream_id: std::sync::Arc::from(self.stream_id),
+            last_position: self.last_position,
+        }
+    }
+}
+
 /// The fixed fields of an entry that does not decode, read as they are (no check): enough to ask
 /// the index whether the entry was committed, and so whether it is damage or a torn write.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -311,56 +341,71 @@ impl TableEntry {
     /// `BadMagic` for zeros (the end of the table), `BadChecksum` for a torn entry, `Short`,
     /// `Invalid`.
     pub fn decode(bytes: &[u8]) -> Result<(TableEntry, usize), DecodeError> {
-        let (e, rest) = TableEntryRaw::ref_from_prefix(bytes)
-            .map_err(|_| short(TABLE_ENTRY_FIXED_BYTES, bytes.len()))?;
-        let entry_bytes = e.entry_bytes.get() as usize;
-        if entry_bytes == 0 {
-            return Err(DecodeError::BadMagic);
-        }
-        let id_len = usize::from(e.stream_id_len.get());
-        if entry_bytes != TABLE_ENTRY_FIXED_BYTES + align8(id_len as u64) as usize {
-            return Err(DecodeError::Invalid("table entry length"));
-        }
-        if bytes.len() < entry_bytes {
-            return Err(short(entry_bytes, bytes.len()));
-        }
-        let id = &rest[..id_len];
-        let computed =
-            crate::format::crc::crc32c_append(crate::format::crc::crc32c(&bytes[..28]), id);
-        check_crc(e.crc.get(), computed)?;
-        if e.reserved.get() != 0
-            || rest[id_len..entry_bytes - TABLE_ENTRY_FIXED_BYTES]
-                .iter()
-                .any(|b| *b != 0)
-        {
-            return Err(DecodeError::Invalid("table entry reserved bytes"));
-        }
-        let stream_id = std::sync::Arc::from(
-            std::str::from_utf8(id).map_err(|_| DecodeError::Invalid("stream id is not UTF-8"))?,
-        );
-        // The slot is written in place at flushes: a flush a crash or an I/O error cut short
-        // can leave it torn. That costs its value (recovery writes it again: segment-format.md
-        // §19), never the entry.
-        let slot = &bytes[TABLE_LAST_OFFSET..TABLE_ENTRY_FIXED_BYTES];
-        let computed = crate::format::crc::crc32c_append(
-            crate::format::crc::crc32c(&slot[..12]),
-            &bytes[..10],
-        );
-        let last_position = (computed == e.last_crc.get()
-            && e.last_reserved.get() == 0
-            && e.last_position.get() != 0)
-            .then(|| e.last_position.get());
-        Ok((
-            TableEntry {
-                stream_hash: e.stream_hash.get(),
-                collision: e.collision.get(),
-                first_position: e.first_position.get(),
-                stream_id,
-                last_position,
-            },
-            entry_bytes,
-        ))
+        decode_entry(bytes).map(|(e, len)| (e.to_entry(), len))
     }
+
+    #[must_use]
+    pub fn as_ref(&self) -> TableEntryRef<'_> {
+        TableEntryRef {
+            stream_hash: self.stream_hash,
+            collision: self.collision,
+            first_position: self.first_position,
+            stream_id: &self.stream_id,
+            last_position: self.last_position,
+        }
+    }
+}
+
+/// `TableEntry::decode`, the stream id borrowed from `bytes` (no allocation: a table read
+/// copies every id into one buffer).
+///
+/// # Errors
+/// As `TableEntry::decode`.
+pub fn decode_entry(bytes: &[u8]) -> Result<(TableEntryRef<'_>, usize), DecodeError> {
+    let (e, rest) = TableEntryRaw::ref_from_prefix(bytes)
+        .map_err(|_| short(TABLE_ENTRY_FIXED_BYTES, bytes.len()))?;
+    let entry_bytes = e.entry_bytes.get() as usize;
+    if entry_bytes == 0 {
+        return Err(DecodeError::BadMagic);
+    }
+    let id_len = usize::from(e.stream_id_len.get());
+    if entry_bytes != TABLE_ENTRY_FIXED_BYTES + align8(id_len as u64) as usize {
+        return Err(DecodeError::Invalid("table entry length"));
+    }
+    if bytes.len() < entry_bytes {
+        return Err(short(entry_bytes, bytes.len()));
+    }
+    let id = &rest[..id_len];
+    let computed = crate::format::crc::crc32c_append(crate::format::crc::crc32c(&bytes[..28]), id);
+    check_crc(e.crc.get(), computed)?;
+    if e.reserved.get() != 0
+        || rest[id_len..entry_bytes - TABLE_ENTRY_FIXED_BYTES]
+            .iter()
+            .any(|b| *b != 0)
+    {
+        return Err(DecodeError::Invalid("table entry reserved bytes"));
+    }
+    let stream_id =
+        std::str::from_utf8(id).map_err(|_| DecodeError::Invalid("stream id is not UTF-8"))?;
+    // The slot is written in place at flushes: a flush a crash or an I/O error cut short
+    // can leave it torn. That costs its value (recovery writes it again: segment-format.md
+    // §19), never the entry.
+    let slot = &bytes[TABLE_LAST_OFFSET..TABLE_ENTRY_FIXED_BYTES];
+    let computed =
+        crate::format::crc::crc32c_append(crate::format::crc::crc32c(&slot[..12]), &bytes[..10]);
+    let last_position =
+        (computed == e.last_crc.get() && e.last_reserved.get() == 0 && e.last_position.get() != 0)
+            .then(|| e.last_position.get());
+    Ok((
+        TableEntryRef {
+            stream_hash: e.stream_hash.get(),
+            collision: e.collision.get(),
+            first_position: e.first_position.get(),
+            stream_id,
+            last_position,
+        },
+        entry_bytes,
+    ))
 }
 
 /// The 16-byte `last_position` slot of the entry whose first bytes are `entry` (at least its
