@@ -67,6 +67,10 @@ pub fn stream_hash(key: &[u8; 16], stream: &str) -> u64 {
     h.finish()
 }
 
+/// Fan-out folders: one per value of a stream hash's top 12 bits.
+pub const FANOUTS: usize = 1 << 12;
+const _: () = assert!((u64::MAX >> 52) as usize == FANOUTS - 1);
+
 /// The fan-out folder number of a hash: its top 12 bits.
 #[must_use]
 pub fn fanout(hash: u64) -> u16 {

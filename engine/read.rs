@@ -633,8 +633,10 @@ pub struct AllIter {
     span: u64,
     /// The fan-out tables of the packed streams met, for their ids (segment-format.md §19):
     /// shared with the store's table cache, at most one per fan-out; with the window that last
-    /// used each and its place in that window's `names`.
-    tables: KeyMap<u16, (Arc<crate::packs::Table>, u64, u32)>,
+    /// used each and its place in that window's `names`. Indexed by fan-out (`FANOUTS` slots,
+    /// allocated at the first packed event): three lookups per packed event (two prefetches and
+    /// the name) took a fifth of W5's window loading as hash-map lookups (session 12).
+    tables: Vec<Option<(Arc<crate::packs::Table>, u64, u32)>>,
     /// The tables the current window's packed events name their streams in (shared by its
     /// events), and the window's number.
     names: Vec<Arc<crate::packs::Table>>,
@@ -696,7 +698,7 @@ impl AllIter {
             invalid: None,
             list: None,
             span: READ_ALL_WINDOW_POSITIONS,
-            tables: KeyMap::default(),
+            tables: Vec::new(),
             names: Vec::new(),
             names_shared: Arc::new(Vec::new()),
             windows: 0,
@@ -902,7 +904,9 @@ impl AllIter {
                 let Some(ahead) = entries.get(i + distance).filter(|a| a.packed) else {
                     continue;
                 };
-                if let Some((table, _, _)) = self.tables.get(&crate::layout::fanout(ahead.key.hash))
+                if let Some(Some((table, _, _))) = self
+                    .tables
+                    .get(usize::from(crate::layout::fanout(ahead.key.hash)))
                 {
                     if slot {
                         table.prefetch(ahead.key);
@@ -1249,7 +1253,7 @@ impl AllIter {
     fn stream_name(&mut self, key: StreamKey) -> Result<(u32, u32)> {
         let fanout = crate::layout::fanout(key.hash);
         // One lookup, and no count taken on the table, for an event whose table is held.
-        if let Some((table, window, at)) = self.tables.get_mut(&fanout) {
+        if let Some(Some((table, window, at))) = self.tables.get_mut(usize::from(fanout)) {
             if let Some(n) = table.index_of(key) {
                 if *window != self.windows {
                     *window = self.windows;
@@ -1270,7 +1274,12 @@ impl AllIter {
         // A newer copy (or the first): this window's later events name it.
         let at = names_slot(&self.names);
         self.names.push(Arc::clone(&table));
-        self.tables.insert(fanout, (table, self.windows, at));
+        if self.tables.is_empty() {
+            self.tables.resize(crate::layout::FANOUTS, None);
+        }
+        if let Some(slot) = self.tables.get_mut(usize::from(fanout)) {
+            *slot = Some((table, self.windows, at));
+        }
         Ok((at, n))
     }
 
