@@ -911,7 +911,7 @@ impl AllIter {
                     if slot {
                         table.prefetch(ahead.key);
                     } else {
-                        crate::prefetch::read(Arc::as_ptr(table));
+                        table.prefetch_header();
                     }
                 }
             }
