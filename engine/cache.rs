@@ -197,8 +197,7 @@ impl MapCache {
     ) -> std::result::Result<Option<IndexEntry>, crate::format::DecodeError> {
         let (_, offset) = crate::format::index::locate(position, self.entries_per_file);
         let header_bytes = crate::format::index::INDEX_HEADER_BYTES as usize;
-        // The header was checked when the file was mapped; byte 12 holds `entry_bytes`.
-        if u64::from(mapping[12]) == crate::format::index::INDEX_SPARSE_ENTRY_BYTES {
+        if is_compacted(mapping) {
             return crate::format::index::sparse_lookup(&mapping[header_bytes..], position);
         }
         let at = offset as usize;
@@ -495,4 +494,11 @@ pub fn decode_error(path: &Path, offset: u64, e: &crate::format::DecodeError) ->
         },
         other => Error::corrupt(path, offset, other.to_string()),
     }
+}
+
+/// Whether a mapped index file, as `MapCache::index_file` returned it, is compacted
+/// (segment-format.md §4): its header was checked when it was mapped, and byte 12 holds
+/// `entry_bytes`.
+pub fn is_compacted(mapping: &Mapping) -> bool {
+    u64::from(mapping[12]) == crate::format::index::INDEX_SPARSE_ENTRY_BYTES
 }

@@ -2,6 +2,9 @@
 //! order, streams of 10 events written interleaved).
 //! `cargo run --release --example read_profile -- [w4|w5] [events] [passes] [folder]`: with a
 //! folder that already holds a store, it only reads (to profile the reads alone).
+//! `pruned`: `events / 10` streams of ten events, nine streams in ten deleted (the lifecycle
+//! bench's store, index files of 16,384 entries), then each pass opens the store and reads all
+//! (issue 6's first read of a fresh handle); `STREAMLOG_KEEP_ALL=1` deletes none.
 //! `STREAMLOG_READ_ALL_WINDOW_MB` sets the option `read_all_window_bytes` (in MiB);
 //! `STREAMLOG_PACK_BYTES` sets `pack_stream_bytes` (0: no packs, as before format 4).
 
@@ -43,6 +46,10 @@ fn main() {
                 first.is_some()
             );
         }
+        return;
+    }
+    if which == "pruned" {
+        pruned(&dir, existing, n, passes);
         return;
     }
     let mut options = streamlog::Options::default();
@@ -119,6 +126,58 @@ fn main() {
             "{which}: {count} events in {:.3} s = {:.0} events/s (checksum {sum})",
             secs,
             count as f64 / secs
+        );
+    }
+}
+
+/// `read_all`'s first read of a freshly opened handle over a store whose streams were mostly
+/// deleted: the open and the read timed apart, per pass.
+fn pruned(dir: &std::path::Path, existing: bool, n: u64, passes: u64) {
+    let options = streamlog::Options {
+        index_entries_per_file: 16_384,
+        ..streamlog::Options::default()
+    };
+    let streams = n / 10;
+    if !existing {
+        let store = Store::open_with(dir, options.clone()).expect("open");
+        std::thread::scope(|scope| {
+            for t in 0..16 {
+                let store = &store;
+                scope.spawn(move || {
+                    for s in (t..streams).step_by(16) {
+                        store
+                            .append(
+                                &format!("s-{s}"),
+                                ExpectedVersion::NoStream,
+                                (0..10).map(event),
+                            )
+                            .expect("append");
+                    }
+                });
+            }
+        });
+        // `STREAMLOG_KEEP_ALL=1`: nothing deleted (the survivors alone, for `events / 10`).
+        let keep_all = std::env::var("STREAMLOG_KEEP_ALL").is_ok_and(|v| v == "1");
+        for s in (0..streams).filter(|s| s % 10 != 0 && !keep_all) {
+            store.delete_stream(&format!("s-{s}")).expect("delete");
+        }
+    }
+    for _ in 0..passes {
+        let start = Instant::now();
+        let store = Store::open_with(dir, options.clone()).expect("open");
+        let opened = start.elapsed();
+        let mut count = 0u64;
+        for e in store
+            .read_all(Position::START, Direction::Forward)
+            .expect("read")
+        {
+            e.expect("event");
+            count += 1;
+        }
+        println!(
+            "pruned: open {:.2} ms, open and read all {:.2} ms ({count} events)",
+            opened.as_secs_f64() * 1e3,
+            start.elapsed().as_secs_f64() * 1e3
         );
     }
 }

@@ -233,6 +233,40 @@ pub fn sparse_lookup(bytes: &[u8], position: u64) -> Result<Option<IndexEntry>, 
     Ok(None)
 }
 
+/// The live entries of a compacted file's body (`bytes`, after the header) whose positions lie
+/// in `from..=to`, in position order: one binary search, then a walk, so that a reader of a
+/// range skips the removed positions between them without looking each up. A position field
+/// that damage unsorted can end the walk early or skip entries; the CRC of every entry
+/// returned still binds its position.
+pub fn sparse_range(
+    bytes: &[u8],
+    from: u64,
+    to: u64,
+) -> impl Iterator<Item = (u64, Result<IndexEntry, DecodeError>)> + '_ {
+    let chunks = bytes.chunks_exact(INDEX_SPARSE_ENTRY_BYTES as usize);
+    let position_of = |chunk: &[u8]| {
+        let mut p = [0u8; 8];
+        p.copy_from_slice(&chunk[..8]);
+        u64::from_le_bytes(p)
+    };
+    let n = chunks.len();
+    let (mut low, mut high) = (0usize, n);
+    while low < high {
+        let mid = low + (high - low) / 2;
+        let start = mid * INDEX_SPARSE_ENTRY_BYTES as usize;
+        if position_of(&bytes[start..start + 8]) < from {
+            low = mid + 1;
+        } else {
+            high = mid;
+        }
+    }
+    chunks
+        .skip(low)
+        .map(move |chunk| (position_of(chunk), chunk))
+        .take_while(move |(p, _)| *p <= to)
+        .map(|(p, chunk)| (p, IndexEntry::decode(&chunk[8..], p)))
+}
+
 /// Which index file holds `position`, and the byte offset of its entry there.
 #[must_use]
 pub fn locate(position: u64, entries_per_file: u64) -> (u64, u64) {
@@ -246,6 +280,44 @@ pub fn locate(position: u64, entries_per_file: u64) -> (u64, u64) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_range_of_a_compacted_file_yields_its_live_entries_in_it() {
+        let entry = |p: u64| IndexEntry {
+            stream_hash: p * 7,
+            segment: 1,
+            offset: p as u32 * 8,
+            collision: 0,
+            flags: 0,
+        };
+        let live = [3u64, 4, 9, 20, 21, 40];
+        let body: Vec<u8> = live
+            .iter()
+            .flat_map(|p| encode_sparse(*p, &entry(*p)))
+            .collect();
+        for from in 0..45 {
+            for to in from..45 {
+                let got: Vec<u64> = sparse_range(&body, from, to)
+                    .map(|(p, e)| {
+                        assert_eq!(e, Ok(entry(p)));
+                        p
+                    })
+                    .collect();
+                let want: Vec<u64> = live
+                    .iter()
+                    .copied()
+                    .filter(|p| (from..=to).contains(p))
+                    .collect();
+                assert_eq!(got, want, "{from}..={to}");
+            }
+        }
+        // A position field changed: its entry's CRC no longer binds it.
+        let mut bad = body.clone();
+        bad[2 * 32] = 10;
+        let got: Vec<_> = sparse_range(&bad, 10, 10).collect();
+        assert_eq!(got.len(), 1);
+        assert!(got[0].1.is_err());
+    }
 
     #[test]
     fn entry_round_trip_and_position_is_bound_into_the_crc() {
