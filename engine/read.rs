@@ -787,16 +787,16 @@ impl AllIter {
         let per_file = self.shared.manifest.index_entries_per_file;
         let listed: Vec<u64>;
         let forward_end = self.last.min(self.next.saturating_add(span - 1));
-        let forward = self.list.is_none() && self.direction == Direction::Forward;
+        let backward_end = self.next.saturating_sub(span - 1).max(1);
+        let range = self.list.is_none();
+        let forward = self.direction == Direction::Forward;
         let mut positions: Box<dyn Iterator<Item = u64>> = match (&self.list, self.direction) {
             (Some(list), _) => {
                 listed = list.iter().take(span as usize).copied().collect();
                 Box::new(listed.into_iter())
             }
             (None, Direction::Forward) => Box::new(self.next..=forward_end),
-            (None, Direction::Backward) => {
-                Box::new((self.next.saturating_sub(span - 1).max(1)..=self.next).rev())
-            }
+            (None, Direction::Backward) => Box::new((backward_end..=self.next).rev()),
         };
         let mut entries = Vec::new();
         let maps = &self.shared.maps;
@@ -818,16 +818,36 @@ impl AllIter {
                     }
                 },
             };
-            if forward && crate::cache::is_compacted(&mapping) {
+            if range && crate::cache::is_compacted(&mapping) {
                 // A compacted file holds only live entries: the positions between them are
                 // skipped as runs, not looked up one by one (after 90% of the streams were
                 // deleted, nine lookups in ten found nothing; session 12).
-                let to = forward_end.min((number + 1) * per_file);
+                let (from, to) = if forward {
+                    (position, forward_end.min((number + 1) * per_file))
+                } else {
+                    (backward_end.max(number * per_file + 1), position)
+                };
                 let body = &mapping[crate::format::index::INDEX_HEADER_BYTES as usize..];
+                let mut live: Vec<(u64, _)> =
+                    crate::format::index::sparse_range(body, from, to).collect();
+                if !forward {
+                    live.reverse();
+                }
+                // The next position the window expects.
                 let mut at = position;
-                for (p, e) in crate::format::index::sparse_range(body, position, to) {
+                for (p, e) in live {
+                    let in_order = if forward { p >= at } else { p <= at };
                     let e = match e {
-                        Ok(e) => e,
+                        Ok(e) if in_order => e,
+                        Ok(_) => {
+                            // Out of order: damage that the entry's CRC did not catch.
+                            self.pending = Some(Error::corrupt(
+                                index_path(&self.shared.root, number),
+                                0,
+                                format!("compacted index entries out of order at position {p}"),
+                            ));
+                            return entries;
+                        }
                         Err(e) => {
                             self.pending = Some(Error::corrupt(
                                 index_path(&self.shared.root, number),
@@ -837,25 +857,23 @@ impl AllIter {
                             return entries;
                         }
                     };
-                    if p < at {
-                        // Out of order: damage that the entry's CRC did not catch.
-                        self.pending = Some(Error::corrupt(
-                            index_path(&self.shared.root, number),
-                            0,
-                            format!("compacted index entries out of order at position {p}"),
-                        ));
-                        return entries;
-                    }
-                    if p > at {
-                        entries.push(Entry::removed(at, run_of(p - at)));
+                    if p != at {
+                        entries.push(Entry::removed(at, run_of(p.abs_diff(at))));
                     }
                     entries.push(Entry::of(p, &e));
-                    at = p + 1;
+                    at = if forward { p + 1 } else { p - 1 };
                 }
-                if at <= to {
-                    entries.push(Entry::removed(at, run_of(to + 1 - at)));
+                if forward {
+                    if at <= to {
+                        entries.push(Entry::removed(at, run_of(to + 1 - at)));
+                    }
+                    positions = Box::new(to + 1..=forward_end);
+                } else {
+                    if at >= from {
+                        entries.push(Entry::removed(at, run_of(at + 1 - from)));
+                    }
+                    positions = Box::new((backward_end..from).rev());
                 }
-                positions = Box::new(to + 1..=forward_end);
                 continue;
             }
             match maps.entry_in(&mapping, position) {

@@ -1253,6 +1253,18 @@ fn read_all_over_many_small_rewritten_streams_agrees_with_every_stream() {
                 .filter(|p| *p >= from)
                 .collect();
             assert_eq!(got, want, "{stage}: from {from}");
+            let got: Vec<u64> = store
+                .read_all(Position(from), Direction::Backward)
+                .unwrap()
+                .map(|e| e.unwrap().position().get())
+                .collect();
+            let want: Vec<u64> = expected
+                .iter()
+                .rev()
+                .map(|(p, ..)| *p)
+                .filter(|p| *p <= from)
+                .collect();
+            assert_eq!(got, want, "{stage}: backward from {from}");
         }
     };
     // The background compaction may have compacted some index files already (it runs once
