@@ -194,11 +194,11 @@ fn entries_of<'a>(
     }
 }
 
-/// The writer removed `events` events by a snapshot or a delete. Once enough have been removed
-/// (`INDEX_AUTO_COMPACT_REMOVED_MIN`, at least half an index file), compact the index in a
-/// background thread, off the writer's path; the store joins it when it closes. It compacts
-/// what the last durable checkpoint covers.
-pub fn note_removed(shared: &Arc<Shared>, events: u64) {
+/// The writer removed `events` events by a snapshot or a delete: whether a background
+/// compaction is due, once enough have been removed (`INDEX_AUTO_COMPACT_REMOVED_MIN`, at least
+/// half an index file) and none is running. The writer then writes a durable checkpoint (the
+/// compaction covers only what one covers) and calls `start_background`.
+pub fn compaction_due(shared: &Arc<Shared>, events: u64) -> bool {
     let threshold = crate::limits::INDEX_AUTO_COMPACT_REMOVED_MIN
         .max(shared.manifest.index_entries_per_file / 2);
     let removed = shared
@@ -206,8 +206,18 @@ pub fn note_removed(shared: &Arc<Shared>, events: u64) {
         .fetch_add(events, Ordering::AcqRel)
         + events;
     if removed < threshold {
-        return;
+        return false;
     }
+    let slot = shared
+        .compactor
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    !slot.as_ref().is_some_and(|h| !h.is_finished())
+}
+
+/// Compact the index in a background thread, off the writer's path; the store joins it when it
+/// closes. It compacts what the last durable checkpoint covers.
+pub fn start_background(shared: &Arc<Shared>) {
     let mut slot = shared
         .compactor
         .lock()

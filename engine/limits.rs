@@ -79,6 +79,9 @@ pub const READ_ALL_FETCH_THREADS_MAX: usize = 4;
 /// Fewer distinct small segments than this in a window are read by the reader alone: a thread
 /// costs more than it saves.
 pub const READ_ALL_PARALLEL_SEGMENTS_MIN: usize = 256;
+/// A `read_all` window reads the fan-out tables it needs with helper threads when it needs at
+/// least this many it does not hold (engine/read.rs, `prefetch_tables`).
+pub const READ_ALL_PARALLEL_TABLES_MIN: usize = 64;
 /// A batch of at least this many appends is answered by the notifier thread, not the writer
 /// (engine/notify.rs): fewer are answered at once, without a hop.
 pub const NOTIFY_THREAD_MIN_ANSWERS: usize = 8;

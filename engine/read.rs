@@ -11,7 +11,7 @@ use crate::format::segment::{
 };
 use crate::layout::{index_path, segment_path, KeyMap, StreamKey};
 use crate::limits::{
-    READ_ALL_FETCH_THREADS_MAX, READ_ALL_PARALLEL_SEGMENTS_MIN,
+    READ_ALL_FETCH_THREADS_MAX, READ_ALL_PARALLEL_SEGMENTS_MIN, READ_ALL_PARALLEL_TABLES_MIN,
     READ_ALL_POSITIONS_PER_FILE_TO_GROW, READ_ALL_PREFETCH_DISTANCE, READ_ALL_SMALL_SEGMENT_BYTES,
     READ_ALL_WINDOW_POSITIONS, READ_ALL_WINDOW_POSITIONS_MAX, READ_ALL_WINDOW_POSITIONS_MIN,
 };
@@ -957,6 +957,7 @@ impl AllIter {
             *f = (*f).min(e.offset);
         }
         let mut prefetched = self.prefetch(&entries, &start, &reach);
+        self.prefetch_tables(&entries);
         let mut fetched: KeyMap<(StreamKey, u32), Arc<MappedSegment>> = KeyMap::default();
         let mut read_bytes = 0usize;
         let mut mapped = 0usize;
@@ -1150,28 +1151,10 @@ impl AllIter {
         if order.len() < READ_ALL_PARALLEL_SEGMENTS_MIN {
             return KeyMap::default();
         }
-        // Helpers are shared by every iterator of the store: with many reading at once, each
-        // gets what is left, down to none (then it reads alone, as before).
-        let wanted = (threads - 1) as u64;
-        let helpers = self
-            .shared
-            .read_helpers
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |busy| {
-                let free = wanted.saturating_sub(busy);
-                (free > 0).then_some(busy + free)
-            })
-            .map_or(0, |busy| wanted.saturating_sub(busy));
-        if helpers == 0 {
+        let Some(release) = take_helpers(&self.shared, threads) else {
             return KeyMap::default();
-        }
-        /// Gives the helpers back however `prefetch` ends.
-        struct Release<'a>(&'a std::sync::atomic::AtomicU64, u64);
-        impl Drop for Release<'_> {
-            fn drop(&mut self) {
-                self.0.fetch_sub(self.1, Ordering::AcqRel);
-            }
-        }
-        let _release = Release(&self.shared.read_helpers, helpers);
+        };
+        let helpers = release.1;
         let budget = self.shared.options.read_all_window_bytes;
         let next = AtomicUsize::new(0);
         let bytes = AtomicUsize::new(0);
@@ -1208,6 +1191,71 @@ impl AllIter {
             }
             all
         })
+    }
+
+    /// The fan-out tables this window's packed events name their streams in and the iterator
+    /// does not hold yet, read by several threads at once when there are at least
+    /// `READ_ALL_PARALLEL_TABLES_MIN`: a fresh handle's first read over many small streams reads
+    /// one table per fan-out met, an `open`, a `read` and a `close` each (most of the first
+    /// read of the lifecycle bench's pruned store, session 12). What they read is held as if
+    /// met by a past window; a table they could not read is read again, and its error
+    /// reported, by the lookup that needs it.
+    fn prefetch_tables(&mut self, entries: &[Entry]) {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let threads = std::thread::available_parallelism()
+            .map_or(1, std::num::NonZeroUsize::get)
+            .min(READ_ALL_FETCH_THREADS_MAX);
+        if threads < 2 {
+            return;
+        }
+        let held = |f: u16| matches!(self.tables.get(usize::from(f)), Some(Some(_)));
+        let mut wanted: Vec<u16> = entries
+            .iter()
+            .filter(|e| e.packed && !e.skip && !self.known_removed(e.key, e.position))
+            .map(|e| crate::layout::fanout(e.key.hash))
+            .filter(|f| !held(*f))
+            .collect();
+        wanted.sort_unstable();
+        wanted.dedup();
+        if wanted.len() < READ_ALL_PARALLEL_TABLES_MIN {
+            return;
+        }
+        let Some(release) = take_helpers(&self.shared, threads) else {
+            return;
+        };
+        let next = AtomicUsize::new(0);
+        let shared = &self.shared;
+        let work = || {
+            let mut out = Vec::new();
+            while let Some(&fanout) = wanted.get(next.fetch_add(1, Ordering::Relaxed)) {
+                if let Ok(Some(table)) = crate::packs::table(shared, fanout) {
+                    out.push((fanout, table));
+                }
+            }
+            out
+        };
+        let read: Vec<(u16, Arc<crate::packs::Table>)> = std::thread::scope(|scope| {
+            let helpers: Vec<_> = (0..release.1)
+                .filter_map(|_| std::thread::Builder::new().spawn_scoped(scope, work).ok())
+                .collect();
+            let mut all = work();
+            for h in helpers {
+                if let Ok(part) = h.join() {
+                    all.extend(part);
+                }
+            }
+            all
+        });
+        drop(release);
+        if self.tables.is_empty() {
+            self.tables.resize(crate::layout::FANOUTS, None);
+        }
+        for (fanout, table) in read {
+            if let Some(slot) = self.tables.get_mut(usize::from(fanout)) {
+                // No window has named it: the first event that does puts it in `names`.
+                *slot = Some((table, u64::MAX, 0));
+            }
+        }
     }
 
     /// One segment for the window: read when small, else mapped; `Ok(None)` when the window's
@@ -1400,6 +1448,32 @@ impl AllIter {
         }
         Ok(Some(event))
     }
+}
+
+/// Helper threads gone back to the store's count when dropped, however their work ends.
+struct Helpers<'a>(&'a std::sync::atomic::AtomicU64, u64);
+
+impl Drop for Helpers<'_> {
+    fn drop(&mut self) {
+        self.0
+            .fetch_sub(self.1, std::sync::atomic::Ordering::AcqRel);
+    }
+}
+
+/// Up to `threads - 1` helper threads for one window's reads. Helpers are shared by every
+/// iterator of the store: with many reading at once, each gets what is left, down to none
+/// (`None`: it reads alone).
+fn take_helpers(shared: &Shared, threads: usize) -> Option<Helpers<'_>> {
+    use std::sync::atomic::Ordering;
+    let wanted = (threads - 1) as u64;
+    let helpers = shared
+        .read_helpers
+        .fetch_update(Ordering::AcqRel, Ordering::Acquire, |busy| {
+            let free = wanted.saturating_sub(busy);
+            (free > 0).then_some(busy + free)
+        })
+        .map_or(0, |busy| wanted.saturating_sub(busy));
+    (helpers > 0).then_some(Helpers(&shared.read_helpers, helpers))
 }
 
 /// A run of removed positions within one window (at most `READ_ALL_WINDOW_POSITIONS_MAX`).
