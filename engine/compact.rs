@@ -212,7 +212,7 @@ pub fn compaction_due(shared: &Arc<Shared>, events: u64) -> bool {
         .compactor
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner);
-    !slot.as_ref().is_some_and(|h| !h.is_finished())
+    slot.as_ref().is_none_or(|h| h.is_finished())
 }
 
 /// Compact the index in a background thread, off the writer's path; the store joins it when it
