@@ -805,20 +805,19 @@ impl AllIter {
         let mut file: Option<(u64, Arc<crate::mapping::Mapping>)> = None;
         while let Some(position) = positions.next() {
             let (number, _) = crate::format::index::locate(position, per_file);
-            let mapping = match &file {
-                Some((n, m)) if *n == number => Arc::clone(m),
-                _ => match maps.index_file(number) {
-                    Ok(m) => {
-                        file = Some((number, Arc::clone(&m)));
-                        m
-                    }
+            if !matches!(&file, Some((n, _)) if *n == number) {
+                match maps.index_file(number) {
+                    Ok(m) => file = Some((number, m)),
                     Err(e) => {
                         self.pending = Some(e);
                         break;
                     }
-                },
+                }
+            }
+            let Some((_, mapping)) = &file else {
+                break;
             };
-            if range && crate::cache::is_compacted(&mapping) {
+            if range && crate::cache::is_compacted(mapping) {
                 // A compacted file holds only live entries: the positions between them are
                 // skipped as runs, not looked up one by one (after 90% of the streams were
                 // deleted, nine lookups in ten found nothing; session 12).
@@ -876,7 +875,7 @@ impl AllIter {
                 }
                 continue;
             }
-            match maps.entry_in(&mapping, position) {
+            match maps.entry_in(mapping, position) {
                 Ok(Some(e)) => entries.push(Entry::of(position, &e)),
                 // Removed by a rewrite and compacted away (segment-format.md §4): skipped.
                 Ok(None) => entries.push(Entry::removed(position, 1)),
@@ -1209,11 +1208,12 @@ impl AllIter {
             return;
         }
         let held = |f: u16| matches!(self.tables.get(usize::from(f)), Some(Some(_)));
+        // Held first: that is one load, and in a steady read every table is held.
         let mut wanted: Vec<u16> = entries
             .iter()
-            .filter(|e| e.packed && !e.skip && !self.known_removed(e.key, e.position))
+            .filter(|e| e.packed && !e.skip && !held(crate::layout::fanout(e.key.hash)))
+            .filter(|e| !self.known_removed(e.key, e.position))
             .map(|e| crate::layout::fanout(e.key.hash))
-            .filter(|f| !held(*f))
             .collect();
         wanted.sort_unstable();
         wanted.dedup();
