@@ -50,24 +50,7 @@ fn many_streams(dir: &std::path::Path) -> u64 {
     let n = events();
     let streams = n / 10;
     let store = Store::open(dir).unwrap();
-    for round in 0..10 {
-        std::thread::scope(|scope| {
-            for t in 0..16 {
-                let store = &store;
-                scope.spawn(move || {
-                    for s in (t..streams).step_by(16) {
-                        store
-                            .append(
-                                &format!("stream-{s}"),
-                                ExpectedVersion::Exact(round),
-                                [event(s)],
-                            )
-                            .unwrap();
-                    }
-                });
-            }
-        });
-    }
+    common::write_interleaved(&store, streams);
     streams
 }
 

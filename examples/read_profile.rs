@@ -79,24 +79,7 @@ fn main() {
         }
     } else {
         let streams = n / 10;
-        for round in 0..10 {
-            std::thread::scope(|scope| {
-                for t in 0..16 {
-                    let store = &store;
-                    scope.spawn(move || {
-                        for s in (t..streams).step_by(16) {
-                            store
-                                .append(
-                                    &format!("stream-{s}"),
-                                    ExpectedVersion::Exact(round),
-                                    [event(s)],
-                                )
-                                .expect("append");
-                        }
-                    });
-                }
-            });
-        }
+        common::write_interleaved(&store, streams);
     }
     for _ in 0..passes {
         let start = Instant::now();
@@ -140,21 +123,14 @@ fn pruned(dir: &std::path::Path, existing: bool, n: u64, passes: u64) {
     let streams = n / 10;
     if !existing {
         let store = Store::open_with(dir, options.clone()).expect("open");
-        std::thread::scope(|scope| {
-            for t in 0..16 {
-                let store = &store;
-                scope.spawn(move || {
-                    for s in (t..streams).step_by(16) {
-                        store
-                            .append(
-                                &format!("s-{s}"),
-                                ExpectedVersion::NoStream,
-                                (0..10).map(event),
-                            )
-                            .expect("append");
-                    }
-                });
-            }
+        common::from_16_threads(streams, |s| {
+            store
+                .append(
+                    &format!("s-{s}"),
+                    ExpectedVersion::NoStream,
+                    (0..10).map(event),
+                )
+                .expect("append");
         });
         // `STREAMLOG_KEEP_ALL=1`: nothing deleted (the survivors alone, for `events / 10`).
         let keep_all = std::env::var("STREAMLOG_KEEP_ALL").is_ok_and(|v| v == "1");

@@ -1241,30 +1241,27 @@ fn read_all_over_many_small_rewritten_streams_agrees_with_every_stream() {
         // From positions within runs of removed events, and at both ends.
         let store = Store::open_with(root.path(), options.clone()).unwrap();
         let head = expected.last().unwrap().0;
+        let read_from = |from: u64, direction| -> Vec<u64> {
+            store
+                .read_all(Position(from), direction)
+                .unwrap()
+                .map(|e| e.unwrap().position().get())
+                .collect()
+        };
         for from in (1..=head + 1).step_by(97).chain([head, head + 1]) {
-            let got: Vec<u64> = store
-                .read_all(Position(from), Direction::Forward)
-                .unwrap()
-                .map(|e| e.unwrap().position().get())
-                .collect();
-            let want: Vec<u64> = expected
-                .iter()
-                .map(|(p, ..)| *p)
-                .filter(|p| *p >= from)
-                .collect();
-            assert_eq!(got, want, "{stage}: from {from}");
-            let got: Vec<u64> = store
-                .read_all(Position(from), Direction::Backward)
-                .unwrap()
-                .map(|e| e.unwrap().position().get())
-                .collect();
-            let want: Vec<u64> = expected
-                .iter()
-                .rev()
-                .map(|(p, ..)| *p)
-                .filter(|p| *p <= from)
-                .collect();
-            assert_eq!(got, want, "{stage}: backward from {from}");
+            let live = expected.iter().map(|(p, ..)| *p);
+            let forward: Vec<u64> = live.clone().filter(|p| *p >= from).collect();
+            let backward: Vec<u64> = live.rev().filter(|p| *p <= from).collect();
+            assert_eq!(
+                read_from(from, Direction::Forward),
+                forward,
+                "{stage}: from {from}"
+            );
+            assert_eq!(
+                read_from(from, Direction::Backward),
+                backward,
+                "{stage}: backward from {from}"
+            );
         }
     };
     // The background compaction may have compacted some index files already (it runs once
@@ -1322,6 +1319,19 @@ fn answers(store: &Store, stream: &str) -> String {
     )
 }
 
+/// 40 events of 4,000 bytes, in appends of 10 (an append fits one segment).
+fn append_40_big(store: &Store, stream: &str) {
+    for first in (0..40).step_by(10) {
+        store
+            .append(
+                stream,
+                ExpectedVersion::Exact(first),
+                (first..first + 10).map(big),
+            )
+            .unwrap();
+    }
+}
+
 /// Streams that nobody holds are kept encoded once the catalog has loaded enough others
 /// (`SHARED_STREAMS_SWEEP_MIN`, engine/idle.rs): asked for again, each answers as it did, in
 /// every lifecycle state, packed or in files of its own, and takes its next append.
@@ -1342,15 +1352,7 @@ fn idle_streams_answer_as_they_did_in_every_state() {
         store
             .append("packed", ExpectedVersion::NoStream, (0..3).map(event))
             .unwrap();
-        for first in (0..40).step_by(10) {
-            store
-                .append(
-                    "files",
-                    ExpectedVersion::Exact(first),
-                    (first..first + 10).map(big),
-                )
-                .unwrap();
-        }
+        append_40_big(&store, "files");
         store
             .append("closed", ExpectedVersion::NoStream, (0..2).map(event))
             .unwrap();
@@ -1368,15 +1370,7 @@ fn idle_streams_answer_as_they_did_in_every_state() {
         store
             .append("snapshot", ExpectedVersion::Exact(5), [event(6)])
             .unwrap();
-        for first in (0..40).step_by(10) {
-            store
-                .append(
-                    "truncated",
-                    ExpectedVersion::Exact(first),
-                    (first..first + 10).map(big),
-                )
-                .unwrap();
-        }
+        append_40_big(&store, "truncated");
         store.truncate_before("truncated", 20).unwrap();
         let all: Vec<usize> = (0..fillers).collect();
         for chunk in all.chunks(500) {

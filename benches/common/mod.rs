@@ -20,6 +20,33 @@ pub fn event(i: u64) -> EventData {
     .metadata(vec![(i % 251) as u8; 32])
 }
 
+/// `write(s)` for every stream number `s` below `streams`, from 16 threads sharing the group
+/// commit (thread `t` takes `t`, `t + 16`, …).
+pub fn from_16_threads(streams: u64, write: impl Fn(u64) + Sync) {
+    std::thread::scope(|scope| {
+        for t in 0..16 {
+            let write = &write;
+            scope.spawn(move || (t..streams).step_by(16).for_each(write));
+        }
+    });
+}
+
+/// W5's store: `streams` streams of 10 events written interleaved (round `r` appends event `r`
+/// of every stream), by 16 threads.
+pub fn write_interleaved(store: &streamlog::Store, streams: u64) {
+    for round in 0..10 {
+        from_16_threads(streams, |s| {
+            store
+                .append(
+                    &format!("stream-{s}"),
+                    streamlog::ExpectedVersion::Exact(round),
+                    [event(s)],
+                )
+                .expect("append");
+        });
+    }
+}
+
 /// A small xorshift generator: random choices that a run can repeat.
 pub struct Rng(pub u64);
 
