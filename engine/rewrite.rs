@@ -82,7 +82,12 @@ impl Writer {
         // deletes gets its space back as it goes, not only at the next append's flush.
         if self.journal_dirty() || self.dead.has_pending() {
             if let Err(e) = self.durable_checkpoint() {
-                request.reply.send(Err(e));
+                // A failed sync poisons the store, as it does for an append: the caller is
+                // told so (it was told `Io` until session 12, and a model that took that for a
+                // refusal expected the handle to go on; the `api_model` fuzzer found it).
+                request.reply.send(Err(Error::Poisoned {
+                    cause: self.poison_with(&e),
+                }));
                 return;
             }
         }
@@ -707,9 +712,13 @@ impl Writer {
         if !crate::compact::compaction_due(&self.shared, events) {
             return;
         }
-        // Its failure poisons the store (as any failed sync); what was removed is durable.
-        if self.durable_checkpoint().is_ok() {
-            crate::compact::start_background(&self.shared);
+        // Its failure poisons the store (as any failed sync); what was removed is durable,
+        // and its caller is answered so.
+        match self.durable_checkpoint() {
+            Ok(_) => crate::compact::start_background(&self.shared),
+            Err(e) => {
+                self.poison_with(&e);
+            }
         }
     }
 

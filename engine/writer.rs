@@ -414,7 +414,16 @@ impl Writer {
             match (rewrite, self.shared.check_poison()) {
                 (Some(Alone::Rewrite(r)), Ok(())) => self.rewrite(r),
                 (Some(Alone::Rewrite(r)), Err(e)) => r.reply.send(Err(e)),
-                (Some(Alone::Checkpoint(r)), Ok(())) => r.send(self.durable_checkpoint()),
+                (Some(Alone::Checkpoint(r)), Ok(())) => {
+                    let result = match self.durable_checkpoint() {
+                        Ok(head) => Ok(head),
+                        // Fatal to the handle, as for a rewrite (`rewrite.rs`).
+                        Err(e) => Err(Error::Poisoned {
+                            cause: self.poison_with(&e),
+                        }),
+                    };
+                    r.send(result);
+                }
                 (Some(Alone::Checkpoint(r)), Err(e)) => r.send(Err(e)),
                 (None, _) => {}
             }
