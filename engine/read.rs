@@ -1128,10 +1128,7 @@ impl AllIter {
         reach: &KeyMap<(StreamKey, u32), u64>,
     ) -> KeyMap<(StreamKey, u32), Result<SmallRead>> {
         use std::sync::atomic::{AtomicUsize, Ordering};
-        let threads = std::thread::available_parallelism()
-            .map_or(1, std::num::NonZeroUsize::get)
-            .min(READ_ALL_FETCH_THREADS_MAX);
-        if threads < 2 {
+        if read_threads() < 2 {
             return KeyMap::default();
         }
         let maps = &self.shared.maps;
@@ -1150,10 +1147,6 @@ impl AllIter {
         if order.len() < READ_ALL_PARALLEL_SEGMENTS_MIN {
             return KeyMap::default();
         }
-        let Some(release) = take_helpers(&self.shared, threads) else {
-            return KeyMap::default();
-        };
-        let helpers = release.1;
         let budget = self.shared.options.read_all_window_bytes;
         let next = AtomicUsize::new(0);
         let bytes = AtomicUsize::new(0);
@@ -1176,20 +1169,10 @@ impl AllIter {
             }
             out
         };
-        std::thread::scope(|scope| {
-            // A helper that cannot be started leaves its share to the others; the segments
-            // nobody read are fetched by `load` as without helpers.
-            let helpers: Vec<_> = (0..helpers)
-                .filter_map(|_| std::thread::Builder::new().spawn_scoped(scope, work).ok())
-                .collect();
-            let mut all: KeyMap<_, _> = work().into_iter().collect();
-            for h in helpers {
-                if let Ok(part) = h.join() {
-                    all.extend(part);
-                }
-            }
-            all
-        })
+        // The segments nobody read are fetched by `load` as without helpers.
+        with_helpers(&self.shared, work)
+            .map(|read| read.into_iter().collect())
+            .unwrap_or_default()
     }
 
     /// The fan-out tables this window's packed events name their streams in and the iterator
@@ -1201,10 +1184,7 @@ impl AllIter {
     /// reported, by the lookup that needs it.
     fn prefetch_tables(&mut self, entries: &[Entry]) {
         use std::sync::atomic::{AtomicUsize, Ordering};
-        let threads = std::thread::available_parallelism()
-            .map_or(1, std::num::NonZeroUsize::get)
-            .min(READ_ALL_FETCH_THREADS_MAX);
-        if threads < 2 {
+        if read_threads() < 2 {
             return;
         }
         let held = |f: u16| matches!(self.tables.get(usize::from(f)), Some(Some(_)));
@@ -1220,9 +1200,6 @@ impl AllIter {
         if wanted.len() < READ_ALL_PARALLEL_TABLES_MIN {
             return;
         }
-        let Some(release) = take_helpers(&self.shared, threads) else {
-            return;
-        };
         let next = AtomicUsize::new(0);
         let shared = &self.shared;
         let work = || {
@@ -1234,27 +1211,23 @@ impl AllIter {
             }
             out
         };
-        let read: Vec<(u16, Arc<crate::packs::Table>)> = std::thread::scope(|scope| {
-            let helpers: Vec<_> = (0..release.1)
-                .filter_map(|_| std::thread::Builder::new().spawn_scoped(scope, work).ok())
-                .collect();
-            let mut all = work();
-            for h in helpers {
-                if let Ok(part) = h.join() {
-                    all.extend(part);
-                }
-            }
-            all
-        });
-        drop(release);
+        let Some(read) = with_helpers(&self.shared, work) else {
+            return;
+        };
+        for (fanout, table) in read {
+            // No window has named it: the first event that does puts it in `names`.
+            self.hold_table(fanout, table, u64::MAX, 0);
+        }
+    }
+
+    /// Hold `table` as fan-out `fanout`'s, last named by window `window` at `at` in its
+    /// `names` (the slots are allocated at the first table held).
+    fn hold_table(&mut self, fanout: u16, table: Arc<crate::packs::Table>, window: u64, at: u32) {
         if self.tables.is_empty() {
             self.tables.resize(crate::layout::FANOUTS, None);
         }
-        for (fanout, table) in read {
-            if let Some(slot) = self.tables.get_mut(usize::from(fanout)) {
-                // No window has named it: the first event that does puts it in `names`.
-                *slot = Some((table, u64::MAX, 0));
-            }
+        if let Some(slot) = self.tables.get_mut(usize::from(fanout)) {
+            *slot = Some((table, window, at));
         }
     }
 
@@ -1392,12 +1365,7 @@ impl AllIter {
         // A newer copy (or the first): this window's later events name it.
         let at = names_slot(&self.names);
         self.names.push(Arc::clone(&table));
-        if self.tables.is_empty() {
-            self.tables.resize(crate::layout::FANOUTS, None);
-        }
-        if let Some(slot) = self.tables.get_mut(usize::from(fanout)) {
-            *slot = Some((table, self.windows, at));
-        }
+        self.hold_table(fanout, table, self.windows, at);
         Ok((at, n))
     }
 
@@ -1458,6 +1426,34 @@ impl Drop for Helpers<'_> {
         self.0
             .fetch_sub(self.1, std::sync::atomic::Ordering::AcqRel);
     }
+}
+
+/// Threads a window's reads may run on, the reader's own included.
+fn read_threads() -> usize {
+    std::thread::available_parallelism()
+        .map_or(1, std::num::NonZeroUsize::get)
+        .min(READ_ALL_FETCH_THREADS_MAX)
+}
+
+/// Run `work` (which takes items from a shared list until none is left) on this thread and on
+/// the helper threads free (`take_helpers`); every thread's output, in no set order. `None`
+/// when no helper is free: the caller then reads alone, as without helpers. A helper that
+/// cannot be started leaves its share to the others.
+fn with_helpers<T: Send>(shared: &Shared, work: impl Fn() -> Vec<T> + Sync) -> Option<Vec<T>> {
+    let release = take_helpers(shared, read_threads())?;
+    let work = &work;
+    Some(std::thread::scope(|scope| {
+        let helpers: Vec<_> = (0..release.1)
+            .filter_map(|_| std::thread::Builder::new().spawn_scoped(scope, work).ok())
+            .collect();
+        let mut all = work();
+        for h in helpers {
+            if let Ok(part) = h.join() {
+                all.extend(part);
+            }
+        }
+        all
+    }))
 }
 
 /// Up to `threads - 1` helper threads for one window's reads. Helpers are shared by every

