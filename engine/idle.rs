@@ -194,25 +194,12 @@ impl IdleStream {
     }
 }
 
-fn put(out: &mut Vec<u8>, mut v: u64) {
-    while v >= 0x80 {
-        out.push((v as u8) | 0x80);
-        v >>= 7;
-    }
-    out.push(v as u8);
+fn put(out: &mut Vec<u8>, v: u64) {
+    crate::format::put_varint(out, v);
 }
 
 fn get(b: &[u8], at: &mut usize) -> Option<u64> {
-    let mut v = 0_u64;
-    for shift in (0..64).step_by(7) {
-        let byte = *b.get(*at)?;
-        *at += 1;
-        v |= u64::from(byte & 0x7f).checked_shl(shift)?;
-        if byte & 0x80 == 0 {
-            return Some(v);
-        }
-    }
-    None
+    crate::format::get_varint(b, at)
 }
 
 impl Borrow<[u8]> for IdleStream {

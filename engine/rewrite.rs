@@ -29,9 +29,9 @@ use std::sync::Arc;
 /// The event type of a tombstone.
 pub const DELETE_EVENT_TYPE: &str = "$delete";
 
-/// Bytes of a tombstone in a pack, padding included (segment-format.md §19).
-const TOMBSTONE_RECORD_BYTES: u64 =
-    crate::format::segment::packed_record_bytes_padded(DELETE_EVENT_TYPE.len(), false, true);
+/// The most bytes a tombstone in a pack takes, padding included (segment-format.md §19).
+const TOMBSTONE_RECORD_BYTES_MAX: u64 =
+    crate::format::segment::packed_record_bytes_max(DELETE_EVENT_TYPE.len(), false, true);
 
 /// The event type of the record opening a segment 0 rewritten by a truncation.
 pub const TRUNCATE_EVENT_TYPE: &str = "$truncate";
@@ -541,17 +541,14 @@ impl Writer {
     /// the pack: the stream has no file of its own and the tombstone fits its pack bound.
     /// `None` sends the delete the way of a segment 0 rewrite (which also answers the errors).
     fn packed_chain_to_delete(&mut self, stream: &Arc<str>) -> Result<Option<Vec<Link>>> {
-        let fits = TOMBSTONE_RECORD_BYTES <= self.shared.options.pack_stream_bytes;
+        let fits = TOMBSTONE_RECORD_BYTES_MAX <= self.shared.options.pack_stream_bytes;
         let Some(ws) = self.stream(stream)? else {
             return Ok(None);
         };
         let Some(tail) = ws.packed.filter(|t| t.last > 0 && t.entry_offset.is_some()) else {
             return Ok(None);
         };
-        // A tombstone starts its chain over (no link to fit), but says the stream's version
-        // and changeset count in the compact header.
-        let compact = crate::format::segment::compact_fits(ws.version, ws.changeset, 0, 0);
-        if ws.deleted || ws.version == 0 || !fits || !compact {
+        if ws.deleted || ws.version == 0 || !fits {
             return Ok(None);
         }
         let key = ws.meta.key;
@@ -589,6 +586,23 @@ impl Writer {
             .iter()
             .find(|l| l.is_event && l.version == version)
             .map_or(0, |l| l.position);
+        let position = planning.next_position;
+        let tombstone = super::control_record(
+            DELETE_EVENT_TYPE,
+            Control {
+                op: CONTROL_OP_DELETE,
+                flags: if ws.closed { CONTROL_FLAG_CLOSED } else { 0 },
+                next_segment: 0,
+                covers_version: version,
+                covers_position,
+                target_changeset: 0,
+            },
+            (version, position, changeset, timestamp_us),
+            // The chain starts over: a load walks the tombstone alone.
+            Some(0),
+        );
+        let tombstone_bytes = crate::format::segment::packed_record_bytes(&tombstone);
+        debug_assert!(tombstone_bytes <= TOMBSTONE_RECORD_BYTES_MAX);
         let cursor = self
             .pack
             .as_mut()
@@ -596,35 +610,18 @@ impl Writer {
         let slot = super::pack_slot(
             cursor,
             &mut planning,
-            TOMBSTONE_RECORD_BYTES,
+            tombstone_bytes,
             store_id,
             timestamp_us,
         );
-        let position = planning.next_position;
         let offset = cursor.end;
         let bytes = &mut planning.pack_writes[slot].bytes;
         let before = bytes.len();
-        encode_record(
-            &super::control_record(
-                DELETE_EVENT_TYPE,
-                Control {
-                    op: CONTROL_OP_DELETE,
-                    flags: if ws.closed { CONTROL_FLAG_CLOSED } else { 0 },
-                    next_segment: 0,
-                    covers_version: version,
-                    covers_position,
-                    target_changeset: 0,
-                },
-                (version, position, changeset, timestamp_us),
-                // The chain starts over: a load walks the tombstone alone.
-                Some(0),
-            ),
-            bytes,
-        );
+        encode_record(&tombstone, bytes);
         let written = (bytes.len() - before) as u64;
         assert_eq!(
-            written, TOMBSTONE_RECORD_BYTES,
-            "a tombstone's size is fixed"
+            written, tombstone_bytes,
+            "the tombstone takes the bytes planned for it"
         );
         cursor.end += written;
         planning.index_bytes.extend_from_slice(

@@ -13,10 +13,9 @@ use crate::format::keys::{content_hash, KeyEntry, KEYS_HEADER_BYTES};
 use crate::format::pack::{PACK_RECORDS_START, TABLE_HEADER_BYTES};
 use crate::format::removals::{Removal, REMOVAL_KIND_INVALIDATE};
 use crate::format::segment::{
-    compact_fits, decode_record, encode_record, packed_record_bytes_padded, record_bytes_padded,
-    segment_header_bytes, Control, RecordFields, SegmentHeader, CONTROL_BLOCK_BYTES,
-    CONTROL_OP_INVALIDATE, RECORD_FLAG_BEGIN, RECORD_FLAG_END, RECORD_HEADER_BYTES,
-    RECORD_PREFIX_BYTES,
+    decode_record, encode_record, packed_record_bytes, record_bytes_padded, segment_header_bytes,
+    Control, RecordFields, SegmentHeader, CONTROL_BLOCK_BYTES, CONTROL_OP_INVALIDATE,
+    RECORD_FLAG_BEGIN, RECORD_FLAG_END, RECORD_HEADER_BYTES, RECORD_PREFIX_BYTES,
 };
 use crate::keys::{KeyMap, Loaded};
 use crate::layout::{
@@ -104,9 +103,6 @@ pub const INVALIDATE_EVENT_TYPE: &str = "$invalidate";
 const CLOSE_RECORD_BYTES: u64 = crate::format::align8(
     (RECORD_HEADER_BYTES + CONTROL_BLOCK_BYTES + CLOSE_EVENT_TYPE.len()) as u64,
 );
-/// Bytes of a close record in a pack (a compact record), padding included.
-const CLOSE_PACKED_RECORD_BYTES: u64 =
-    packed_record_bytes_padded(CLOSE_EVENT_TYPE.len(), false, true);
 
 /// The writer's view of one stream: its committed state plus where the next record goes.
 struct WriterStream {
@@ -1518,51 +1514,86 @@ impl Writer {
             .collect();
         let n = kept.len() as u64;
         let duplicates = u32::try_from(part.events.len() - kept.len()).unwrap_or(u32::MAX);
-        // The bytes the append takes in a segment, and in a pack (compact records,
-        // segment-format.md §19).
-        let (append_bytes, packed_bytes) = if close {
-            (CLOSE_RECORD_BYTES, CLOSE_PACKED_RECORD_BYTES)
-        } else {
-            kept.iter()
-                .enumerate()
-                .map(|(i, (_, e))| {
-                    let body = e.size()
-                        + if i == 0 {
-                            part.commit_metadata.len()
-                        } else {
-                            0
-                        };
-                    (
-                        record_bytes_padded(body),
-                        packed_record_bytes_padded(body, e.id.is_some(), false),
-                    )
-                })
-                .fold((0, 0), |(a, p), (x, y)| (a + x, p + y))
-        };
-        // A packed stream stays packed while its packed records total at most
-        // `pack_stream_bytes` and fit the compact header; keyed events and invalidations take
-        // it out of the pack, since they belong with files of its own.
-        let pack_limit = self.shared.options.pack_stream_bytes;
         let changeset_after = if close {
             ws.changeset.max(1)
         } else {
             ws.changeset + 1
         };
+        // One close record, or the kept events.
+        let records: Vec<Option<&EventData>> = if close {
+            vec![None]
+        } else {
+            kept.iter().map(|(_, e)| Some(*e)).collect()
+        };
+        let count = records.len();
+        let first_position = planning.next_position;
+        // Record `i` of the append in a pack behind the stream's last packed position `last`:
+        // what is encoded, and what the pack's slot is sized by (the varint header's size
+        // depends on the numbers, segment-format.md §19).
+        let packed_fields = |i: usize, last: u64| {
+            let position = first_position + i as u64;
+            let prev = if i == 0 { last } else { position - 1 };
+            match records[i] {
+                None => close_record(current, position, changeset_after, timestamp_us, Some(prev)),
+                Some(event) => {
+                    let mut flags = 0;
+                    if i == 0 {
+                        flags |= RECORD_FLAG_BEGIN;
+                    }
+                    if i + 1 == count {
+                        flags |= RECORD_FLAG_END;
+                    }
+                    RecordFields {
+                        flags,
+                        version: current + 1 + i as u64,
+                        position,
+                        changeset: changeset_after,
+                        timestamp_us,
+                        event_id: event.id,
+                        event_type: event.event_type.as_bytes(),
+                        key: &[],
+                        commit_metadata: if i == 0 { &part.commit_metadata } else { &[] },
+                        metadata: &event.metadata,
+                        data: &event.data,
+                        control: None,
+                        prev_position: Some(prev),
+                    }
+                }
+            }
+        };
+        // The bytes the append takes in a segment, and in a pack (when the stream is packed).
+        let append_bytes = if close {
+            CLOSE_RECORD_BYTES
+        } else {
+            kept.iter()
+                .enumerate()
+                .map(|(i, (_, e))| {
+                    let commit = if i == 0 {
+                        part.commit_metadata.len()
+                    } else {
+                        0
+                    };
+                    record_bytes_padded(e.size() + commit)
+                })
+                .sum()
+        };
+        let packed_bytes = ws.packed.map_or(0, |p| {
+            records
+                .iter()
+                .enumerate()
+                .map(|(i, _)| packed_record_bytes(&packed_fields(i, p.last)))
+                .sum::<u64>()
+        });
+        // A packed stream stays packed while its packed records total at most
+        // `pack_stream_bytes`; keyed events and invalidations take it out of the pack, since
+        // they belong with files of its own. (The varint header of format 7 holds any
+        // number: nothing else can push a stream out.)
+        let pack_limit = self.shared.options.pack_stream_bytes;
         let into_pack = control.is_none()
             && kept.iter().all(|(_, e)| e.key.is_empty())
-            && ws.packed.is_some_and(|p| {
-                p.bytes + packed_bytes <= pack_limit
-                    && compact_fits(
-                        current + n,
-                        changeset_after,
-                        if p.last == 0 {
-                            0
-                        } else {
-                            planning.next_position.saturating_sub(p.last)
-                        },
-                        part.commit_metadata.len(),
-                    )
-            });
+            && ws
+                .packed
+                .is_some_and(|p| p.bytes + packed_bytes <= pack_limit);
         if !into_pack && ws.packed.is_some() {
             // Out of the pack for good: this append opens the stream's own segment 0, which
             // continues the packed prefix.
@@ -1635,47 +1666,15 @@ impl Writer {
             let pack_number = cursor.number;
             let linked_flag = if linked { FLAG_LINKED } else { 0 };
             let changeset = changeset_after;
-            let first_position = planning.next_position;
-            // One close record, or the kept events.
-            let records: Vec<Option<&EventData>> = if close {
-                vec![None]
-            } else {
-                kept.iter().map(|(_, e)| Some(*e)).collect()
-            };
-            let count = records.len();
-            for (i, event) in records.into_iter().enumerate() {
+            for i in 0..count {
                 let last = i + 1 == count;
-                let mut flags = 0;
-                if i == 0 {
-                    flags |= RECORD_FLAG_BEGIN;
-                }
-                if last {
-                    flags |= RECORD_FLAG_END;
-                }
                 let position = planning.next_position;
                 let offset = cursor.end;
                 let bytes = &mut planning.pack_writes[slot].bytes;
                 let before = bytes.len();
-                let fields = match event {
-                    None => {
-                        close_record(current, position, changeset, timestamp_us, Some(tail.last))
-                    }
-                    Some(event) => RecordFields {
-                        flags,
-                        version: current + 1 + i as u64,
-                        position,
-                        changeset,
-                        timestamp_us,
-                        event_id: event.id,
-                        event_type: event.event_type.as_bytes(),
-                        key: &[],
-                        commit_metadata: if i == 0 { &part.commit_metadata } else { &[] },
-                        metadata: &event.metadata,
-                        data: &event.data,
-                        control: None,
-                        prev_position: Some(tail.last),
-                    },
-                };
+                let fields = packed_fields(i, tail.last);
+                debug_assert_eq!(fields.position, position);
+                let flags = fields.flags;
                 encode_record(&fields, bytes);
                 let written = (bytes.len() - before) as u64;
                 cursor.end += written;

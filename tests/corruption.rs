@@ -363,7 +363,7 @@ mod packed {
     fn body_at(pack: &Path, offset: u64) -> u64 {
         let bytes = std::fs::read(pack).unwrap();
         let r = streamlog::format::segment::decode_record(&bytes[offset as usize..]).unwrap();
-        assert_ne!(r.flags & streamlog::format::segment::RECORD_FLAG_COMPACT, 0);
+        assert_ne!(r.flags & streamlog::format::segment::RECORD_FLAG_VARINT, 0);
         offset + r.body_offset as u64
     }
 

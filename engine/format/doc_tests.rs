@@ -7,7 +7,9 @@ use super::keys::{KeyEntryRaw, KeysFileHeader};
 use super::manifest::ManifestHeader;
 use super::pack::{PackEndSlot, PackFileHeader, TableEntryRaw, TableFileHeader};
 use super::removals::{RemovalRaw, RemovalsHeader};
-use super::segment::{CompactHeader, ControlBlockRaw, RecordHeader, SegmentFileHeader};
+use super::segment::{
+    CompactHeader, ControlBlockRaw, RecordHeader, SegmentFileHeader, VarintFixed,
+};
 use super::subscription::{SubscriptionFileHeader, SubscriptionSlotRaw};
 use std::mem::{offset_of, size_of};
 
@@ -184,6 +186,13 @@ fn compact_record_matches_document() {
             super::segment::EVENT_ID_BYTES
         )
     );
+}
+
+#[test]
+fn varint_record_matches_document() {
+    let t = tables_under("### Varint packed records");
+    let fixed = fields!(VarintFixed: magic, kind, flags, record_bytes, crc, timestamp_us);
+    check(&t[0], &fixed, super::segment::VARINT_FIXED_BYTES);
 }
 
 #[test]

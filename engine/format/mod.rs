@@ -21,7 +21,7 @@ pub mod subscription;
 mod doc_tests;
 
 /// The format version this build writes (segment-format.md §13).
-pub const FORMAT_VERSION: u32 = 6;
+pub const FORMAT_VERSION: u32 = 7;
 /// The oldest format version this build reads.
 pub const FORMAT_VERSION_OLDEST: u32 = 1;
 
@@ -29,6 +29,63 @@ pub const FORMAT_VERSION_OLDEST: u32 = 1;
 #[must_use]
 pub const fn align8(n: u64) -> u64 {
     (n + 7) & !7
+}
+
+/// Round `n` up to the next multiple of 4 (packed records of format 7).
+#[must_use]
+pub const fn align4(n: u64) -> u64 {
+    (n + 3) & !3
+}
+
+/// The most bytes a LEB128 varint of a `u64` takes.
+pub const VARINT_BYTES_MAX: usize = 10;
+
+/// Bytes of `v` as a LEB128 varint: 7 bits per byte, low bits first.
+#[must_use]
+pub const fn varint_len(v: u64) -> usize {
+    // 1 for 0..=127, one more per further 7 bits.
+    let bits = 64 - (v | 1).leading_zeros() as usize;
+    bits.div_ceil(7)
+}
+
+/// Append `v` as a LEB128 varint (the shortest form).
+pub fn put_varint(out: &mut Vec<u8>, mut v: u64) {
+    while v >= 0x80 {
+        out.push((v as u8) | 0x80);
+        v >>= 7;
+    }
+    out.push(v as u8);
+}
+
+/// Read a LEB128 varint at `*at`, moving `*at` past it. `None` when the bytes end inside it,
+/// it does not fit a `u64`, or it is not the shortest form of its value (so that a value has
+/// one encoding, as the CRC-checked formats expect).
+#[inline]
+#[must_use]
+pub fn get_varint(bytes: &[u8], at: &mut usize) -> Option<u64> {
+    let first = *bytes.get(*at)?;
+    if first < 0x80 {
+        *at += 1;
+        return Some(u64::from(first));
+    }
+    let mut v = u64::from(first & 0x7f);
+    for i in 1..VARINT_BYTES_MAX {
+        let byte = *bytes.get(*at + i)?;
+        let shift = 7 * i as u32;
+        // The tenth byte holds the 64th bit alone.
+        if i == VARINT_BYTES_MAX - 1 && byte > 1 {
+            return None;
+        }
+        v |= u64::from(byte & 0x7f) << shift;
+        if byte & 0x80 == 0 {
+            if byte == 0 {
+                return None;
+            }
+            *at += i + 1;
+            return Some(v);
+        }
+    }
+    None
 }
 
 /// What is wrong with a byte range that does not decode. Callers turn it into
@@ -131,5 +188,41 @@ pub(crate) fn newest_slot<T>(
         (Ok(a), Err(eb)) => Ok((a, [None, Some(eb)])),
         (Err(ea), Ok(b)) => Ok((b, [Some(ea), None])),
         (Err(ea), Err(_)) => Err(ea),
+    }
+}
+
+#[cfg(test)]
+mod varint_tests {
+    use super::{get_varint, put_varint, varint_len, VARINT_BYTES_MAX};
+
+    #[test]
+    fn varints_round_trip_at_every_width_and_refuse_what_is_not_one() {
+        let mut values = vec![0, 1, 127, 128, 16_383, 16_384, u64::MAX, u64::MAX - 1];
+        values.extend((0..64).map(|b| 1_u64 << b));
+        values.extend((1..64).map(|b| (1_u64 << b) - 1));
+        for v in values {
+            let mut out = vec![0xee];
+            put_varint(&mut out, v);
+            assert_eq!(out.len() - 1, varint_len(v), "{v}");
+            assert!(varint_len(v) <= VARINT_BYTES_MAX);
+            let mut at = 1;
+            assert_eq!(get_varint(&out, &mut at), Some(v), "{v}");
+            assert_eq!(at, out.len());
+            // Cut anywhere inside: nothing.
+            for cut in 1..out.len() {
+                let mut at = 1;
+                assert_eq!(get_varint(&out[..cut], &mut at), None, "{v} cut at {cut}");
+            }
+        }
+        // Not the shortest form: 0 as two bytes, 1 with a zero continuation.
+        assert_eq!(get_varint(&[0x80, 0x00], &mut 0), None);
+        assert_eq!(get_varint(&[0x81, 0x00], &mut 0), None);
+        // Beyond 64 bits: a tenth byte above 1, or an eleventh byte.
+        let mut over = vec![0xff; 9];
+        over.push(0x02);
+        assert_eq!(get_varint(&over, &mut 0), None);
+        let mut long = vec![0xff; 10];
+        long.push(0x01);
+        assert_eq!(get_varint(&long, &mut 0), None);
     }
 }

@@ -182,7 +182,8 @@ pub fn decode_pack_end(bytes: &[u8], pack: u32) -> Result<Option<u64>, DecodeErr
     );
     check_crc(s.end_crc.get(), crc)?;
     let end = s.committed_end.get();
-    if s.end_reserved.get() != 0 || end < PACK_RECORDS_START || end % 8 != 0 {
+    // Records of format 7 are 4-byte aligned (8 before).
+    if s.end_reserved.get() != 0 || end < PACK_RECORDS_START || end % 4 != 0 {
         return Err(DecodeError::Invalid("pack committed_end"));
     }
     Ok(Some(end))

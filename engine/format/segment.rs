@@ -1,8 +1,12 @@
 //! Segment files: a header naming the stream, then records (segment-format.md §5).
 
-use super::{align8, check_version, short, DecodeError, FORMAT_VERSION};
+use super::{
+    align4, align8, check_version, get_varint, put_varint, short, varint_len, DecodeError,
+    FORMAT_VERSION, VARINT_BYTES_MAX,
+};
 use crate::limits::{
-    COMMIT_METADATA_BYTES_MAX, EVENT_TYPE_BYTES_MAX, KEY_BYTES_MAX, STREAM_ID_BYTES_MAX,
+    COMMIT_METADATA_BYTES_MAX, EVENT_BYTES_MAX_CEILING, EVENT_TYPE_BYTES_MAX, KEY_BYTES_MAX,
+    STREAM_ID_BYTES_MAX,
 };
 use zerocopy::little_endian::{U16, U32, U64};
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout, Unaligned};
@@ -39,11 +43,15 @@ pub const PREV_POSITION_BYTES: usize = 8;
 /// A packed record with the compact header (format 6, segment-format.md §19 "Compact packed
 /// records"); always with `RECORD_FLAG_PACKED`.
 pub const RECORD_FLAG_COMPACT: u8 = 0x10;
+/// A packed record with the varint header (format 7, segment-format.md §19 "Varint packed
+/// records"); always with `RECORD_FLAG_PACKED`, never with `RECORD_FLAG_COMPACT`.
+pub const RECORD_FLAG_VARINT: u8 = 0x20;
 const RECORD_FLAGS_KNOWN: u8 = RECORD_FLAG_BEGIN
     | RECORD_FLAG_END
     | RECORD_FLAG_HAS_ID
     | RECORD_FLAG_PACKED
-    | RECORD_FLAG_COMPACT;
+    | RECORD_FLAG_COMPACT
+    | RECORD_FLAG_VARINT;
 /// The bytes both record headers share (magic, kind, flags, `record_bytes`, `crc`): enough to
 /// step from record to record.
 pub const RECORD_PREFIX_BYTES: usize = 12;
@@ -55,6 +63,21 @@ pub const EVENT_ID_BYTES: usize = 16;
 pub const COMPACT_FIELD_MAX: u64 = u32::MAX as u64;
 /// The most commit metadata a compact record holds.
 pub const COMPACT_COMMIT_METADATA_MAX: usize = u16::MAX as usize;
+/// The fixed part of the varint header (format 7): the shared prefix, then `timestamp_us`.
+pub const VARINT_FIXED_BYTES: usize = 20;
+/// The varints after it: position, version, changeset, `prev_delta`, `type_len`,
+/// `commit_metadata_len`, `metadata_len`.
+pub const VARINT_FIELDS: usize = 7;
+/// The fewest bytes a varint header takes (every varint one byte).
+pub const VARINT_HEADER_BYTES_MIN: usize = VARINT_FIXED_BYTES + VARINT_FIELDS;
+/// The most bytes a varint header takes: four numbers of up to 64 bits, three lengths within
+/// their limits.
+pub const VARINT_HEADER_BYTES_MAX: usize = VARINT_FIXED_BYTES
+    + 4 * VARINT_BYTES_MAX
+    + varint_len(EVENT_TYPE_BYTES_MAX as u64)
+    + varint_len(COMMIT_METADATA_BYTES_MAX as u64)
+    + varint_len(EVENT_BYTES_MAX_CEILING as u64);
+const _: () = assert!(VARINT_HEADER_BYTES_MAX <= RECORD_HEADER_BYTES);
 
 #[derive(Debug, Clone, Copy, FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned)]
 #[repr(C)]
@@ -115,7 +138,7 @@ pub struct CompactHeader {
 }
 const _: () = assert!(size_of::<CompactHeader>() == COMPACT_HEADER_BYTES);
 
-/// The fields both headers start with.
+/// The fields every header starts with.
 #[derive(Debug, Clone, Copy, FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned)]
 #[repr(C)]
 struct RecordPrefix {
@@ -126,6 +149,20 @@ struct RecordPrefix {
     crc: U32,
 }
 const _: () = assert!(size_of::<RecordPrefix>() == RECORD_PREFIX_BYTES);
+
+/// The fixed part of a varint header (format 7, segment-format.md §19): the prefix, then the
+/// time; the varints follow.
+#[derive(Debug, Clone, Copy, FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned)]
+#[repr(C)]
+pub struct VarintFixed {
+    pub magic: U16,
+    pub kind: u8,
+    pub flags: u8,
+    pub record_bytes: U32,
+    pub crc: U32,
+    pub timestamp_us: U64,
+}
+const _: () = assert!(size_of::<VarintFixed>() == VARINT_FIXED_BYTES);
 
 #[derive(Debug, Clone, Copy, FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned)]
 #[repr(C)]
@@ -364,53 +401,92 @@ pub fn record_bytes_padded(body_bytes: usize) -> u64 {
     align8((RECORD_HEADER_BYTES + body_bytes) as u64)
 }
 
-/// Bytes a compact packed record takes on disk (format 6), padding included, for `body_bytes`
-/// of type, commit metadata, metadata and data.
+/// Bytes the packed record of `fields` takes on disk in the varint header of format 7, padding
+/// included: the writer reserves them in the pack before it encodes.
 #[must_use]
-pub const fn packed_record_bytes_padded(body_bytes: usize, has_id: bool, control: bool) -> u64 {
-    let id = if has_id { EVENT_ID_BYTES } else { 0 };
-    let block = if control { CONTROL_BLOCK_BYTES } else { 0 };
-    align8((COMPACT_HEADER_BYTES + id + block + body_bytes) as u64)
+pub fn packed_record_bytes(fields: &RecordFields<'_>) -> u64 {
+    let prev = fields.prev_position.unwrap_or(0);
+    let prev_delta = if prev == 0 { 0 } else { fields.position - prev };
+    let varints = varint_len(fields.position)
+        + varint_len(fields.version)
+        + varint_len(fields.changeset)
+        + varint_len(prev_delta)
+        + varint_len(fields.event_type.len() as u64)
+        + varint_len(fields.commit_metadata.len() as u64)
+        + varint_len(fields.metadata.len() as u64);
+    let id = if fields.event_id.is_some() {
+        EVENT_ID_BYTES
+    } else {
+        0
+    };
+    let block = if fields.control.is_some() {
+        CONTROL_BLOCK_BYTES
+    } else {
+        0
+    };
+    let body = fields.event_type.len()
+        + fields.commit_metadata.len()
+        + fields.metadata.len()
+        + fields.data.len();
+    align4((VARINT_FIXED_BYTES + varints + id + block + body) as u64)
 }
 
-/// Whether records of one stream fit the compact header (segment-format.md §19, "Compact packed
-/// records"): `last_version` and `last_changeset` the largest the append writes, `distance`
-/// from the stream's last packed position to the append's first (0 for a stream's first
-/// record), `commit_metadata_len` the append's.
+/// The most bytes a packed record of format 7 takes for `body_bytes` of type, commit metadata,
+/// metadata and data, whatever its numbers: a bound for decisions made before they are known.
 #[must_use]
-pub fn compact_fits(
-    last_version: u64,
-    last_changeset: u64,
-    distance: u64,
-    commit_metadata_len: usize,
-) -> bool {
-    last_version <= COMPACT_FIELD_MAX
-        && last_changeset <= COMPACT_FIELD_MAX
-        && distance <= COMPACT_FIELD_MAX
+pub const fn packed_record_bytes_max(body_bytes: usize, has_id: bool, control: bool) -> u64 {
+    let id = if has_id { EVENT_ID_BYTES } else { 0 };
+    let block = if control { CONTROL_BLOCK_BYTES } else { 0 };
+    align4((VARINT_HEADER_BYTES_MAX + id + block + body_bytes) as u64)
+}
+
+/// Whether a record's numbers fit the compact header of format 6 (segment-format.md §19,
+/// "Compact packed records"), which this build reads but no longer writes.
+fn compact_fits(version: u64, changeset: u64, prev_delta: u64, commit_metadata_len: usize) -> bool {
+    version <= COMPACT_FIELD_MAX
+        && changeset <= COMPACT_FIELD_MAX
+        && prev_delta <= COMPACT_FIELD_MAX
         && commit_metadata_len <= COMPACT_COMMIT_METADATA_MAX
 }
 
-/// Append the encoding of one record (padded to 8 bytes) to `out`. A packed record
-/// (`prev_position` given) takes the compact header of format 6.
+/// Which header a record takes. The writer of format 7 puts `Varint` in packs and `Full` in
+/// segments; the others are what formats 4 to 6 wrote in packs (tests write them still, to
+/// check that they are read).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Header {
+    /// The 72-byte header of §5 (and, packed, the 8-byte link after it: formats 4 and 5).
+    Full,
+    /// The 48-byte compact header (format 6).
+    Compact,
+    /// The varint header (format 7).
+    Varint,
+}
+
+/// Append the encoding of one record to `out`: a packed record (`prev_position` given) takes
+/// the varint header of format 7 and is padded to 4 bytes, a record of a segment the §5 header
+/// and is padded to 8.
 ///
 /// # Panics
 /// When a field breaks a limit checked before (the event size, the type, the key, the flags), or
-/// a packed record's fields do not fit the compact header (`compact_fits`: the writer keeps such
-/// a stream out of the pack).
+/// a packed record has a key (the writer never packs keyed events).
 pub fn encode_record(fields: &RecordFields<'_>, out: &mut Vec<u8>) {
-    encode_record_as(fields, fields.prev_position.is_some(), out);
+    let header = if fields.prev_position.is_some() {
+        Header::Varint
+    } else {
+        Header::Full
+    };
+    encode_record_as(fields, header, out);
 }
 
-/// `encode_record`, choosing the header: `compact` only with a `prev_position`. The §5 header
-/// with a `prev_position` is what formats 4 and 5 wrote in packs (tests write it still).
-fn encode_record_as(fields: &RecordFields<'_>, compact: bool, out: &mut Vec<u8>) {
+/// `encode_record`, choosing the header: `Compact` and `Varint` only with a `prev_position`.
+fn encode_record_as(fields: &RecordFields<'_>, form: Header, out: &mut Vec<u8>) {
     assert!(!fields.event_type.is_empty() && fields.event_type.len() <= EVENT_TYPE_BYTES_MAX);
     assert!(fields.version >= 1 && fields.position >= 1 && fields.changeset >= 1);
     assert_eq!(fields.flags & !RECORD_FLAGS_KNOWN, 0);
     assert!(fields.key.len() <= KEY_BYTES_MAX);
     assert!(fields.commit_metadata.len() <= COMMIT_METADATA_BYTES_MAX);
     assert!(fields.commit_metadata.is_empty() || fields.flags & RECORD_FLAG_BEGIN != 0);
-    assert!(!compact || fields.prev_position.is_some());
+    assert!(form == Header::Full || fields.prev_position.is_some());
     let kind = if fields.control.is_some() {
         RECORD_KIND_CONTROL
     } else {
@@ -426,7 +502,8 @@ fn encode_record_as(fields: &RecordFields<'_>, compact: bool, out: &mut Vec<u8>)
         + fields.commit_metadata.len()
         + fields.metadata.len()
         + fields.data.len();
-    let mut flags = fields.flags & !(RECORD_FLAG_HAS_ID | RECORD_FLAG_PACKED | RECORD_FLAG_COMPACT);
+    let mut flags = fields.flags
+        & !(RECORD_FLAG_HAS_ID | RECORD_FLAG_PACKED | RECORD_FLAG_COMPACT | RECORD_FLAG_VARINT);
     if fields.event_id.is_some() {
         flags |= RECORD_FLAG_HAS_ID;
     }
@@ -434,13 +511,49 @@ fn encode_record_as(fields: &RecordFields<'_>, compact: bool, out: &mut Vec<u8>)
         flags |= RECORD_FLAG_PACKED;
     }
     let start = out.len();
-    if compact {
-        let prev = fields.prev_position.unwrap_or(0);
-        assert!(
-            prev < fields.position,
-            "a chain links to an earlier position"
+    let prev = fields.prev_position.unwrap_or(0);
+    assert!(
+        fields.prev_position.is_none() || prev < fields.position,
+        "a chain links to an earlier position"
+    );
+    let prev_delta = if prev == 0 { 0 } else { fields.position - prev };
+    if form == Header::Varint {
+        assert!(fields.key.is_empty(), "the writer never packs keyed events");
+        flags |= RECORD_FLAG_VARINT;
+        let fixed = VarintFixed {
+            magic: RECORD_MAGIC.into(),
+            kind,
+            flags,
+            // Both set once the record is whole.
+            record_bytes: 0.into(),
+            crc: 0.into(),
+            timestamp_us: fields.timestamp_us.into(),
+        };
+        out.extend_from_slice(fixed.as_bytes());
+        for v in [
+            fields.position,
+            fields.version,
+            fields.changeset,
+            prev_delta,
+            fields.event_type.len() as u64,
+            fields.commit_metadata.len() as u64,
+            fields.metadata.len() as u64,
+        ] {
+            put_varint(out, v);
+        }
+        if let Some(id) = &fields.event_id {
+            out.extend_from_slice(id);
+        }
+        if let Some(c) = &fields.control {
+            out.extend_from_slice(&c.encode());
+        }
+        let record_bytes = out.len() - start + body_bytes;
+        out[start + 4..start + 8].copy_from_slice(
+            &u32::try_from(record_bytes)
+                .expect("event size checked before")
+                .to_le_bytes(),
         );
-        let prev_delta = if prev == 0 { 0 } else { fields.position - prev };
+    } else if form == Header::Compact {
         assert!(
             fields.key.is_empty()
                 && compact_fits(
@@ -449,7 +562,7 @@ fn encode_record_as(fields: &RecordFields<'_>, compact: bool, out: &mut Vec<u8>)
                     prev_delta,
                     fields.commit_metadata.len()
                 ),
-            "the writer packs only records that fit the compact header"
+            "tests write only records that fit the compact header"
         );
         flags |= RECORD_FLAG_COMPACT;
         let id_bytes = if fields.event_id.is_some() {
@@ -521,9 +634,18 @@ fn encode_record_as(fields: &RecordFields<'_>, compact: bool, out: &mut Vec<u8>)
     out.extend_from_slice(fields.metadata);
     out.extend_from_slice(fields.data);
     let record_bytes = out.len() - start;
+    debug_assert_eq!(
+        u32::from_le_bytes(out[start + 4..start + 8].try_into().expect("4 bytes")) as usize,
+        record_bytes
+    );
     let crc = record_crc(&out[start..]);
     out[start + 8..start + 12].copy_from_slice(&crc.to_le_bytes());
-    out.resize(start + align8(record_bytes as u64) as usize, 0);
+    let padded = if form == Header::Varint {
+        align4(record_bytes as u64)
+    } else {
+        align8(record_bytes as u64)
+    };
+    out.resize(start + padded as usize, 0);
 }
 
 fn record_crc(record: &[u8]) -> u32 {
@@ -583,7 +705,9 @@ pub fn peek_record_header(bytes: &[u8]) -> Option<RecordPeek> {
     if p.magic.get() != RECORD_MAGIC {
         return None;
     }
-    let position = if p.flags & RECORD_FLAG_COMPACT != 0 {
+    let position = if p.flags & RECORD_FLAG_VARINT != 0 {
+        get_varint(bytes, &mut VARINT_FIXED_BYTES.clone())
+    } else if p.flags & RECORD_FLAG_COMPACT != 0 {
         CompactHeader::ref_from_prefix(bytes)
             .ok()
             .map(|(h, _)| h.position.get())
@@ -616,6 +740,46 @@ struct Fixed {
     event_id: Option<[u8; 16]>,
     /// A compact header's link, already resolved to a position.
     prev_position: Option<u64>,
+}
+
+/// The varint header's fields (format 7) from a record's bytes (`record_bytes` long, already
+/// checked against its CRC).
+fn varint_fields(record: &[u8]) -> Result<Fixed, DecodeError> {
+    let (h, _) = VarintFixed::ref_from_prefix(record)
+        .map_err(|_| short(VARINT_HEADER_BYTES_MIN, record.len()))?;
+    let mut at = VARINT_FIXED_BYTES;
+    let mut next = || get_varint(record, &mut at).ok_or(DecodeError::Invalid("varint header"));
+    let position = next()?;
+    let version = next()?;
+    let changeset = next()?;
+    let delta = next()?;
+    let mut len = || {
+        next().and_then(|v| {
+            usize::try_from(v)
+                .ok()
+                .filter(|&n| n <= record.len())
+                .ok_or(DecodeError::Invalid("field lengths exceed record_bytes"))
+        })
+    };
+    let type_len = len()?;
+    let commit_len = len()?;
+    let metadata_len = len()?;
+    if delta != 0 && delta >= position {
+        return Err(DecodeError::Invalid("prev_delta beyond position"));
+    }
+    Ok(Fixed {
+        header_bytes: at,
+        type_len,
+        key_len: 0,
+        metadata_len,
+        commit_len,
+        version,
+        position,
+        changeset,
+        timestamp_us: h.timestamp_us.get(),
+        event_id: None,
+        prev_position: Some(if delta == 0 { 0 } else { position - delta }),
+    })
 }
 
 fn fixed_fields(bytes: &[u8], compact: bool) -> Result<Fixed, DecodeError> {
@@ -671,7 +835,10 @@ pub fn decode_record(bytes: &[u8]) -> Result<RecordView<'_>, DecodeError> {
         return Err(DecodeError::BadMagic);
     }
     let compact = p.flags & RECORD_FLAG_COMPACT != 0;
-    let header_min = if compact {
+    let varint = p.flags & RECORD_FLAG_VARINT != 0;
+    let header_min = if varint {
+        VARINT_HEADER_BYTES_MIN
+    } else if compact {
         COMPACT_HEADER_BYTES
     } else {
         RECORD_HEADER_BYTES
@@ -697,10 +864,17 @@ pub fn decode_record(bytes: &[u8]) -> Result<RecordView<'_>, DecodeError> {
     if p.flags & !RECORD_FLAGS_KNOWN != 0 {
         return Err(DecodeError::Invalid("unknown record flags"));
     }
-    if compact && p.flags & RECORD_FLAG_PACKED == 0 {
+    if (compact || varint) && p.flags & RECORD_FLAG_PACKED == 0 {
         return Err(DecodeError::Invalid("a compact record outside a pack"));
     }
-    let f = fixed_fields(record, compact)?;
+    if compact && varint {
+        return Err(DecodeError::Invalid("two packed headers at once"));
+    }
+    let f = if varint {
+        varint_fields(record)?
+    } else {
+        fixed_fields(record, compact)?
+    };
     if f.key_len > KEY_BYTES_MAX {
         return Err(DecodeError::Invalid("key_len"));
     }
@@ -716,7 +890,9 @@ pub fn decode_record(bytes: &[u8]) -> Result<RecordView<'_>, DecodeError> {
     let mut body = &record[f.header_bytes..];
     let mut body_offset = f.header_bytes;
     let mut event_id = f.event_id;
-    if compact && has_id {
+    // The compact and varint headers carry an id only when there is one, after them.
+    let narrow = compact || varint;
+    if narrow && has_id {
         let Some((id, rest)) = body.split_first_chunk::<EVENT_ID_BYTES>() else {
             return Err(DecodeError::Invalid("field lengths exceed record_bytes"));
         };
@@ -731,7 +907,7 @@ pub fn decode_record(bytes: &[u8]) -> Result<RecordView<'_>, DecodeError> {
         body_offset += CONTROL_BLOCK_BYTES;
     }
     let mut prev_position = f.prev_position;
-    if !compact && p.flags & RECORD_FLAG_PACKED != 0 {
+    if !narrow && p.flags & RECORD_FLAG_PACKED != 0 {
         let Some((prev, rest)) = body.split_first_chunk::<PREV_POSITION_BYTES>() else {
             return Err(DecodeError::Invalid("packed record without prev_position"));
         };
@@ -762,7 +938,11 @@ pub fn decode_record(bytes: &[u8]) -> Result<RecordView<'_>, DecodeError> {
         commit_metadata,
         metadata,
         data,
-        padded_bytes: align8(record_bytes as u64),
+        padded_bytes: if varint {
+            align4(record_bytes as u64)
+        } else {
+            align8(record_bytes as u64)
+        },
         control,
         prev_position,
         body_offset,
@@ -858,15 +1038,19 @@ mod tests {
     }
 
     #[test]
-    fn a_packed_record_carries_its_chain_link_inside_the_crc_in_either_header() {
-        for (compact, control, id) in [
-            (true, None, None),
-            (true, Some(Control::close()), None),
-            (true, None, Some([5; 16])),
-            (true, Some(Control::close()), Some([6; 16])),
-            (false, None, None),
-            (false, Some(Control::close()), Some([7; 16])),
-        ] {
+    fn a_packed_record_carries_its_chain_link_inside_the_crc_in_every_header() {
+        let mut cases = Vec::new();
+        for form in [Header::Varint, Header::Compact] {
+            cases.extend([
+                (form, None, None),
+                (form, Some(Control::close()), None),
+                (form, None, Some([5; 16])),
+                (form, Some(Control::close()), Some([6; 16])),
+            ]);
+        }
+        cases.push((Header::Full, None, None));
+        cases.push((Header::Full, Some(Control::close()), Some([7; 16])));
+        for (form, control, id) in cases {
             let fields = RecordFields {
                 flags: RECORD_FLAG_BEGIN | RECORD_FLAG_END,
                 version: 4,
@@ -883,11 +1067,12 @@ mod tests {
                 prev_position: Some(77),
             };
             let mut bytes = Vec::new();
-            encode_record_as(&fields, compact, &mut bytes);
+            encode_record_as(&fields, form, &mut bytes);
             let r = decode_record(&bytes).unwrap();
             assert_eq!(r.prev_position, Some(77));
             assert_ne!(r.flags & RECORD_FLAG_PACKED, 0);
-            assert_eq!(r.flags & RECORD_FLAG_COMPACT != 0, compact);
+            assert_eq!(r.flags & RECORD_FLAG_COMPACT != 0, form == Header::Compact);
+            assert_eq!(r.flags & RECORD_FLAG_VARINT != 0, form == Header::Varint);
             assert_eq!(
                 (r.event_type, r.commit_metadata, r.metadata, r.data),
                 (&b"T"[..], &b"c"[..], &b"m"[..], &b"payload"[..])
@@ -902,15 +1087,24 @@ mod tests {
             } else {
                 0
             };
-            if compact {
-                let id_bytes = if id.is_some() { EVENT_ID_BYTES } else { 0 };
+            let id_bytes = if id.is_some() { EVENT_ID_BYTES } else { 0 };
+            if form == Header::Varint {
+                // Every varint one byte: 90, 4, 4, 13 and the three lengths.
+                assert_eq!(
+                    r.body_offset,
+                    VARINT_HEADER_BYTES_MIN + id_bytes + control_bytes
+                );
+                assert_eq!(bytes.len() as u64, packed_record_bytes(&fields));
+                assert!(
+                    packed_record_bytes(&fields)
+                        <= packed_record_bytes_max(1 + 1 + 1 + 7, id.is_some(), control.is_some())
+                );
+                assert_eq!(bytes.len() % 4, 0);
+                assert_eq!(r.padded_bytes, bytes.len() as u64);
+            } else if form == Header::Compact {
                 assert_eq!(
                     r.body_offset,
                     COMPACT_HEADER_BYTES + id_bytes + control_bytes
-                );
-                assert_eq!(
-                    bytes.len() as u64,
-                    packed_record_bytes_padded(1 + 1 + 1 + 7, id.is_some(), control.is_some())
                 );
                 assert_eq!(r.padded_bytes, bytes.len() as u64);
             } else {
@@ -929,7 +1123,7 @@ mod tests {
                 assert!(
                     decode_record(&damaged).map(|d| (d.prev_position, d.position, d.version))
                         != Ok((Some(77), 90, 4)),
-                    "compact {compact}, bit {bit}"
+                    "{form:?}, bit {bit}"
                 );
             }
             for len in 0..unpadded {
@@ -942,7 +1136,7 @@ mod tests {
                     prev_position: Some(0),
                     ..fields
                 },
-                compact,
+                form,
                 &mut first,
             );
             assert_eq!(decode_record(&first).unwrap().prev_position, Some(0));
@@ -955,7 +1149,7 @@ mod tests {
                 &mut plain,
             );
             assert_eq!(decode_record(&plain).unwrap().prev_position, None);
-            if !compact {
+            if form == Header::Full {
                 assert_eq!(plain.len() + PREV_POSITION_BYTES, bytes.len());
             }
         }
@@ -978,11 +1172,13 @@ mod tests {
             control: None,
             prev_position: Some(0),
         };
-        let (mut long, mut compact) = (Vec::new(), Vec::new());
-        encode_record_as(&fields, false, &mut long);
-        encode_record(&fields, &mut compact);
-        // W5's event: 376 bytes in formats 4 and 5, 344 in format 6.
-        assert_eq!((long.len(), compact.len()), (376, 344));
+        let (mut long, mut compact, mut varint) = (Vec::new(), Vec::new(), Vec::new());
+        encode_record_as(&fields, Header::Full, &mut long);
+        encode_record_as(&fields, Header::Compact, &mut compact);
+        encode_record(&fields, &mut varint);
+        // W5's event: 376 bytes in formats 4 and 5, 344 in format 6, 320 in format 7 (small
+        // numbers: one byte each).
+        assert_eq!((long.len(), compact.len(), varint.len()), (376, 344, 320));
         assert!(compact_fits(
             u32::MAX.into(),
             u32::MAX.into(),
@@ -1016,6 +1212,110 @@ mod tests {
                 Err(DecodeError::Invalid("prev_delta beyond position"))
             );
         }
+    }
+
+    #[test]
+    fn a_varint_header_holds_any_number_and_refuses_what_no_writer_writes() {
+        let base = RecordFields {
+            flags: RECORD_FLAG_BEGIN | RECORD_FLAG_END,
+            version: 1,
+            position: 5,
+            changeset: 1,
+            timestamp_us: 1_764_000_000_000_000,
+            event_id: None,
+            event_type: b"E",
+            key: b"",
+            commit_metadata: b"",
+            metadata: b"",
+            data: &[2; 256],
+            control: None,
+            prev_position: Some(0),
+        };
+        // The million example's event: 312 bytes in format 6, 284 with one-byte numbers.
+        let mut small = Vec::new();
+        encode_record(&base, &mut small);
+        assert_eq!(small.len(), 284);
+        // Numbers the compact header could not hold, and the widest of all.
+        for (version, position, changeset, prev) in [
+            (u64::from(u32::MAX) + 1, 1 << 40, 1 << 33, 1),
+            (u64::MAX, u64::MAX, u64::MAX, u64::MAX - 1),
+            (300, 1 << 21, 128, 0),
+        ] {
+            let fields = RecordFields {
+                version,
+                position,
+                changeset,
+                prev_position: Some(prev),
+                commit_metadata: &[9; COMMIT_METADATA_BYTES_MAX],
+                ..base
+            };
+            let mut bytes = Vec::new();
+            encode_record(&fields, &mut bytes);
+            assert_eq!(bytes.len() as u64, packed_record_bytes(&fields));
+            assert!(
+                bytes.len() as u64
+                    <= packed_record_bytes_max(1 + COMMIT_METADATA_BYTES_MAX + 256, false, false)
+            );
+            let r = decode_record(&bytes).unwrap();
+            assert_eq!(
+                (r.version, r.position, r.changeset, r.prev_position),
+                (version, position, changeset, Some(prev))
+            );
+            assert_eq!(r.commit_metadata.len(), COMMIT_METADATA_BYTES_MAX);
+            assert_eq!(peek_record_header(&bytes).unwrap().position, Some(position));
+        }
+        // Under a valid CRC: VARINT without PACKED or with COMPACT, a link at or past the
+        // record's position, a number not in its shortest form, lengths past the record.
+        let refit = |bytes: &mut Vec<u8>| {
+            let len = u32::from_le_bytes(bytes[4..8].try_into().unwrap()) as usize;
+            let crc = record_crc(&bytes[..len]);
+            bytes[8..12].copy_from_slice(&crc.to_le_bytes());
+        };
+        let damaged = |edit: &dyn Fn(&mut Vec<u8>)| {
+            let mut bytes = small.clone();
+            edit(&mut bytes);
+            refit(&mut bytes);
+            decode_record(&bytes).map(|r| r.position)
+        };
+        assert_eq!(
+            damaged(&|b| b[3] &= !RECORD_FLAG_PACKED),
+            Err(DecodeError::Invalid("a compact record outside a pack"))
+        );
+        assert_eq!(
+            damaged(&|b| b[3] |= RECORD_FLAG_COMPACT),
+            Err(DecodeError::Invalid("two packed headers at once"))
+        );
+        // The varints start at 20: position 5, version 1, changeset 1, prev_delta 0.
+        for delta in [5u8, 6] {
+            assert_eq!(
+                damaged(&|b| b[23] = delta),
+                Err(DecodeError::Invalid("prev_delta beyond position"))
+            );
+        }
+        // Version 1 as two bytes (0x81 0x00) shifts the rest by one: refused as a varint.
+        assert_eq!(
+            damaged(&|b| {
+                b[21] = 0x81;
+                b.insert(22, 0x00);
+                let len = u32::from_le_bytes(b[4..8].try_into().unwrap()) + 1;
+                b[4..8].copy_from_slice(&len.to_le_bytes());
+            }),
+            Err(DecodeError::Invalid("varint header"))
+        );
+        // A record of 128 bytes (101 of body) that says 1 byte of type and 127 of metadata.
+        assert_eq!(
+            damaged(&|b| {
+                b[26] = 127;
+                b[4..8].copy_from_slice(&128_u32.to_le_bytes());
+            }),
+            Err(DecodeError::Invalid("field lengths exceed record_bytes"))
+        );
+        assert_eq!(
+            damaged(&|b| b[20] = 5),
+            Ok(5),
+            "the same bytes, refitted, decode"
+        );
+        assert!(damaged(&|b| b[20] = 0).is_err(), "position 0");
     }
 
     #[test]

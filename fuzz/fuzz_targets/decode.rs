@@ -11,7 +11,7 @@ use streamlog::format::projection::{decode_posting, PostingsHeader};
 use streamlog::format::removals::Removal;
 use streamlog::format::manifest::Manifest;
 use streamlog::format::segment::{
-    decode_record, peek_record_header, SegmentHeader, RECORD_FLAG_COMPACT,
+    decode_record, peek_record_header, SegmentHeader, RECORD_FLAG_COMPACT, RECORD_FLAG_VARINT,
 };
 use streamlog::format::subscription::{SubscriptionCheckpoint, SubscriptionHeader};
 
@@ -55,7 +55,7 @@ fuzz_target!(|data: &[u8]| {
     }
     let _ = peek_record_header(data);
     // The same bytes as a record whose magic, length and checksum are right, so that the checks
-    // behind the checksum run too, for both headers (the flags byte picks one).
+    // behind the checksum run too, for every header (the flags byte picks one).
     if data.len() >= 12 && data.len() < u32::MAX as usize {
         let mut record = data.to_vec();
         record[..2].copy_from_slice(&0x4C53u16.to_le_bytes());
@@ -65,8 +65,8 @@ fuzz_target!(|data: &[u8]| {
         if let Ok(r) = decode_record(&record) {
             assert!(r.body_offset <= record.len());
             assert!(r.version > 0 && r.position > 0 && r.changeset > 0);
-            if r.flags & RECORD_FLAG_COMPACT != 0 {
-                // A compact link cannot point at or past its own record.
+            if r.flags & (RECORD_FLAG_COMPACT | RECORD_FLAG_VARINT) != 0 {
+                // A compact or varint link cannot point at or past its own record.
                 assert!(r.prev_position.is_some_and(|p| p < r.position));
             }
             let peek = peek_record_header(&record).expect("a decoded record peeks");
