@@ -402,20 +402,22 @@ fn the_blocks_of_removed_packed_streams_are_given_back() {
 fn a_reader_of_a_packed_stream_deleted_under_it_sees_it_deleted() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open_with(dir.path(), options()).unwrap();
-    write_interleaved(&store, 0..3, 20);
+    // Four streams of records of 100-120 bytes, interleaved: "order-1"'s records from version
+    // 11 on lie past the pack's first block (which holds the pack's head) and before the
+    // block of "other"'s record.
+    write_interleaved(&store, 0..4, 20);
     store
         .append("other", ExpectedVersion::NoStream, [event(9, 1)])
         .unwrap();
     let mut it = store.read_stream("order-1", 1, Direction::Forward).unwrap();
-    // Up to version 10: the next record lies past the pack's first block.
     for v in 1..=10 {
         assert_eq!(it.next().unwrap().unwrap().version(), v);
     }
-    store.delete_stream("order-0").unwrap();
-    store.delete_stream("order-1").unwrap();
-    store.delete_stream("order-2").unwrap();
+    for s in 0..4 {
+        store.delete_stream(&format!("order-{s}")).unwrap();
+    }
     // A durable checkpoint (here the one an index compaction starts with) gives back the
-    // blocks the three deletes freed.
+    // blocks the deletes freed.
     store.compact_index().unwrap();
     match it.next() {
         Some(Err(Error::StreamDeleted { .. })) => {}
@@ -503,13 +505,13 @@ fn a_packed_stream_is_deleted_in_its_pack_and_stays_deleted() {
     assert!(text.contains("$delete"), "{text}");
 }
 
-/// Format 6's compact header (segment-format.md §19, "Compact packed records"): the smallest
-/// packed record is 56 bytes and can end its pack sooner than a §5 header would. A store copied
+/// Format 7's varint header (segment-format.md §19, "Varint packed records"): the smallest
+/// packed record is 32 bytes and can end its pack sooner than a §5 header would. A store copied
 /// while open (its record after the checkpoint, as after a crash) and the live store both find
 /// it: recovery verifies it, the writer walks past it before its next packed append, a load and
 /// `read_all` read it, and a reopen keeps all of it.
 #[test]
-fn the_smallest_compact_record_can_end_its_pack() {
+fn the_smallest_packed_record_can_end_its_pack() {
     let dir = tempfile::tempdir().unwrap();
     let (live, crashed) = (dir.path().join("live"), dir.path().join("crashed"));
     let tiny = |b: u8| EventData::new("T", vec![b]);
@@ -518,8 +520,8 @@ fn the_smallest_compact_record_can_end_its_pack() {
     store
         .append("a", ExpectedVersion::NoStream, [tiny(1)])
         .unwrap();
-    // The pack's 128-byte head, then one record: 48 + 1 + 1 bytes, padded to 56.
-    assert_eq!(std::fs::metadata(pack(&live)).unwrap().len(), 128 + 56);
+    // The pack's 128-byte head, then one record: 27 + 1 + 1 bytes, padded to 32.
+    assert_eq!(std::fs::metadata(pack(&live)).unwrap().len(), 128 + 32);
     // A copy of the open store: what a crash would leave (the record is in the page cache).
     common::copy_dir(&live, &crashed);
     for root in [&live, &crashed] {
@@ -557,7 +559,7 @@ fn the_smallest_compact_record_can_end_its_pack() {
                 ("b".to_string(), 1, vec![3])
             ]
         );
-        assert_eq!(std::fs::metadata(pack(root)).unwrap().len(), 128 + 3 * 56);
+        assert_eq!(std::fs::metadata(pack(root)).unwrap().len(), 128 + 3 * 32);
         drop(store);
         dump_clean(root);
     }
