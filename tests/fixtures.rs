@@ -1,5 +1,5 @@
 //! Stores written by earlier builds keep opening (fault-matrix row 18). `tests/fixtures/v1`,
-//! `v2`, `v3`, `v4` and `v5` were written by format versions 1 to 5 with `generate_v1_fixture` below
+//! `v2`, `v3`, `v4`, `v5` and `v6` were written by format versions 1 to 6 with `generate_v1_fixture` below
 //! and are committed as they were written; the tests open a copy and read back exactly what the
 //! generator appended.
 //!
@@ -106,6 +106,13 @@ fn a_version_5_store_opens_and_reads_back_exactly() {
     an_old_store_opens_and_reads_back_exactly("v5");
 }
 
+/// Written by the format-6 build (commit b6a7946) with the same generator: packed records with
+/// the compact header, before varint packed records (format 7).
+#[test]
+fn a_version_6_store_opens_and_reads_back_exactly() {
+    an_old_store_opens_and_reads_back_exactly("v6");
+}
+
 fn an_old_store_opens_and_reads_back_exactly(version: &str) {
     let fixture = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests/fixtures")
@@ -209,8 +216,8 @@ fn an_old_store_opens_and_reads_back_exactly(version: &str) {
     assert_eq!(store.stream_version("order-1").unwrap(), Some(v + 1));
     check_invariants(&store);
     // A small stream of the old store takes new appends; where it is packed, its chain now
-    // runs from compact records (format 6) into records of the §5 header, and reads back
-    // whole in both directions across a reopen.
+    // runs from the old store's records (§5 headers, or compact ones in format 6) into varint
+    // records (format 7), and reads back whole in both directions across a reopen.
     let small = "café-☕";
     let before = stream_data(&store, small);
     let small_v = store.stream_version(small).unwrap().unwrap();
@@ -233,6 +240,22 @@ fn an_old_store_opens_and_reads_back_exactly(version: &str) {
         .collect();
     assert_eq!(backward, (1..=small_v + 2).rev().collect::<Vec<_>>());
     check_invariants(&store);
+    if version == "v6" {
+        // The pack holds both headers now, one after the other.
+        use streamlog::format::segment::{RECORD_FLAG_COMPACT, RECORD_FLAG_VARINT};
+        let pack = std::fs::read(dir.path().join("packs").join("00000000.pack")).unwrap();
+        let mut at = streamlog::format::pack::PACK_RECORDS_START as usize;
+        let mut flags = Vec::new();
+        while let Ok(r) = streamlog::format::segment::decode_record(&pack[at..]) {
+            flags.push(r.flags & (RECORD_FLAG_COMPACT | RECORD_FLAG_VARINT));
+            at += r.padded_bytes as usize;
+        }
+        let first_varint = flags.iter().position(|f| *f == RECORD_FLAG_VARINT).unwrap();
+        assert!(first_varint > 0, "{flags:?}");
+        assert!(flags[..first_varint].iter().all(|f| *f == RECORD_FLAG_COMPACT));
+        assert!(flags[first_varint..].iter().all(|f| *f == RECORD_FLAG_VARINT));
+        assert_eq!(at, pack.len(), "every record of the pack decodes");
+    }
     // Its delete leaves the tombstone in the pack (format 5), and the id stays taken.
     store.delete_stream("fresh").unwrap();
     drop(store);
