@@ -341,7 +341,7 @@ fn load(shared: &Shared, stream: &str) -> Result<Probe> {
         // or only one that an unacknowledged batch left torn.
         let mut packed = |file_exists: bool| -> Result<Option<Probe>> {
             if table.is_none() {
-                table = Some(crate::packs::table(shared, crate::layout::fanout(hash))?);
+                table = Some(crate::packs::table(shared, shared.table_of(hash))?);
             }
             let entry = table
                 .as_ref()
@@ -431,7 +431,7 @@ fn packed_state(
     let links = crate::packs::walk(shared, key, packed.last)?;
     let newest = links.first().copied().ok_or_else(|| {
         Error::corrupt(
-            crate::layout::table_path(&shared.root, crate::layout::fanout(key.hash)),
+            shared.table_path(shared.table_of(key.hash)),
             entry_offset,
             "packed stream without a record",
         )
@@ -477,7 +477,7 @@ fn packed_prefix(
             // (segment-format.md §19), and a flush the rest: a committed entry without one was
             // damaged.
             Error::corrupt(
-                crate::layout::table_path(&shared.root, crate::layout::fanout(key.hash)),
+                shared.table_path(shared.table_of(key.hash)),
                 entry_offset,
                 "packed stream whose end no flush wrote",
             )
@@ -662,7 +662,7 @@ fn load_state(
 /// The flushed last position of `key`'s live entry in its fan-out's table, and the entry's
 /// offset.
 fn find_packed_entry(shared: &Shared, key: StreamKey) -> Result<Option<(Option<u64>, u64)>> {
-    let Some(table) = crate::packs::table(shared, crate::layout::fanout(key.hash))? else {
+    let Some(table) = crate::packs::table(shared, shared.table_of(key.hash))? else {
         return Ok(None);
     };
     Ok(table.entry(key).map(|(e, at)| (e.last_position, at)))

@@ -65,12 +65,25 @@ fn removal_records(bytes: &[u8]) -> (Vec<crate::format::removals::Removal>, Opti
     (out, None)
 }
 
-/// Every packed stream's id, from the entries of the fan-out tables that decode.
+/// The tables of packed streams, in either layout (segment-format.md §19): `tables/*`
+/// (format 7) and `streams/<fanout>/packed` (stores created by formats 4 to 6).
+fn table_files(root: &Path) -> Vec<PathBuf> {
+    let mut out: Vec<PathBuf> = list(&root.join(crate::layout::TABLES_DIR));
+    out.extend(
+        list(&root.join(STREAMS_DIR))
+            .into_iter()
+            .map(|fan| fan.join(crate::layout::TABLE_FILE))
+            .filter(|p| p.exists()),
+    );
+    out
+}
+
+/// Every packed stream's id, from the entries of the tables that decode.
 fn packed_ids(root: &Path) -> HashMap<StreamKey, String> {
     use crate::format::pack::{TableEntry, TABLE_HEADER_BYTES};
     let mut out = HashMap::new();
-    for fan in list(&root.join(STREAMS_DIR)) {
-        let Ok(bytes) = read(&fan.join(crate::layout::TABLE_FILE)) else {
+    for path in table_files(root) {
+        let Ok(bytes) = read(&path) else {
             continue;
         };
         let mut at = TABLE_HEADER_BYTES;
@@ -366,6 +379,19 @@ fn dump_store(root: &Path, show_records: bool, d: &mut Dump) {
             (Some(n), Ok(bytes)) => dump_pack(&p, n, &bytes, show_records, &view, d),
             (Some(_), Err(e)) => d.corrupt(&p, 0, format!("cannot read: {e}")),
             (None, _) => d.note(format!("ignored file {}", p.display())),
+        }
+    }
+    // The tables of packed streams grouped in `tables/` (format 7); those of older stores are
+    // in the fan-out folders, below.
+    for p in list(&root.join(crate::layout::TABLES_DIR)) {
+        let name = p.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+        if crate::layout::Tables::parse_grouped_name(name).is_none() {
+            d.note(format!("ignored file {}", p.display()));
+            continue;
+        }
+        match read(&p) {
+            Ok(bytes) => dump_table(&p, &bytes, show_records, &view, d),
+            Err(e) => d.corrupt(&p, 0, format!("cannot read: {e}")),
         }
     }
     // Every segment.
@@ -983,7 +1009,7 @@ fn dump_journal(
                     Target::Keys { hash, collision } => format!("keys {hash:016x}-{collision:04x}"),
                     Target::Index { file_number } => format!("index {file_number:016x}"),
                     Target::Pack { pack } => format!("pack {pack:08x}"),
-                    Target::Table { fanout } => format!("table of fan-out {fanout:03x}"),
+                    Target::Table { number } => format!("table {number:03x}"),
                 };
                 let line = match op {
                     Op::Create(t) => format!("create {}", name(t)),

@@ -345,10 +345,12 @@ fn apply(
             crate::layout::pack_path(&shared.root, pack),
             SEGMENT_BYTES_MAX,
         ),
-        Target::Table { fanout } => (
-            crate::layout::table_path(&shared.root, fanout),
-            u64::from(u32::MAX),
-        ),
+        Target::Table { number } => {
+            if usize::from(number) >= shared.tables().count() {
+                return Err(bad("a table number beyond the store's tables"));
+            }
+            (shared.table_path(number), u64::from(u32::MAX))
+        }
     };
     match op {
         Op::Create(_) => {
@@ -356,8 +358,8 @@ fn apply(
                 Target::Segment { hash, .. } | Target::Keys { hash, .. } => {
                     ensure_dir(shared, &fanout_dir(&shared.root, hash))?;
                 }
-                Target::Table { fanout } => {
-                    ensure_dir(shared, &crate::layout::fanout_dir_of(&shared.root, fanout))?;
+                Target::Table { number } => {
+                    ensure_dir(shared, &shared.tables().dir(&shared.root, number))?;
                 }
                 Target::Pack { .. } => {
                     ensure_dir(shared, &shared.root.join(crate::layout::PACKS_DIR))?;

@@ -13,6 +13,8 @@ pub const STREAMS_DIR: &str = "streams";
 pub const PACKS_DIR: &str = "packs";
 /// A fan-out folder's table of packed streams.
 pub const TABLE_FILE: &str = "packed";
+/// The folder of the tables of packed streams when they are grouped (format 7).
+pub const TABLES_DIR: &str = "tables";
 pub const SUBSCRIPTIONS_DIR: &str = "subscriptions";
 pub const TEMP_SUFFIX: &str = ".tmp";
 
@@ -111,10 +113,74 @@ pub fn parse_pack_file_name(name: &str) -> Option<u32> {
     u32::from_str_radix(stem, 16).ok()
 }
 
-/// The table of the packed streams of fan-out folder `fanout` (segment-format.md §19).
-#[must_use]
-pub fn table_path(root: &Path, fanout: u16) -> PathBuf {
-    fanout_dir_of(root, fanout).join(TABLE_FILE)
+/// Where a store keeps the tables of its packed streams (segment-format.md §19): a table per
+/// fan-out folder (stores created by formats 4 to 6), or the 256 files of `tables/` (format 7,
+/// `MANIFEST`'s `TABLES_GROUPED`). A table's *number* is its fan-out in the first layout, the
+/// top 8 bits of its streams' hashes in the second; everything else about a table (its file,
+/// its entries, its cache, its journal target) is the same in both.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Tables {
+    PerFanout,
+    Grouped,
+}
+
+/// Tables of a store whose tables are grouped: one per value of a hash's top 8 bits.
+pub const TABLE_GROUPS: usize = 1 << 8;
+
+impl Tables {
+    /// The layout `manifest` says.
+    #[must_use]
+    pub fn of(manifest: &crate::format::manifest::Manifest) -> Tables {
+        if manifest.tables_grouped {
+            Tables::Grouped
+        } else {
+            Tables::PerFanout
+        }
+    }
+
+    /// How many table numbers there are.
+    #[must_use]
+    pub const fn count(self) -> usize {
+        match self {
+            Tables::PerFanout => FANOUTS,
+            Tables::Grouped => TABLE_GROUPS,
+        }
+    }
+
+    /// The number of the table that holds the stream of hash `hash`.
+    #[must_use]
+    pub fn number(self, hash: u64) -> u16 {
+        match self {
+            Tables::PerFanout => fanout(hash),
+            Tables::Grouped => (hash >> 56) as u16,
+        }
+    }
+
+    /// The folder of table `number`.
+    #[must_use]
+    pub fn dir(self, root: &Path, number: u16) -> PathBuf {
+        match self {
+            Tables::PerFanout => fanout_dir_of(root, number),
+            Tables::Grouped => root.join(TABLES_DIR),
+        }
+    }
+
+    /// The file of table `number`.
+    #[must_use]
+    pub fn path(self, root: &Path, number: u16) -> PathBuf {
+        match self {
+            Tables::PerFanout => fanout_dir_of(root, number).join(TABLE_FILE),
+            Tables::Grouped => root.join(TABLES_DIR).join(format!("{number:02x}")),
+        }
+    }
+
+    /// Table numbers of files in `tables/`: two hex digits.
+    #[must_use]
+    pub fn parse_grouped_name(name: &str) -> Option<u16> {
+        (name.len() == 2)
+            .then(|| u16::from_str_radix(name, 16).ok())
+            .flatten()
+    }
 }
 
 #[must_use]

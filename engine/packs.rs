@@ -7,7 +7,7 @@ use crate::format::pack::{
     decode_entry, decode_table_header, TableEntry, TableEntryRef, TABLE_HEADER_BYTES,
 };
 use crate::format::segment::decode_record;
-use crate::layout::{table_path, StreamKey};
+use crate::layout::{StreamKey, Tables};
 use crate::limits::{
     KEY_INDEX_SLOTS_MIN, PACK_DEAD_RANGES_MAX, PACK_PUNCH_BLOCK_BYTES, TABLE_CACHE_ENTRIES_MAX,
 };
@@ -179,14 +179,14 @@ impl Packs {
     /// a stream loaded again after the flush (evicted from the catalog, or the catalog cleared
     /// by a poison) read the cached entry as the table was before it, and found no end, or an
     /// older one (the `api_model` fuzzer found it, session 10).
-    pub fn flushed(&self, written: &Dirty) {
+    pub fn flushed(&self, layout: Tables, written: &Dirty) {
         {
             let mut tables = lock(&self.tables);
             // A table read from disk before this flush wrote in place must not be cached after
             // this update: `table` caches a read only if no change came meanwhile.
             self.adds.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
             for (key, (last, entry_offset)) in &written.last {
-                let Some(t) = tables.map.get_mut(&crate::layout::fanout(key.hash)) else {
+                let Some(t) = tables.map.get_mut(&layout.number(key.hash)) else {
                     continue;
                 };
                 // Copied (`make_mut`) only when it changes: readers may hold it.
@@ -221,7 +221,7 @@ pub fn last_position(shared: &Shared, key: StreamKey) -> Result<Option<u64>> {
     if let Some(last) = shared.packs.last_of(key) {
         return Ok(Some(last));
     }
-    let Some(table) = table(shared, crate::layout::fanout(key.hash))? else {
+    let Some(table) = table(shared, shared.table_of(key.hash))? else {
         return Ok(None);
     };
     Ok(table.entry(key).and_then(|(e, _)| e.last_position))
@@ -556,7 +556,7 @@ pub fn read_table_at(shared: &Shared, fanout: u16, head: u64) -> Result<Option<T
     if !shared.packs.present() {
         return Ok(None);
     }
-    let path = table_path(&shared.root, fanout);
+    let path = shared.table_path(fanout);
     let bytes = match crate::storage::read_whole(&*shared.backend, &path) {
         Ok(Some(b)) => b,
         Ok(None) => return Ok(None),
@@ -823,12 +823,12 @@ pub fn write_recovered(
     let mut by_fanout: HashMap<u16, Vec<(StreamKey, u64)>> = HashMap::new();
     for (key, position) in last {
         by_fanout
-            .entry(crate::layout::fanout(key.hash))
+            .entry(shared.table_of(key.hash))
             .or_default()
             .push((*key, *position));
     }
     for (fanout, streams) in by_fanout {
-        let path = table_path(&shared.root, fanout);
+        let path = shared.table_path(fanout);
         let table = read_table_at(shared, fanout, head)?.ok_or_else(|| {
             Error::corrupt(&path, 0, "table of committed packed streams is missing")
         })?;
@@ -905,11 +905,11 @@ pub struct TableKeys(HashMap<u16, Vec<(StreamKey, u64)>>);
 
 impl TableKeys {
     fn of(&mut self, shared: &Shared, key: StreamKey) -> Result<&[(StreamKey, u64)]> {
-        let fanout = crate::layout::fanout(key.hash);
+        let fanout = shared.table_of(key.hash);
         Ok(match self.0.entry(fanout) {
             std::collections::hash_map::Entry::Occupied(o) => o.into_mut(),
             std::collections::hash_map::Entry::Vacant(v) => {
-                let path = table_path(&shared.root, fanout);
+                let path = shared.table_path(fanout);
                 let bytes = crate::storage::read_whole(&*shared.backend, &path)
                     .map_err(|e| Error::io("read table", &path, e))?
                     .unwrap_or_default();

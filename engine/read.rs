@@ -637,6 +637,8 @@ pub struct AllIter {
     /// allocated at the first packed event): three lookups per packed event (two prefetches and
     /// the name) took a fifth of W5's window loading as hash-map lookups (session 12).
     tables: Vec<Option<(Arc<crate::packs::Table>, u64, u32)>>,
+    /// The store's layout of tables: which table holds a stream.
+    table_layout: crate::layout::Tables,
     /// The tables the current window's packed events name their streams in (shared by its
     /// events), and the window's number.
     names: Vec<Arc<crate::packs::Table>>,
@@ -723,6 +725,7 @@ impl AllIter {
             Direction::Backward => from.0.min(head),
         };
         AllIter {
+            table_layout: shared.tables(),
             shared,
             direction,
             next,
@@ -975,7 +978,7 @@ impl AllIter {
                 };
                 if let Some(Some((table, _, _))) = self
                     .tables
-                    .get(usize::from(crate::layout::fanout(ahead.key.hash)))
+                    .get(usize::from(self.table_layout.number(ahead.key.hash)))
                 {
                     if slot {
                         table.prefetch(ahead.key);
@@ -1188,12 +1191,13 @@ impl AllIter {
             return;
         }
         let held = |f: u16| matches!(self.tables.get(usize::from(f)), Some(Some(_)));
+        let layout = self.table_layout;
         // Held first: that is one load, and in a steady read every table is held.
         let mut wanted: Vec<u16> = entries
             .iter()
-            .filter(|e| e.packed && !e.skip && !held(crate::layout::fanout(e.key.hash)))
+            .filter(|e| e.packed && !e.skip && !held(layout.number(e.key.hash)))
             .filter(|e| !self.known_removed(e.key, e.position))
-            .map(|e| crate::layout::fanout(e.key.hash))
+            .map(|e| layout.number(e.key.hash))
             .collect();
         wanted.sort_unstable();
         wanted.dedup();
@@ -1224,7 +1228,7 @@ impl AllIter {
     /// `names` (the slots are allocated at the first table held).
     fn hold_table(&mut self, fanout: u16, table: Arc<crate::packs::Table>, window: u64, at: u32) {
         if self.tables.is_empty() {
-            self.tables.resize(crate::layout::FANOUTS, None);
+            self.tables.resize(self.table_layout.count(), None);
         }
         if let Some(slot) = self.tables.get_mut(usize::from(fanout)) {
             *slot = Some((table, window, at));
@@ -1342,7 +1346,7 @@ impl AllIter {
     /// which holds its id (the table is taken from the store's table cache the first time one
     /// of its streams is met, and again when a newer stream is not in the copy held).
     fn stream_name(&mut self, key: StreamKey) -> Result<(u32, u32)> {
-        let fanout = crate::layout::fanout(key.hash);
+        let fanout = self.table_layout.number(key.hash);
         // One lookup, and no count taken on the table, for an event whose table is held.
         if let Some(Some((table, window, at))) = self.tables.get_mut(usize::from(fanout)) {
             if let Some(n) = table.index_of(key) {
@@ -1357,7 +1361,7 @@ impl AllIter {
         let table = crate::packs::table(&self.shared, fanout)?;
         let Some((table, n)) = table.and_then(|t| t.index_of(key).map(|n| (t, n))) else {
             return Err(Error::corrupt(
-                crate::layout::table_path(&self.shared.root, fanout),
+                self.shared.table_path(fanout),
                 0,
                 "packed stream of a committed record is not in its table",
             ));

@@ -122,6 +122,9 @@ fn create_store(
         index_entries_per_file: options.index_entries_per_file,
         created_us: now_us(),
         format_version: FORMAT_VERSION,
+        // Format 7 groups the tables of packed streams (segment-format.md §19); a store
+        // created before keeps a table per fan-out folder.
+        tables_grouped: true,
     };
     for dir in [INDEX_DIR, STREAMS_DIR] {
         let p = root.join(dir);
@@ -288,6 +291,8 @@ pub fn open(
             crate::layout::JOURNAL_FILE,
             INDEX_DIR,
             STREAMS_DIR,
+            crate::layout::PACKS_DIR,
+            crate::layout::TABLES_DIR,
             crate::layout::REMOVALS_FILE,
             crate::layout::SUBSCRIPTIONS_DIR,
             crate::projection::PROJECTIONS_DIR,

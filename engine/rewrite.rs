@@ -382,6 +382,16 @@ impl Writer {
         crate::killpoint::reached("rewrite-written");
         let seg0 = segment_path(&root, key, 0);
         let fanout = fanout_dir(&root, key.hash);
+        // A packed stream of a store of format 7 may have no fan-out folder yet (its table is
+        // in `tables/`): created, and its entry in `streams/` made durable, before the rename
+        // puts segment 0 in it.
+        match backend.create_dir(&fanout) {
+            Ok(()) => self
+                .sync_dir_or_fs(&root.join(crate::layout::STREAMS_DIR))
+                .map_err(fatal)?,
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(fatal(Error::io("create folder", &fanout, e))),
+        }
         let deleted = matches!(request.kind, RewriteKind::Delete);
         let mut segments = vec![crate::catalog::SegmentState {
             number: 0,

@@ -146,6 +146,21 @@ impl Shared {
     }
 
     /// The published head (acquire: a reader that sees head `h` sees every byte up to `h`).
+    /// Where this store keeps the tables of its packed streams.
+    pub fn tables(&self) -> crate::layout::Tables {
+        crate::layout::Tables::of(&self.manifest)
+    }
+
+    /// The number of the table holding the packed stream of hash `hash`.
+    pub fn table_of(&self, hash: u64) -> u16 {
+        self.tables().number(hash)
+    }
+
+    /// The file of table `number`.
+    pub fn table_path(&self, number: u16) -> std::path::PathBuf {
+        self.tables().path(&self.root, number)
+    }
+
     pub fn head(&self) -> u64 {
         self.head.load(Ordering::Acquire)
     }

@@ -705,6 +705,8 @@ impl Store {
         let root = shared.root.join(STREAMS_DIR);
         let mut files = Vec::new();
         let mut packed = Vec::new();
+        // Table numbers of the store's packed streams (segment-format.md §19).
+        let mut tables = Vec::new();
         let fanouts = shared
             .backend
             .read_dir(&root)
@@ -725,22 +727,35 @@ impl Store {
                     files.push(dir.join(name));
                 }
             }
-            // Packed streams (segment-format.md §19) without a segment 0 of their own.
-            let number = u16::from_str_radix(&fanout, 16).ok().filter(|_| has_table);
-            if let Some(table) = number
-                .map(|n| crate::packs::read_table(&shared, n))
-                .transpose()?
-                .flatten()
-            {
-                for (e, _) in table.entries() {
-                    let key = crate::layout::StreamKey {
-                        hash: e.stream_hash,
-                        collision: e.collision,
-                    };
-                    let segment_0 = crate::layout::segment_path(&shared.root, key, 0);
-                    if !files.contains(&segment_0) {
-                        packed.push(e.stream_id.to_string());
-                    }
+            if shared.tables() == crate::layout::Tables::PerFanout {
+                tables.extend(u16::from_str_radix(&fanout, 16).ok().filter(|_| has_table));
+            }
+        }
+        if shared.tables() == crate::layout::Tables::Grouped {
+            let dir = shared.root.join(crate::layout::TABLES_DIR);
+            match shared.backend.read_dir(&dir) {
+                Ok(names) => tables.extend(
+                    names
+                        .iter()
+                        .filter_map(|(n, _)| crate::layout::Tables::parse_grouped_name(n)),
+                ),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(Error::io("list folder", &dir, e)),
+            }
+        }
+        // Packed streams without a segment 0 of their own.
+        for number in tables {
+            let Some(table) = crate::packs::read_table(&shared, number)? else {
+                continue;
+            };
+            for (e, _) in table.entries() {
+                let key = crate::layout::StreamKey {
+                    hash: e.stream_hash,
+                    collision: e.collision,
+                };
+                let segment_0 = crate::layout::segment_path(&shared.root, key, 0);
+                if !files.contains(&segment_0) {
+                    packed.push(e.stream_id.to_string());
                 }
             }
         }

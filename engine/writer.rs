@@ -445,7 +445,7 @@ impl Writer {
         }
         self.synced_checkpoint(self.head, clean)?;
         if let Some(w) = written {
-            self.shared.packs.flushed(&w);
+            self.shared.packs.flushed(self.shared.tables(), &w);
         }
         self.give_back_dead(self.head);
         Ok(())
@@ -1130,7 +1130,7 @@ impl Writer {
                     .map(|(e, at)| at + e.entry_bytes() as u64)
                     .max()
                     .unwrap_or(TABLE_HEADER_BYTES as u64);
-                let path = crate::layout::table_path(&self.shared.root, fanout);
+                let path = self.shared.table_path(fanout);
                 let f = self
                     .shared
                     .backend
@@ -1317,7 +1317,7 @@ impl Writer {
             let packed = self.streams.get(&part.stream).and_then(|w| {
                 w.packed.map(|p| {
                     (
-                        crate::layout::fanout(w.meta.key.hash),
+                        self.shared.table_of(w.meta.key.hash),
                         p.entry_offset.is_none(),
                     )
                 })
@@ -1614,7 +1614,7 @@ impl Writer {
             let entry_offset = match tail.entry_offset {
                 Some(at) => at,
                 None => {
-                    let fanout = crate::layout::fanout(key.hash);
+                    let fanout = self.shared.table_of(key.hash);
                     let table = self
                         .tables
                         .get_mut(&fanout)
@@ -2063,10 +2063,10 @@ impl Writer {
             )?;
         }
         for w in &table_writes {
-            let fanout = u16::try_from(w.number).expect("fan-out numbers are 12 bits");
-            let path = crate::layout::table_path(&root, fanout);
+            let number = u16::try_from(w.number).expect("table numbers are at most 12 bits");
+            let path = self.shared.table_path(number);
             let handle = open_or_create(&*backend, &path, w.create.is_some(), &root)?;
-            write_file(&*handle, &path, Target::Table { fanout }, w, &mut frame)?;
+            write_file(&*handle, &path, Target::Table { number }, w, &mut frame)?;
         }
         // Invalidation records ride the batch's sync (segment-format.md §16).
         if let Some(f) = self
@@ -2193,7 +2193,7 @@ impl Writer {
             .sync_fs()
             .map_err(|e| Error::io("syncfs", &self.shared.root, e))?;
         self.synced_checkpoint(last_position, false)?;
-        self.shared.packs.flushed(&written);
+        self.shared.packs.flushed(self.shared.tables(), &written);
         self.give_back_dead(last_position);
         Ok(())
     }
@@ -2220,9 +2220,9 @@ impl Writer {
         let backend = &self.shared.backend;
         let mut tables: HashMap<u16, Box<dyn FileHandle>> = HashMap::new();
         for (key, (last, entry_offset)) in &dirty.last {
-            let fanout = crate::layout::fanout(key.hash);
-            let path = crate::layout::table_path(root, fanout);
-            let handle = match tables.entry(fanout) {
+            let number = self.shared.table_of(key.hash);
+            let path = self.shared.table_path(number);
+            let handle = match tables.entry(number) {
                 std::collections::hash_map::Entry::Occupied(o) => o.into_mut(),
                 std::collections::hash_map::Entry::Vacant(v) => v.insert(
                     backend

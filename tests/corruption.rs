@@ -327,7 +327,7 @@ mod packed {
     }
 
     fn table_path(dir: &Path, stream: &str) -> std::path::PathBuf {
-        segment_path_of(dir, stream, 0).with_file_name("packed")
+        table_path_of(dir, stream)
     }
 
     /// Streams "a" and "s", 10 events each, interleaved: all in pack 0.

@@ -252,8 +252,12 @@ fn an_old_store_opens_and_reads_back_exactly(version: &str) {
         }
         let first_varint = flags.iter().position(|f| *f == RECORD_FLAG_VARINT).unwrap();
         assert!(first_varint > 0, "{flags:?}");
-        assert!(flags[..first_varint].iter().all(|f| *f == RECORD_FLAG_COMPACT));
-        assert!(flags[first_varint..].iter().all(|f| *f == RECORD_FLAG_VARINT));
+        assert!(flags[..first_varint]
+            .iter()
+            .all(|f| *f == RECORD_FLAG_COMPACT));
+        assert!(flags[first_varint..]
+            .iter()
+            .all(|f| *f == RECORD_FLAG_VARINT));
         assert_eq!(at, pack.len(), "every record of the pack decodes");
     }
     // Its delete leaves the tombstone in the pack (format 5), and the id stays taken.

@@ -155,10 +155,15 @@ fn small_streams_live_in_a_pack_and_read_back_before_and_after_a_reopen() {
         }
         check_streams(&store, streams, 6);
         assert_eq!(all(&store), expected_all(streams, false));
-        // No stream has a file of its own: only the fan-out tables.
+        // No stream has a file of its own, nor a fan-out folder: their tables are in
+        // `tables/` (format 7).
         let files = stream_files(&root);
-        assert!(!files.is_empty());
-        assert!(files.iter().all(|f| f == "packed"), "{files:?}");
+        assert!(files.is_empty(), "{files:?}");
+        assert!(std::fs::read_dir(root.join("streams"))
+            .unwrap()
+            .next()
+            .is_none());
+        assert!(std::fs::read_dir(root.join("tables")).unwrap().count() > 0);
         assert!(root.join("packs").join("00000000.pack").exists());
     }
     let store = Store::open_with(&root, options()).unwrap();

@@ -386,17 +386,17 @@ fn packs_and_tables_are_shown_and_damage_in_them_is_corruption() {
         "{text}"
     );
     // A bit of a committed record.
-    flip_bit(&pack, 128 + 60, 2);
+    flip_bit(&pack, 128 + 24, 2);
     let (code, text) = dump(&[d]);
     assert_eq!(code, 1, "{text}");
     assert!(
         text.contains("CORRUPT") && text.contains("record of position 1"),
         "{text}"
     );
-    flip_bit(&pack, 128 + 60, 2);
+    flip_bit(&pack, 128 + 24, 2);
     assert_eq!(dump(&[d]).0, 0);
     // A bit of a committed table entry (in the padding of its id).
-    let table = segment_path_of(dir, "other", 0).with_file_name("packed");
+    let table = table_path_of(dir, "other");
     flip_bit(&table, 64 + 48 + 6, 0);
     let (code, text) = dump(&[d]);
     assert_eq!(code, 1, "{text}");

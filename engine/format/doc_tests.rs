@@ -86,7 +86,7 @@ macro_rules! fields {
 #[test]
 fn manifest_matches_document() {
     let t = tables_under("## 2. MANIFEST");
-    let f = fields!(ManifestHeader: magic, format_version, reserved0, store_id, hash_key,
+    let f = fields!(ManifestHeader: magic, format_version, flags, store_id, hash_key,
         index_entries_per_file, created_us, reserved1, crc);
     check(&t[0], &f, size_of::<ManifestHeader>());
 }

@@ -88,8 +88,9 @@ pub enum Target {
     Pack {
         pack: u32,
     },
+    /// A table of packed streams, by its number (its fan-out, or its group: `layout::Tables`).
     Table {
-        fanout: u16,
+        number: u16,
     },
 }
 
@@ -155,7 +156,7 @@ impl FrameBuilder {
             Target::Keys { hash, collision } => (TARGET_KEYS, collision, 0, hash),
             Target::Index { file_number } => (TARGET_INDEX, 0, 0, file_number),
             Target::Pack { pack } => (TARGET_PACK, 0, 0, u64::from(pack)),
-            Target::Table { fanout } => (TARGET_TABLE, 0, 0, u64::from(fanout)),
+            Target::Table { number } => (TARGET_TABLE, 0, 0, u64::from(number)),
         };
         let len = u32::try_from(data.len()).expect("a batch's write is below 4 GiB");
         let h = OpHeader {
@@ -308,10 +309,10 @@ pub fn decode_frame(bytes: &[u8], store_id: u64) -> Result<(Frame, Vec<Op<'_>>),
                     .map_err(|_| DecodeError::Invalid("journal pack number"))?,
             },
             TARGET_TABLE => Target::Table {
-                fanout: u16::try_from(h.file.get())
+                number: u16::try_from(h.file.get())
                     .ok()
-                    .filter(|f| *f < 4096)
-                    .ok_or(DecodeError::Invalid("journal fan-out number"))?,
+                    .filter(|f| usize::from(*f) < crate::layout::FANOUTS)
+                    .ok_or(DecodeError::Invalid("journal table number"))?,
             },
             _ => return Err(DecodeError::Invalid("journal operation target")),
         };
@@ -349,7 +350,7 @@ mod tests {
         };
         let idx = Target::Index { file_number: 3 };
         let pack = Target::Pack { pack: 5 };
-        let table = Target::Table { fanout: 0xfff };
+        let table = Target::Table { number: 0xfff };
         let mut b = FrameBuilder::new();
         b.create(seg);
         b.write(seg, 0, b"header");

@@ -12,7 +12,7 @@ pub const MANIFEST_BYTES: usize = 64;
 pub struct ManifestHeader {
     pub magic: [u8; 8],
     pub format_version: U32,
-    pub reserved0: U32,
+    pub flags: U32,
     pub store_id: U64,
     pub hash_key: [u8; 16],
     pub index_entries_per_file: U64,
@@ -31,7 +31,14 @@ pub struct Manifest {
     pub created_us: u64,
     /// The newest format version any file of the store may have (segment-format.md §13).
     pub format_version: u32,
+    /// The store keeps the tables of its packed streams in `tables/`, 256 of them (set when a
+    /// build of format 7 or later creates the store; segment-format.md §19). Clear: one table
+    /// per fan-out folder, as formats 4 to 6 created them.
+    pub tables_grouped: bool,
 }
+
+/// Manifest flag: tables of packed streams grouped in `tables/` (format 7).
+pub const MANIFEST_FLAG_TABLES_GROUPED: u32 = 0x1;
 
 impl Manifest {
     #[must_use]
@@ -39,7 +46,12 @@ impl Manifest {
         let mut header = ManifestHeader {
             magic: MANIFEST_MAGIC,
             format_version: self.format_version.into(),
-            reserved0: 0.into(),
+            flags: if self.tables_grouped {
+                MANIFEST_FLAG_TABLES_GROUPED
+            } else {
+                0
+            }
+            .into(),
             store_id: self.store_id.into(),
             hash_key: self.hash_key,
             index_entries_per_file: self.index_entries_per_file.into(),
@@ -75,7 +87,12 @@ impl Manifest {
         if per_file < crate::limits::INDEX_ENTRIES_PER_FILE_MIN || per_file > u64::from(u32::MAX) {
             return Err(DecodeError::Invalid("index_entries_per_file"));
         }
+        let flags = header.flags.get();
+        if flags & !MANIFEST_FLAG_TABLES_GROUPED != 0 {
+            return Err(DecodeError::Invalid("unknown manifest flags"));
+        }
         Ok(Manifest {
+            tables_grouped: flags & MANIFEST_FLAG_TABLES_GROUPED != 0,
             store_id: header.store_id.get(),
             hash_key: header.hash_key,
             index_entries_per_file: per_file,
@@ -97,9 +114,24 @@ mod tests {
             index_entries_per_file: 1 << 20,
             created_us: 42,
             format_version: crate::format::FORMAT_VERSION,
+            tables_grouped: true,
         };
         let bytes = m.encode();
         assert_eq!(Manifest::decode(&bytes), Ok(m));
+        let per_fanout = Manifest {
+            tables_grouped: false,
+            ..m
+        };
+        assert_eq!(Manifest::decode(&per_fanout.encode()), Ok(per_fanout));
+        // A flag this build does not know, under a valid CRC.
+        let mut unknown = bytes;
+        unknown[12] |= 0x2;
+        let crc = crate::format::crc::crc32c(&unknown[..60]);
+        unknown[60..].copy_from_slice(&crc.to_le_bytes());
+        assert_eq!(
+            Manifest::decode(&unknown),
+            Err(DecodeError::Invalid("unknown manifest flags"))
+        );
         for bit in 0..MANIFEST_BYTES * 8 {
             let mut damaged = bytes;
             damaged[bit / 8] ^= 1 << (bit % 8);

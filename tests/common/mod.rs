@@ -77,6 +77,16 @@ pub fn segment_path_of(dir: &std::path::Path, stream: &str, segment: u32) -> std
     )
 }
 
+/// Path of the table that holds packed stream `stream` (segment-format.md §19: `tables/<nn>` in
+/// a store created by format 7).
+pub fn table_path_of(dir: &std::path::Path, stream: &str) -> std::path::PathBuf {
+    let bytes = std::fs::read(dir.join("MANIFEST")).unwrap();
+    let manifest = streamlog::format::manifest::Manifest::decode(&bytes).unwrap();
+    let hash = streamlog::layout::stream_hash(&manifest.hash_key, stream);
+    let tables = streamlog::layout::Tables::of(&manifest);
+    tables.path(dir, tables.number(hash))
+}
+
 /// Path of the index file holding position 1.
 pub fn index_path_of(dir: &std::path::Path) -> std::path::PathBuf {
     streamlog::layout::index_path(dir, 0)
