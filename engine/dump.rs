@@ -584,12 +584,18 @@ fn dump_file(
             Ok(m) => {
                 let _ = writeln!(
                     d.text,
-                    "{}: manifest, store id {:016x}, {} index entries per file",
+                    "{}: manifest, format {}, store id {:016x}, {} index entries per file, tables of packed streams {}",
                     path.display(),
+                    m.format_version,
                     m.store_id,
-                    m.index_entries_per_file
+                    m.index_entries_per_file,
+                    if m.tables_grouped {
+                        "in tables/"
+                    } else {
+                        "per fan-out folder"
+                    }
                 );
-                d.json.push(json!({"kind": "manifest", "path": path, "store_id": m.store_id, "index_entries_per_file": m.index_entries_per_file, "created_us": m.created_us}));
+                d.json.push(json!({"kind": "manifest", "path": path, "format_version": m.format_version, "store_id": m.store_id, "index_entries_per_file": m.index_entries_per_file, "created_us": m.created_us, "tables_grouped": m.tables_grouped}));
             }
             Err(e) => d.corrupt(path, 0, format!("manifest: {e}")),
         }
