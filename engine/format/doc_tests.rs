@@ -209,7 +209,7 @@ fn packs_and_tables_match_document() {
             .map(|(n, o, s)| (n, o + 64, s))
             .collect();
     check(&t[0], &slot, 80);
-    let t = tables_under("### Fan-out table");
+    let t = tables_under("### Table `tables/");
     check(
         &t[0],
         &fields!(TableFileHeader: magic, format_version, fanout, store_id, reserved, crc),
