@@ -414,30 +414,27 @@ pub fn packed_record_bytes(fields: &RecordFields<'_>) -> u64 {
         + varint_len(fields.event_type.len() as u64)
         + varint_len(fields.commit_metadata.len() as u64)
         + varint_len(fields.metadata.len() as u64);
-    let id = if fields.event_id.is_some() {
-        EVENT_ID_BYTES
-    } else {
-        0
-    };
-    let block = if fields.control.is_some() {
-        CONTROL_BLOCK_BYTES
-    } else {
-        0
-    };
     let body = fields.event_type.len()
         + fields.commit_metadata.len()
         + fields.metadata.len()
         + fields.data.len();
-    align4((VARINT_FIXED_BYTES + varints + id + block + body) as u64)
+    let extras = id_and_block_bytes(fields.event_id.is_some(), fields.control.is_some());
+    align4((VARINT_FIXED_BYTES + varints + extras + body) as u64)
+}
+
+/// The bytes a narrow header (compact or varint) puts between itself and the body: the event
+/// id when there is one, the control block of a control record.
+const fn id_and_block_bytes(has_id: bool, control: bool) -> usize {
+    let id = if has_id { EVENT_ID_BYTES } else { 0 };
+    let block = if control { CONTROL_BLOCK_BYTES } else { 0 };
+    id + block
 }
 
 /// The most bytes a packed record of format 7 takes for `body_bytes` of type, commit metadata,
 /// metadata and data, whatever its numbers: a bound for decisions made before they are known.
 #[must_use]
 pub const fn packed_record_bytes_max(body_bytes: usize, has_id: bool, control: bool) -> u64 {
-    let id = if has_id { EVENT_ID_BYTES } else { 0 };
-    let block = if control { CONTROL_BLOCK_BYTES } else { 0 };
-    align4((VARINT_HEADER_BYTES_MAX + id + block + body_bytes) as u64)
+    align4((VARINT_HEADER_BYTES_MAX + id_and_block_bytes(has_id, control) + body_bytes) as u64)
 }
 
 /// Whether a record's numbers fit the compact header of format 6 (segment-format.md §19,
