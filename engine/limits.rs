@@ -93,6 +93,10 @@ pub const STREAMS_CACHED_MAX_DEFAULT: usize = 100_000;
 /// as shared states (or twice what its last sweep kept): the shared ones cost about 270 bytes
 /// each, the encoded ones about 70.
 pub const SHARED_STREAMS_SWEEP_MIN: usize = 4_096;
+/// Streams whose full state the writer keeps between batches (at most `streams_cached_max`):
+/// the least recently appended half goes past it, and the catalog may then keep them encoded
+/// (about 90 bytes each instead of about 550). One batch may hold more for its duration.
+pub const WRITER_STREAMS_MAX: usize = 4_096;
 /// How many positions the writer lets pass between two checkpoints under `SyncMode::Fdatasync`.
 pub const CHECKPOINT_INTERVAL_POSITIONS: u64 = 65_536;
 /// Default size the journal may reach before the writer flushes the files it covers and starts

@@ -727,7 +727,11 @@ impl Writer {
 
     fn evict(&mut self) {
         let open_max = self.shared.options.open_files_max;
-        let streams_max = self.shared.options.streams_cached_max;
+        let streams_max = self
+            .shared
+            .options
+            .streams_cached_max
+            .min(crate::limits::WRITER_STREAMS_MAX);
         let count_open = |streams: &HashMap<Arc<str>, WriterStream>| {
             streams.values().filter(|s| s.file.is_some()).count()
         };

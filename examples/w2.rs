@@ -1,5 +1,7 @@
 //! W2 outside criterion, for profiling: 64 threads append one 256-byte event per call for a fixed
-//! time, each to its own stream unless fewer streams are given (thread t writes stream t mod n).
+//! time, each to its own stream unless another number of streams is given (thread t writes
+//! streams t, t + threads, t + 2 threads, ... mod n in turn: with more streams than threads,
+//! every append goes to a stream its thread wrote longest ago).
 //! `cargo run --release --example w2 -- [threads] [seconds] [streams]`. With the indexer on (the
 //! default; `STREAMLOG_INDEXES=0` turns it off) it also samples the indexer's lag every 10 ms
 //! and reports its median and maximum, and how long the indexer takes to catch up at the end.
@@ -48,8 +50,10 @@ fn main() {
         .map(|t| {
             let (store, stop, count) = (store.clone(), Arc::clone(&stop), Arc::clone(&count));
             std::thread::spawn(move || {
-                let stream = format!("writer-{}", t % streams);
+                let mut s = t;
                 while !stop.load(Ordering::Relaxed) {
+                    let stream = format!("writer-{}", s % streams);
+                    s += threads;
                     store
                         .append(&stream, ExpectedVersion::Any, [event()])
                         .expect("append");
