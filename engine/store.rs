@@ -743,7 +743,9 @@ impl Store {
                 Err(e) => return Err(Error::io("list folder", &dir, e)),
             }
         }
-        // Packed streams without a segment 0 of their own.
+        // Packed streams without a segment 0 of their own (a set: a store may have a million
+        // of each).
+        let with_files: std::collections::HashSet<&PathBuf> = files.iter().collect();
         for number in tables {
             let Some(table) = crate::packs::read_table(&shared, number)? else {
                 continue;
@@ -754,7 +756,7 @@ impl Store {
                     collision: e.collision,
                 };
                 let segment_0 = crate::layout::segment_path(&shared.root, key, 0);
-                if !files.contains(&segment_0) {
+                if !with_files.contains(&segment_0) {
                     packed.push(e.stream_id.to_string());
                 }
             }
