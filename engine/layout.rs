@@ -174,12 +174,12 @@ impl Tables {
         }
     }
 
-    /// Table numbers of files in `tables/`: two hex digits.
+    /// Table numbers of files in `tables/`: two lowercase hex digits, as `path` spells them
+    /// (so that no other name reads as a table a second time).
     #[must_use]
     pub fn parse_grouped_name(name: &str) -> Option<u16> {
-        (name.len() == 2)
-            .then(|| u16::from_str_radix(name, 16).ok())
-            .flatten()
+        let n = u16::from_str_radix(name, 16).ok()?;
+        (name.len() == 2 && format!("{n:02x}") == name).then_some(n)
     }
 }
 
@@ -292,6 +292,29 @@ mod tests {
             p,
             fanout_dir(Path::new("/s"), key.hash).join(segment_file_name(key, 0))
         );
+    }
+
+    #[test]
+    fn both_table_layouts_name_every_table_once() {
+        let root = Path::new("/s");
+        for hash in [0, 1 << 52, 0xab << 56, u64::MAX] {
+            assert_eq!(Tables::PerFanout.number(hash), fanout(hash));
+            assert_eq!(Tables::Grouped.number(hash), (hash >> 56) as u16);
+        }
+        assert_eq!(
+            Tables::PerFanout.path(root, 0xabc),
+            Path::new("/s/streams/abc/packed")
+        );
+        assert_eq!(Tables::Grouped.path(root, 0xab), Path::new("/s/tables/ab"));
+        assert_eq!(Tables::Grouped.dir(root, 0xab), Path::new("/s/tables"));
+        for n in 0..Tables::Grouped.count() as u16 {
+            let path = Tables::Grouped.path(root, n);
+            let name = path.file_name().unwrap().to_str().unwrap();
+            assert_eq!(Tables::parse_grouped_name(name), Some(n));
+        }
+        for other in ["0A", "1", "100", "+1", "zz", "", "ab.tmp"] {
+            assert_eq!(Tables::parse_grouped_name(other), None, "{other}");
+        }
     }
 
     #[test]

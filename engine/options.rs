@@ -50,7 +50,9 @@ pub struct Options {
     pub mapped_segments_max: usize,
     /// Bound of the writer's cache of open segment files.
     pub open_files_max: usize,
-    /// Bound of the cache of loaded stream states.
+    /// Bound of the cache of loaded stream states. The writer keeps the full state of at most
+    /// `limits::WRITER_STREAMS_MAX` (4,096) of them between batches; the catalog keeps the
+    /// others that nobody holds encoded (segment-format.md §9).
     pub streams_cached_max: usize,
     /// Bytes of small streams' records one `read_all` iterator holds in memory at once (one
     /// window of the index, segment-format.md §4). Over many small streams written interleaved,
