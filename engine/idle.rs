@@ -8,6 +8,7 @@
 //! the same as the one it encoded, so nothing is read from disk.
 
 use crate::catalog::{PackedState, SegmentState, StreamMeta, StreamState};
+use crate::format::{get_varint as get, put_varint as put};
 use crate::layout::StreamKey;
 use std::borrow::Borrow;
 use std::hash::{Hash, Hasher};
@@ -192,14 +193,6 @@ impl IdleStream {
     pub fn bytes(&self) -> usize {
         self.0.len()
     }
-}
-
-fn put(out: &mut Vec<u8>, v: u64) {
-    crate::format::put_varint(out, v);
-}
-
-fn get(b: &[u8], at: &mut usize) -> Option<u64> {
-    crate::format::get_varint(b, at)
 }
 
 impl Borrow<[u8]> for IdleStream {

@@ -631,11 +631,12 @@ pub struct AllIter {
     /// spare, cut to what the budget held when one did not (index entries read beyond it would be
     /// read again by the next window).
     span: u64,
-    /// The fan-out tables of the packed streams met, for their ids (segment-format.md §19):
-    /// shared with the store's table cache, at most one per fan-out; with the window that last
-    /// used each and its place in that window's `names`. Indexed by fan-out (`FANOUTS` slots,
-    /// allocated at the first packed event): three lookups per packed event (two prefetches and
-    /// the name) took a fifth of W5's window loading as hash-map lookups (session 12).
+    /// The tables of the packed streams met, for their ids (segment-format.md §19): shared
+    /// with the store's table cache, at most one per table number; with the window that last
+    /// used each and its place in that window's `names`. Indexed by table number
+    /// (`Tables::count` slots, allocated at the first packed event): three lookups per packed
+    /// event (two prefetches and the name) took a fifth of W5's window loading as hash-map
+    /// lookups (session 12).
     tables: Vec<Option<(Arc<crate::packs::Table>, u64, u32)>>,
     /// The store's layout of tables: which table holds a stream.
     table_layout: crate::layout::Tables,
@@ -1224,8 +1225,9 @@ impl AllIter {
         }
     }
 
-    /// Hold `table` as fan-out `fanout`'s, last named by window `window` at `at` in its
-    /// `names` (the slots are allocated at the first table held).
+    /// Hold `table` as table number `fanout` (a fan-out in a store created before format 7),
+    /// last named by window `window` at `at` in its `names` (the slots, one per table number
+    /// of the store's layout, are allocated at the first table held).
     fn hold_table(&mut self, fanout: u16, table: Arc<crate::packs::Table>, window: u64, at: u32) {
         if self.tables.is_empty() {
             self.tables.resize(self.table_layout.count(), None);

@@ -145,7 +145,6 @@ impl Shared {
         *c = (*c).max(covers_position);
     }
 
-    /// The published head (acquire: a reader that sees head `h` sees every byte up to `h`).
     /// Where this store keeps the tables of its packed streams.
     pub fn tables(&self) -> crate::layout::Tables {
         crate::layout::Tables::of(&self.manifest)
@@ -161,6 +160,7 @@ impl Shared {
         self.tables().path(&self.root, number)
     }
 
+    /// The published head (acquire: a reader that sees head `h` sees every byte up to `h`).
     pub fn head(&self) -> u64 {
         self.head.load(Ordering::Acquire)
     }

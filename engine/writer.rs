@@ -1524,12 +1524,7 @@ impl Writer {
             ws.changeset + 1
         };
         // One close record, or the kept events.
-        let records: Vec<Option<&EventData>> = if close {
-            vec![None]
-        } else {
-            kept.iter().map(|(_, e)| Some(*e)).collect()
-        };
-        let count = records.len();
+        let count = if close { 1 } else { kept.len() };
         let first_position = planning.next_position;
         // Record `i` of the append in a pack behind the stream's last packed position `last`:
         // what is encoded, and what the pack's slot is sized by (the varint header's size
@@ -1537,7 +1532,8 @@ impl Writer {
         let packed_fields = |i: usize, last: u64| {
             let position = first_position + i as u64;
             let prev = if i == 0 { last } else { position - 1 };
-            match records[i] {
+            let event = (!close).then(|| kept[i].1);
+            match event {
                 None => close_record(current, position, changeset_after, timestamp_us, Some(prev)),
                 Some(event) => {
                     let mut flags = 0;
@@ -1582,10 +1578,8 @@ impl Writer {
                 .sum()
         };
         let packed_bytes = ws.packed.map_or(0, |p| {
-            records
-                .iter()
-                .enumerate()
-                .map(|(i, _)| packed_record_bytes(&packed_fields(i, p.last)))
+            (0..count)
+                .map(|i| packed_record_bytes(&packed_fields(i, p.last)))
                 .sum::<u64>()
         });
         // A packed stream stays packed while its packed records total at most

@@ -703,7 +703,8 @@ pub fn peek_record_header(bytes: &[u8]) -> Option<RecordPeek> {
         return None;
     }
     let position = if p.flags & RECORD_FLAG_VARINT != 0 {
-        get_varint(bytes, &mut VARINT_FIXED_BYTES.clone())
+        let mut at = VARINT_FIXED_BYTES;
+        get_varint(bytes, &mut at)
     } else if p.flags & RECORD_FLAG_COMPACT != 0 {
         CompactHeader::ref_from_prefix(bytes)
             .ok()
@@ -1232,6 +1233,39 @@ mod tests {
         let mut small = Vec::new();
         encode_record(&base, &mut small);
         assert_eq!(small.len(), 284);
+        // With a position of ten million (a 4-byte varint), as in the million store: 288.
+        let mut million = Vec::new();
+        encode_record(
+            &RecordFields {
+                position: 10_000_000,
+                ..base
+            },
+            &mut million,
+        );
+        assert_eq!(million.len(), 288);
+        // A tombstone (`$delete`, its control block): 68 bytes at a one-byte position, 72 at
+        // a position of 2^21 (segment-format.md §19's table).
+        for (position, bytes) in [(1, 68), (1 << 21, 72)] {
+            let mut tombstone = Vec::new();
+            encode_record(
+                &RecordFields {
+                    position,
+                    event_type: b"$delete",
+                    data: b"",
+                    control: Some(Control {
+                        op: CONTROL_OP_DELETE,
+                        flags: 0,
+                        next_segment: 0,
+                        covers_version: 1,
+                        covers_position: 1,
+                        target_changeset: 0,
+                    }),
+                    ..base
+                },
+                &mut tombstone,
+            );
+            assert_eq!(tombstone.len(), bytes, "position {position}");
+        }
         // Numbers the compact header could not hold, and the widest of all.
         for (version, position, changeset, prev) in [
             (u64::from(u32::MAX) + 1, 1 << 40, 1 << 33, 1),
