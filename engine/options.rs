@@ -70,6 +70,13 @@ pub struct Options {
     /// at most this many bytes (segment-format.md §19); 0: every stream has files of its own.
     /// Default `PACK_STREAM_BYTES_DEFAULT` (4,096), at most `PACK_STREAM_BYTES_MAX`.
     pub pack_stream_bytes: u64,
+    /// An append that finds the writer idle (no batch running, none waiting) is committed on
+    /// its caller's thread, which waits for it anyway, instead of being handed to the writer
+    /// thread and answered back: two thread hand-offs fewer per append for a lone appender
+    /// (segment-format.md §7, "Who runs the loop"; the README has the figures). Appends that
+    /// find a batch running still queue for the writer thread, and a producer's always do.
+    /// Default on; off, every append goes through the writer thread.
+    pub caller_commits: bool,
 }
 
 impl Default for Options {
@@ -89,6 +96,7 @@ impl Default for Options {
             subscription_in_flight_max: crate::limits::SUBSCRIPTION_IN_FLIGHT_MAX_DEFAULT,
             indexes: false,
             pack_stream_bytes: crate::limits::PACK_STREAM_BYTES_DEFAULT,
+            caller_commits: true,
         }
     }
 }

@@ -22,7 +22,6 @@ use crate::types::{
     ExpectedVersion, Position,
 };
 use crate::writer::{AppendRequest, Part, Request, RewriteKind, Writer};
-use crossbeam_channel::Sender;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -36,8 +35,9 @@ pub struct Store {
 
 struct Inner {
     shared: Arc<Shared>,
-    sender: Option<Sender<Request>>,
+    sender: Option<crate::writer::Queue>,
     writer: Option<JoinHandle<()>>,
+    lock: crate::writer::Lock,
     indexer: Option<JoinHandle<()>>,
     recovery: RecoveryReport,
 }
@@ -120,20 +120,13 @@ impl Store {
         backend: Arc<dyn Backend>,
     ) -> Result<Store> {
         let (shared, checkpoint, recovery) = recovery::open(dir.as_ref(), options, backend)?;
-        let (tx, rx) = crossbeam_channel::unbounded();
-        let writer = Writer::new(Arc::clone(&shared), rx, checkpoint)?;
-        let thread_shared = Arc::clone(&shared);
+        let (tx, rx, queued) = crate::writer::Queue::new();
+        let writer = Writer::new(Arc::clone(&shared), rx.clone(), queued, checkpoint)?;
+        let lock: crate::writer::Lock = Arc::new(std::sync::Mutex::new(writer));
+        let thread_lock = Arc::clone(&lock);
         let handle = std::thread::Builder::new()
             .name("streamlog-writer".into())
-            .spawn(move || {
-                let result =
-                    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| writer.run()));
-                if result.is_err() {
-                    // Every waiter of the batch sees its reply channel close; later appends see
-                    // the poison.
-                    thread_shared.poison("the writer thread panicked".into());
-                }
-            })
+            .spawn(move || crate::writer::run(&thread_lock, &rx))
             .map_err(|e| Error::io("start writer thread", dir.as_ref(), e))?;
         let indexer = if shared.options.indexes {
             let thread_shared = Arc::clone(&shared);
@@ -151,6 +144,7 @@ impl Store {
                 shared,
                 sender: Some(tx),
                 writer: Some(handle),
+                lock,
                 indexer,
                 recovery,
             }),
@@ -276,14 +270,24 @@ impl Store {
         }
         shared.check_poison()?;
         let (reply, answer) = crate::reply::slot();
-        self.send(Request::Append(AppendRequest {
+        let pipelined = producer.is_some();
+        let mut request = AppendRequest {
             parts: out,
             bytes: usize::try_from(bytes).unwrap_or(usize::MAX),
             close,
             invalidate,
             producer,
             reply,
-        }))?;
+        };
+        // A producer's appends always queue: they must commit in submission order, and its
+        // caller does not wait for them.
+        if shared.options.caller_commits && !pipelined {
+            match crate::writer::commit_on_caller(&self.inner.lock, request) {
+                None => return Ok(answer),
+                Some(back) => request = back,
+            }
+        }
+        self.send(Request::Append(request))?;
         Ok(answer)
     }
 

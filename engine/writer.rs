@@ -1,4 +1,5 @@
-//! The group-commit writer thread (segment-format.md §7). It owns every write of the store.
+//! The group-commit writer (segment-format.md §7). It owns every write of the store; its thread
+//! runs the batches, or a lone appender runs its own (`commit_on_caller`).
 
 use crate::catalog::{Probe, SegmentState, StreamMeta, StreamState};
 use crate::changeset::ChangesetIter;
@@ -32,10 +33,11 @@ use crate::shared::Shared;
 use crate::storage::{FileHandle, OpenMode};
 use crate::types::now_us;
 use crate::types::{AppendResult, Direction, EventData, ExpectedVersion, Position};
-use crossbeam_channel::Receiver;
+use crossbeam_channel::{Receiver, Sender};
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::io;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 
 /// One stream's part of an append.
@@ -80,6 +82,119 @@ enum Alone {
 #[path = "rewrite.rs"]
 mod rewrite;
 pub use rewrite::{RewriteKind, RewriteRequest};
+
+/// The writer's state. Its thread holds it for each batch it runs, and so does an appender that
+/// commits its own append (`commit_on_caller`): one batch at a time either way.
+pub type Lock = Arc<std::sync::Mutex<Writer>>;
+
+fn guard(lock: &Lock) -> std::sync::MutexGuard<'_, Writer> {
+    // A panic in a batch poisons the store (`step_or_poison`): the state left behind only
+    // answers `Poisoned` from then on.
+    lock.lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// The sending end of the writer's channel, with the count of requests sent and not yet taken
+/// into a batch (segment-format.md §7, "Who runs the loop").
+pub struct Queue {
+    tx: Sender<Request>,
+    queued: Arc<AtomicUsize>,
+}
+
+impl Queue {
+    /// The channel to the writer, its receiving end, and the count both ends keep.
+    pub fn new() -> (Queue, Receiver<Request>, Arc<AtomicUsize>) {
+        let (tx, rx) = crossbeam_channel::unbounded();
+        let queued = Arc::new(AtomicUsize::new(0));
+        let queue = Queue {
+            tx,
+            queued: Arc::clone(&queued),
+        };
+        (queue, rx, queued)
+    }
+
+    /// Queue `request` for the writer thread.
+    ///
+    /// # Errors
+    /// `WriterGone` when the writer thread has stopped (the request is dropped: its reply
+    /// answers nothing).
+    pub fn send(&self, request: Request) -> std::result::Result<(), WriterGone> {
+        // Counted before it can be received, so that the count never says "none waits" while
+        // one does: a caller holding the writer's mutex that reads 0 knows that every request
+        // sent before it looked has been committed.
+        self.queued.fetch_add(1, Ordering::SeqCst);
+        self.tx.send(request).map_err(|_| {
+            self.queued.fetch_sub(1, Ordering::SeqCst);
+            WriterGone
+        })
+    }
+}
+
+/// The writer thread has stopped: nothing takes requests any more.
+#[derive(Debug)]
+pub struct WriterGone;
+
+/// The writer thread: run batches until every sender is gone, then leave a clean checkpoint.
+/// A panic in a batch poisons the store and the thread goes on answering `Poisoned`, so no
+/// request sent later waits for an answer that never comes.
+pub fn run(lock: &Lock, rx: &Receiver<Request>) {
+    loop {
+        // The mutex is held from the look at the carried requests to the end of the batch that
+        // takes one: a caller that found none carried (`commit_on_caller`) cannot commit ahead
+        // of one the writer thread holds in its hand.
+        let mut writer = guard(lock);
+        let first = match writer.carried() {
+            Some(r) => r,
+            None => {
+                drop(writer);
+                let Ok(r) = rx.recv() else { break };
+                writer = guard(lock);
+                writer.taken();
+                r
+            }
+        };
+        step_or_poison(&mut writer, first);
+    }
+    let mut writer = guard(lock);
+    writer.close_clean();
+    // Every answer handed to the notifier is given before the writer thread ends (and so
+    // before the last handle's drop returns), as when the thread owned the writer.
+    writer.notifier.take();
+}
+
+/// Commit `request` on the caller's thread (segment-format.md §7, "Who runs the loop") when no
+/// batch is running, none was carried over and no request sent before waits (in the channel,
+/// or in the writer thread's hand between its receive and its taking the mutex); the request
+/// back otherwise, for the channel. The batch holds `request` alone: only the writer thread
+/// takes requests from the channel, in arrival order, which keeps a producer's appends in order
+/// (a caller that took the channel's requests while the writer thread held the one before them
+/// would commit them first: the producer test of `tests/concurrent_writers.rs` caught a first
+/// version doing that).
+pub fn commit_on_caller(lock: &Lock, request: AppendRequest) -> Option<AppendRequest> {
+    let Ok(mut writer) = lock.try_lock() else {
+        // Busy, or poisoned by a panic: the writer thread answers.
+        return Some(request);
+    };
+    if !writer.carry.is_empty() || writer.queued.load(Ordering::SeqCst) != 0 {
+        // Others wait: join them in the writer thread's next batch, and its sync. (This also
+        // keeps appenders from taking the mutex again and again while the writer thread waits
+        // for it with a request in hand.)
+        return Some(request);
+    }
+    writer.step_alone(Request::Append(request));
+    None
+}
+
+/// One batch; a panic in it poisons the store (every waiter of the batch sees its reply
+/// dropped, every later request is answered `Poisoned`).
+fn step_or_poison(writer: &mut Writer, first: Request) {
+    let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        writer.step(first, true);
+    }));
+    if ran.is_err() {
+        writer.shared.poison("the writer panicked".into());
+    }
+}
 
 /// What callers send the writer.
 pub enum Request {
@@ -265,6 +380,9 @@ struct Planned {
 pub struct Writer {
     shared: Arc<Shared>,
     rx: Receiver<Request>,
+    /// Requests sent and not yet taken into a batch (`Queue`); counted down under the mutex
+    /// by whoever takes one from `rx`.
+    queued: Arc<AtomicUsize>,
     streams: HashMap<Arc<str>, WriterStream>,
     tick: u64,
     index_files: HashMap<u64, Handle>,
@@ -305,6 +423,7 @@ impl Writer {
     pub fn new(
         shared: Arc<Shared>,
         rx: Receiver<Request>,
+        queued: Arc<AtomicUsize>,
         checkpoint: Checkpoint,
     ) -> Result<Writer> {
         let path = shared.root.join(CHECKPOINT_FILE);
@@ -326,6 +445,7 @@ impl Writer {
         Ok(Writer {
             shared,
             rx,
+            queued,
             streams: HashMap::new(),
             tick: 0,
             index_files: HashMap::new(),
@@ -346,16 +466,48 @@ impl Writer {
         })
     }
 
-    /// Run until every sender is gone, then leave a clean checkpoint.
-    pub fn run(mut self) {
-        loop {
-            let first = match self.carry.pop_front() {
-                Some(r) => Request::Append(r),
-                None => match self.rx.recv() {
-                    Ok(r) => r,
-                    Err(_) => break,
-                },
-            };
+    /// The first request deferred by the last batch, if any (it goes first in the next).
+    fn carried(&mut self) -> Option<Request> {
+        self.carry.pop_front().map(Request::Append)
+    }
+
+    /// A request was taken from the channel into the batch this writer runs.
+    fn taken(&self) {
+        let before = self.queued.fetch_sub(1, Ordering::SeqCst);
+        assert!(
+            before > 0,
+            "a request taken from the channel was not counted"
+        );
+    }
+
+    /// A batch of `request` alone, on the caller's thread (`commit_on_caller`), poisoning the
+    /// store on a panic as `step_or_poison` does. A request alone in its batch is never
+    /// deferred (only a request before it in the same batch can make it wait), so nothing is
+    /// left carried for the writer thread, which looks for carried requests only when it takes
+    /// one from the channel.
+    fn step_alone(&mut self, request: Request) {
+        let mut next = Some(request);
+        while let Some(r) = next.take() {
+            let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                self.step(r, false);
+            }));
+            if ran.is_err() {
+                self.shared.poison("the writer panicked".into());
+            }
+            debug_assert!(
+                self.carry.is_empty(),
+                "a request alone in its batch was deferred"
+            );
+            // Should one ever be, it is committed here, still without taking requests from
+            // the channel, rather than left for a writer thread that may not wake.
+            next = self.carried();
+        }
+    }
+
+    /// One batch: `first`, then (`drain`: the writer thread's batches) whatever else is
+    /// waiting, up to the batch limits (§7 step 1); plan, write, sync, publish, answer.
+    fn step(&mut self, first: Request, drain: bool) {
+        {
             let mut batch: Vec<AppendRequest> = Vec::new();
             let mut acks: Vec<Arc<Entry>> = Vec::new();
             let mut bytes = 0usize;
@@ -384,9 +536,12 @@ impl Writer {
                 {
                     break;
                 }
+                if !drain {
+                    break;
+                }
                 next = match self.carry.pop_front() {
                     Some(r) => Some(Request::Append(r)),
-                    None => self.rx.try_recv().ok(),
+                    None => self.rx.try_recv().ok().inspect(|_| self.taken()),
                 };
             }
             if let Err(e) = self.shared.check_poison() {
@@ -403,7 +558,7 @@ impl Writer {
                 }
                 // Waiters on durable acks see the poison.
                 self.shared.changed();
-                continue;
+                return;
             }
             self.commit(batch, acks);
             // The batch before it may have poisoned the store.
@@ -415,6 +570,10 @@ impl Writer {
                 (None, _) => {}
             }
         }
+    }
+
+    /// After the last sender is gone: leave a clean checkpoint.
+    fn close_clean(&mut self) {
         if self.shared.check_poison().is_ok() {
             match self.sync_checkpoint(true) {
                 Ok(()) => {

@@ -22,6 +22,8 @@ fn main() {
         .max(1);
     let dir = tempfile::tempdir().expect("temporary folder");
     let indexes = std::env::var("STREAMLOG_INDEXES").map_or(true, |v| v != "0");
+    // STREAMLOG_CALLER_COMMITS=0: every append through the writer thread.
+    let caller_commits = std::env::var("STREAMLOG_CALLER_COMMITS").map_or(true, |v| v != "0");
     // STREAMLOG_SYNC=syncfs|fdatasync|journal (the default) picks the sync mode.
     let sync = match std::env::var("STREAMLOG_SYNC").as_deref() {
         Ok("syncfs") => SyncMode::SyncFs,
@@ -33,6 +35,7 @@ fn main() {
         Options {
             indexes,
             sync,
+            caller_commits,
             ..Options::default()
         },
     )

@@ -25,6 +25,8 @@ fn main() {
         dir.path(),
         Options {
             sync,
+            // STREAMLOG_CALLER_COMMITS=0: every append through the writer thread.
+            caller_commits: std::env::var("STREAMLOG_CALLER_COMMITS").map_or(true, |v| v != "0"),
             journal_bytes: std::env::var("STREAMLOG_JOURNAL_MB")
                 .ok()
                 .and_then(|v| v.parse::<u64>().ok())

@@ -1,6 +1,7 @@
 //! A failed sync is fatal to the handle: the batch's callers and every later append get
 //! `Poisoned`, reads keep working, and reopening recovers everything acknowledged before. A panic
-//! in the writer thread (fault-matrix row 20) poisons the same way, and nobody hangs.
+//! in the writer (fault-matrix row 20), on its thread or on an appender's, poisons the same way,
+//! and nobody hangs.
 
 mod common;
 use common::*;
@@ -14,7 +15,8 @@ use streamlog::storage::{Backend, EntryKind, FileHandle, OpenMode};
 use streamlog::{Error, ExpectedVersion, Options, Store, SyncMode};
 
 /// The real backend, except that every sync fails once `fail` is set, and every write panics
-/// once `panic` is set (writes run on the writer thread).
+/// once `panic` is set (writes run in the writer: on its thread, or on an appender's that found
+/// it idle).
 #[derive(Debug, Default)]
 struct FailingSync {
     fail: Arc<AtomicBool>,
@@ -109,12 +111,14 @@ impl Backend for FailingSync {
     }
 }
 
-fn poison_then_recover(sync: SyncMode) {
+/// A lone appender's batches run on its own thread (`caller_commits`) or on the writer thread.
+fn poison_then_recover(sync: SyncMode, caller_commits: bool) {
     let dir = tempfile::tempdir().unwrap();
     let backend = Arc::new(FailingSync::default());
     let fail = Arc::clone(&backend.fail);
     let options = Options {
         sync,
+        caller_commits,
         ..Options::default()
     };
     let store = Store::open_with_backend(dir.path(), options.clone(), backend).unwrap();
@@ -163,17 +167,18 @@ fn poison_then_recover(sync: SyncMode) {
 
 #[test]
 fn syncfs_failure_poisons_and_reopen_recovers() {
-    poison_then_recover(SyncMode::SyncFs);
+    poison_then_recover(SyncMode::SyncFs, true);
 }
 
 #[test]
 fn fdatasync_failure_poisons_and_reopen_recovers() {
-    poison_then_recover(SyncMode::Fdatasync);
+    poison_then_recover(SyncMode::Fdatasync, true);
 }
 
 #[test]
 fn journal_fdatasync_failure_poisons_and_reopen_recovers() {
-    poison_then_recover(SyncMode::Journal);
+    poison_then_recover(SyncMode::Journal, true);
+    poison_then_recover(SyncMode::Journal, false);
 }
 
 #[test]
@@ -211,11 +216,21 @@ fn concurrent_waiters_of_a_failing_batch_all_get_the_error() {
 
 #[test]
 fn a_writer_panic_poisons_and_nobody_hangs() {
+    // On the appenders' threads (each finding the writer idle), and on the writer thread alone.
+    for caller_commits in [true, false] {
+        a_writer_panic_poisons(caller_commits);
+    }
+}
+
+fn a_writer_panic_poisons(caller_commits: bool) {
     let dir = tempfile::tempdir().unwrap();
     let backend = Arc::new(FailingSync::default());
     let store = Store::open_with_backend(
         dir.path(),
-        Options::default(),
+        Options {
+            caller_commits,
+            ..Options::default()
+        },
         Arc::clone(&backend) as Arc<dyn Backend>,
     )
     .unwrap();

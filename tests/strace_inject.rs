@@ -1,9 +1,15 @@
 //! Faults injected by the real kernel path (fault-matrix rows 5 to 7, harness STRACE):
-//! `strace -e inject=` makes the n-th `syncfs`, `fdatasync`, `pwrite64` or `openat` of the writer
-//! thread fail with EIO or ENOSPC, in each sync mode. The child appends one event at a time and reports every
-//! acknowledgement on stdout; the parent reopens the store without strace and checks that every
-//! acknowledged event is there, that the failed append poisoned the handle, and that appending
-//! works again after reopening.
+//! `strace -e inject=` makes the n-th `syncfs`, `fdatasync`, `pwrite64` or `openat` of the thread
+//! that runs the batches fail with EIO or ENOSPC, in each sync mode. The child appends one event
+//! at a time and reports every acknowledgement on stdout; the parent reopens the store without
+//! strace and checks that every acknowledged event is there, that the failed append poisoned the
+//! handle, and that appending works again after reopening.
+//!
+//! strace counts calls per thread. Every case runs twice: with `caller_commits` off, the writer
+//! thread runs every batch; on, the child's appending thread (a thread of its own, started after
+//! the store is open) finds the writer idle at each append and runs the batch itself
+//! (segment-format.md §7, "Who runs the loop"). Either thread makes the same calls in the same
+//! order, so one count names the same call in both.
 //!
 //! Needs `strace` (`.ci/run` installs it); without it these tests say so and do nothing.
 
@@ -15,8 +21,9 @@ use streamlog::{Error, EventData, ExpectedVersion, Options, Store, SyncMode};
 
 const APPENDS: u64 = 30;
 
-fn options(mode: &str) -> Options {
+fn options(mode: &str, caller_commits: bool) -> Options {
     Options {
+        caller_commits,
         sync: match mode {
             "fdatasync" => SyncMode::Fdatasync,
             "journal" => SyncMode::Journal,
@@ -36,9 +43,16 @@ fn payload(i: u64) -> Vec<u8> {
 fn child_appends_under_strace() {
     let dir = std::env::var("STREAMLOG_STRACE_DIR").unwrap();
     let mode = std::env::var("STREAMLOG_STRACE_MODE").unwrap();
-    let store = Store::open_with(&dir, options(&mode)).unwrap();
+    let caller_commits = std::env::var("STREAMLOG_STRACE_CALLER").unwrap() == "1";
+    let store = Store::open_with(&dir, options(&mode, caller_commits)).unwrap();
     // The test harness's own line is not ended.
     println!();
+    // A thread of its own: its count of calls starts at the first append, as the writer
+    // thread's does.
+    std::thread::spawn(move || appends(&store)).join().unwrap();
+}
+
+fn appends(store: &Store) {
     for i in 0..APPENDS {
         // A new stream every third append, so that file creation is on the path too.
         let stream = format!("s-{}", i / 3);
@@ -76,7 +90,7 @@ fn strace_present() -> bool {
 }
 
 /// Run the child with `inject`; returns its report lines.
-fn run(dir: &Path, mode: &str, syscall: &str, inject: &str) -> Vec<String> {
+fn run(dir: &Path, mode: &str, caller_commits: bool, syscall: &str, inject: &str) -> Vec<String> {
     let exe = std::env::current_exe().unwrap();
     let output = Command::new("strace")
         .args(["-f", "-qq", "-o", "/dev/null", "-e"])
@@ -96,6 +110,10 @@ fn run(dir: &Path, mode: &str, syscall: &str, inject: &str) -> Vec<String> {
         .env_remove("LD_LIBRARY_PATH")
         .env("STREAMLOG_STRACE_DIR", dir)
         .env("STREAMLOG_STRACE_MODE", mode)
+        .env(
+            "STREAMLOG_STRACE_CALLER",
+            if caller_commits { "1" } else { "0" },
+        )
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&output.stdout).to_string();
@@ -161,8 +179,8 @@ fn check(dir: &Path, mode: &str, report: &[String], what: &str, expect: &str) {
             );
         }
     }
-    let store =
-        Store::open_with(dir, options(mode)).unwrap_or_else(|e| panic!("{what}: reopen: {e}"));
+    let store = Store::open_with(dir, options(mode, true))
+        .unwrap_or_else(|e| panic!("{what}: reopen: {e}"));
     check_invariants(&store);
     let all = all(&store);
     for (i, stream, position) in &acked {
@@ -187,16 +205,18 @@ fn case(mode: &str, syscall: &str, inject: &str, expect: &str) {
         );
         return;
     }
-    let dir = tempfile::tempdir().unwrap();
-    let what = format!("{mode}: {syscall} {inject}");
-    let report = run(dir.path(), mode, syscall, inject);
-    eprintln!("{what}: {report:?}");
-    check(dir.path(), mode, &report, &what, expect);
+    for caller_commits in [false, true] {
+        let dir = tempfile::tempdir().unwrap();
+        let what = format!("{mode}: {syscall} {inject}, caller_commits {caller_commits}");
+        let report = run(dir.path(), mode, caller_commits, syscall, inject);
+        eprintln!("{what}: {report:?}");
+        check(dir.path(), mode, &report, &what, expect);
+    }
 }
 
 #[test]
 fn syncfs_eio_poisons_and_loses_nothing_acknowledged() {
-    // The writer thread's 6th syncfs and every later one fail.
+    // The batches' thread's 6th syncfs and every later one fail.
     case("syncfs", "syncfs", "error=EIO:when=6+", "poisoned");
 }
 
@@ -206,7 +226,7 @@ fn fdatasync_eio_poisons_and_loses_nothing_acknowledged() {
 }
 
 /// The journal's own `fdatasync` (the only sync of a batch under `SyncMode::Journal`), and its
-/// writes: the writer thread's 6th `fdatasync`, or 10th `pwrite64`, and every later one fail.
+/// writes: the batches' thread's 6th `fdatasync`, or 10th `pwrite64`, and every later one fail.
 #[test]
 fn journal_fdatasync_and_pwrite_failures_poison_and_lose_nothing_acknowledged() {
     case("journal", "fdatasync", "error=EIO:when=6+", "poisoned");
@@ -223,10 +243,9 @@ fn pwrite_eio_and_enospc_poison_and_lose_nothing_acknowledged() {
 
 #[test]
 fn failed_file_creation_poisons_and_loses_nothing_acknowledged() {
-    // Counters are per thread: the loader and the open of the store make fewer than 15
-    // `openat` calls on their threads. The writer thread looks each new stream up (an `openat`
-    // that finds nothing), then creates its segment: its 15th call looks up the 7th stream, its
-    // 16th creates it.
+    // Counters are per thread: the loader and the open of the store make theirs on other
+    // threads. The batches' thread looks each new stream up (an `openat` that finds nothing),
+    // then creates its segment: its 15th call looks up the 7th stream, its 16th creates it.
     case("syncfs", "openat", "error=ENOSPC:when=15", "io");
     case("syncfs", "openat", "error=ENOSPC:when=16", "poisoned");
     // Out of descriptors: the writer closes its cached files and tries again.

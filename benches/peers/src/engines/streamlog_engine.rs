@@ -2,7 +2,7 @@
 
 use crate::engine::{Engine, Event, Expected, Factory, Result};
 use std::path::Path;
-use streamlog::{Direction, EventData, ExpectedVersion, Position, Store};
+use streamlog::{Direction, EventData, ExpectedVersion, Options, Position, Store};
 
 pub struct StreamlogFactory;
 
@@ -20,8 +20,14 @@ impl Factory for StreamlogFactory {
     }
 
     fn open(&self, dir: &Path) -> Result<Box<dyn Engine>> {
+        // `STREAMLOG_CALLER_COMMITS=0`: every append through the writer thread (the option's
+        // A/B in the README); the default otherwise.
+        let options = Options {
+            caller_commits: std::env::var("STREAMLOG_CALLER_COMMITS").map_or(true, |v| v != "0"),
+            ..Options::default()
+        };
         Ok(Box::new(StreamlogEngine {
-            store: Store::open(dir)?,
+            store: Store::open_with(dir, options)?,
         }))
     }
 }
