@@ -153,7 +153,7 @@ pub fn run(lock: &Lock, rx: &Receiver<Request>) {
                 r
             }
         };
-        step_or_poison(&mut writer, first);
+        step_or_poison(&mut writer, first, true);
     }
     let mut writer = guard(lock);
     writer.close_clean();
@@ -185,11 +185,11 @@ pub fn commit_on_caller(lock: &Lock, request: AppendRequest) -> Option<AppendReq
     None
 }
 
-/// One batch; a panic in it poisons the store (every waiter of the batch sees its reply
-/// dropped, every later request is answered `Poisoned`).
-fn step_or_poison(writer: &mut Writer, first: Request) {
+/// One batch (`Writer::step`); a panic in it poisons the store (every waiter of the batch sees
+/// its reply dropped, every later request is answered `Poisoned`).
+fn step_or_poison(writer: &mut Writer, first: Request, drain: bool) {
     let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        writer.step(first, true);
+        writer.step(first, drain);
     }));
     if ran.is_err() {
         writer.shared.poison("the writer panicked".into());
@@ -480,20 +480,14 @@ impl Writer {
         );
     }
 
-    /// A batch of `request` alone, on the caller's thread (`commit_on_caller`), poisoning the
-    /// store on a panic as `step_or_poison` does. A request alone in its batch is never
-    /// deferred (only a request before it in the same batch can make it wait), so nothing is
-    /// left carried for the writer thread, which looks for carried requests only when it takes
-    /// one from the channel.
+    /// A batch of `request` alone, on the caller's thread (`commit_on_caller`). A request alone
+    /// in its batch is never deferred (only a request before it in the same batch can make it
+    /// wait), so nothing is left carried for the writer thread, which looks for carried
+    /// requests only before it waits on the channel.
     fn step_alone(&mut self, request: Request) {
         let mut next = Some(request);
         while let Some(r) = next.take() {
-            let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                self.step(r, false);
-            }));
-            if ran.is_err() {
-                self.shared.poison("the writer panicked".into());
-            }
+            step_or_poison(self, r, false);
             debug_assert!(
                 self.carry.is_empty(),
                 "a request alone in its batch was deferred"
@@ -507,68 +501,66 @@ impl Writer {
     /// One batch: `first`, then (`drain`: the writer thread's batches) whatever else is
     /// waiting, up to the batch limits (§7 step 1); plan, write, sync, publish, answer.
     fn step(&mut self, first: Request, drain: bool) {
-        {
-            let mut batch: Vec<AppendRequest> = Vec::new();
-            let mut acks: Vec<Arc<Entry>> = Vec::new();
-            let mut bytes = 0usize;
-            let mut rewrite = None;
-            let mut next = Some(first);
-            while let Some(r) = next.take() {
-                match r {
-                    Request::Append(r) => {
-                        bytes += r.bytes;
-                        batch.push(r);
-                    }
-                    // At most one request per subscription is queued at a time
-                    // (segment-format.md §11), so acks cannot flood a batch.
-                    Request::Ack(e) => acks.push(e),
-                    Request::Rewrite(r) => {
-                        rewrite = Some(Alone::Rewrite(r));
-                        break;
-                    }
-                    Request::Checkpoint(r) => {
-                        rewrite = Some(Alone::Checkpoint(r));
-                        break;
-                    }
+        let mut batch: Vec<AppendRequest> = Vec::new();
+        let mut acks: Vec<Arc<Entry>> = Vec::new();
+        let mut bytes = 0usize;
+        let mut rewrite = None;
+        let mut next = Some(first);
+        while let Some(r) = next.take() {
+            match r {
+                Request::Append(r) => {
+                    bytes += r.bytes;
+                    batch.push(r);
                 }
-                if batch.len() >= self.shared.options.batch_appends_max
-                    || bytes >= self.shared.options.batch_bytes_max
-                {
+                // At most one request per subscription is queued at a time
+                // (segment-format.md §11), so acks cannot flood a batch.
+                Request::Ack(e) => acks.push(e),
+                Request::Rewrite(r) => {
+                    rewrite = Some(Alone::Rewrite(r));
                     break;
                 }
-                if !drain {
+                Request::Checkpoint(r) => {
+                    rewrite = Some(Alone::Checkpoint(r));
                     break;
                 }
-                next = match self.carry.pop_front() {
-                    Some(r) => Some(Request::Append(r)),
-                    None => self.rx.try_recv().ok().inspect(|_| self.taken()),
-                };
             }
-            if let Err(e) = self.shared.check_poison() {
-                for r in batch {
-                    if let Some(link) = &r.producer {
-                        link.fail(&e);
-                    }
-                    r.reply.send(Err(e.duplicate()));
+            if batch.len() >= self.shared.options.batch_appends_max
+                || bytes >= self.shared.options.batch_bytes_max
+            {
+                break;
+            }
+            if !drain {
+                break;
+            }
+            next = match self.carry.pop_front() {
+                Some(r) => Some(Request::Append(r)),
+                None => self.rx.try_recv().ok().inspect(|_| self.taken()),
+            };
+        }
+        if let Err(e) = self.shared.check_poison() {
+            for r in batch {
+                if let Some(link) = &r.producer {
+                    link.fail(&e);
                 }
-                match rewrite {
-                    Some(Alone::Rewrite(r)) => r.reply.send(Err(e.duplicate())),
-                    Some(Alone::Checkpoint(r)) => r.send(Err(e.duplicate())),
-                    None => {}
-                }
-                // Waiters on durable acks see the poison.
-                self.shared.changed();
-                return;
+                r.reply.send(Err(e.duplicate()));
             }
-            self.commit(batch, acks);
-            // The batch before it may have poisoned the store.
-            match (rewrite, self.shared.check_poison()) {
-                (Some(Alone::Rewrite(r)), Ok(())) => self.rewrite(r),
-                (Some(Alone::Rewrite(r)), Err(e)) => r.reply.send(Err(e)),
-                (Some(Alone::Checkpoint(r)), Ok(())) => r.send(self.durable_checkpoint()),
-                (Some(Alone::Checkpoint(r)), Err(e)) => r.send(Err(e)),
-                (None, _) => {}
+            match rewrite {
+                Some(Alone::Rewrite(r)) => r.reply.send(Err(e.duplicate())),
+                Some(Alone::Checkpoint(r)) => r.send(Err(e.duplicate())),
+                None => {}
             }
+            // Waiters on durable acks see the poison.
+            self.shared.changed();
+            return;
+        }
+        self.commit(batch, acks);
+        // The batch before it may have poisoned the store.
+        match (rewrite, self.shared.check_poison()) {
+            (Some(Alone::Rewrite(r)), Ok(())) => self.rewrite(r),
+            (Some(Alone::Rewrite(r)), Err(e)) => r.reply.send(Err(e)),
+            (Some(Alone::Checkpoint(r)), Ok(())) => r.send(self.durable_checkpoint()),
+            (Some(Alone::Checkpoint(r)), Err(e)) => r.send(Err(e)),
+            (None, _) => {}
         }
     }
 
