@@ -440,8 +440,15 @@ impl Writer {
             backend
                 .rename(&tmp, &seg0)
                 .map_err(|e| fatal(Error::io("rename", &tmp, e)))?;
-            self.sync_dir_or_fs(&fanout).map_err(fatal)?;
-            crate::killpoint::reached("rewrite-renamed");
+            // Its sync's outcome waits until the new state is published: once the rename has
+            // replaced segment 0, this handle's readers can only find the new one there, and
+            // the old state would show them the stream half removed (its packed prefix still
+            // there, its segments' events gone: the `api_model` fuzzer found it after a failed
+            // `syncfs`). Whether the rename is durable, the next open settles.
+            let synced = self.sync_dir_or_fs(&fanout);
+            if synced.is_ok() {
+                crate::killpoint::reached("rewrite-renamed");
+            }
             // Committed: publish the head (the base record's position), then the new state;
             // no cached mapping of the old files outlives the old state.
             self.head = position;
@@ -454,6 +461,7 @@ impl Writer {
                 generation: guard.generation + 1,
                 ..new_state
             };
+            synced.map_err(fatal)?;
         }
         // A packed prefix stays in its pack, where `read_all` would find it: a `REMOVALS`
         // record says what the base record covers (segment-format.md §19). A crash before it
