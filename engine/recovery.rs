@@ -101,6 +101,16 @@ fn create_dir_all(backend: &dyn Backend, dir: &Path) -> Result<()> {
     Ok(())
 }
 
+/// Whether the checkpoint that marks this handle open (`CLEAN` clear) is on disk yet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OpenMark {
+    /// Recovery wrote it and synced it (with everything else it did): nothing to do.
+    Durable,
+    /// After a clean close recovery wrote nothing: the writer writes the checkpoint it was
+    /// handed, and syncs it, before the first thing it writes (segment-format.md §8, step 6).
+    Pending,
+}
+
 fn read_small(backend: &dyn Backend, path: &Path, len: usize) -> Result<Option<Vec<u8>>> {
     crate::storage::read_prefix(backend, path, len).map_err(|e| Error::io("read", path, e))
 }
@@ -252,7 +262,7 @@ pub fn open(
     root: &Path,
     mut options: Options,
     backend: Arc<dyn Backend>,
-) -> Result<(Arc<Shared>, Checkpoint, RecoveryReport)> {
+) -> Result<(Arc<Shared>, Checkpoint, RecoveryReport, OpenMark)> {
     options.validate()?;
     // The writer's cache of open segment files keeps to half of the process's descriptor limit:
     // the other half is the embedding program's (fault-matrix row 16).
@@ -410,9 +420,6 @@ pub fn open(
         journal_sequence: replayed.next_sequence.max(1),
         journal_offset: crate::format::journal::JOURNAL_HEADER_BYTES,
     };
-    let cfile = backend
-        .open(&cpath, OpenMode::ReadWrite)
-        .map_err(|e| Error::io("open checkpoint", &cpath, e))?;
     if !created
         && checkpoint.clean
         && replayed.frames == 0
@@ -422,21 +429,19 @@ pub fn open(
     {
         // After a clean close nothing is unsynced and there is nothing to cut: only the mark
         // that this handle is open (`CLEAN` clear) must be durable before it writes anything,
-        // so that a batch failing later is never mistaken for a clean close. One `fdatasync` of
-        // the checkpoint, not a `syncfs`, whose cost grows with whatever else is dirty on the
-        // file system (segment-format.md §8, step 6).
-        cfile
-            .write_all_at(&fresh.encode(), fresh.slot_offset())
-            .map_err(|e| Error::io("write checkpoint", &cpath, e))?;
-        cfile
-            .sync_data()
-            .map_err(|e| Error::io("fsync checkpoint", &cpath, e))?;
+        // so that a batch failing later is never mistaken for a clean close. The writer writes
+        // and syncs that mark before the first thing it writes (`Writer::mark_open`), not
+        // here: an open that only reads then writes nothing at all, and an open costs no sync
+        // (segment-format.md §8, step 6).
         shared.publish(head);
         shared
             .checkpoint_head
             .store(head, std::sync::atomic::Ordering::Release);
-        return Ok((shared, fresh, report));
+        return Ok((shared, fresh, report, OpenMark::Pending));
     }
+    let cfile = backend
+        .open(&cpath, OpenMode::ReadWrite)
+        .map_err(|e| Error::io("open checkpoint", &cpath, e))?;
     cut_index_after(&shared, head)?;
     // Leave a checkpoint that is not clean: a crash from now on must verify the tail again.
     cfile
@@ -455,7 +460,7 @@ pub fn open(
     shared
         .checkpoint_head
         .store(head, std::sync::atomic::Ordering::Release);
-    Ok((shared, fresh, report))
+    Ok((shared, fresh, report, OpenMark::Durable))
 }
 
 /// Step 3: the last position of the last append after `from` whose entries and records all

@@ -119,9 +119,9 @@ impl Store {
         options: Options,
         backend: Arc<dyn Backend>,
     ) -> Result<Store> {
-        let (shared, checkpoint, recovery) = recovery::open(dir.as_ref(), options, backend)?;
+        let (shared, checkpoint, recovery, mark) = recovery::open(dir.as_ref(), options, backend)?;
         let (tx, rx, queued) = crate::writer::Queue::new();
-        let writer = Writer::new(Arc::clone(&shared), rx.clone(), queued, checkpoint)?;
+        let writer = Writer::new(Arc::clone(&shared), rx.clone(), queued, checkpoint, mark)?;
         let lock: crate::writer::Lock = Arc::new(std::sync::Mutex::new(writer));
         let thread_lock = Arc::clone(&lock);
         let handle = std::thread::Builder::new()

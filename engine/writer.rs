@@ -417,6 +417,9 @@ pub struct Writer {
     tables: HashMap<u16, TableCursor>,
     /// Pack records removed by rewrites, until their whole blocks are given back.
     dead: crate::packs::DeadRanges,
+    /// After a clean close: the checkpoint that marks this handle open, written and synced
+    /// before the first thing this handle writes (`mark_open`); `None` once it is durable.
+    open_mark: Option<Checkpoint>,
 }
 
 impl Writer {
@@ -425,6 +428,7 @@ impl Writer {
         rx: Receiver<Request>,
         queued: Arc<AtomicUsize>,
         checkpoint: Checkpoint,
+        mark: crate::recovery::OpenMark,
     ) -> Result<Writer> {
         let path = shared.root.join(CHECKPOINT_FILE);
         let file: Handle = Arc::from(
@@ -463,6 +467,7 @@ impl Writer {
             pack: None,
             tables: HashMap::new(),
             dead: crate::packs::DeadRanges::default(),
+            open_mark: (mark == crate::recovery::OpenMark::Pending).then_some(checkpoint),
         })
     }
 
@@ -537,7 +542,9 @@ impl Writer {
                 None => self.rx.try_recv().ok().inspect(|_| self.taken()),
             };
         }
-        if let Err(e) = self.shared.check_poison() {
+        // Nothing is written before this handle's open mark is durable.
+        let ready = self.shared.check_poison().and_then(|()| self.mark_open());
+        if let Err(e) = ready {
             for r in batch {
                 if let Some(link) = &r.producer {
                     link.fail(&e);
@@ -564,8 +571,41 @@ impl Writer {
         }
     }
 
-    /// After the last sender is gone: leave a clean checkpoint.
+    /// Before the first thing a handle opened after a clean close writes: the checkpoint that
+    /// marks it open (`CLEAN` clear), written and synced (segment-format.md §8, step 6).
+    /// Without it, a batch that failed later would leave files behind a checkpoint still
+    /// saying `CLEAN`, and the next open would skip the `syncfs` they need. A failure poisons
+    /// the store, as any failed write or sync of the writer does.
+    fn mark_open(&mut self) -> Result<()> {
+        let Some(mark) = self.open_mark.take() else {
+            return Ok(());
+        };
+        assert!(
+            !mark.clean && mark.sequence == self.checkpoint_sequence,
+            "the open mark is the checkpoint recovery handed the writer"
+        );
+        let path = self.shared.root.join(CHECKPOINT_FILE);
+        let written = self
+            .checkpoint_file
+            .write_all_at(&mark.encode(), mark.slot_offset())
+            .map_err(|e| Error::io("write checkpoint", &path, e))
+            .and_then(|()| {
+                self.checkpoint_file
+                    .sync_data()
+                    .map_err(|e| Error::io("fsync checkpoint", &path, e))
+            });
+        written.map_err(|e| Error::Poisoned {
+            cause: self.poison_with(&e),
+        })
+    }
+
+    /// After the last sender is gone: leave a clean checkpoint. A handle that wrote nothing
+    /// (its open mark still pending) leaves the clean checkpoint it found: it claims the same
+    /// head, and the journal is as empty as that close left it.
     fn close_clean(&mut self) {
+        if self.open_mark.is_some() {
+            return;
+        }
         if self.shared.check_poison().is_ok() {
             match self.sync_checkpoint(true) {
                 Ok(()) => {
