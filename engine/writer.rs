@@ -409,8 +409,12 @@ pub struct Writer {
     /// Without a journal: the journal sequence every checkpoint names, kept as recovery left
     /// it (a store may switch sync modes between opens).
     journal_sequence: u64,
-    /// Answers large batches (engine/notify.rs); joined when the writer is dropped.
+    /// Answers large batches (engine/notify.rs); started by the first batch that needs it
+    /// (a thread started at open was a twentieth of a reopen's time, `perf`, session 16), and
+    /// joined when the writer is dropped.
     notifier: Option<crate::notify::Notifier>,
+    /// The notifier was started, or its start failed (then the writer answers every batch).
+    notifier_started: bool,
     /// The current pack, loaded at the first packed append (segment-format.md §19).
     pack: Option<PackCursor>,
     /// Fan-out tables this writer appended to or looked at.
@@ -463,7 +467,8 @@ impl Writer {
             open_files: 0,
             journal,
             journal_sequence: checkpoint.journal_sequence,
-            notifier: crate::notify::Notifier::start(),
+            notifier: None,
+            notifier_started: false,
             pack: None,
             tables: HashMap::new(),
             dead: crate::packs::DeadRanges::default(),
@@ -861,6 +866,10 @@ impl Writer {
                         p.reply.send(Ok(p.result));
                     }
                 };
+                if many && !self.notifier_started {
+                    self.notifier_started = true;
+                    self.notifier = crate::notify::Notifier::start();
+                }
                 match &self.notifier {
                     Some(notifier) if many => {
                         if let Err(answers) = notifier.send(Box::new(answers)) {

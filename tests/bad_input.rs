@@ -216,6 +216,30 @@ fn appends_larger_than_a_segment_are_refused() {
 /// child and the test that reopens after a close take turns.
 static FORK_GUARD: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
+/// `LOCK` names the process holding the store, whatever an earlier holder left in it: it is
+/// written over at a fixed width (never truncated first), and longer leftovers are cut.
+#[test]
+fn the_lock_file_names_the_holder() {
+    let _turn = FORK_GUARD
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let dir = tempfile::tempdir().unwrap();
+    let pid = std::process::id().to_string();
+    for leftover in [
+        "",
+        "1\n",
+        "4294967295\n",
+        "a much longer leftover than any pid line\n",
+    ] {
+        std::fs::write(dir.path().join("LOCK"), leftover).unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let text = std::fs::read_to_string(dir.path().join("LOCK")).unwrap();
+        assert_eq!(text.trim_end(), pid, "after {leftover:?}");
+        assert_eq!(text.len(), 11, "after {leftover:?}");
+        drop(store);
+    }
+}
+
 #[test]
 fn a_second_open_in_the_same_process_is_locked() {
     let _turn = FORK_GUARD
