@@ -36,18 +36,43 @@ pub struct Store {
 struct Inner {
     shared: Arc<Shared>,
     sender: Option<crate::writer::Queue>,
-    writer: Option<JoinHandle<()>>,
+    /// The writer thread, started by the first request sent to the channel (`start_writer`):
+    /// a handle whose callers commit their own batches, or that only reads, never needs it,
+    /// and its start was a twentieth of a reopen's time (`perf`, session 16).
+    writer: std::sync::Mutex<WriterThread>,
     lock: crate::writer::Lock,
     indexer: Option<JoinHandle<()>>,
     recovery: RecoveryReport,
+}
+
+/// The writer thread of a handle (segment-format.md §7).
+enum WriterThread {
+    /// Not started yet: the receiving end it will take.
+    NotStarted(crossbeam_channel::Receiver<Request>),
+    Running(JoinHandle<()>),
+    /// Joined at close (or never started, and closed without it).
+    Stopped,
 }
 
 impl Drop for Inner {
     fn drop(&mut self) {
         // Closing the channel ends the writer's loop once the queue is drained.
         self.sender.take();
-        if let Some(w) = self.writer.take() {
-            let _ = w.join();
+        let thread = std::mem::replace(
+            &mut *self
+                .writer
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+            WriterThread::Stopped,
+        );
+        match thread {
+            WriterThread::Running(w) => {
+                let _ = w.join();
+            }
+            // No thread ever ran: the batches of this handle ran on their callers' threads,
+            // and the close the thread would have made is made here.
+            WriterThread::NotStarted(_) => crate::writer::close(&self.lock),
+            WriterThread::Stopped => {}
         }
         // A background index compaction still running holds the store (and its lock).
         let compactor = self
@@ -123,11 +148,6 @@ impl Store {
         let (tx, rx, queued) = crate::writer::Queue::new();
         let writer = Writer::new(Arc::clone(&shared), rx.clone(), queued, checkpoint, mark)?;
         let lock: crate::writer::Lock = Arc::new(std::sync::Mutex::new(writer));
-        let thread_lock = Arc::clone(&lock);
-        let handle = std::thread::Builder::new()
-            .name("streamlog-writer".into())
-            .spawn(move || crate::writer::run(&thread_lock, &rx))
-            .map_err(|e| Error::io("start writer thread", dir.as_ref(), e))?;
         let indexer = if shared.options.indexes {
             let thread_shared = Arc::clone(&shared);
             Some(
@@ -143,7 +163,7 @@ impl Store {
             inner: Arc::new(Inner {
                 shared,
                 sender: Some(tx),
-                writer: Some(handle),
+                writer: std::sync::Mutex::new(WriterThread::NotStarted(rx)),
                 lock,
                 indexer,
                 recovery,
@@ -626,6 +646,7 @@ impl Store {
 
     fn send(&self, request: Request) -> Result<()> {
         let sender = self.inner.sender.as_ref().ok_or(Error::Closed)?;
+        self.start_writer()?;
         if sender.send(request).is_err() {
             self.inner.shared.check_poison()?;
             return Err(Error::Poisoned {
@@ -696,7 +717,43 @@ impl Store {
         let shared = &self.inner.shared;
         shared.check_poison()?;
         let sender = self.inner.sender.as_ref().ok_or(Error::Closed)?;
+        self.start_writer()?;
         sender.send(Request::Ack(entry)).map_err(|_| Error::Closed)
+    }
+
+    /// Start the writer thread unless it runs: before the first request is sent to the
+    /// channel, so that no request waits there for a thread that does not exist.
+    ///
+    /// # Errors
+    /// `Io` when the thread cannot be started (the request is not sent).
+    fn start_writer(&self) -> Result<()> {
+        let mut thread = self
+            .inner
+            .writer
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if !matches!(*thread, WriterThread::NotStarted(_)) {
+            return Ok(());
+        }
+        let WriterThread::NotStarted(rx) = std::mem::replace(&mut *thread, WriterThread::Stopped)
+        else {
+            unreachable!("matched above")
+        };
+        let lock = Arc::clone(&self.inner.lock);
+        let keep = rx.clone();
+        match std::thread::Builder::new()
+            .name("streamlog-writer".into())
+            .spawn(move || crate::writer::run(&lock, &rx))
+        {
+            Ok(handle) => {
+                *thread = WriterThread::Running(handle);
+                Ok(())
+            }
+            Err(e) => {
+                *thread = WriterThread::NotStarted(keep);
+                Err(Error::io("start writer thread", &self.inner.shared.root, e))
+            }
+        }
     }
 
     /// Every stream id of the store, in no particular order. This walks the stream folders: it

@@ -155,10 +155,16 @@ pub fn run(lock: &Lock, rx: &Receiver<Request>) {
         };
         step_or_poison(&mut writer, first, true);
     }
+    close(lock);
+}
+
+/// The end of a handle, once no request can come: leave a clean checkpoint, and give every
+/// answer handed to the notifier before returning (and so before the last handle's drop
+/// returns). Run by the writer thread when its channel closes, or by the drop of a handle
+/// whose writer thread never started.
+pub fn close(lock: &Lock) {
     let mut writer = guard(lock);
     writer.close_clean();
-    // Every answer handed to the notifier is given before the writer thread ends (and so
-    // before the last handle's drop returns), as when the thread owned the writer.
     writer.notifier.take();
 }
 
