@@ -221,8 +221,10 @@ fn run_engine(factory: &dyn Factory, base: &Path, sizes: &Sizes) -> Result<Figur
         eprintln!("  W5 {:.0} events/s (checksum {sum})", f.w5_rate);
     }
     f.disk_bytes = disk_usage(&many);
-    // W6: the median of `W6_REOPENS` reopens, each timed from the open to the end of the first
-    // read (one reopen alone varied by a third from run to run here).
+    // W6: the first reopen after the load, timed from the open to the end of the first read
+    // (what the workload asks: RocksDB and fjall do their recovery work there). One reopen
+    // varied by a third from run to run here, so `W6_REOPENS - 1` more are timed and their
+    // median printed beside it.
     let mut reopens = Vec::with_capacity(W6_REOPENS);
     for _ in 0..W6_REOPENS {
         let start = Instant::now();
@@ -239,19 +241,22 @@ fn run_engine(factory: &dyn Factory, base: &Path, sizes: &Sizes) -> Result<Figur
         }
         drop(engine);
     }
-    reopens.sort_by(f64::total_cmp);
-    f.w6_ms = reopens[reopens.len() / 2];
+    f.w6_ms = reopens[0];
+    let mut later = reopens[1..].to_vec();
+    later.sort_by(f64::total_cmp);
     eprintln!(
-        "  W6 {:.1} ms (median of {W6_REOPENS}; {:.1} to {:.1})",
+        "  W6 {:.1} ms (the next {} reopens: median {:.1} ms, {:.1} to {:.1})",
         f.w6_ms,
-        reopens[0],
-        reopens[reopens.len() - 1]
+        later.len(),
+        later[later.len() / 2],
+        later[0],
+        later[later.len() - 1]
     );
     let _ = std::fs::remove_dir_all(&dir);
     Ok(f)
 }
 
-/// Reopens whose median is W6.
+/// Reopens timed for W6: the first is W6, the median of the others is printed beside it.
 const W6_REOPENS: usize = 5;
 
 /// W1 of one engine: appends/s, p50 and p99 in µs.
