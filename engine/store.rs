@@ -40,6 +40,8 @@ struct Inner {
     /// a handle whose callers commit their own batches, or that only reads, never needs it,
     /// and its start was a twentieth of a reopen's time (`perf`, session 16).
     writer: std::sync::Mutex<WriterThread>,
+    /// `writer` is `Running`: read by every send before it takes `writer`'s mutex.
+    writer_started: std::sync::atomic::AtomicBool,
     lock: crate::writer::Lock,
     indexer: Option<JoinHandle<()>>,
     recovery: RecoveryReport,
@@ -164,6 +166,7 @@ impl Store {
                 shared,
                 sender: Some(tx),
                 writer: std::sync::Mutex::new(WriterThread::NotStarted(rx)),
+                writer_started: std::sync::atomic::AtomicBool::new(false),
                 lock,
                 indexer,
                 recovery,
@@ -727,33 +730,32 @@ impl Store {
     /// # Errors
     /// `Io` when the thread cannot be started (the request is not sent).
     fn start_writer(&self) -> Result<()> {
+        // Every request sent to the channel passes here: once the thread runs, no lock.
+        if self
+            .inner
+            .writer_started
+            .load(std::sync::atomic::Ordering::Acquire)
+        {
+            return Ok(());
+        }
         let mut thread = self
             .inner
             .writer
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if !matches!(*thread, WriterThread::NotStarted(_)) {
+        let WriterThread::NotStarted(rx) = &*thread else {
             return Ok(());
-        }
-        let WriterThread::NotStarted(rx) = std::mem::replace(&mut *thread, WriterThread::Stopped)
-        else {
-            unreachable!("matched above")
         };
-        let lock = Arc::clone(&self.inner.lock);
-        let keep = rx.clone();
-        match std::thread::Builder::new()
+        let (lock, rx) = (Arc::clone(&self.inner.lock), rx.clone());
+        let handle = std::thread::Builder::new()
             .name("streamlog-writer".into())
             .spawn(move || crate::writer::run(&lock, &rx))
-        {
-            Ok(handle) => {
-                *thread = WriterThread::Running(handle);
-                Ok(())
-            }
-            Err(e) => {
-                *thread = WriterThread::NotStarted(keep);
-                Err(Error::io("start writer thread", &self.inner.shared.root, e))
-            }
-        }
+            .map_err(|e| Error::io("start writer thread", &self.inner.shared.root, e))?;
+        *thread = WriterThread::Running(handle);
+        self.inner
+            .writer_started
+            .store(true, std::sync::atomic::Ordering::Release);
+        Ok(())
     }
 
     /// Every stream id of the store, in no particular order. This walks the stream folders: it
