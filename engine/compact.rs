@@ -3,13 +3,14 @@
 
 use crate::error::{Error, Result};
 use crate::format::index::{
-    encode_sparse, IndexEntry, IndexHeader, INDEX_ENTRY_BYTES, INDEX_HEADER_BYTES,
+    encode_sparse, IndexEntry, IndexHeader, FLAG_PACKED, INDEX_ENTRY_BYTES, INDEX_HEADER_BYTES,
     INDEX_SPARSE_ENTRY_BYTES,
 };
+use crate::format::pack::PACK_RECORDS_START;
 use crate::format::segment::{CONTROL_OP_DELETE, CONTROL_OP_SNAPSHOT};
 use crate::format::DecodeError;
 use crate::layout::{index_path, parse_index_file_name, StreamKey, INDEX_DIR, TEMP_SUFFIX};
-use crate::limits::INDEX_COMPACT_MIN_REMOVED_PERCENT;
+use crate::limits::{INDEX_COMPACT_MIN_REMOVED_PERCENT, PACK_PUNCH_BLOCK_BYTES};
 use crate::shared::Shared;
 use crate::storage::OpenMode;
 use std::collections::HashMap;
@@ -26,6 +27,14 @@ pub struct IndexCompaction {
     /// Bytes of the index files before and after.
     pub bytes_before: u64,
     pub bytes_after: u64,
+    /// Packs in which the scan found whole 4 KiB blocks holding only removed records, and gave
+    /// them back (segment-format.md §19, "Space back"): blocks given back before are given
+    /// back again, at no cost.
+    pub packs_punched: u64,
+    /// Bytes those packs took on disk (their allocated blocks) before and after; both 0 where
+    /// the storage cannot tell.
+    pub pack_bytes_before: u64,
+    pub pack_bytes_after: u64,
 }
 
 /// Compact every index file that the durable checkpoint covers whole and in which at least
@@ -47,6 +56,10 @@ pub fn compact_index(shared: &Shared) -> Result<IndexCompaction> {
         .read_dir(&dir)
         .map_err(|e| Error::io("list folder", &dir, e))?;
     let mut report = IndexCompaction::default();
+    let mut packs = PackScan::default();
+    // Files from 0 with none missing: a pack's records below its last seen entry are then all
+    // accounted for by the scan (segment-format.md §19, "Space back").
+    let mut next_file = 0u64;
     // Whether a stream's old events are gone: its segment 0 opens with a snapshot or a
     // tombstone covering them, or its tombstone is in a pack (a truncation keeps events in
     // place: their entries stay).
@@ -59,6 +72,10 @@ pub fn compact_index(shared: &Shared) -> Result<IndexCompaction> {
         if last > covered {
             continue;
         }
+        if file != next_file {
+            packs.stop(&format!("index file {next_file} is missing"));
+        }
+        next_file = file + 1;
         let mapping = shared.maps.index_file(file)?;
         let header = IndexHeader::decode(&mapping).map_err(|e| {
             Error::corrupt(
@@ -101,6 +118,7 @@ pub fn compact_index(shared: &Shared) -> Result<IndexCompaction> {
                     c
                 }
             };
+            packs.note(shared, &mut report, position, &entry, position > up_to);
             if position > up_to {
                 live.push((position, entry));
             }
@@ -158,7 +176,184 @@ pub fn compact_index(shared: &Shared) -> Result<IndexCompaction> {
         report.bytes_before += before;
         report.bytes_after += bytes.len() as u64;
     }
+    packs.finish(shared, &mut report);
     Ok(report)
+}
+
+/// The pack records the scan met, one pack at a time, and the whole blocks of each that hold
+/// no live record, given back (segment-format.md §19, "Space back"). This is what frees the
+/// records of streams removed in an earlier process, or more than the writer's ranges could
+/// hold: the writer gives back only the blocks whose records all died in its own lifetime.
+///
+/// Why a block the scan gives back holds only dead bytes. The scan sees every present entry
+/// of positions `1 ..= last` of a file the durable checkpoint covers whole; a pack holds its
+/// records in position order, and a pack's positions all come before the next pack's (§19,
+/// "Pack file"). So every record below the last entry the scan saw of a pack has its
+/// position in the scanned range: either its entry is present, and says whether it is live by
+/// the rule compaction uses to drop entries, or compaction dropped it, because it was dead.
+/// The records of a truncation, and any record whose length cannot be read, count as live.
+/// A present index entry of a packed record, as the scan saw it.
+#[derive(Clone, Copy)]
+struct PackEntry {
+    offset: u64,
+    position: u64,
+    live: bool,
+}
+
+#[derive(Default)]
+struct PackScan {
+    /// The pack being scanned and its present entries in offset order.
+    current: Option<(u32, Vec<PackEntry>)>,
+    /// Packs already finished: the scan gives a pack's blocks back only once it has passed it.
+    finished_up_to: Option<u32>,
+    stopped: bool,
+}
+
+impl PackScan {
+    fn note(
+        &mut self,
+        shared: &Shared,
+        report: &mut IndexCompaction,
+        position: u64,
+        entry: &IndexEntry,
+        live: bool,
+    ) {
+        if self.stopped || entry.flags & FLAG_PACKED == 0 {
+            return;
+        }
+        let (pack, offset) = (entry.segment, u64::from(entry.offset));
+        if let Some((current, entries)) = &mut self.current {
+            if *current == pack {
+                if entries.last().is_some_and(|e| e.offset >= offset) {
+                    self.stop(&format!("pack {pack}'s records are not in position order"));
+                    return;
+                }
+                entries.push(PackEntry {
+                    offset,
+                    position,
+                    live,
+                });
+                return;
+            }
+        }
+        if self.finished_up_to.is_some_and(|done| pack <= done)
+            || self.current.as_ref().is_some_and(|(c, _)| pack < *c)
+        {
+            self.stop(&format!("pack {pack} holds positions after a later pack's"));
+            return;
+        }
+        self.finish(shared, report);
+        self.current = Some((
+            pack,
+            vec![PackEntry {
+                offset,
+                position,
+                live,
+            }],
+        ));
+    }
+
+    /// Something the format rules out: give nothing more back in this scan.
+    fn stop(&mut self, why: &str) {
+        if !self.stopped {
+            tracing::error!(why, "pack space is not given back by this compaction");
+        }
+        self.stopped = true;
+        self.current = None;
+    }
+
+    /// The scan has passed the current pack: give back its dead blocks.
+    fn finish(&mut self, shared: &Shared, report: &mut IndexCompaction) {
+        let Some((pack, entries)) = self.current.take() else {
+            return;
+        };
+        self.finished_up_to = Some(pack);
+        if self.stopped || (entries.iter().all(|e| e.live) && dense(&entries)) {
+            return;
+        }
+        let holes = dead_holes(shared, pack, &entries);
+        if holes.is_empty() {
+            return;
+        }
+        let path = crate::layout::pack_path(&shared.root, pack);
+        let file = match shared.backend.open(&path, OpenMode::ReadWrite) {
+            Ok(f) => f,
+            Err(e) => {
+                tracing::warn!(path = %path.display(), error = %e, "cannot open a pack to give back dead blocks");
+                return;
+            }
+        };
+        let before = file.allocated_bytes().ok().flatten();
+        for (offset, len) in holes {
+            if let Err(e) = file.punch_hole(offset, len) {
+                tracing::warn!(path = %path.display(), offset, len, error = %e,
+                    "cannot give back dead pack blocks");
+                return;
+            }
+        }
+        report.packs_punched += 1;
+        if let (Some(b), Ok(Some(a))) = (before, file.allocated_bytes()) {
+            report.pack_bytes_before += b;
+            report.pack_bytes_after += a;
+        }
+    }
+}
+
+/// Whether a pack's live entries lie with no gap of a whole block between them: then it has
+/// no dead block (a cheap test of the common case, before any record is read).
+fn dense(entries: &[PackEntry]) -> bool {
+    let block = PACK_PUNCH_BLOCK_BYTES;
+    entries
+        .first()
+        .is_some_and(|e| e.offset < PACK_RECORDS_START + block)
+        && entries
+            .windows(2)
+            .all(|w| w[1].offset - w[0].offset <= block)
+}
+
+/// The whole blocks of `pack` below its last scanned entry that no live record touches, as
+/// merged `(offset, len)` ranges. `entries` are its present entries in offset order.
+fn dead_holes(shared: &Shared, pack: u32, entries: &[PackEntry]) -> Vec<(u64, u64)> {
+    let block = PACK_PUNCH_BLOCK_BYTES;
+    let mut holes = Vec::new();
+    // Where the bytes not known to be live start.
+    let mut at = PACK_RECORDS_START;
+    for (i, e) in entries.iter().enumerate() {
+        let next = entries.get(i + 1).map(|n| n.offset);
+        if e.live {
+            if e.offset > at {
+                holes.push((at, e.offset));
+            }
+            // A live record's end: the next entry's offset when no whole block fits between
+            // them, else its own length, read and verified; unknown means live to the next.
+            let end = match next {
+                Some(n) if n - e.offset <= block => n,
+                _ => record_end(shared, pack, e.offset, e.position)
+                    .unwrap_or_else(|| next.unwrap_or(u64::MAX)),
+            };
+            at = at.max(end);
+        } else if next.is_none() && e.offset > at {
+            // The last entry the scan saw is dead: its own length is not known, so the bytes
+            // up to its start are the last ones known.
+            holes.push((at, e.offset));
+        }
+    }
+    holes
+        .into_iter()
+        .filter_map(|(s, e)| {
+            let (first, last) = crate::packs::whole_blocks(s, e);
+            (last > first).then_some((first, last - first))
+        })
+        .collect()
+}
+
+/// The end (padding included) of the live record of `position` at `offset` of `pack`, when it
+/// verifies; `None` otherwise (the caller then keeps more).
+fn record_end(shared: &Shared, pack: u32, offset: u64, position: u64) -> Option<u64> {
+    let mapped = shared.maps.pack_record(pack, offset).ok()??;
+    let bytes = mapped.mapping.get(usize::try_from(offset).ok()?..)?;
+    let r = crate::format::segment::decode_record(bytes).ok()?;
+    (r.position == position).then_some(offset + r.padded_bytes)
 }
 
 /// The entries of a mapped index file up to `last`, dense or compacted, with their positions

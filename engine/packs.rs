@@ -950,7 +950,8 @@ impl TableKeys {
 
 /// Byte ranges of packs whose records a committed rewrite removed (segment-format.md §19,
 /// "Space back"), kept by the writer until the 4 KiB blocks they cover whole are given back.
-/// In memory only: ranges of a past process are given back by pack compaction, not here.
+/// In memory only: blocks whose records died in more than one process's lifetime are given back
+/// by index compaction's scan of the packs (`compact.rs`), not here.
 #[derive(Default)]
 pub struct DeadRanges {
     /// Registered, waiting for a durable checkpoint at or past the head of their rewrite:
@@ -963,7 +964,7 @@ pub struct DeadRanges {
 }
 
 /// The span of whole blocks inside `[start, end)`, empty when there is none.
-fn whole_blocks(start: u64, end: u64) -> (u64, u64) {
+pub(crate) fn whole_blocks(start: u64, end: u64) -> (u64, u64) {
     let block = PACK_PUNCH_BLOCK_BYTES;
     let first = start.div_ceil(block) * block;
     let last = end / block * block;

@@ -480,6 +480,12 @@ impl Store {
     /// per file (a synced temporary file renamed over the old one); readers are not disturbed.
     /// Truncated events keep their entries (their records stay on disk).
     ///
+    /// The same pass gives back the pack space of removed small streams whenever they died:
+    /// every whole 4 KiB block of a pack that holds no live record (segment-format.md §19,
+    /// "Space back"). The writer gives back such blocks on its own only when all their records
+    /// died while it ran; this frees the blocks whose records died in earlier processes. Runs
+    /// in the background too, after many removals.
+    ///
     /// # Errors
     /// `Io` (a failed write or sync poisons the store, as any), `Corrupt`, `Poisoned`.
     pub fn compact_index(&self) -> Result<IndexCompaction> {

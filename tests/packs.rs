@@ -401,6 +401,144 @@ fn the_blocks_of_removed_packed_streams_are_given_back() {
     );
 }
 
+/// Space back across lifetimes (segment-format.md §19, "Space back"): blocks whose records
+/// died in two processes' lifetimes (half their streams deleted or snapshotted in one, the rest
+/// in the next) are given back by index compaction's scan, which the writer alone cannot do (it
+/// knows only the deaths of its own lifetime). Live records interleaved with dead ones keep
+/// their blocks: every live stream reads back whole, by itself and in global order, across
+/// reopens, and `segment-dump` finds the store sound.
+#[test]
+fn blocks_whose_records_died_in_two_lifetimes_come_back_at_compaction() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("store");
+    let pack = root.join("packs").join("00000000.pack");
+    let options = Options {
+        index_entries_per_file: 64,
+        ..options()
+    };
+    // Streams 0..200 all die, even ones in the first lifetime, odd ones in the second, so
+    // that every block of theirs holds records of both. Of streams 200..290, written after
+    // them, one in three lives on among the dying.
+    let (all_die, mixed) = (200usize, 200..290usize);
+    let lives = |s: usize| mixed.contains(&s) && s % 3 == 0;
+    let dies_first = |s: usize| s % 2 == 0 && !lives(s);
+    {
+        let store = Store::open_with(&root, options.clone()).unwrap();
+        write_interleaved(&store, 0..all_die, 5);
+        write_interleaved(&store, mixed.clone(), 5);
+    }
+    let before = allocated(&pack);
+    let remove = |store: &Store, s: usize| {
+        let stream = format!("order-{s}");
+        if s % 10 == 4 {
+            store
+                .snapshot_stream(&stream, EventData::new("Snapshot", b"s".to_vec()))
+                .unwrap();
+        } else {
+            store.delete_stream(&stream).unwrap();
+        }
+    };
+    {
+        let store = Store::open_with(&root, options.clone()).unwrap();
+        for s in (0..mixed.end).filter(|s| dies_first(*s)) {
+            remove(&store, s);
+        }
+    }
+    {
+        let store = Store::open_with(&root, options.clone()).unwrap();
+        for s in (0..mixed.end).filter(|s| !dies_first(*s) && !lives(*s)) {
+            remove(&store, s);
+        }
+    }
+    // The clean close's checkpoint covers the removals: the writer gave back what it knew
+    // of, which is not these blocks (each holds a record of the first lifetime's dead).
+    let known = allocated(&pack);
+    assert!(
+        known * 4 > before * 3,
+        "the writer alone gave back {before} -> {known} bytes"
+    );
+    let store = Store::open_with(&root, options.clone()).unwrap();
+    let report = store.compact_index().unwrap();
+    let after = allocated(&pack);
+    assert!(report.packs_punched >= 1, "{report:?}");
+    assert_eq!(
+        (report.pack_bytes_before, report.pack_bytes_after),
+        (known, after),
+        "{report:?}"
+    );
+    // 1,000 of the 1,450 records died, most in blocks with no live record.
+    assert!(
+        after * 2 < before,
+        "allocated {before} bytes before, {known} after the writer, {after} after the scan"
+    );
+    let living: Vec<usize> = mixed.clone().filter(|s| lives(*s)).collect();
+    let expected: Vec<(String, u64, Vec<u8>)> = (1..=5u64)
+        .flat_map(|v| {
+            living
+                .iter()
+                .map(move |s| (format!("order-{s}"), v, payload(*s, v)))
+        })
+        .collect();
+    let check = |store: &Store, when: &str| {
+        for s in &living {
+            let stream = format!("order-{s}");
+            let forward = read(store, &stream, Direction::Forward);
+            assert_eq!(
+                forward
+                    .iter()
+                    .map(|(v, d, _)| (*v, d.clone()))
+                    .collect::<Vec<_>>(),
+                (1..=5u64).map(|v| (v, payload(*s, v))).collect::<Vec<_>>(),
+                "{when}: {stream}"
+            );
+            assert_eq!(read(store, &stream, Direction::Backward).len(), 5);
+        }
+        let seen: Vec<_> = all(store)
+            .into_iter()
+            .filter(|(s, ..)| {
+                s.strip_prefix("order-")
+                    .and_then(|n| n.parse().ok())
+                    .is_some_and(lives)
+            })
+            .collect();
+        assert_eq!(seen, expected, "{when}");
+        for s in (0..mixed.end).filter(|s| !lives(*s)) {
+            let r = store.read_stream(&format!("order-{s}"), 1, Direction::Forward);
+            if s % 10 == 4 {
+                let events: Vec<_> = r.unwrap().map(Result::unwrap).collect();
+                assert_eq!(events.len(), 1, "{when}: order-{s}");
+                assert_eq!(events[0].data(), b"s");
+            } else {
+                assert!(
+                    matches!(r, Err(Error::StreamDeleted { .. })),
+                    "{when}: order-{s}"
+                );
+            }
+        }
+    };
+    check(&store, "after the scan");
+    drop(store);
+    for reopen in 0..2 {
+        let store = Store::open_with(&root, options.clone()).unwrap();
+        check(&store, &format!("reopen {reopen}"));
+        store
+            .append(
+                &format!("new-{reopen}"),
+                ExpectedVersion::NoStream,
+                [event(0, 1)],
+            )
+            .unwrap();
+        store.compact_index().unwrap();
+    }
+    // The two appends went to the pack's end; the scans gave back nothing more.
+    assert!(
+        allocated(&pack) <= after + 4096,
+        "{after} -> {}",
+        allocated(&pack)
+    );
+    dump_clean(&root);
+}
+
 /// A reader iterating a packed stream when a delete removes it (and its blocks are given back
 /// by the next rewrite's flush) gets `StreamDeleted`, not damage.
 #[test]

@@ -75,6 +75,14 @@ pub trait FileHandle: Send + Sync {
         }
         Ok(())
     }
+    /// The bytes the file takes on the file system (its allocated blocks, holes left out), or
+    /// `None` where the backend cannot tell: what a punch gave back is measured by it.
+    ///
+    /// # Errors
+    /// The OS error.
+    fn allocated_bytes(&self) -> io::Result<Option<u64>> {
+        Ok(None)
+    }
     /// Make the file's data durable (`fdatasync`).
     ///
     /// # Errors

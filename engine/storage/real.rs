@@ -53,6 +53,12 @@ impl FileHandle for RealFile {
         self.file.set_len(len)
     }
 
+    fn allocated_bytes(&self) -> io::Result<Option<u64>> {
+        use std::os::unix::fs::MetadataExt;
+        // `st_blocks` counts 512-byte units whatever the file system's block size.
+        Ok(Some(self.file.metadata()?.blocks() * 512))
+    }
+
     fn sync_data(&self) -> io::Result<()> {
         self.file.sync_data()
     }
