@@ -6,8 +6,8 @@ use crate::catalog::{StreamMeta, StreamState};
 use crate::error::{Error, Result};
 use crate::format::index::FLAG_CONTROL;
 use crate::format::segment::{
-    decode_record, peek_record_header, Control, RECORD_FLAG_BEGIN, RECORD_FLAG_END,
-    RECORD_HEADER_BYTES,
+    decode_plain_event, decode_record, peek_record_header, Control, RECORD_FLAG_BEGIN,
+    RECORD_FLAG_END, RECORD_HEADER_BYTES,
 };
 use crate::layout::{index_path, segment_path, KeyMap, StreamKey};
 use crate::limits::{
@@ -82,16 +82,19 @@ impl RecordedEvent {
         }
     }
 
+    #[inline]
     #[must_use]
     pub fn version(&self) -> u64 {
         self.version
     }
 
+    #[inline]
     #[must_use]
     pub fn position(&self) -> Position {
         Position(self.position)
     }
 
+    #[inline]
     #[must_use]
     pub fn event_type(&self) -> &str {
         // Checked to be UTF-8 when the event was decoded.
@@ -99,16 +102,19 @@ impl RecordedEvent {
     }
 
     /// Bytes `len` long at `skip` bytes into the body.
+    #[inline]
     fn part(&self, skip: usize, len: usize) -> &[u8] {
         let start = self.body + skip;
         &self.segment.mapping[start..start + len]
     }
 
+    #[inline]
     #[must_use]
     pub fn data(&self) -> &[u8] {
         self.part(self.data_at as usize, self.data_len as usize)
     }
 
+    #[inline]
     #[must_use]
     pub fn metadata(&self) -> &[u8] {
         self.part(
@@ -118,6 +124,7 @@ impl RecordedEvent {
     }
 
     /// The event's key (`EventData::key`); empty when it has none.
+    #[inline]
     #[must_use]
     pub fn key(&self) -> &[u8] {
         self.part(usize::from(self.type_len), usize::from(self.key_len))
@@ -125,12 +132,14 @@ impl RecordedEvent {
 
     /// The commit metadata of the append this event belongs to, on its first event only
     /// (`is_append_begin`); empty elsewhere.
+    #[inline]
     #[must_use]
     pub fn commit_metadata(&self) -> &[u8] {
         let at = usize::from(self.type_len) + usize::from(self.key_len);
         self.part(at, self.metadata_at as usize - at)
     }
 
+    #[inline]
     #[must_use]
     pub fn id(&self) -> Option<[u8; 16]> {
         self.id
@@ -143,18 +152,21 @@ impl RecordedEvent {
     }
 
     /// The number of the append (changeset) within its stream, from 1.
+    #[inline]
     #[must_use]
     pub fn changeset(&self) -> u64 {
         self.changeset
     }
 
     /// True for the first event of its append.
+    #[inline]
     #[must_use]
     pub fn is_append_begin(&self) -> bool {
         self.flags & RECORD_FLAG_BEGIN != 0
     }
 
     /// True for the last event of its append.
+    #[inline]
     #[must_use]
     pub fn is_append_end(&self) -> bool {
         self.flags & RECORD_FLAG_END != 0
@@ -227,6 +239,34 @@ pub(crate) fn event_at(
     }
     let at = (offset - segment.base) as usize;
     let bytes = &segment.mapping[at..(limit - segment.base) as usize];
+    if let Some(p) = decode_plain_event(bytes) {
+        let body = RECORD_HEADER_BYTES;
+        let event_type = &bytes[body..body + p.type_len];
+        // Types are short and nearly always ASCII: the test is inlined, the call is not.
+        if event_type.is_ascii() || std::str::from_utf8(event_type).is_ok() {
+            // Lengths checked by the decoder against the record's size, itself a `u32`.
+            let metadata_at = p.type_len + p.key_len + p.commit_len;
+            let event = RecordedEvent {
+                segment: Arc::clone(segment),
+                stream: StreamName::Segment,
+                version: p.version,
+                position: p.position,
+                changeset: p.changeset,
+                timestamp_us: p.timestamp_us,
+                id: p.event_id,
+                flags: p.flags,
+                control: None,
+                body: at + body,
+                type_len: p.type_len as u16,
+                key_len: p.key_len as u16,
+                metadata_at: metadata_at as u32,
+                data_at: (metadata_at + p.metadata_len) as u32,
+                data_len: p.data_len as u32,
+            };
+            return Ok((event, offset + p.padded_bytes));
+        }
+    }
+    // Any other record, or one that fails a check: the general decoder says which.
     let r = decode_record(bytes)
         .map_err(|e| Error::corrupt(&segment.path, offset, format!("committed record: {e}")))?;
     if std::str::from_utf8(r.event_type).is_err() {

@@ -11,7 +11,8 @@ use streamlog::format::projection::{decode_posting, PostingsHeader};
 use streamlog::format::removals::Removal;
 use streamlog::format::manifest::Manifest;
 use streamlog::format::segment::{
-    decode_record, peek_record_header, SegmentHeader, RECORD_FLAG_COMPACT, RECORD_FLAG_VARINT,
+    decode_plain_event, decode_record, peek_record_header, SegmentHeader, RECORD_FLAG_COMPACT,
+    RECORD_FLAG_PACKED, RECORD_FLAG_VARINT, RECORD_KIND_EVENT,
 };
 use streamlog::format::subscription::{SubscriptionCheckpoint, SubscriptionHeader};
 
@@ -73,6 +74,14 @@ fuzz_target!(|data: &[u8]| {
             assert_eq!(peek.record_bytes as usize, record.len());
             assert_eq!(peek.position, Some(r.position));
         }
+        plain_agrees(&record);
+        // And as a plain event of a segment: the read path's fast decoder must take exactly
+        // what the general one takes, and read it the same.
+        record[2] = RECORD_KIND_EVENT;
+        record[3] &= 0x07;
+        let crc = crc32c::crc32c_append(crc32c::crc32c(&record[..8]), &record[12..]);
+        record[8..12].copy_from_slice(&crc.to_le_bytes());
+        plain_agrees(&record);
     }
     let mut at = 0;
     while at < data.len() {
@@ -82,3 +91,30 @@ fuzz_target!(|data: &[u8]| {
         }
     }
 });
+
+/// `decode_plain_event` accepts exactly the plain event records `decode_record` accepts, and
+/// reads them the same.
+fn plain_agrees(bytes: &[u8]) {
+    match (decode_plain_event(bytes), decode_record(bytes)) {
+        (Some(p), Ok(r)) => {
+            assert!(r.kind == RECORD_KIND_EVENT && r.flags & RECORD_FLAG_PACKED == 0);
+            assert_eq!(
+                (p.version, p.position, p.changeset, p.event_id, p.padded_bytes),
+                (r.version, r.position, r.changeset, r.event_id, r.padded_bytes)
+            );
+            assert_eq!(
+                (p.type_len, p.key_len, p.commit_len, p.metadata_len, p.data_len),
+                (
+                    r.event_type.len(),
+                    r.key.len(),
+                    r.commit_metadata.len(),
+                    r.metadata.len(),
+                    r.data.len()
+                )
+            );
+        }
+        (Some(p), Err(e)) => panic!("plain decoder took {p:?}, the general one refused: {e}"),
+        (None, Ok(r)) => assert!(r.kind != RECORD_KIND_EVENT || r.flags & RECORD_FLAG_PACKED != 0),
+        (None, Err(_)) => {}
+    }
+}
