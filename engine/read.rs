@@ -240,7 +240,7 @@ pub(crate) fn event_at(
     let at = (offset - segment.base) as usize;
     let bytes = &segment.mapping[at..(limit - segment.base) as usize];
     if let Some(p) = decode_plain_event(bytes) {
-        let body = RECORD_HEADER_BYTES;
+        let body = p.body_offset;
         let event_type = &bytes[body..body + p.type_len];
         // Types are short and nearly always ASCII: the test is inlined, the call is not.
         if event_type.is_ascii() || std::str::from_utf8(event_type).is_ok() {

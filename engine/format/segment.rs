@@ -742,6 +742,7 @@ struct Fixed {
 
 /// The varint header's fields (format 7) from a record's bytes (`record_bytes` long, already
 /// checked against its CRC).
+#[inline]
 fn varint_fields(record: &[u8]) -> Result<Fixed, DecodeError> {
     let (h, _) = VarintFixed::ref_from_prefix(record)
         .map_err(|_| short(VARINT_HEADER_BYTES_MIN, record.len()))?;
@@ -780,6 +781,7 @@ fn varint_fields(record: &[u8]) -> Result<Fixed, DecodeError> {
     })
 }
 
+#[inline]
 fn fixed_fields(bytes: &[u8], compact: bool) -> Result<Fixed, DecodeError> {
     if compact {
         let (h, _) = CompactHeader::ref_from_prefix(bytes)
@@ -821,8 +823,9 @@ fn fixed_fields(bytes: &[u8], compact: bool) -> Result<Fixed, DecodeError> {
     }
 }
 
-/// A plain event record of a stream's own segment (the §5 header, kind event, not packed): the
-/// record readers meet most, decoded by `decode_plain_event` without building a `RecordView`.
+/// A plain event record: an event of a stream's own segment (the §5 header) or of a pack (the
+/// varint header, format 7), the records readers meet most, decoded by `decode_plain_event`
+/// without building a `RecordView`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PlainEvent {
     pub flags: u8,
@@ -831,70 +834,99 @@ pub struct PlainEvent {
     pub changeset: u64,
     pub timestamp_us: u64,
     pub event_id: Option<[u8; 16]>,
+    /// Where the event type starts, from the record's start (after the header and any id).
+    pub body_offset: usize,
     pub type_len: usize,
     pub key_len: usize,
     pub commit_len: usize,
     pub metadata_len: usize,
-    /// The data: the rest of the record after the header and the other parts.
+    /// The data: the rest of the record after the other parts.
     pub data_len: usize,
     /// Bytes to the next record (padding included).
     pub padded_bytes: u64,
 }
 
 /// Decode a plain event record (`PlainEvent`) at the start of `bytes`, with every check
-/// `decode_record` makes of such a record; `None` for any other record and for one that fails
-/// a check, which the caller then hands to `decode_record` to learn what is wrong with it.
-/// W4 (one stream read forward) spent a third of its engine time building and moving the
-/// general `RecordView` (`perf`, session 17).
+/// `decode_record` makes of such a record; `None` for any other record (a control record, a
+/// format-4 to -6 packed record) and for one that fails a check, which the caller then hands
+/// to `decode_record` to learn what is wrong with it. W4 (one stream read forward) spent a
+/// third of its engine time building and moving the general `RecordView` (`perf`, session 17).
 #[inline]
 #[must_use]
 pub fn decode_plain_event(bytes: &[u8]) -> Option<PlainEvent> {
-    let (h, _) = RecordHeader::ref_from_prefix(bytes).ok()?;
-    let record_bytes = h.record_bytes.get() as usize;
-    if h.magic.get() != RECORD_MAGIC
-        || h.kind != RECORD_KIND_EVENT
-        || h.flags & !(RECORD_FLAG_BEGIN | RECORD_FLAG_END | RECORD_FLAG_HAS_ID) != 0
-        || record_bytes < RECORD_HEADER_BYTES
+    let (p, _) = RecordPrefix::ref_from_prefix(bytes).ok()?;
+    let record_bytes = p.record_bytes.get() as usize;
+    let flags = p.flags;
+    let varint = flags & RECORD_FLAG_VARINT != 0;
+    let plain = RECORD_FLAG_BEGIN | RECORD_FLAG_END | RECORD_FLAG_HAS_ID;
+    let (allowed, header_min) = if varint {
+        (
+            plain | RECORD_FLAG_PACKED | RECORD_FLAG_VARINT,
+            VARINT_HEADER_BYTES_MIN,
+        )
+    } else {
+        (plain, RECORD_HEADER_BYTES)
+    };
+    if p.magic.get() != RECORD_MAGIC
+        || p.kind != RECORD_KIND_EVENT
+        || flags & !allowed != 0
+        || (varint && flags & RECORD_FLAG_PACKED == 0)
+        || record_bytes < header_min
         || record_bytes > bytes.len()
     {
         return None;
     }
     let record = &bytes[..record_bytes];
-    if record_crc(record) != h.crc.get() {
+    if record_crc(record) != p.crc.get() {
         return None;
     }
-    let type_len = usize::from(h.type_len.get());
-    let key_len = usize::from(h.key_len.get());
-    let metadata_len = h.metadata_len.get() as usize;
-    let commit_len = h.commit_metadata_len.get() as usize;
-    let (version, position, changeset) = (h.version.get(), h.position.get(), h.changeset.get());
-    let body = record_bytes - RECORD_HEADER_BYTES;
-    // Each part is at most 4 GiB and the record's size a `u32`: the sum cannot overflow.
-    let parts = type_len + key_len + commit_len + metadata_len;
-    if type_len == 0
-        || key_len > KEY_BYTES_MAX
-        || commit_len > COMMIT_METADATA_BYTES_MAX
-        || (commit_len != 0 && h.flags & RECORD_FLAG_BEGIN == 0)
+    let has_id = flags & RECORD_FLAG_HAS_ID != 0;
+    let (fields, event_id, body_offset, padded_bytes) = if varint {
+        let f = varint_fields(record).ok()?;
+        // The varint header carries an id only when there is one, after it.
+        let (id, body_offset) = if has_id {
+            let id: [u8; EVENT_ID_BYTES] = record
+                .get(f.header_bytes..f.header_bytes + EVENT_ID_BYTES)?
+                .try_into()
+                .ok()?;
+            (Some(id), f.header_bytes + EVENT_ID_BYTES)
+        } else {
+            (None, f.header_bytes)
+        };
+        (f, id, body_offset, align4(record_bytes as u64))
+    } else {
+        let f = fixed_fields(record, false).ok()?;
+        let id = if has_id { f.event_id } else { None };
+        (f, id, RECORD_HEADER_BYTES, align8(record_bytes as u64))
+    };
+    let body = record_bytes.checked_sub(body_offset)?;
+    // Each length is at most the record's size, itself a `u32`: the sum cannot overflow.
+    let parts = fields.type_len + fields.key_len + fields.commit_len + fields.metadata_len;
+    if fields.type_len == 0
+        || fields.key_len > KEY_BYTES_MAX
+        || fields.commit_len > COMMIT_METADATA_BYTES_MAX
+        || (fields.commit_len != 0 && flags & RECORD_FLAG_BEGIN == 0)
         || parts > body
-        || version == 0
-        || position == 0
-        || changeset == 0
+        || fields.version == 0
+        || fields.position == 0
+        || fields.changeset == 0
     {
         return None;
     }
     Some(PlainEvent {
-        flags: h.flags,
-        version,
-        position,
-        changeset,
-        timestamp_us: h.timestamp_us.get(),
-        event_id: (h.flags & RECORD_FLAG_HAS_ID != 0).then_some(h.event_id),
-        type_len,
-        key_len,
-        commit_len,
-        metadata_len,
+        flags,
+        version: fields.version,
+        position: fields.position,
+        changeset: fields.changeset,
+        timestamp_us: fields.timestamp_us,
+        event_id,
+        body_offset,
+        type_len: fields.type_len,
+        key_len: fields.key_len,
+        commit_len: fields.commit_len,
+        metadata_len: fields.metadata_len,
         data_len: body - parts,
-        padded_bytes: align8(record_bytes as u64),
+        padded_bytes,
     })
 }
 
@@ -1056,8 +1088,8 @@ mod tests {
         match (plain, decode_record(bytes)) {
             (Some(p), Ok(r)) => {
                 assert_eq!(r.kind, RECORD_KIND_EVENT);
-                assert_eq!(r.flags & RECORD_FLAG_PACKED, 0);
-                assert_eq!(r.body_offset, RECORD_HEADER_BYTES);
+                assert_eq!(r.flags & RECORD_FLAG_COMPACT, 0);
+                assert_eq!(r.body_offset, p.body_offset);
                 assert_eq!(
                     (p.flags, p.version, p.position, p.changeset, p.timestamp_us),
                     (r.flags, r.version, r.position, r.changeset, r.timestamp_us)
@@ -1083,7 +1115,8 @@ mod tests {
             }
             (Some(p), Err(e)) => panic!("plain decoder took {p:?}, the general one refused: {e}"),
             (None, Ok(r)) => assert!(
-                r.kind != RECORD_KIND_EVENT || r.flags & RECORD_FLAG_PACKED != 0,
+                r.kind != RECORD_KIND_EVENT
+                    || (r.flags & RECORD_FLAG_PACKED != 0 && r.flags & RECORD_FLAG_VARINT == 0),
                 "plain decoder refused a plain event {r:?}"
             ),
             (None, Err(_)) => {}
@@ -1105,7 +1138,12 @@ mod tests {
             (RECORD_FLAG_END, b"", b"", b"meta"),
             (0, b"key", b"", b""),
         ];
-        for (flags, key, commit, metadata) in shapes {
+        // Packed (varint header) and not; a packed record has no key.
+        let cases = shapes
+            .iter()
+            .flat_map(|s| [(*s, None), (*s, Some(5u64))])
+            .filter(|((_, key, ..), prev)| prev.is_none() || key.is_empty());
+        for ((flags, key, commit, metadata), prev_position) in cases {
             for data_len in [0usize, 1, 7, 300] {
                 let data = vec![0xA5; data_len];
                 let mut bytes = Vec::new();
@@ -1123,7 +1161,7 @@ mod tests {
                         metadata,
                         data: &data,
                         control: None,
-                        prev_position: None,
+                        prev_position,
                     },
                     &mut bytes,
                 );
@@ -1132,7 +1170,7 @@ mod tests {
                 plain_agrees(&bytes[..bytes.len() - 1]);
                 // Every byte of the header changed, the checksum then made right again, so
                 // that the checks behind it run; and every byte changed as it is.
-                for at in 0..RECORD_HEADER_BYTES {
+                for at in 0..RECORD_HEADER_BYTES.min(bytes.len()) {
                     for value in [0u8, 1, 2, 0x7F, 0xFF] {
                         let mut damaged = bytes.clone();
                         damaged[at] = value;

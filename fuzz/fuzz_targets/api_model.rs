@@ -10,7 +10,9 @@ use libfuzzer_sys::fuzz_target;
 mod model;
 
 fuzz_target!(|data: &[u8]| {
-    let Some((seed, ops)) = data.split_first() else { return };
+    let Some((seed, ops)) = data.split_first() else {
+        return;
+    };
     let ops = model::decode(ops, true);
     if let Err(e) = model::Harness::run(u64::from(*seed), &ops) {
         panic!("store and model disagree: {e}");

@@ -11,7 +11,12 @@ use streamlog::storage::sim::SimBackend;
 use streamlog::{Direction, EventData, ExpectedVersion, Options, Position, Store};
 
 fn options() -> Options {
-    Options { index_entries_per_file: 64, segment_bytes: 64 << 10, event_bytes_max: 4096, ..Options::default() }
+    Options {
+        index_entries_per_file: 64,
+        segment_bytes: 64 << 10,
+        event_bytes_max: 4096,
+        ..Options::default()
+    }
 }
 
 /// The store after 90 appends: closed cleanly, or (`crashed`) cut off by a power cut right
@@ -19,15 +24,26 @@ fn options() -> Options {
 /// their writes in place survived: the damage then lands on what recovery replays too.
 fn build(crashed: bool) -> SimBackend {
     let sim = SimBackend::new(7);
-    let store = Store::open_with_backend(Path::new("/f/store"), options(), Arc::new(sim.clone())).unwrap();
+    let store =
+        Store::open_with_backend(Path::new("/f/store"), options(), Arc::new(sim.clone())).unwrap();
     for i in 0..90u64 {
-        let events: Vec<EventData> = (0..1 + i % 3).map(|k| EventData::new("T", vec![(i + k) as u8; (i * 13 % 300) as usize])).collect();
-        store.append(&format!("s-{}", i % 4), ExpectedVersion::Any, events).unwrap();
+        let events: Vec<EventData> = (0..1 + i % 3)
+            .map(|k| EventData::new("T", vec![(i + k) as u8; (i * 13 % 300) as usize]))
+            .collect();
+        store
+            .append(&format!("s-{}", i % 4), ExpectedVersion::Any, events)
+            .unwrap();
     }
     // Small streams stay in the pack; two are deleted there (their tombstones in the pack,
     // their records' `REMOVALS` records).
     for i in 0..8u64 {
-        store.append(&format!("p-{}", i % 4), ExpectedVersion::Any, [EventData::new("P", vec![i as u8; 40])]).unwrap();
+        store
+            .append(
+                &format!("p-{}", i % 4),
+                ExpectedVersion::Any,
+                [EventData::new("P", vec![i as u8; 40])],
+            )
+            .unwrap();
     }
     store.delete_stream("p-0").unwrap();
     store.delete_stream("p-1").unwrap();
@@ -41,7 +57,9 @@ fn build(crashed: bool) -> SimBackend {
 }
 
 fuzz_target!(|data: &[u8]| {
-    let Some((mode, data)) = data.split_first() else { return };
+    let Some((mode, data)) = data.split_first() else {
+        return;
+    };
     let sim = build(mode % 2 == 1);
     let files = sim.files();
     // Each 4 input bytes: which file, where, and what to do.
@@ -50,7 +68,10 @@ fuzz_target!(|data: &[u8]| {
         let offset = u64::from(u16::from_le_bytes([op[1], op[2]]));
         sim.damage(file, offset, op[3]);
     }
-    let Ok(store) = Store::open_with_backend(Path::new("/f/store"), options(), Arc::new(sim)) else { return };
+    let Ok(store) = Store::open_with_backend(Path::new("/f/store"), options(), Arc::new(sim))
+    else {
+        return;
+    };
     if let Ok(all) = store.read_all(Position::START, Direction::Forward) {
         for e in all.take(1000) {
             if e.is_err() {
@@ -66,6 +87,10 @@ fuzz_target!(|data: &[u8]| {
                 }
             }
         }
-        let _ = store.append(&s, ExpectedVersion::Any, [EventData::new("T", b"x".to_vec())]);
+        let _ = store.append(
+            &s,
+            ExpectedVersion::Any,
+            [EventData::new("T", b"x".to_vec())],
+        );
     }
 });
